@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both create the virtual environment and install what is missing first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Options for the local stack, e.g. make run FAULTS='503=0.1,reset=0.02'
+FAULTS ?=
+
+.PHONY: run test check lint typecheck bench clean system-packages bench-packages
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+system-packages:
+	@scripts/ensure-system-packages.sh nginx
+
+bench-packages: system-packages
+	@scripts/ensure-system-packages.sh haproxy
+
+## run: the whole local stack (HOSP stand-in, NGINX, chalice local, moto)
+run: $(STAMP) system-packages
+	$(BIN)/python -m local.stack $(if $(FAULTS),--faults '$(FAULTS)')
+
+## test: every test; no AWS account, no network beyond loopback
+test: $(STAMP) system-packages
+	$(BIN)/python -m pytest
+
+## check: lint, format, types, then tests (what CI should hold)
+check: lint typecheck test
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## bench: proxy benchmarks (not run by CI); figures go to docs/benchmarks.md
+bench: $(STAMP) bench-packages
+	$(BIN)/python -m bench.proxy_bench
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

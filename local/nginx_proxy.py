@@ -1,0 +1,142 @@
+"""Run the real NGINX binary with the project's rendered config, in the foreground.
+
+Used by the local stack, the integration tests and the benchmarks, so that all
+three exercise exactly the configuration that production renders.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RENDERER = ROOT / "infra" / "nginx" / "render.py"
+INSTALL_HINT = (
+    "the nginx binary was not found: install it with `sudo apt-get install nginx` "
+    "(Debian/Ubuntu), or run `make test`, which installs it when run as root"
+)
+
+
+class NginxError(RuntimeError):
+    """NGINX is missing, rejected its configuration, or did not start."""
+
+
+def nginx_binary() -> str:
+    """Path of the nginx binary; /usr/sbin is not on an ordinary user's PATH."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise NginxError(INSTALL_HINT)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise NginxError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class NginxProxy:
+    """One NGINX process in front of `upstream`, configured by render.py's options."""
+
+    upstream: str
+    run_dir: Path
+    port: int = 0
+    options: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "nginx.conf"
+
+    @property
+    def access_log(self) -> Path:
+        return self.run_dir / "access.json"
+
+    @property
+    def error_log(self) -> Path:
+        return self.run_dir / "error.log"
+
+    def render(self) -> None:
+        args = [
+            sys.executable, str(RENDERER), "--variant", "local",
+            "--upstream", self.upstream,
+            "--listen", f"127.0.0.1:{self.port}",
+            "--run-dir", str(self.run_dir),
+            "--output", str(self.config_path),
+        ]  # fmt: skip
+        for name, value in self.options.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise NginxError(f"render.py failed: {done.stderr.strip()}")
+
+    def check(self) -> str:
+        """`nginx -t` on the rendered file; returns its output."""
+        done = subprocess.run(
+            [nginx_binary(), "-t", "-c", str(self.config_path), "-e", str(self.error_log)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise NginxError(f"nginx -t rejected {self.config_path}:\n{done.stderr}")
+        return done.stderr
+
+    def start(self) -> NginxProxy:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        self.render()
+        self.check()
+        env = {**os.environ, "TZ": "UTC"}  # the access log's times are UTC
+        self.process = subprocess.Popen(
+            [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            wait_for_port(self.port)
+        except NginxError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # fast shutdown of master and workers
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def __enter__(self) -> NginxProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,271 @@
+"""The real NGINX, with the project's rendered config, in front of the real HOSP stand-in.
+
+Every test scripts HOSP's next outcomes (`Hosp.script`) and then checks what
+the client saw and what HOSP received: retries are proven by HOSP's own
+request counters and the access log, not by timing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from local.nginx_proxy import NginxProxy
+from tests.conftest import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp
+
+TRY_TIMEOUT = 1.0
+DEADLINE = 2.5
+WRITE_TIMEOUT = 4.0
+TEST_OPTIONS = {
+    "tries": "3",
+    "connect_timeout": "0.5",
+    "try_timeout": str(TRY_TIMEOUT),
+    "deadline": str(DEADLINE),
+    "write_timeout": str(WRITE_TIMEOUT),
+    "keepalive_timeout": str(HOSP_IDLE_TIMEOUT / 2),
+    # Generous: these tests are about retries, the budget has its own test.
+    "retry_budget_rate": "1000",
+    "retry_budget_burst": "1000",
+}
+ATTEMPT_SEPARATOR = re.compile(r"\s*,\s*|\s+:\s+")
+
+
+@pytest.fixture(scope="module")
+def proxy(hosp: Hosp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
+    with NginxProxy(f"127.0.0.1:{hosp.port}", tmp_path_factory.mktemp("nginx"), options=TEST_OPTIONS) as running:
+        yield running
+
+
+def last_log_entry(proxy: NginxProxy) -> dict[str, object]:
+    # NGINX writes the line after the answer is sent: give it a moment.
+    for _ in range(50):
+        lines = proxy.access_log.read_text().splitlines()
+        if lines:
+            return dict(json.loads(lines[-1]))
+        time.sleep(0.02)
+    raise AssertionError("the access log stayed empty")
+
+
+def attempts(entry: dict[str, object]) -> list[str]:
+    """Per-attempt upstream statuses of one access-log entry."""
+    return ATTEMPT_SEPARATOR.split(str(entry["upstream_status"]))
+
+
+def get(proxy: NginxProxy, path: str, **kwargs: object) -> requests.Response:
+    return requests.get(proxy.url + path, headers=DEMO_AUTH, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_get_failing_twice_then_succeeding_reaches_client_as_success_after_three_attempts(
+    proxy: NginxProxy, fresh_hosp: Hosp
+) -> None:
+    fresh_hosp.script("502", "503")
+
+    answer = get(proxy, "/hospitals")
+
+    assert answer.status_code == 200
+    assert [h["id"] for h in answer.json()] == sorted((h["id"] for h in answer.json()), reverse=True)
+    assert fresh_hosp.received() == 3
+    assert attempts(last_log_entry(proxy)) == ["502", "503", "200"]
+
+
+def test_a_request_failing_every_try_gets_hosps_last_answer_after_exactly_three_attempts(
+    proxy: NginxProxy, fresh_hosp: Hosp
+) -> None:
+    fresh_hosp.script("503", "502", "504", "ok")
+
+    answer = get(proxy, "/hospitals/1")
+
+    assert answer.status_code == 504
+    assert answer.json() == {"error": "injected 504"}  # HOSP's own body, passed through
+    assert fresh_hosp.received() == 3
+
+
+def test_500_is_retried_for_idempotent_requests(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script("500")
+
+    assert get(proxy, "/patients/1").status_code == 200
+    assert fresh_hosp.received() == 2
+
+
+@pytest.mark.parametrize("failure", ["500", "502", "503", "504", "reset"])
+def test_a_failing_post_is_attempted_exactly_once(proxy: NginxProxy, fresh_hosp: Hosp, failure: str) -> None:
+    fresh_hosp.script(failure)
+    note = {"title": "t", "body": "b", "patient_id": 1, "staff_id": 1}
+
+    answer = requests.post(proxy.url + "/notes", json=note, headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == (502 if failure == "reset" else int(failure))
+    assert fresh_hosp.received() == 1
+    assert requests.get(proxy.url + "/notes", params={"patient_id": 1}, headers=DEMO_AUTH, timeout=10).json() == []
+
+
+def test_a_failing_patch_is_attempted_exactly_once(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script("503")
+
+    answer = requests.patch(proxy.url + "/hospitals/1", json={"name": "x"}, headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == 503
+    assert fresh_hosp.received() == 1
+
+
+@pytest.mark.parametrize("mode", ["502", "reset"])
+def test_commit_then_fail_on_post_notes_leaves_exactly_one_note(
+    proxy: NginxProxy, fresh_hosp: Hosp, mode: str
+) -> None:
+    fresh_hosp.script(f"commit_then_fail:{mode}")
+    note = {"title": "X-ray", "body": "clear", "patient_id": 3, "staff_id": 1}
+
+    answer = requests.post(proxy.url + "/notes", json=note, headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == 502
+    notes = requests.get(proxy.url + "/notes", params={"patient_id": 3}, headers=DEMO_AUTH, timeout=10).json()
+    assert [n["title"] for n in notes] == ["X-ray"]
+
+
+def test_connection_resets_are_retried(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script("reset", "reset")
+
+    assert get(proxy, "/staffs/1").status_code == 200
+    assert fresh_hosp.received() == 3
+
+
+def test_a_slow_answer_is_abandoned_after_the_try_timeout_and_retried_within_the_deadline(
+    proxy: NginxProxy, fresh_hosp: Hosp
+) -> None:
+    fresh_hosp.script(f"slow:{int(TRY_TIMEOUT * 3000)}")
+
+    started = time.monotonic()
+    answer = get(proxy, "/hospitals")
+    elapsed = time.monotonic() - started
+
+    assert answer.status_code == 200
+    assert fresh_hosp.received() == 2
+    assert TRY_TIMEOUT <= elapsed < DEADLINE
+    assert attempts(last_log_entry(proxy)) == ["504", "200"]
+
+
+def test_slow_answers_on_every_try_end_within_deadline_plus_one_try(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    slow = f"slow:{int(DEADLINE * 2000)}"
+    fresh_hosp.script(slow, slow, slow)
+
+    started = time.monotonic()
+    answer = get(proxy, "/hospitals")
+    elapsed = time.monotonic() - started
+
+    assert answer.status_code == 504
+    assert elapsed < DEADLINE + TRY_TIMEOUT + 0.5
+    assert fresh_hosp.received() <= 3
+
+
+def test_a_slow_post_is_not_cut_by_the_idempotent_try_timeout(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script(f"slow:{int(TRY_TIMEOUT * 1500)}")
+    note = {"title": "slow", "body": "b", "patient_id": 2, "staff_id": 1}
+
+    answer = requests.post(proxy.url + "/notes", json=note, headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == 201
+    assert fresh_hosp.received() == 1
+
+
+def test_a_put_is_replayed_with_its_body(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script("503")
+
+    answer = requests.put(proxy.url + "/hospitals/2", json={"name": "Riverside"}, headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == 200
+    assert get(proxy, "/hospitals/2").json()["name"] == "Riverside"
+    assert int(fresh_hosp.stats()["by_method"]["PUT"]) == 2  # type: ignore[index]
+
+
+def test_the_only_backend_is_never_marked_down_by_failures(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script(*["502"] * 9)
+    statuses = [get(proxy, "/hospitals").status_code for _ in range(3)]
+
+    assert statuses == [502, 502, 502]
+    assert get(proxy, "/hospitals").status_code == 200  # no "no live upstreams"
+    assert fresh_hosp.received() == 10
+
+
+def test_an_idle_upstream_connection_closed_by_hosp_does_not_fail_a_post(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    note = {"title": "t", "body": "b", "patient_id": 4, "staff_id": 1}
+    first = requests.post(proxy.url + "/notes", json=note, headers=DEMO_AUTH, timeout=10)
+    time.sleep(HOSP_IDLE_TIMEOUT + 0.3)  # HOSP has closed its side of the pooled connection by now
+    second = requests.post(proxy.url + "/notes", json=note, headers=DEMO_AUTH, timeout=10)
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert fresh_hosp.received() == 2
+
+
+def test_the_access_log_holds_every_field_and_never_the_password(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script("503")
+    answer = get(proxy, "/patients/5", params={"view": "full"}, headers={**DEMO_AUTH, "X-Patient-Id": "5"})
+    entry = last_log_entry(proxy)
+
+    assert answer.status_code == 200
+    assert entry["user"] == DEMO_USER
+    assert entry["method"] == "GET"
+    assert (entry["path"], entry["query"]) == ("/patients/5", "view=full")
+    assert entry["patient_id"] == "5"
+    assert entry["status"] == 200
+    assert isinstance(entry["bytes_sent"], int)
+    assert entry["bytes_sent"] == len(answer.content)
+    assert isinstance(entry["request_time"], float)
+    assert entry["client_ip"] == "127.0.0.1"
+    assert attempts(entry) == ["503", "200"]
+    assert len(ATTEMPT_SEPARATOR.split(str(entry["upstream_addr"]))) == 2
+    assert len(ATTEMPT_SEPARATOR.split(str(entry["upstream_response_time"]))) == 2
+    # UTC with milliseconds, and now.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", str(entry["time"]))
+    logged = datetime.fromisoformat(str(entry["time"]))
+    assert abs((datetime.now(UTC) - logged).total_seconds()) < 60
+    # One request id: in the log, in the answer, and on both attempts HOSP saw.
+    assert re.fullmatch(r"[0-9a-f]{32}", str(entry["request_id"]))
+    assert answer.headers["X-Request-Id"] == entry["request_id"]
+    seen = [r for r in fresh_hosp.requests_seen() if r["path"] == "/patients/5?view=full"]
+    assert [r["x_request_id"] for r in seen] == [entry["request_id"]] * 2
+
+    whole_log = proxy.access_log.read_text()
+    assert DEMO_PASSWORD not in whole_log
+    assert DEMO_AUTH["Authorization"].split()[1] not in whole_log
+    for line in whole_log.splitlines():
+        json.loads(line)  # every line is one JSON object
+
+
+def test_proxy_health_is_answered_without_hosp(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    answer = requests.get(proxy.url + "/_proxy/health", timeout=5)
+
+    assert answer.json() == {"status": "ok"}
+    assert fresh_hosp.received() == 0
+
+
+def test_a_full_outage_ends_within_the_deadline_and_retries_stay_within_the_budget(
+    hosp: Hosp, fresh_hosp: Hosp, tmp_path: Path
+) -> None:
+    rate, burst, tries, clients = 2, 3, 3, 40
+    options = {**TEST_OPTIONS, "retry_budget_rate": str(rate), "retry_budget_burst": str(burst)}
+    fresh_hosp.faults(outage=True)
+    with NginxProxy(f"127.0.0.1:{hosp.port}", tmp_path, options=options) as proxy:
+        started = time.monotonic()
+        durations, statuses = [], []
+        for _ in range(clients):
+            t0 = time.monotonic()
+            statuses.append(get(proxy, "/hospitals").status_code)
+            durations.append(time.monotonic() - t0)
+        elapsed = time.monotonic() - started
+        budget_spent = [json.loads(line)["retry_budget"] for line in proxy.access_log.read_text().splitlines()]
+
+    assert set(statuses) == {503}
+    assert max(durations) < DEADLINE
+    # Retried requests: at most the burst plus the rate over the run (and one
+    # token NGINX holds at the start); each makes at most tries-1 more attempts.
+    allowed_retries = burst + 1 + rate * elapsed
+    assert budget_spent.count("REJECTED") >= clients - allowed_retries
+    assert fresh_hosp.received() <= clients + (tries - 1) * allowed_retries
+    assert fresh_hosp.received() < clients * tries / 2
