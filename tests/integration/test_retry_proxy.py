@@ -58,8 +58,8 @@ def attempts(entry: dict[str, object]) -> list[str]:
     return ATTEMPT_SEPARATOR.split(str(entry["upstream_status"]))
 
 
-def get(proxy: NginxProxy, path: str, **kwargs: object) -> requests.Response:
-    return requests.get(proxy.url + path, headers=DEMO_AUTH, timeout=10, **kwargs)  # type: ignore[arg-type]
+def get(proxy: NginxProxy, path: str, headers: dict[str, str] | None = None, **kwargs: object) -> requests.Response:
+    return requests.get(proxy.url + path, headers={**DEMO_AUTH, **(headers or {})}, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
 def test_get_failing_twice_then_succeeding_reaches_client_as_success_after_three_attempts(
@@ -205,7 +205,7 @@ def test_an_idle_upstream_connection_closed_by_hosp_does_not_fail_a_post(proxy: 
 
 def test_the_access_log_holds_every_field_and_never_the_password(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     fresh_hosp.script("503")
-    answer = get(proxy, "/patients/5", params={"view": "full"}, headers={**DEMO_AUTH, "X-Patient-Id": "5"})
+    answer = get(proxy, "/patients/5", params={"view": "full"}, headers={"X-Patient-Id": "5"})
     entry = last_log_entry(proxy)
 
     assert answer.status_code == 200

@@ -1,0 +1,1 @@
+"""Infrastructure: NGINX proxy, EC2 fleet, CloudFront (later)."""

@@ -1,0 +1,1 @@
+"""The NGINX retry proxy: config renderer and DNS refresh."""
