@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chalice import Chalice
+from chalice import Chalice, Response
 
 from chalicelib import health
 
@@ -10,5 +10,6 @@ app = Chalice(app_name="hosp-reliability")
 
 
 @app.route("/health", methods=["GET"])
-def get_health() -> dict[str, object]:
-    return health.report()
+def get_health() -> Response:
+    status, body = health.report()
+    return Response(body=body, status_code=status)

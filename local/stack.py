@@ -54,7 +54,9 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any key; never a real one here
             "AWS_DEFAULT_REGION": "eu-west-2",
         }
-        self._spawn("local AWS (moto)", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)])
+        self._spawn(
+            "local AWS (moto)", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
+        )
         hosp = [sys.executable, "-m", "local.hosp_standin", "--host", "127.0.0.1", "--port", str(self.ports.hosp)]
         hosp += ["--seed", str(self.seed)]
         for fault in filter(None, (self.faults or "").split(",")):
@@ -122,10 +124,12 @@ class Stack:
         self.children.clear()
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
-        log = (self.run_dir / f"{name.split()[0].lower()}.log").open("ab")
+        log = (self.run_dir / f"{name.split(maxsplit=1)[0].lower()}.log").open("ab")
         env = {**os.environ, **(extra_env or {})}
         # A process group of its own, so that stopping it stops its children too.
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self.children.append((name, process))
 

@@ -178,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--try-timeout", type=float, default=10.0, help="seconds one idempotent attempt may wait")
     p.add_argument("--deadline", type=float, default=30.0, help="seconds after which no retry starts")
     p.add_argument("--write-timeout", type=float, default=60.0, help="seconds a POST/PATCH may wait")
-    p.add_argument("--keepalive-timeout", type=float, default=15.0, help="idle upstream connection lifetime; below HOSP's")
+    p.add_argument(
+        "--keepalive-timeout", type=float, default=15.0, help="idle upstream connection lifetime; below HOSP's"
+    )
     p.add_argument("--retry-budget-rate", type=int, default=10, help="retried requests per second")
     p.add_argument("--retry-budget-burst", type=int, default=20, help="retried requests allowed in a burst")
     return p

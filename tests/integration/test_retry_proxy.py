@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from local.nginx_proxy import NginxProxy
-from tests.conftest import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp
+from tests.support import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp
 
 TRY_TIMEOUT = 1.0
 DEADLINE = 2.5
@@ -116,9 +116,7 @@ def test_a_failing_patch_is_attempted_exactly_once(proxy: NginxProxy, fresh_hosp
 
 
 @pytest.mark.parametrize("mode", ["502", "reset"])
-def test_commit_then_fail_on_post_notes_leaves_exactly_one_note(
-    proxy: NginxProxy, fresh_hosp: Hosp, mode: str
-) -> None:
+def test_commit_then_fail_on_post_notes_leaves_exactly_one_note(proxy: NginxProxy, fresh_hosp: Hosp, mode: str) -> None:
     fresh_hosp.script(f"commit_then_fail:{mode}")
     note = {"title": "X-ray", "body": "clear", "patient_id": 3, "staff_id": 1}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -22,7 +23,7 @@ def settings(tmp_path: Path, **changes: object) -> render.ProxySettings:
         pid_path=str(tmp_path / "nginx.pid"),
         temp_dir=str(tmp_path / "tmp"),
     )
-    return render.ProxySettings(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)
 
 
 def nginx_t(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -52,7 +53,9 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     # Paths are deployment facts; everything else is the production variant.
     defaults = render.variant_defaults("production", tmp_path)
     config = render.render(
-        settings(tmp_path, variant="production", upstream="localhost:9000", listen=str(defaults["listen"]), temp_dir=None)
+        settings(
+            tmp_path, variant="production", upstream="localhost:9000", listen=str(defaults["listen"]), temp_dir=None
+        )
     )
 
     result = nginx_t(config, tmp_path)
