@@ -6,6 +6,7 @@ import dataclasses
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from infra.nginx import render
 from local.nginx_proxy import nginx_binary
 
 
-def settings(tmp_path: Path, **changes: object) -> render.ProxySettings:
+def settings(tmp_path: Path, **changes: Any) -> render.ProxySettings:
     base = render.ProxySettings(
         variant="local",
         upstream="127.0.0.1:9000",
