@@ -1,0 +1,266 @@
+"""The HOSP stand-in's fault model: the pure outcome function, the script, validation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.hosp_standin.faults import (
+    DEFAULT_CONFIG,
+    OK,
+    FaultConfig,
+    FaultConfigError,
+    FaultState,
+    Outcome,
+    apply_update,
+    load_config_text,
+    outcome_for,
+    parse_fault_flag,
+    parse_script_entry,
+)
+
+MIXED = apply_update(
+    DEFAULT_CONFIG,
+    {
+        "rates": {"500": 0.05, "502": 0.05, "503": 0.10, "504": 0.05, "reset": 0.05},
+        "slow": {"rate": 0.10, "min_ms": 100, "max_ms": 300},
+        "commit_then_fail": {"rate": 0.10, "mode": "reset"},
+    },
+)
+EXPECTED_SHARES = {
+    "500": 0.05,
+    "502": 0.05,
+    "503": 0.10,
+    "504": 0.05,
+    "reset": 0.05,
+    "slow": 0.10,
+    "commit_then_fail:reset": 0.10,
+    "ok": 0.50,
+}
+
+
+def test_outcome_for_is_a_pure_function_of_seed_index_and_rates() -> None:
+    first = [outcome_for(3, k, MIXED) for k in range(2000)]
+    # Drawing other indices and seeds in between must not change anything: no shared RNG.
+    for seed in (1, 2):
+        for k in range(500):
+            outcome_for(seed, k, MIXED)
+    again = [outcome_for(3, k, MIXED) for k in reversed(range(2000))][::-1]
+
+    assert first == again
+    # A different seed gives a different sequence of faults.
+    assert [outcome_for(4, k, MIXED) for k in range(2000)] != first
+
+
+def test_outcome_for_is_pinned_to_sha256_of_seed_and_index() -> None:
+    # The documented recipe, recomputed here, is what a benchmark relies on.
+    def recipe(seed: int, k: int) -> str:
+        draw = int.from_bytes(hashlib.sha256(f"{seed}:{k}".encode()).digest()[:8], "big") / 2.0**64
+        edge = 0.0
+        for label, share in EXPECTED_SHARES.items():
+            edge += share
+            if draw < edge:
+                return label
+        return "ok"
+
+    assert [outcome_for(9, k, MIXED).label for k in range(3000)] == [recipe(9, k) for k in range(3000)]
+
+
+def test_outcome_rates_match_the_config_over_20000_draws() -> None:
+    draws = 20_000
+    counts = Counter(outcome_for(1, k, MIXED).label for k in range(draws))
+
+    assert set(counts) == set(EXPECTED_SHARES)
+    for label, share in EXPECTED_SHARES.items():
+        expected = draws * share
+        # Six standard deviations: a miss means a broken draw, not bad luck (and the
+        # draws are fixed by the seed, so this cannot flake).
+        bound = 6 * math.sqrt(draws * share * (1 - share))
+        assert abs(counts[label] - expected) < bound, (label, counts[label], expected)
+
+
+def test_slow_delays_are_uniform_within_the_configured_range() -> None:
+    delays = [o.delay_ms for o in (outcome_for(1, k, MIXED) for k in range(20_000)) if o.kind == "slow"]
+
+    assert min(delays) >= 100
+    assert max(delays) <= 300
+    # Both ends of the range are reached and the mean sits in the middle.
+    assert min(delays) < 105
+    assert max(delays) > 295
+    assert 190 < sum(delays) / len(delays) < 210
+
+
+def test_zero_rates_never_fault_and_a_full_rate_always_does() -> None:
+    always_503 = apply_update(DEFAULT_CONFIG, {"rates": {"503": 1.0}})
+
+    assert {outcome_for(1, k, DEFAULT_CONFIG) for k in range(5000)} == {OK}
+    assert {outcome_for(1, k, always_503).label for k in range(5000)} == {"503"}
+
+
+def test_commit_then_fail_applies_to_writes_only() -> None:
+    outcome = Outcome("commit_then_fail", mode="502")
+
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert outcome.for_method(method) is outcome
+    for method in ("GET", "HEAD"):
+        assert outcome.for_method(method) == OK
+
+
+def test_script_is_consumed_in_order_and_each_entry_takes_an_index() -> None:
+    config = apply_update(MIXED, {"seed": 5, "script": ["503", "slow:1500", "commit_then_fail:502", "reset", "ok"]})
+    state = FaultState(config)
+
+    scripted = [state.next_outcome("POST") for _ in range(5)]
+    after = [state.next_outcome("GET") for _ in range(50)]
+
+    assert scripted == [
+        (0, Outcome("503")),
+        (1, Outcome("slow", delay_ms=1500)),
+        (2, Outcome("commit_then_fail", mode="502")),
+        (3, Outcome("reset")),
+        (4, OK),
+    ]
+    assert state.config.script == ()
+    # The random faults resume at k = 5, exactly as outcome_for computes them.
+    assert after == [(k, outcome_for(5, k, config).for_method("GET")) for k in range(5, 55)]
+
+
+def test_a_scripted_commit_then_fail_on_a_read_is_ok_and_still_consumed() -> None:
+    state = FaultState(apply_update(DEFAULT_CONFIG, {"script": ["commit_then_fail:reset", "503"]}))
+
+    assert state.next_outcome("GET") == (0, OK)
+    assert state.next_outcome("POST") == (1, Outcome("503"))
+
+
+def test_outage_answers_everything_and_keeps_the_script_for_later() -> None:
+    state = FaultState(apply_update(DEFAULT_CONFIG, {"outage": True, "script": ["502"]}))
+
+    assert [state.next_outcome("GET")[1].kind for _ in range(3)] == ["outage"] * 3
+    state.update({"outage": False})
+    assert state.next_outcome("GET") == (3, Outcome("502"))
+
+
+def test_reset_restores_the_startup_config_and_index() -> None:
+    startup = apply_update(DEFAULT_CONFIG, {"rates": {"502": 0.2}})
+    state = FaultState(startup)
+    state.update({"outage": True, "script": ["503"], "seed": 99})
+    for _ in range(3):
+        state.next_outcome("GET")
+
+    state.reset()
+
+    assert state.config == startup
+    assert state.next_outcome("GET") == (0, outcome_for(1, 0, startup))
+
+
+def test_updates_replace_only_the_fields_given() -> None:
+    config = apply_update(DEFAULT_CONFIG, {"rates": {"reset": 0.1}, "slow": {"min_ms": 50, "max_ms": 60}})
+    config = apply_update(config, {"rates": {"503": 0.2}, "slow": {"rate": 0.3}})
+
+    assert config.rates == {"500": 0.0, "502": 0.0, "503": 0.2, "504": 0.0, "reset": 0.1}
+    assert (config.slow.rate, config.slow.min_ms, config.slow.max_ms) == (0.3, 50, 60)
+    assert config.commit_then_fail == DEFAULT_CONFIG.commit_then_fail
+
+
+def test_the_json_shape_round_trips() -> None:
+    config = apply_update(MIXED, {"seed": 42, "outage": True, "script": ["ok", "slow:5"]})
+    shape = config.to_json()
+
+    assert apply_update(DEFAULT_CONFIG, json.loads(json.dumps(shape))) == config
+    assert shape["rates"] == {"500": 0.05, "502": 0.05, "503": 0.1, "504": 0.05, "reset": 0.05}
+    assert shape["script"] == ["ok", "slow:5"]
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"rates": {"503": 0.6, "502": 0.5}}, "sum to 1.1"),
+        ({"rates": {"503": 0.5}, "slow": {"rate": 0.3}, "commit_then_fail": {"rate": 0.3}}, "sum to 1.1"),
+        ({"rates": {"404": 0.1}}, "unknown key(s) in rates: 404"),
+        ({"rates": {"503": -0.1}}, "rates.503 must be between 0 and 1"),
+        ({"rates": {"503": "0.1"}}, "rates.503 must be a number"),
+        ({"rates": {"503": True}}, "rates.503 must be a number"),
+        ({"slow": {"min_ms": 500, "max_ms": 100}}, "slow.min_ms (500) must not exceed slow.max_ms (100)"),
+        ({"slow": {"max_ms": 1.5}}, "slow.max_ms must be an integer"),
+        ({"commit_then_fail": {"mode": "503"}}, "commit_then_fail.mode must be one of 502, reset"),
+        ({"outage": "yes"}, "outage must be true or false"),
+        ({"seed": True}, "seed must be an integer"),
+        ({"script": "503"}, "script must be a list"),
+        ({"script": ["ok", "404"]}, "bad script entry '404'"),
+        ({"script": ["slow:fast"]}, "bad script entry 'slow:fast'"),
+        ({"script": ["commit_then_fail:503"]}, "bad script entry"),
+        ({"latency": 1}, "unknown key(s) in the fault config: latency"),
+        ([1, 2], "the fault config must be a JSON object"),
+    ],
+)
+def test_invalid_updates_are_refused_with_a_clear_message(update: Any, message: str) -> None:
+    with pytest.raises(FaultConfigError) as raised:
+        apply_update(DEFAULT_CONFIG, update)
+    assert message in str(raised.value)
+
+
+def test_rates_summing_to_exactly_one_are_accepted_despite_float_rounding() -> None:
+    config = apply_update(DEFAULT_CONFIG, {"rates": {"500": 0.1, "502": 0.2}, "slow": {"rate": 0.7}})
+
+    assert math.isclose(sum(config.rates.values()) + config.slow.rate, 1.0)
+
+
+def test_a_refused_update_leaves_the_live_config_unchanged() -> None:
+    state = FaultState(FaultConfig())
+    with pytest.raises(FaultConfigError):
+        state.update({"rates": {"503": 0.5}, "script": ["nope"]})
+    assert state.config == FaultConfig()
+
+
+@pytest.mark.parametrize(
+    ("entry", "outcome"),
+    [
+        ("ok", OK),
+        ("504", Outcome("504")),
+        ("reset", Outcome("reset")),
+        ("slow:0", Outcome("slow", delay_ms=0)),
+        ("commit_then_fail:reset", Outcome("commit_then_fail", mode="reset")),
+    ],
+)
+def test_script_entries_parse(entry: str, outcome: Outcome) -> None:
+    assert parse_script_entry(entry) == outcome
+
+
+@pytest.mark.parametrize(
+    ("flag", "update"),
+    [
+        ("503=0.1", {"rates": {"503": 0.1}}),
+        ("reset=0.05", {"rates": {"reset": 0.05}}),
+        ("slow=0.2", {"slow": {"rate": 0.2}}),
+        ("slow=0.2:100:900", {"slow": {"rate": 0.2, "min_ms": 100, "max_ms": 900}}),
+        ("commit_then_fail=0.1", {"commit_then_fail": {"rate": 0.1}}),
+        ("commit_then_fail=0.1:reset", {"commit_then_fail": {"rate": 0.1, "mode": "reset"}}),
+        ("outage=true", {"outage": True}),
+        ("outage=0", {"outage": False}),
+    ],
+)
+def test_cli_fault_flags_become_partial_configs(flag: str, update: dict[str, Any]) -> None:
+    assert parse_fault_flag(flag) == update
+    apply_update(DEFAULT_CONFIG, update)  # and each is a valid update
+
+
+@pytest.mark.parametrize("flag", ["503", "404=0.1", "503=lots", "slow=0.1:5", "outage=maybe"])
+def test_bad_cli_fault_flags_are_refused(flag: str) -> None:
+    with pytest.raises(FaultConfigError, match="bad --fault"):
+        parse_fault_flag(flag)
+
+
+def test_fault_config_text_is_inline_json_or_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "faults.json"
+    path.write_text('{"rates": {"502": 0.25}}', encoding="utf-8")
+
+    assert load_config_text('{"outage": true}') == {"outage": True}
+    assert load_config_text(f"@{path}") == {"rates": {"502": 0.25}}
+    with pytest.raises(FaultConfigError, match="not valid JSON"):
+        load_config_text("{rates")
