@@ -71,6 +71,7 @@ def test_get_failing_twice_then_succeeding_reaches_client_as_success_after_three
 
     assert answer.status_code == 200
     assert [h["id"] for h in answer.json()] == sorted((h["id"] for h in answer.json()), reverse=True)
+    assert answer.json()[0]["url"].startswith(proxy.url + "/hospitals/")  # links a client can follow
     assert fresh_hosp.received() == 3
     assert attempts(last_log_entry(proxy)) == ["502", "503", "200"]
 
