@@ -19,7 +19,7 @@ system-packages:
 	@scripts/ensure-system-packages.sh nginx
 
 bench-packages: system-packages
-	@scripts/ensure-system-packages.sh haproxy
+	@scripts/ensure-system-packages.sh haproxy wrk
 
 ## run: the whole local stack (HOSP stand-in, NGINX, chalice local, moto)
 run: $(STAMP) system-packages

@@ -1,0 +1,1 @@
+"""Benchmarks of the NGINX retry proxy; run `python -m bench.proxy_bench` (see bench/README.md)."""

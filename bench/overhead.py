@@ -1,0 +1,94 @@
+"""Table 3: wrk against a static upstream directly and through each proxy, runs interleaved."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.servers import BenchError, require_binary
+
+WRK_PATH = "/patients/1"
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+SOCKET_ERRORS = re.compile(r"Socket errors:\s+(.*)")
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: str  # "" when wrk reported neither non-2xx answers nor socket errors
+
+
+@dataclass(frozen=True)
+class WrkSettings:
+    threads: int = 1
+    connections: int = 16
+    duration: int = 5
+
+
+def percentile_ms(output: str, percent: int) -> float:
+    match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    if not match:
+        raise BenchError(f"no {percent}% latency line in wrk's output:\n{output}")
+    return float(match.group(1)) * UNIT_MS[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = RPS.search(output)
+    if not rps:
+        raise BenchError(f"no Requests/sec line in wrk's output:\n{output}")
+    errors = [m.group(0) for m in (NON_2XX.search(output), SOCKET_ERRORS.search(output)) if m]
+    return WrkResult(float(rps.group(1)), percentile_ms(output, 50), percentile_ms(output, 99), "; ".join(errors))
+
+
+def run_wrk(url: str, settings: WrkSettings) -> WrkResult:
+    args = [
+        require_binary("wrk"), f"-t{settings.threads}", f"-c{settings.connections}",
+        f"-d{settings.duration}s", "--latency", url + WRK_PATH,
+    ]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=settings.duration + 60)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed on {url}: {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Medians over the runs of one target."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    runs: int
+    errors: list[str]
+
+
+def summarize(results: Sequence[WrkResult]) -> Summary:
+    return Summary(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        runs=len(results),
+        errors=[r.errors for r in results if r.errors],
+    )
+
+
+def interleaved(targets: dict[str, str], runs: int, settings: WrkSettings) -> dict[str, list[WrkResult]]:
+    """`runs` rounds; each round runs wrk once against every target, in order."""
+    warmup = WrkSettings(settings.threads, settings.connections, duration=1)
+    for url in targets.values():
+        run_wrk(url, warmup)  # connections, caches and pools warm; not counted
+    results: dict[str, list[WrkResult]] = {name: [] for name in targets}
+    for round_number in range(runs):
+        for name, url in targets.items():
+            result = run_wrk(url, settings)
+            results[name].append(result)
+            print(f"  round {round_number + 1}/{runs} {name:8} {result.rps:9.0f} req/s  "
+                  f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms", flush=True)  # fmt: skip
+    return results

@@ -1,0 +1,378 @@
+"""The proxy benchmark: the project's NGINX retry proxy side by side with HAProxy.
+
+    python -m bench.proxy_bench            # or: make bench
+    python -m bench.proxy_bench --help
+
+One run prints, as plain text while it goes and as markdown at the end:
+  0. pre-flight checks: scripted faults prove 3 attempts per GET, 1 per POST, on both;
+  1. reliability under seeded faults: client-visible failures next to the realized
+     floor (what a perfect 3-try proxy fails on the same fault sequence);
+  2. a retry storm under a full outage: upstream requests per client request;
+  3. overhead: wrk against a static upstream, directly and through each proxy.
+Traffic goes to 127.0.0.1 only; every series is bounded in count and time.
+See bench/README.md and docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import overhead, reliability
+from bench.floor import fault_config
+from bench.reliability import GetCell, PostCell, Series, StormResult, Target
+from bench.report import Table, ratio
+from bench.servers import BenchError, HAProxy, StandIn, StaticUpstream, binary_version, require_binary
+from local.nginx_proxy import NginxError, NginxProxy, nginx_binary
+
+TRIES = 3
+TRY_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 2.0
+DEFAULT_BUDGET_RATE = 10  # render.py's defaults, used as they are in table 2
+DEFAULT_BUDGET_BURST = 20
+UNBOUND_BUDGET = 100_000
+SERIES_TIME_LIMIT = 120.0  # seconds; requests not started by then are skipped and reported
+COMMON_NGINX = {"tries": str(TRIES), "try_timeout": str(TRY_TIMEOUT), "connect_timeout": str(CONNECT_TIMEOUT)}
+SECTIONS = ("reliability", "storm", "overhead")
+
+
+@dataclass
+class Report:
+    tables: list[Table] = field(default_factory=list)
+    failed_checks: int = 0
+    targets: Table = field(default_factory=lambda: Table("Targets", ["target", "measured", "met"]))
+
+    def show(self, table: Table) -> None:
+        self.tables.append(table)
+        print("\n" + table.plain() + "\n", flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.proxy_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=2024, help="seed of the stand-in's faults (default 2024)")
+    p.add_argument("--rates", default="0,10,20,30", help="upstream fault rates in %% (default 0,10,20,30)")
+    p.add_argument(
+        "--gets",
+        type=int,
+        default=600,
+        help="GETs per series (default 600: the stand-in's 1000-request log still attributes 600 at 30%% faults)",
+    )
+    p.add_argument("--posts", type=int, default=200, help="POSTs per series (default 200)")
+    p.add_argument("--repeats", type=int, default=5, help="seeded series per cell, seeds SEED.. (default 5)")
+    p.add_argument("--workers", type=int, default=8, help="concurrent client threads (default 8)")
+    p.add_argument("--storm", type=int, default=300, help="client GETs in the outage table (default 300)")
+    p.add_argument("--wrk-runs", type=int, default=5, help="wrk runs per overhead target (default 5)")
+    p.add_argument("--wrk-duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="which tables (default: all)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs and logs)")
+    return p.parse_args(argv)
+
+
+def environment() -> Table:
+    table = Table("Environment", ["item", "value"])
+    table.add("date (UTC)", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"))
+    table.add("nproc", os.cpu_count())
+    table.add("nginx", binary_version([nginx_binary(), "-v"]))
+    table.add("haproxy", binary_version([require_binary("haproxy"), "-v"]))
+    table.add("wrk", binary_version([require_binary("wrk"), "--version"]))
+    table.add("python", platform.python_version())
+    return table
+
+
+# --- 0 and 1: checks and reliability -------------------------------------------------------
+
+
+def checks_table(checks: list[reliability.Check]) -> Table:
+    table = Table(
+        "Pre-flight: scripted faults (stand-in script), one request each", ["proxy", "case", "expected", "seen", ""]
+    )
+    for check in checks:
+        table.add(check.proxy, check.case, check.expected, check.seen, "ok" if check.passed else "FAILED")
+    return table
+
+
+def reliability_row(table: Table, label: list[str], get: GetCell, post: PostCell) -> None:
+    sent = max(get.sent, 1)
+    attributed = get.attributed
+    table.add(
+        *label,
+        get.failures,
+        get.floor,
+        ratio(get.failures, get.floor),
+        get.attributed_floor if attributed else "n/a",
+        ratio(get.failures, get.attributed_floor) if attributed else "n/a",
+        f"{get.upstream / sent:.3f}",
+        f"{get.floor_upstream / sent:.3f}",
+        f"{get.short}/{get.extra}" if attributed else "n/a",
+        f"{post.upstream / max(post.sent, 1):.2f}",
+        f"{post.failures}/{post.sent}",
+    )
+
+
+def measure_cell(
+    standin: StandIn, target: Target, rate: int, workers: int, args: argparse.Namespace
+) -> tuple[GetCell, PostCell]:
+    """All seeded series of one cell, summed."""
+    series = Series(args.gets, args.posts, time_limit=SERIES_TIME_LIMIT, tries=TRIES)
+    get, post = GetCell(), PostCell()
+    for seed in range(args.seed, args.seed + args.repeats):
+        faults = fault_config(rate / 100, seed)
+        get += reliability.measure_gets(standin, target, faults, workers, series)
+        post += reliability.measure_posts(standin, target, faults, workers, series)
+    return get, post
+
+
+@dataclass(frozen=True)
+class Cell:
+    rate: int
+    workers: int
+    proxy: str
+    get: GetCell
+    post: PostCell
+
+
+def reliability_table(standin: StandIn, targets: list[Target], args: argparse.Namespace) -> tuple[Table, list[Cell]]:
+    headers = ["faults", "clients", "proxy", "GET fails", "floor", "fails/floor", "attr. floor", "fails/attr.",
+               "upstream/GET", "floor upstream/GET", "short/extra", "POST upstream/sent", "POST fails"]  # fmt: skip
+    per_cell = f"{args.repeats} x {args.gets} GETs and {args.repeats} x {args.posts} POSTs per cell"
+    table = Table(f"1. Reliability under seeded faults ({per_cell})", headers)
+    cells = []
+    for rate in (int(r) for r in args.rates.split(",")):
+        for workers in (1, args.workers):
+            for target in targets:
+                get, post = measure_cell(standin, target, rate, workers, args)
+                cells.append(Cell(rate, workers, target.name, get, post))
+                reliability_row(table, [f"{rate}%", str(workers), target.name], get, post)
+                skipped = get.skipped + post.skipped
+                print(f"  {rate}% x{workers} {target.name}: {get.failures} GET fails (floor {get.floor}, "
+                      f"attributed {get.attributed_floor}), GETs took {get.seconds:.1f} s"
+                      + (f", {skipped} SKIPPED (time limit)" if skipped else ""), flush=True)  # fmt: skip
+    table.notes += reliability_notes(args)
+    return table, cells
+
+
+def reliability_targets(report: Report, cells: list[Cell]) -> None:
+    """(a) nginx's GET failures against the floor, (b) POSTs upstream per POST sent."""
+    for workers in sorted({c.workers for c in cells}):
+        mine = [c.get for c in cells if c.proxy == "nginx" and c.workers == workers]
+        fails = sum(g.failures for g in mine)
+        floor = sum(g.floor if workers == 1 else g.attributed_floor for g in mine)
+        kind = "replay floor (exact)" if workers == 1 else "attributed floor"
+        report.targets.add(
+            f"(a) nginx GET fails = 1.00x floor, {workers} client(s)",
+            f"{fails} vs {floor} ({kind}): {ratio(fails, floor)}",
+            "yes" if fails == floor else "no",
+        )
+    for proxy in sorted({c.proxy for c in cells}, reverse=True):
+        posts = [c.post for c in cells if c.proxy == proxy]
+        worst = max(p.upstream / max(p.sent, 1) for p in posts)
+        met = all(p.upstream == p.sent for p in posts)
+        report.targets.add(
+            f"(b) {proxy} POSTs upstream per POST sent = 1.00", f"max {worst:.2f}", "yes" if met else "no"
+        )
+
+
+def reliability_notes(args: argparse.Namespace) -> list[str]:
+    seeds = f"{args.seed}..{args.seed + args.repeats - 1}"
+    return [
+        "faults: the rate is split evenly among 500, 502, 503, 504 and connection reset (each rate/5); "
+        f"one series per seed {seeds}; the stand-in is reset (k = 0) before every series, so both proxies "
+        "face the same fault sequence.",
+        "floor: a perfect 3-try proxy replayed on the seeded outcome sequence (outcome_for) in arrival order, "
+        "each request taking outcomes until one is ok or 3 failed, over the same number of client requests. "
+        f"Exact for 1 client. With {args.workers} clients the attempts of concurrent requests interleave, so "
+        "which request draws which outcome depends on timing: the replay floor is then the floor of the same "
+        "sequence served one request at a time (same expectation, not the same realization).",
+        "attr. floor: the floor of the interleaving that really happened, from the stand-in's request log "
+        "grouped by X-Request-Id (requests whose first 3 attempts all failed); exact for any concurrency.",
+        "short/extra: failed requests tried fewer than 3 times (must be 0) / requests tried more than 3 times "
+        "(nginx: a retry that fails with a connection error on a reused keep-alive connection gets one more try).",
+        f"nginx: rendered with tries {TRIES}, try timeout {TRY_TIMEOUT:g} s, connect {CONNECT_TIMEOUT:g} s and "
+        f"a retry budget of {UNBOUND_BUDGET}/s burst {UNBOUND_BUDGET}, so the budget never binds in this table. "
+        f"haproxy: retries {TRIES - 1} (3 attempts), timeout connect/server {CONNECT_TIMEOUT:g}/{TRY_TIMEOUT:g} s.",
+    ]
+
+
+# --- 2: the retry storm -------------------------------------------------------------------------
+
+
+def storm_row(table: Table, name: str, result: StormResult, bound: float | None, rejected: str) -> None:
+    sent = max(result.run.sent, 1)
+    bound_text = f"{bound / sent:.3f} ({bound:.0f})" if bound is not None else f"{TRIES:.3f} (no budget)"
+    within = "yes" if bound is None or result.upstream <= bound else "NO"
+    table.add(name, result.run.sent, f"{result.run.elapsed:.2f}", result.upstream,
+              f"{result.upstream / sent:.3f}", bound_text, within, rejected)  # fmt: skip
+
+
+def storm_table(standin: StandIn, haproxy: HAProxy, run_dir: Path, args: argparse.Namespace) -> Table:
+    headers = [
+        "proxy",
+        "client GETs",
+        "seconds",
+        "upstream",
+        "upstream/GET",
+        "bound/GET (total)",
+        "within",
+        "budget 503s",
+    ]
+    table = Table(f"2. Retry storm: full outage, {args.storm} GETs from {args.workers} clients", headers)
+    with NginxProxy(standin.address, run_dir / "nginx-storm", options=COMMON_NGINX) as nginx:
+        result = reliability.measure_storm(standin, Target("nginx", nginx.url), args.seed, args.storm, args.workers)
+        rejected = nginx.access_log.read_text().count('"retry_budget":"REJECTED"')
+    seconds = result.run.elapsed
+    bound = reliability.budget_bound(result.run.sent, TRIES, DEFAULT_BUDGET_RATE, DEFAULT_BUDGET_BURST, seconds)
+    storm_row(table, "nginx", result, bound, str(rejected))
+    result = reliability.measure_storm(standin, Target("haproxy", haproxy.url), args.seed, args.storm, args.workers)
+    storm_row(table, "haproxy", result, None, "n/a")
+    table.notes += [
+        f"nginx with its DEFAULT budget ({DEFAULT_BUDGET_RATE}/s, burst {DEFAULT_BUDGET_BURST}); bound from "
+        "docs/proxy.md: R + (tries - 1) x (burst + 1 + rate x T), T = the seconds column.",
+        "haproxy 2.6 has no retry budget: every failed GET is tried 3 times.",
+    ]
+    return table
+
+
+def reliability_and_storm(run_dir: Path, args: argparse.Namespace, sections: set[str], report: Report) -> None:
+    with contextlib.ExitStack() as stack:
+        standin = stack.enter_context(StandIn(run_dir, args.seed))
+        options = {**COMMON_NGINX, "retry_budget_rate": str(UNBOUND_BUDGET), "retry_budget_burst": str(UNBOUND_BUDGET)}
+        nginx = stack.enter_context(NginxProxy(standin.address, run_dir / "nginx-reliability", options=options))
+        haproxy = stack.enter_context(HAProxy(standin.address, run_dir / "haproxy-reliability"))
+        targets = [Target("nginx", nginx.url), Target("haproxy", haproxy.url)]
+        checks = reliability.run_checks(standin, targets, args.seed)
+        report.failed_checks = sum(not c.passed for c in checks)
+        report.show(checks_table(checks))
+        if "reliability" in sections:
+            table, cells = reliability_table(standin, targets, args)
+            report.show(table)
+            reliability_targets(report, cells)
+        if "storm" in sections:
+            report.show(storm_table(standin, haproxy, run_dir, args))
+
+
+# --- 3: overhead ----------------------------------------------------------------------------------
+
+
+def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict[str, overhead.Summary]]:
+    settings = overhead.WrkSettings(duration=args.wrk_duration)
+    with contextlib.ExitStack() as stack:
+        static = stack.enter_context(StaticUpstream(run_dir / "static"))
+        nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", options=COMMON_NGINX))
+        haproxy = stack.enter_context(HAProxy(static.address, run_dir / "haproxy-overhead"))
+        targets = {"direct": static.url, "nginx": nginx.url, "haproxy": haproxy.url}
+        results = overhead.interleaved(targets, args.wrk_runs, settings)
+        log_lines = {"nginx": _lines(nginx.access_log), "haproxy": _lines(haproxy.access_log)}
+    summaries = {name: overhead.summarize(runs) for name, runs in results.items()}
+    table = _overhead_rows(summaries, log_lines, settings)
+    paired = [n.rps / h.rps for n, h in zip(results["nginx"], results["haproxy"], strict=True)]
+    table.notes.insert(1, f"nginx/haproxy req/s round by round (paired, same noise): {_ratios(paired)}.")
+    return table, summaries
+
+
+def _ratios(values: list[float]) -> str:
+    listed = ", ".join(f"{v:.2f}" for v in values)
+    return f"{listed}; median {statistics.median(values):.2f}x"
+
+
+def overhead_targets(report: Report, summaries: dict[str, overhead.Summary]) -> None:
+    """(c) nginx's throughput at least haproxy's, its added p50 at most haproxy's."""
+    direct, nginx, haproxy = summaries["direct"], summaries["nginx"], summaries["haproxy"]
+    report.targets.add(
+        "(c) nginx req/s >= haproxy req/s",
+        f"{nginx.rps / haproxy.rps:.2f}x",
+        "yes" if nginx.rps >= haproxy.rps else "no",
+    )
+    added_nginx, added_haproxy = nginx.p50_ms - direct.p50_ms, haproxy.p50_ms - direct.p50_ms
+    report.targets.add(
+        "(c) nginx added p50 <= haproxy added p50",
+        f"{added_nginx:+.3f} ms vs {added_haproxy:+.3f} ms",
+        "yes" if added_nginx <= added_haproxy else "no",
+    )
+
+
+def _overhead_rows(
+    summaries: dict[str, overhead.Summary], log_lines: dict[str, int], settings: overhead.WrkSettings
+) -> Table:
+    headers = ["target", "req/s (median)", "p50 ms", "p99 ms", "added p50 ms", "runs", "wrk errors"]
+    title = f"3. Overhead: wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s, static upstream"
+    table = Table(title, headers)
+    direct = summaries["direct"]
+    for name, s in summaries.items():
+        added = "-" if name == "direct" else f"{s.p50_ms - direct.p50_ms:+.3f}"
+        table.add(
+            name, f"{s.rps:.0f}", f"{s.p50_ms:.3f}", f"{s.p99_ms:.3f}", added, s.runs, "; ".join(s.errors) or "none"
+        )
+    nginx, haproxy = summaries["nginx"], summaries["haproxy"]
+    table.notes += [
+        f"throughput nginx/haproxy (ratio of the medians): {nginx.rps / haproxy.rps:.2f}x; "
+        f"nginx/direct {nginx.rps / direct.rps:.2f}x, "
+        f"haproxy/direct {haproxy.rps / direct.rps:.2f}x.",
+        "upstream: NGINX, 1 worker, `return 200 '{\"ok\":true}'`; proxies: our rendered nginx.conf "
+        "(worker_processes auto = 2 here, JSON access log to a file) vs haproxy nbthread 2 (httplog to stdout, "
+        "redirected to a file); keep-alive on both sides. Runs interleaved (direct, nginx, haproxy, ...) after "
+        "a 1 s warm-up of each; medians of the runs.",
+        f"access log lines written: nginx {log_lines['nginx']}, haproxy {log_lines['haproxy']}.",
+    ]
+    return table
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def run_directory(keep: bool) -> Iterator[Path]:
+    if keep:
+        path = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+        print(f"configs and logs are kept in {path}")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="proxy-bench-") as name:
+        yield Path(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sections = set(args.sections.split(","))
+    report = Report()
+    try:
+        for tool in ("haproxy", "wrk"):
+            require_binary(tool)
+        report.show(environment())
+        with run_directory(args.keep) as run_dir:
+            reliability_and_storm(run_dir, args, sections, report)
+            if "overhead" in sections:
+                table, summaries = overhead_table(run_dir, args)
+                report.show(table)
+                overhead_targets(report, summaries)
+        if report.targets.rows:
+            report.show(report.targets)
+    except (BenchError, NginxError) as error:
+        print(f"proxy_bench: {error}", file=sys.stderr)
+        return 2
+    print("\n---- markdown (for docs/benchmarks.md) ----\n")
+    print("\n\n".join(table.markdown() for table in report.tables))
+    if report.failed_checks:
+        print(
+            f"\nproxy_bench: {report.failed_checks} pre-flight check(s) FAILED: do not trust the tables",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

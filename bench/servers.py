@@ -1,0 +1,259 @@
+"""The processes a benchmark run needs, each started in the foreground and stopped on exit.
+
+- `StandIn`: the HOSP stand-in (`python -m local.hosp_standin`) and its /_sim control API;
+- `HAProxy`: HAProxy rendered from bench/haproxy.cfg.template, checked with `haproxy -c`;
+- `StaticUpstream`: a minimal NGINX answering 200 {"ok":true}, the overhead table's upstream.
+
+Our own proxy runs through `local.nginx_proxy.NginxProxy`, as in the tests.
+Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any, BinaryIO
+
+import requests
+
+from local.nginx_proxy import ROOT, free_port, nginx_binary, wait_for_port
+
+TEMPLATE = Path(__file__).resolve().parent / "haproxy.cfg.template"
+INSTALL_HINT = "install with `apt-get install haproxy wrk` (`make bench` installs haproxy when run as root)"
+CONTROL_TIMEOUT = 5.0
+STOP_TIMEOUT = 10.0
+
+
+class BenchError(RuntimeError):
+    """A tool is missing or a server did not start."""
+
+
+def require_binary(name: str) -> str:
+    """Path of a system binary (also looked up in /usr/sbin), or a clear error."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise BenchError(f"{name} was not found: {INSTALL_HINT}")
+    return found
+
+
+def binary_version(args: list[str]) -> str:
+    """First line of a `--version`-like command (nginx and haproxy print it on stderr)."""
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=10)
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within STOP_TIMEOUT."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+@dataclass
+class StandIn:
+    """The HOSP stand-in as its own process, and its /_sim control endpoints."""
+
+    run_dir: Path
+    seed: int
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    _log: BinaryIO | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> StandIn:
+        self.port = self.port or free_port()
+        self._log = (self.run_dir / "standin.log").open("wb")
+        args = [sys.executable, "-m", "local.hosp_standin", "--port", str(self.port), "--seed", str(self.seed)]
+        self.process = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.port)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> StandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self, faults: dict[str, Any]) -> None:
+        """Seed data, zero counters and k = 0, then the given fault config."""
+        requests.post(f"{self.url}/_sim/reset", timeout=CONTROL_TIMEOUT).raise_for_status()
+        answer = requests.put(f"{self.url}/_sim/faults", json=faults, timeout=CONTROL_TIMEOUT)
+        if answer.status_code != 200:
+            raise BenchError(f"the stand-in refused the fault config {faults}: {answer.text}")
+
+    def stats(self) -> dict[str, Any]:
+        answer = requests.get(f"{self.url}/_sim/stats", timeout=CONTROL_TIMEOUT)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def recent_requests(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The stand-in's log of its last `limit` API requests (it keeps at most 1000)."""
+        answer = requests.get(f"{self.url}/_sim/requests", params={"limit": limit}, timeout=CONTROL_TIMEOUT)
+        answer.raise_for_status()
+        return list(answer.json())
+
+
+@dataclass
+class HAProxy:
+    """HAProxy in the foreground (-db) with the bench's config; its log goes to a file."""
+
+    upstream: str
+    run_dir: Path
+    connect_timeout: float = 2.0
+    server_timeout: float = 2.0
+    threads: int = 2
+    tries: int = 3
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    _log: BinaryIO | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "haproxy.cfg"
+
+    @property
+    def access_log(self) -> Path:
+        return self.run_dir / "haproxy.log"
+
+    def render(self) -> None:
+        text = Template(TEMPLATE.read_text()).substitute(
+            threads=self.threads,
+            port=self.port,
+            upstream=self.upstream,
+            retries=self.tries - 1,
+            connect_timeout=f"{round(self.connect_timeout * 1000)}ms",
+            server_timeout=f"{round(self.server_timeout * 1000)}ms",
+        )
+        self.config_path.write_text(text)
+
+    def check(self) -> None:
+        args = [require_binary("haproxy"), "-c", "-f", str(self.config_path)]
+        done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=30)
+        if done.returncode != 0:
+            raise BenchError(f"haproxy -c rejected {self.config_path}:\n{done.stdout}{done.stderr}")
+
+    def start(self) -> HAProxy:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.render()
+        self.check()
+        self._log = self.access_log.open("ab")
+        args = [require_binary("haproxy"), "-f", str(self.config_path), "-db"]
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.port)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> HAProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+STATIC_CONFIG = """\
+worker_processes 1;
+pid {run_dir}/static.pid;
+error_log {run_dir}/static-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {run_dir}/tmp;
+    proxy_temp_path {run_dir}/tmp;
+    fastcgi_temp_path {run_dir}/tmp;
+    uwsgi_temp_path {run_dir}/tmp;
+    scgi_temp_path {run_dir}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type application/json;
+            return 200 '{{"ok":true}}';
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class StaticUpstream:
+    """A minimal NGINX (one worker) answering every request with 200 {"ok":true}."""
+
+    run_dir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> StaticUpstream:
+        (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        config = self.run_dir / "static.conf"
+        config.write_text(STATIC_CONFIG.format(run_dir=self.run_dir, port=self.port))
+        error_log = str(self.run_dir / "static-error.log")
+        args = [nginx_binary(), "-c", str(config), "-e", error_log, "-g", "daemon off;"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.port)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+
+    def __enter__(self) -> StaticUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
