@@ -47,6 +47,7 @@ class ProxySettings:
     deadline: float = 30.0
     write_timeout: float = 60.0
     keepalive_timeout: float = 15.0
+    access_log_buffer: str = "64k"
     budget_rate: int = 10
     budget_burst: int = 20
 
@@ -82,6 +83,8 @@ def validate(s: ProxySettings) -> None:
             raise RenderError(f"{name} must be positive")
     if s.deadline < s.try_timeout:
         raise RenderError("deadline must be at least one try's timeout")
+    if s.access_log_buffer != "off" and not re.fullmatch(r"[1-9]\d*[km]?", s.access_log_buffer):
+        raise RenderError(f"access log buffer must be a size like 64k, or off; got {s.access_log_buffer!r}")
     if s.budget_rate < 1 or s.budget_burst < 0:
         raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 0")
 
@@ -89,16 +92,23 @@ def validate(s: ProxySettings) -> None:
 def render(s: ProxySettings) -> str:
     validate(s)
     retrying = s.tries > 1
+    # The first attempt is made on its own (no next upstream), so the retry
+    # location needs one peer per retry; NGINX can never make more attempts
+    # there than there are peers, which keeps the total at `tries` even when
+    # it grants itself an extra try after an error on a reused connection.
+    peers = max(1, s.tries - 1)
     values = {
         "variant": s.variant,
         "user_directive": f"user {s.user};" if s.user else "# (no user directive: workers run as NGINX's default)",
         "pid_path": s.pid_path,
         "error_log": s.error_log,
         "access_log": s.access_log,
+        "access_log_buffering": "" if s.access_log_buffer == "off" else f" buffer={s.access_log_buffer} flush=1s",
         "listen": s.listen,
         "tries": str(s.tries),
         "retry_tries": str(s.tries - 1),
-        "upstream_servers": "\n".join(f"server {s.upstream} max_fails=0;" for _ in range(s.tries)),
+        "peers": str(peers),
+        "upstream_servers": "\n".join(f"server {s.upstream} max_fails=0;" for _ in range(peers)),
         "keepalive_timeout": _ms(s.keepalive_timeout),
         "connect_timeout": _ms(s.connect_timeout),
         "try_timeout": _ms(s.try_timeout),
@@ -144,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline=args.deadline,
         write_timeout=args.write_timeout,
         keepalive_timeout=args.keepalive_timeout,
+        access_log_buffer=args.access_log_buffer,
         budget_rate=args.retry_budget_rate,
         budget_burst=args.retry_budget_burst,
     )
@@ -180,6 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--write-timeout", type=float, default=60.0, help="seconds a POST/PATCH may wait")
     p.add_argument(
         "--keepalive-timeout", type=float, default=15.0, help="idle upstream connection lifetime; below HOSP's"
+    )
+    p.add_argument(
+        "--access-log-buffer", default="64k", help="log buffer size (lines flushed within 1 s), or off"
     )
     p.add_argument("--retry-budget-rate", type=int, default=10, help="retried requests per second")
     p.add_argument("--retry-budget-burst", type=int, default=20, help="retried requests allowed in a burst")
