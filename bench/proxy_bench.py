@@ -194,8 +194,8 @@ def reliability_notes(args: argparse.Namespace) -> list[str]:
         "sequence served one request at a time (same expectation, not the same realization).",
         "attr. floor: the floor of the interleaving that really happened, from the stand-in's request log "
         "grouped by X-Request-Id (requests whose first 3 attempts all failed); exact for any concurrency.",
-        "short/extra: failed requests tried fewer than 3 times (must be 0) / requests tried more than 3 times "
-        "(nginx: a retry that fails with a connection error on a reused keep-alive connection gets one more try).",
+        "short/extra: failed requests tried fewer than 3 times / requests tried more than 3 times (both must "
+        "be 0; NGINX would add a try after an error on a reused keep-alive connection if it had a spare peer).",
         f"nginx: rendered with tries {TRIES}, try timeout {TRY_TIMEOUT:g} s, connect {CONNECT_TIMEOUT:g} s and "
         f"a retry budget of {UNBOUND_BUDGET}/s burst {UNBOUND_BUDGET}, so the budget never binds in this table. "
         f"haproxy: retries {TRIES - 1} (3 attempts), timeout connect/server {CONNECT_TIMEOUT:g}/{TRY_TIMEOUT:g} s.",
