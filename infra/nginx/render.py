@@ -192,9 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keepalive-timeout", type=float, default=15.0, help="idle upstream connection lifetime; below HOSP's"
     )
-    p.add_argument(
-        "--access-log-buffer", default="64k", help="log buffer size (lines flushed within 1 s), or off"
-    )
+    p.add_argument("--access-log-buffer", default="64k", help="log buffer size (lines flushed within 1 s), or off")
     p.add_argument("--retry-budget-rate", type=int, default=10, help="retried requests per second")
     p.add_argument("--retry-budget-burst", type=int, default=20, help="retried requests allowed in a burst")
     return p
