@@ -31,7 +31,8 @@ from bench import overhead, reliability
 from bench.floor import fault_config
 from bench.reliability import GetCell, PostCell, Series, StormResult, Target
 from bench.report import Table, ratio
-from bench.servers import BenchError, HAProxy, StandIn, StaticUpstream, binary_version, require_binary
+from bench.servers import BenchError, HAProxy, StaticUpstream, binary_version, require_binary
+from local.hosp_standin.process import StandInProcess as StandIn
 from local.nginx_proxy import NginxError, NginxProxy, nginx_binary
 
 TRIES = 3

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.clients import ClientRun, run_clients, send_once
 from bench.floor import fault_config, realized_floor
-from bench.servers import StandIn
+from local.hosp_standin.process import StandInProcess as StandIn
 
 # The stand-in remembers its last 1000 API requests; a longer series cannot be attributed.
 REQUEST_LOG_SIZE = 1000

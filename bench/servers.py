@@ -1,10 +1,10 @@
 """The processes a benchmark run needs, each started in the foreground and stopped on exit.
 
-- `StandIn`: the HOSP stand-in (`python -m local.hosp_standin`) and its /_sim control API;
 - `HAProxy`: HAProxy rendered from bench/haproxy.cfg.template, checked with `haproxy -c`;
 - `StaticUpstream`: a minimal NGINX answering 200 {"ok":true}, the overhead table's upstream.
 
-Our own proxy runs through `local.nginx_proxy.NginxProxy`, as in the tests.
+Our own proxy runs through `local.nginx_proxy.NginxProxy` and the HOSP stand-in through
+`local.hosp_standin.process.StandInProcess`, as in the tests.
 Everything listens on 127.0.0.1 only.
 """
 
@@ -13,15 +13,12 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-import requests
-
-from local.nginx_proxy import ROOT, free_port, nginx_binary, wait_for_port
+from local.nginx_proxy import free_port, nginx_binary, wait_for_port
 
 TEMPLATE = Path(__file__).resolve().parent / "haproxy.cfg.template"
 INSTALL_HINT = "install with `apt-get install haproxy wrk` (`make bench` installs haproxy when run as root)"
@@ -58,68 +55,6 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=STOP_TIMEOUT)
-
-
-@dataclass
-class StandIn:
-    """The HOSP stand-in as its own process, and its /_sim control endpoints."""
-
-    run_dir: Path
-    seed: int
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    _log: BinaryIO | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> StandIn:
-        self.port = self.port or free_port()
-        self._log = (self.run_dir / "standin.log").open("wb")
-        args = [sys.executable, "-m", "local.hosp_standin", "--port", str(self.port), "--seed", str(self.seed)]
-        self.process = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(self.port)
-        except Exception:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
-        if self._log:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> StandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def reset(self, faults: dict[str, Any]) -> None:
-        """Seed data, zero counters and k = 0, then the given fault config."""
-        requests.post(f"{self.url}/_sim/reset", timeout=CONTROL_TIMEOUT).raise_for_status()
-        answer = requests.put(f"{self.url}/_sim/faults", json=faults, timeout=CONTROL_TIMEOUT)
-        if answer.status_code != 200:
-            raise BenchError(f"the stand-in refused the fault config {faults}: {answer.text}")
-
-    def stats(self) -> dict[str, Any]:
-        answer = requests.get(f"{self.url}/_sim/stats", timeout=CONTROL_TIMEOUT)
-        answer.raise_for_status()
-        return dict(answer.json())
-
-    def recent_requests(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """The stand-in's log of its last `limit` API requests (it keeps at most 1000)."""
-        answer = requests.get(f"{self.url}/_sim/requests", params={"limit": limit}, timeout=CONTROL_TIMEOUT)
-        answer.raise_for_status()
-        return list(answer.json())
 
 
 @dataclass

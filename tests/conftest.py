@@ -6,14 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import Hosp
+from tests.support import HOSP_IDLE_TIMEOUT, Hosp
 
 
 @pytest.fixture(scope="session")
 def hosp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosp]:
-    server = Hosp(tmp_path_factory.mktemp("hosp"))
-    yield server
-    server.stop()
+    with Hosp(tmp_path_factory.mktemp("hosp"), seed=7, idle_timeout=HOSP_IDLE_TIMEOUT) as server:
+        yield server
 
 
 @pytest.fixture
