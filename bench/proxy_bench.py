@@ -33,7 +33,8 @@ from bench.reliability import GetCell, PostCell, Series, StormResult, Target
 from bench.report import Table, ratio
 from bench.servers import BenchError, HAProxy, StaticUpstream, binary_version, require_binary
 from local.hosp_standin.process import StandInProcess as StandIn
-from local.nginx_proxy import NginxError, NginxProxy, nginx_binary
+from local.nginx_proxy import NginxProxy, nginx_binary
+from local.processes import ProcessError
 
 TRIES = 3
 TRY_TIMEOUT = 2.0
@@ -361,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overhead_targets(report, summaries)
         if report.targets.rows:
             report.show(report.targets)
-    except (BenchError, NginxError) as error:
+    except (BenchError, ProcessError) as error:
         print(f"proxy_bench: {error}", file=sys.stderr)
         return 2
     print("\n---- markdown (for docs/benchmarks.md) ----\n")

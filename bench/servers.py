@@ -10,20 +10,18 @@ Everything listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import shutil
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import BinaryIO
 
-from local.nginx_proxy import free_port, nginx_binary, wait_for_port
+from local.nginx_proxy import nginx_binary
+from local.processes import ProcessError, free_port, stop_process, system_binary, wait_for_port
 
 TEMPLATE = Path(__file__).resolve().parent / "haproxy.cfg.template"
 INSTALL_HINT = "install with `apt-get install haproxy wrk` (`make bench` installs haproxy when run as root)"
 CONTROL_TIMEOUT = 5.0
-STOP_TIMEOUT = 10.0
 
 
 class BenchError(RuntimeError):
@@ -31,11 +29,10 @@ class BenchError(RuntimeError):
 
 
 def require_binary(name: str) -> str:
-    """Path of a system binary (also looked up in /usr/sbin), or a clear error."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-    if not found:
-        raise BenchError(f"{name} was not found: {INSTALL_HINT}")
-    return found
+    try:
+        return system_binary(name, INSTALL_HINT)
+    except ProcessError as exc:
+        raise BenchError(str(exc)) from exc
 
 
 def binary_version(args: list[str]) -> str:
@@ -43,18 +40,6 @@ def binary_version(args: list[str]) -> str:
     done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=10)
     text = (done.stdout + done.stderr).strip()
     return text.splitlines()[0] if text else "unknown"
-
-
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM, then SIGKILL if it does not exit within STOP_TIMEOUT."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
 
 
 @dataclass

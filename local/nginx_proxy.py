@@ -7,50 +7,26 @@ three exercise exactly the configuration that production renders.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from local.processes import ROOT, ProcessError, free_port, stop_process, system_binary, wait_for_port
+
 RENDERER = ROOT / "infra" / "nginx" / "render.py"
 INSTALL_HINT = (
-    "the nginx binary was not found: install it with `sudo apt-get install nginx` "
-    "(Debian/Ubuntu), or run `make test`, which installs it when run as root"
+    "install it with `sudo apt-get install nginx` (Debian/Ubuntu), or run `make test`, "
+    "which installs it when run as root"
 )
 
 
-class NginxError(RuntimeError):
-    """NGINX is missing, rejected its configuration, or did not start."""
+class NginxError(ProcessError):
+    """render.py or `nginx -t` rejected the configuration."""
 
 
 def nginx_binary() -> str:
-    """Path of the nginx binary; /usr/sbin is not on an ordinary user's PATH."""
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if not found:
-        raise NginxError(INSTALL_HINT)
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise NginxError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+    return system_binary("nginx", INSTALL_HINT)
 
 
 @dataclass
@@ -116,22 +92,14 @@ class NginxProxy:
         )  # fmt: skip
         try:
             wait_for_port(self.port)
-        except NginxError:
+        except ProcessError:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # fast shutdown of master and workers
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stderr:
+        stop_process(self.process)
+        if self.process is not None and self.process.stderr:
             self.process.stderr.close()
         self.process = None
 

@@ -24,7 +24,8 @@ from types import FrameType
 
 import requests
 
-from local.nginx_proxy import ROOT, NginxProxy, free_port, wait_for_port
+from local.nginx_proxy import NginxProxy
+from local.processes import ROOT, free_port, wait_for_port
 
 DEMO_AUTH = "Basic " + base64.b64encode(b"test-account:supersecret").decode()
 

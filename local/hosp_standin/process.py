@@ -6,7 +6,6 @@ command line, so that its startup and shutdown are exercised too.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -16,10 +15,9 @@ from typing import Any, BinaryIO, Self
 
 import requests
 
-from local.nginx_proxy import ROOT, free_port, wait_for_port
+from local.processes import ROOT, free_port, stop_process, wait_for_port
 
 CONTROL_TIMEOUT = 5.0
-STOP_TIMEOUT = 10.0
 
 
 @dataclass
@@ -58,13 +56,7 @@ class StandInProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
+        stop_process(self.process)
         self.process = None
         if self._log:
             self._log.close()

@@ -105,6 +105,8 @@ class HospRequestHandler(BaseHTTPRequestHandler):
     # writes back for a delayed ACK (40 ms on Linux).
     disable_nagle_algorithm = True
     server: HospServer
+    # The stats entry of the API request being answered, until its status is counted.
+    _unanswered: dict[str, Any] | None = None
 
     def setup(self) -> None:
         super().setup()
@@ -204,12 +206,24 @@ class HospRequestHandler(BaseHTTPRequestHandler):
         elif self.request_version == "HTTP/1.0":
             lines.append("Connection: keep-alive")  # HTTP/1.0 keeps alive only if told so
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        self._record_status(status)
         self.wfile.write(head if self.command == "HEAD" else head + body)
         self.log_request(status, len(body))
         return status
 
+    def _record_status(self, status: int | None) -> None:
+        """Count the answer's status (None: reset) before the client can see it.
+
+        Counted after the answer, a client that reads /_sim/stats right after its
+        answer could find the status not counted yet.
+        """
+        if self._unanswered is not None:
+            self.server.state.stats.record_status(self._unanswered, status)
+            self._unanswered = None
+
     def _reset_connection(self) -> None:
         """Abort the connection with an RST, before any byte of an answer."""
+        self._record_status(None)
         # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         # rfile/wfile and the server still reference the socket object, which would
@@ -254,7 +268,8 @@ class HospRequestHandler(BaseHTTPRequestHandler):
             authorization=self.headers.get("Authorization"),
             base_url=f"http://{self.headers.get('Host') or f'{self.server.server_name}:{self.server.server_port}'}",
         )
-        state.stats.record_status(entry, self._answer(outcome, request))
+        self._unanswered = entry
+        self._answer(outcome, request)
 
     def _answer(self, outcome: Outcome, request: api.ApiRequest) -> int | None:
         """Answer an API request under its fault outcome; None if the connection was reset."""

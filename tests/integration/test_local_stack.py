@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local.nginx_proxy import ROOT
+from local.processes import ROOT
 
 
 def test_the_whole_local_stack_starts_answers_and_stops(tmp_path: Path) -> None:
