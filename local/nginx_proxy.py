@@ -12,7 +12,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local.processes import ROOT, ProcessError, free_port, stop_process, system_binary, wait_for_port
+from local.processes import (
+    ROOT,
+    ProcessError,
+    dying_with_parent,
+    free_port,
+    stop_process,
+    system_binary,
+    wait_for_port,
+)
 
 RENDERER = ROOT / "infra" / "nginx" / "render.py"
 INSTALL_HINT = (
@@ -63,6 +71,10 @@ class NginxProxy:
             "--run-dir", str(self.run_dir),
             "--output", str(self.config_path),
         ]  # fmt: skip
+        if os.geteuid() == 0 and "user" not in self.options:
+            # Started by root, workers would run as "nobody", which cannot write
+            # the temp files for large bodies under a private run directory.
+            args += ["--user", "root"]
         for name, value in self.options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         done = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -86,21 +98,20 @@ class NginxProxy:
         self.render()
         self.check()
         env = {**os.environ, "TZ": "UTC"}  # the access log's times are UTC
+        argv = [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"]
         self.process = subprocess.Popen(
-            [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            dying_with_parent(argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stop() signals the workers too
         )  # fmt: skip
         try:
-            wait_for_port(self.port)
+            wait_for_port(self.port, process=self.process)
         except ProcessError:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        stop_process(self.process)
-        if self.process is not None and self.process.stderr:
-            self.process.stderr.close()
+        stop_process(self.process, group=True)
         self.process = None
 
     def __enter__(self) -> NginxProxy:

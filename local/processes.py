@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -31,9 +32,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+def dying_with_parent(argv: list[str]) -> list[str]:
+    """argv run so that it gets SIGTERM when the process that started it dies.
+
+    So a stack killed outright leaves no server holding its ports. Uses
+    util-linux's setpriv (Linux); where it is missing, argv unchanged.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
+
+
+def wait_for_port(
+    port: int, timeout: float = 10.0, host: str = "127.0.0.1", process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until something accepts on host:port; fails at once if `process` has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ProcessError(f"the server for port {port} exited with code {process.returncode}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -42,13 +58,27 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
     raise ProcessError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM (NGINX: fast shutdown), then SIGKILL if it has not exited within STOP_TIMEOUT."""
+def stop_process(process: subprocess.Popen[bytes] | None, group: bool = False) -> None:
+    """SIGTERM (NGINX: fast shutdown), then SIGKILL if it has not exited within STOP_TIMEOUT.
+
+    group: the process leads its own process group (start_new_session=True), and
+    the signals go to the whole group, so that its children (NGINX's workers) stop too.
+    """
     if process is None or process.poll() is not None:
         return
-    process.send_signal(signal.SIGTERM)
+
+    def send(signum: int) -> None:
+        try:
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
     try:
         process.wait(timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        process.kill()
+        send(signal.SIGKILL)
         process.wait(timeout=STOP_TIMEOUT)

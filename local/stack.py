@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from types import FrameType
 import requests
 
 from local.nginx_proxy import NginxProxy
-from local.processes import ROOT, free_port, wait_for_port
+from local.processes import ROOT, dying_with_parent, free_port, wait_for_port
 
 DEMO_AUTH = "Basic " + base64.b64encode(b"test-account:supersecret").decode()
 
@@ -55,21 +56,19 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any key; never a real one here
             "AWS_DEFAULT_REGION": "eu-west-2",
         }
-        self._spawn(
-            "local AWS (moto)", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
-        )
+        moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
+        aws = self._spawn("local AWS (moto)", moto)
         hosp = [sys.executable, "-m", "local.hosp_standin", "--host", "127.0.0.1", "--port", str(self.ports.hosp)]
         hosp += ["--seed", str(self.seed)]
         for fault in filter(None, (self.faults or "").split(",")):
             hosp += ["--fault", fault.strip()]
-        self._spawn("HOSP stand-in", hosp)
-        wait_for_port(self.ports.hosp)
+        wait_for_port(self.ports.hosp, process=self._spawn("HOSP stand-in", hosp))
         self.proxy.start()
         chalice = [str(Path(sys.executable).parent / "chalice"), "local", "--no-autoreload"]
         chalice += ["--host", "127.0.0.1", "--port", str(self.ports.chalice), "--stage", "local"]
-        self._spawn("chalice local", chalice, {"HOSP_BASE_URL": self.proxy.url, **aws_env})
-        for port in (self.ports.aws, self.ports.chalice):
-            wait_for_port(port, timeout=30)
+        app = self._spawn("chalice local", chalice, {"HOSP_BASE_URL": self.proxy.url, **aws_env})
+        wait_for_port(self.ports.aws, timeout=30, process=aws)
+        wait_for_port(self.ports.chalice, timeout=30, process=app)
 
     def describe(self) -> str:
         p = self.ports
@@ -112,27 +111,38 @@ class Stack:
         return None
 
     def stop(self) -> None:
+        # A second Ctrl-C must not cut the shutdown short and leave servers running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.proxy.stop()
         for _, process in reversed(self.children):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)
         for _, process in self.children:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal_group(process, signal.SIGKILL)
                 process.wait()
         self.children.clear()
 
-    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.run_dir / f"{name.split(maxsplit=1)[0].lower()}.log").open("ab")
         env = {**os.environ, **(extra_env or {})}
-        # A process group of its own, so that stopping it stops its children too.
+        # A process group of its own, so that stopping it stops its children too;
+        # and it dies with the stack even if the stack is killed outright.
         process = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            dying_with_parent(argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         log.close()
         self.children.append((name, process))
+        return process
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
 
 
 def main(argv: list[str] | None = None) -> int:

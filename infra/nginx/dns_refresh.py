@@ -38,7 +38,7 @@ def resolve(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise RefreshError(f"cannot resolve {host}: {exc}") from exc
-    return sorted({str(info[4][0]) for info in infos})
+    return [str(info[4][0]) for info in infos]
 
 
 def refresh(upstream: str, state_file: Path, resolver: Resolver, reload: Reloader) -> bool:
@@ -50,7 +50,7 @@ def refresh(upstream: str, state_file: Path, resolver: Resolver, reload: Reloade
     host, _, port = upstream.rpartition(":")
     if not host or not port.isdigit():
         raise RefreshError(f"upstream must be HOST:PORT, got {upstream!r}")
-    addresses = resolver(host, int(port))
+    addresses = sorted(set(resolver(host, int(port))))  # DNS answers come in any order
     if not addresses:
         raise RefreshError(f"{host} resolved to no address")
     current = "\n".join(addresses) + "\n"

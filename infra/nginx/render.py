@@ -25,6 +25,13 @@ INCLUDE = re.compile(r"^(?P<indent>[ \t]*)include (?P<name>[\w.-]+\.conf);[ \t]*
 HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
 
 
+# The retry budget: retried requests per second and burst, per NGINX instance.
+# Sized for HOSP's traffic: tens of requests per second at peak, of which up to
+# a third may fail once. Raise both with the traffic (docs/proxy.md).
+DEFAULT_BUDGET_RATE = 20
+DEFAULT_BUDGET_BURST = 40
+
+
 class RenderError(ValueError):
     """The settings cannot make a valid configuration."""
 
@@ -48,8 +55,10 @@ class ProxySettings:
     write_timeout: float = 60.0
     keepalive_timeout: float = 15.0
     access_log_buffer: str = "64k"
-    budget_rate: int = 10
-    budget_burst: int = 20
+    host_header: str = "$http_host"
+    max_open_files: int | None = None
+    budget_rate: int = DEFAULT_BUDGET_RATE
+    budget_burst: int = DEFAULT_BUDGET_BURST
 
 
 def variant_defaults(variant: str, run_dir: Path) -> dict[str, str | None]:
@@ -61,6 +70,7 @@ def variant_defaults(variant: str, run_dir: Path) -> dict[str, str | None]:
             "error_log": str(run_dir / "error.log"),
             "pid_path": str(run_dir / "nginx.pid"),
             "temp_dir": str(run_dir / "tmp"),
+            "max_open_files": None,  # raising it needs root
         }
     if variant == "production":
         return {
@@ -69,6 +79,9 @@ def variant_defaults(variant: str, run_dir: Path) -> dict[str, str | None]:
             "error_log": "/var/log/hosp-proxy/error.log",
             "pid_path": "/run/nginx.pid",
             "temp_dir": None,  # the distribution's own temp paths
+            # Each request in flight holds two descriptors; HOSP's 20 s answers
+            # keep many in flight. The default limit is often 1024.
+            "max_open_files": "16384",
         }
     raise RenderError(f"unknown variant {variant!r}: use 'local' or 'production'")
 
@@ -81,8 +94,9 @@ def validate(s: ProxySettings) -> None:
     for name in ("connect_timeout", "try_timeout", "deadline", "write_timeout", "keepalive_timeout"):
         if getattr(s, name) <= 0:
             raise RenderError(f"{name} must be positive")
-    if s.deadline < s.try_timeout:
-        raise RenderError("deadline must be at least one try's timeout")
+    # NGINX reads a proxy_next_upstream_timeout of 0 as "no limit".
+    if s.tries > 1 and round((s.deadline - s.try_timeout) * 1000) < 1:
+        raise RenderError("deadline must be longer than one try's timeout (it bounds when retries may start)")
     if s.access_log_buffer != "off" and not re.fullmatch(r"[1-9]\d*[km]?", s.access_log_buffer):
         raise RenderError(f"access log buffer must be a size like 64k, or off; got {s.access_log_buffer!r}")
     if s.budget_rate < 1 or s.budget_burst < 0:
@@ -92,11 +106,7 @@ def validate(s: ProxySettings) -> None:
 def render(s: ProxySettings) -> str:
     validate(s)
     retrying = s.tries > 1
-    # The first attempt is made on its own (no next upstream), so the retry
-    # location needs one peer per retry; NGINX can never make more attempts
-    # there than there are peers, which keeps the total at `tries` even when
-    # it grants itself an extra try after an error on a reused connection.
-    peers = max(1, s.tries - 1)
+    peers = max(1, s.tries - 1)  # one per retry in hosp_fresh (see upstream.conf)
     values = {
         "variant": s.variant,
         "user_directive": f"user {s.user};" if s.user else "# (no user directive: workers run as NGINX's default)",
@@ -105,6 +115,9 @@ def render(s: ProxySettings) -> str:
         "access_log": s.access_log,
         "access_log_buffering": "" if s.access_log_buffer == "off" else f" buffer={s.access_log_buffer} flush=1s",
         "listen": s.listen,
+        "upstream": s.upstream,
+        "host_header": s.host_header,
+        "rlimit_directive": f"worker_rlimit_nofile {s.max_open_files};" if s.max_open_files else "",
         "tries": str(s.tries),
         "retry_tries": str(s.tries - 1),
         "peers": str(peers),
@@ -113,7 +126,7 @@ def render(s: ProxySettings) -> str:
         "connect_timeout": _ms(s.connect_timeout),
         "try_timeout": _ms(s.try_timeout),
         "write_timeout": _ms(s.write_timeout),
-        "retry_window": _ms(s.deadline - s.try_timeout) if retrying else "0",
+        "retry_window": _ms(s.deadline - s.try_timeout),
         "budget_rate": str(s.budget_rate),
         "budget_burst": str(s.budget_burst),
         "first_attempt_retry": (
@@ -147,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         error_log=args.error_log or str(defaults["error_log"]),
         pid_path=str(defaults["pid_path"]),
         temp_dir=defaults["temp_dir"],
+        max_open_files=int(defaults["max_open_files"]) if defaults["max_open_files"] else None,
+        host_header=args.host_header,
         user=args.user,
         tries=args.tries,
         connect_timeout=args.connect_timeout,
@@ -184,6 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--error-log", help="error log path")
     p.add_argument("--run-dir", default=".local/nginx", help="local variant: pid, temp files and default logs")
     p.add_argument("--user", help="worker user (production: the distribution's nginx user)")
+    p.add_argument(
+        "--host-header",
+        default="$http_host",
+        help="Host sent to HOSP, which builds its links from it (default: the client's, port included)",
+    )
     p.add_argument("--tries", type=int, default=3, help="attempts per idempotent request, first included")
     p.add_argument("--connect-timeout", type=float, default=2.0, help="seconds to connect to HOSP")
     p.add_argument("--try-timeout", type=float, default=10.0, help="seconds one idempotent attempt may wait")
@@ -193,8 +213,10 @@ def _parser() -> argparse.ArgumentParser:
         "--keepalive-timeout", type=float, default=15.0, help="idle upstream connection lifetime; below HOSP's"
     )
     p.add_argument("--access-log-buffer", default="64k", help="log buffer size (lines flushed within 1 s), or off")
-    p.add_argument("--retry-budget-rate", type=int, default=10, help="retried requests per second")
-    p.add_argument("--retry-budget-burst", type=int, default=20, help="retried requests allowed in a burst")
+    p.add_argument("--retry-budget-rate", type=int, default=DEFAULT_BUDGET_RATE, help="retried requests per second")
+    p.add_argument(
+        "--retry-budget-burst", type=int, default=DEFAULT_BUDGET_BURST, help="retried requests allowed in a burst"
+    )
     return p
 
 

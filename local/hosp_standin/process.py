@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Self
 
 import requests
 
-from local.processes import ROOT, free_port, stop_process, wait_for_port
+from local.processes import ROOT, dying_with_parent, free_port, stop_process, wait_for_port
 
 CONTROL_TIMEOUT = 5.0
 
@@ -47,9 +47,9 @@ class StandInProcess:
         args += ["--seed", str(self.seed)]
         if self.idle_timeout is not None:
             args += ["--idle-timeout", str(self.idle_timeout)]
-        self.process = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(dying_with_parent(args), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            wait_for_port(self.port)
+            wait_for_port(self.port, process=self.process)
         except Exception:
             self.stop()
             raise

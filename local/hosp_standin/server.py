@@ -259,6 +259,7 @@ class HospRequestHandler(BaseHTTPRequestHandler):
             request_id=self.headers.get("X-Request-Id"),
             patient_id=self.headers.get("X-Patient-Id"),
             outcome=outcome,
+            client_port=int(self.client_address[1]),
         )
         request = api.ApiRequest(
             method="GET" if self.command == "HEAD" else self.command,

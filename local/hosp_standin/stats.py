@@ -45,6 +45,7 @@ class Stats:
         request_id: str | None,
         patient_id: str | None,
         outcome: Outcome,
+        client_port: int | None = None,
     ) -> dict[str, Any]:
         """Count a request when it arrives; returns its log entry for `record_status`."""
         entry: dict[str, Any] = {
@@ -56,6 +57,7 @@ class Stats:
             "user": user,
             "x_request_id": request_id,
             "x_patient_id": patient_id,
+            "client_port": client_port,  # the same port twice: one kept-alive connection
             "outcome": outcome.label,
             "delay_ms": outcome.delay_ms,
             "status": None,  # filled in once answered; stays null for a reset

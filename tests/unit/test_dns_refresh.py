@@ -18,7 +18,7 @@ class FakeDns:
     def __call__(self, host: str, port: int) -> list[str]:
         if not self.addresses:
             raise dns_refresh.RefreshError(f"cannot resolve {host}")
-        return sorted(self.addresses)
+        return list(self.addresses)  # in the order given, as DNS does
 
 
 class Reloads:
@@ -84,6 +84,13 @@ def test_a_failed_reload_is_tried_again_on_the_next_run(tmp_path: Path) -> None:
 
 def test_real_resolution_of_localhost() -> None:
     assert "127.0.0.1" in dns_refresh.resolve("localhost", 80)
+
+
+def test_duplicate_answers_are_one_address(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    dns_refresh.refresh(UPSTREAM, state, FakeDns("10.0.1.5", "10.0.1.5"), Reloads())
+
+    assert state.read_text() == "10.0.1.5\n"
 
 
 def test_cli_runs_the_reload_commands_on_a_change(tmp_path: Path) -> None:

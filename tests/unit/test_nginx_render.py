@@ -27,6 +27,12 @@ def settings(tmp_path: Path, **changes: Any) -> render.ProxySettings:
     return dataclasses.replace(base, **changes)
 
 
+def upstream_block(config: str, name: str) -> str:
+    match = re.search(r"upstream " + name + r" \{(.*?)\}", config, re.DOTALL)
+    assert match, f"no upstream {name}"
+    return match.group(1)
+
+
 def nginx_t(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "nginx.conf"
     path.write_text(config)
@@ -44,29 +50,34 @@ def test_local_variant_passes_nginx_t_for_any_number_of_tries(tmp_path: Path, tr
     result = nginx_t(config, tmp_path)
 
     assert result.returncode == 0, result.stderr
-    # The single HOSP is listed once per retry: NGINX never retries the same
-    # peer, and never makes more attempts in a location than it has peers.
-    peers = re.findall(r"^\s*server 127\.0\.0\.1:9000 max_fails=0;$", config, re.MULTILINE)
-    assert len(peers) == max(1, tries - 1)
+    pool, fresh = upstream_block(config, "hosp"), upstream_block(config, "hosp_fresh")
+    # First attempts: one peer with a keep-alive pool.
+    assert pool.count("server 127.0.0.1:9000 max_fails=0;") == 1
+    assert "keepalive 64;" in pool
+    # Retries and writes: HOSP once per retry (NGINX never retries the same
+    # peer) and no pool (NGINX adds tries after errors on reused connections).
+    assert fresh.count("server 127.0.0.1:9000 max_fails=0;") == max(1, tries - 1)
+    assert "keepalive" not in fresh
     assert ("location @hosp_retry" in config) == (tries > 1)
     assert "{{" not in config
 
 
 def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> None:
-    # Paths are deployment facts; everything else is the production variant.
-    defaults = render.variant_defaults("production", tmp_path)
-    config = render.render(
-        settings(
-            tmp_path, variant="production", upstream="localhost:9000", listen=str(defaults["listen"]), temp_dir=None
-        )
-    )
+    output = tmp_path / "nginx.conf"
+    # The log paths are deployment facts; everything else is the production variant.
+    logs = ["--access-log", str(tmp_path / "access.json"), "--error-log", str(tmp_path / "error.log")]
+    args = ["--variant", "production", "--upstream", "localhost:9000", "--output", str(output)]
 
+    assert render.main(args + logs) == 0
+    config = output.read_text()
     result = nginx_t(config, tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert "listen 80;" in config
+    assert "worker_rlimit_nofile 16384;" in config
+    assert "pid /run/nginx.pid;" in config
     assert "_temp_path" not in config  # the distribution's own temp paths
-    assert defaults["access_log"] == "/var/log/hosp-proxy/access.json"
+    assert render.variant_defaults("production", tmp_path)["access_log"] == "/var/log/hosp-proxy/access.json"
 
 
 def test_cli_writes_a_file_nginx_accepts(tmp_path: Path) -> None:
@@ -81,6 +92,12 @@ def test_cli_writes_a_file_nginx_accepts(tmp_path: Path) -> None:
 def test_access_log_is_buffered_unless_turned_off(tmp_path: Path) -> None:
     assert "hosp_json buffer=64k flush=1s;" in render.render(settings(tmp_path))
     assert f"access_log {tmp_path}/access.json hosp_json;" in render.render(settings(tmp_path, access_log_buffer="off"))
+
+
+def test_the_host_header_sent_to_hosp_can_be_fixed(tmp_path: Path) -> None:
+    assert "proxy_set_header Host $http_host;" in render.render(settings(tmp_path))
+    config = render.render(settings(tmp_path, host_header="hosp.example.org"))
+    assert "proxy_set_header Host hosp.example.org;" in config
 
 
 def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
@@ -102,6 +119,7 @@ def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
         ({"upstream": "http://hosp:80"}, "HOST:PORT"),
         ({"tries": 0}, "tries"),
         ({"try_timeout": 5, "deadline": 2}, "deadline"),
+        ({"try_timeout": 2, "deadline": 2}, "deadline"),  # 0 ms would mean "no deadline" to NGINX
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"budget_rate": 0}, "budget"),
         ({"access_log_buffer": "lots"}, "buffer"),
