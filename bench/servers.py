@@ -11,13 +11,13 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import BinaryIO
+from typing import Self
 
 from local.nginx_proxy import nginx_binary
-from local.processes import ProcessError, free_port, stop_process, system_binary, wait_for_port
+from local.processes import LoopbackServer, ProcessError, free_port, system_binary
 
 TEMPLATE = Path(__file__).resolve().parent / "haproxy.cfg.template"
 INSTALL_HINT = "install with `apt-get install haproxy wrk` (`make bench` installs haproxy when run as root)"
@@ -43,7 +43,7 @@ def binary_version(args: list[str]) -> str:
 
 
 @dataclass
-class HAProxy:
+class HAProxy(LoopbackServer):
     """HAProxy in the foreground (-db) with the bench's config; its log goes to a file."""
 
     upstream: str
@@ -53,12 +53,6 @@ class HAProxy:
     threads: int = 2
     tries: int = 3
     port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    _log: BinaryIO | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -85,33 +79,13 @@ class HAProxy:
         if done.returncode != 0:
             raise BenchError(f"haproxy -c rejected {self.config_path}:\n{done.stdout}{done.stderr}")
 
-    def start(self) -> HAProxy:
+    def start(self) -> Self:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.render()
         self.check()
-        self._log = self.access_log.open("ab")
-        args = [require_binary("haproxy"), "-f", str(self.config_path), "-db"]
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(self.port)
-        except Exception:
-            self.stop()
-            raise
+        self._launch([require_binary("haproxy"), "-f", str(self.config_path), "-db"], output=self.access_log)
         return self
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
-        if self._log:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> HAProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 STATIC_CONFIG = """\
@@ -138,42 +112,17 @@ http {{
 
 
 @dataclass
-class StaticUpstream:
+class StaticUpstream(LoopbackServer):
     """A minimal NGINX (one worker) answering every request with 200 {"ok":true}."""
 
     run_dir: Path
     port: int = 0
-    process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> StaticUpstream:
+    def start(self) -> Self:
         (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         config = self.run_dir / "static.conf"
         config.write_text(STATIC_CONFIG.format(run_dir=self.run_dir, port=self.port))
         error_log = str(self.run_dir / "static-error.log")
-        args = [nginx_binary(), "-c", str(config), "-e", error_log, "-g", "daemon off;"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port)
-        except Exception:
-            self.stop()
-            raise
+        self._launch([nginx_binary(), "-c", str(config), "-e", error_log, "-g", "daemon off;"])
         return self
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
-
-    def __enter__(self) -> StaticUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

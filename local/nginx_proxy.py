@@ -11,16 +11,9 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
-from local.processes import (
-    ROOT,
-    ProcessError,
-    dying_with_parent,
-    free_port,
-    stop_process,
-    system_binary,
-    wait_for_port,
-)
+from local.processes import ROOT, LoopbackServer, ProcessError, free_port, system_binary
 
 RENDERER = ROOT / "infra" / "nginx" / "render.py"
 INSTALL_HINT = (
@@ -38,18 +31,13 @@ def nginx_binary() -> str:
 
 
 @dataclass
-class NginxProxy:
+class NginxProxy(LoopbackServer):
     """One NGINX process in front of `upstream`, configured by render.py's options."""
 
     upstream: str
     run_dir: Path
     port: int = 0
     options: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -91,31 +79,11 @@ class NginxProxy:
             raise NginxError(f"nginx -t rejected {self.config_path}:\n{done.stderr}")
         return done.stderr
 
-    def start(self) -> NginxProxy:
+    def start(self) -> Self:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_port()
+        self.port = self.port or free_port()
         self.render()
         self.check()
-        env = {**os.environ, "TZ": "UTC"}  # the access log's times are UTC
         argv = [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"]
-        self.process = subprocess.Popen(
-            dying_with_parent(argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stop() signals the workers too
-        )  # fmt: skip
-        try:
-            wait_for_port(self.port, process=self.process)
-        except ProcessError:
-            self.stop()
-            raise
+        self._launch(argv, env={**os.environ, "TZ": "UTC"})  # the access log's times are UTC
         return self
-
-    def stop(self) -> None:
-        stop_process(self.process, group=True)
-        self.process = None
-
-    def __enter__(self) -> NginxProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO, Self
 
 ROOT = Path(__file__).resolve().parent.parent  # the project; servers start here
 STOP_TIMEOUT = 10.0
@@ -82,3 +83,55 @@ def stop_process(process: subprocess.Popen[bytes] | None, group: bool = False) -
     except subprocess.TimeoutExpired:
         send(signal.SIGKILL)
         process.wait(timeout=STOP_TIMEOUT)
+
+
+class LoopbackServer:
+    """A server process on 127.0.0.1, started in the foreground and always stopped.
+
+    Subclasses set `port` (0: a free one is picked) and define `start()`, which
+    prepares the server and calls `_launch`. Its own process group, so that
+    stopping it stops its children (NGINX's workers) too; and it dies with the
+    process that started it.
+    """
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    _output: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _launch(self, argv: list[str], output: Path | None = None, env: dict[str, str] | None = None) -> None:
+        """Run argv (stdout and stderr to `output`, or nowhere) and wait until it listens."""
+        self._output = output.open("ab") if output else None
+        self.process = subprocess.Popen(
+            dying_with_parent(argv), cwd=ROOT, env=env,
+            stdout=self._output or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for_port(self.port, process=self.process)
+        except ProcessError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_process(self.process, group=True)
+        self.process = None
+        if self._output:
+            self._output.close()
+            self._output = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
