@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from local.nginx_proxy import NginxProxy
-from local.processes import ROOT
+from local.processes import ROOT, free_port
 from tests.support import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp
 
 TRY_TIMEOUT = 1.0
@@ -318,3 +318,15 @@ def test_a_full_outage_ends_within_the_deadline_and_retries_stay_within_the_budg
     assert budget_spent.count("REJECTED") >= clients - allowed_retries
     assert fresh_hosp.received() <= clients + (tries - 1) * allowed_retries
     assert fresh_hosp.received() < clients * tries / 2
+
+
+def test_hosp_refusing_connections_gets_bounded_tries_and_a_502(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens here: every connect is refused at once
+    with NginxProxy(f"127.0.0.1:{closed}", tmp_path, options=TEST_OPTIONS) as proxy:
+        read = get(proxy, "/hospitals")
+        write = requests.post(proxy.url + "/notes", json={"title": "t"}, headers=DEMO_AUTH, timeout=10)
+        read_entry, write_entry = log_entry(proxy, read), log_entry(proxy, write)
+
+    assert (read.status_code, write.status_code) == (502, 502)
+    assert attempts(read_entry) == ["502", "502", "502"]
+    assert attempts(write_entry) == ["502"]
