@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from local.hosp_standin.store import Hospital, Note, Patient, Staff, Store
 
@@ -317,8 +318,9 @@ _ID_SEGMENT = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def _normalise(path: str) -> str:
-    """Rails accepts a trailing slash and a .json format suffix: /hospitals/1.json."""
-    path = path.rstrip("/") or "/"
+    """Rails decodes the path (/patients/%35 is patient 5) and accepts a trailing
+    slash and a .json format suffix: /hospitals/1.json."""
+    path = unquote(path).rstrip("/") or "/"
     return path.removesuffix(".json")
 
 

@@ -8,6 +8,7 @@ request counters and the access log, not by timing.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import time
@@ -46,19 +47,23 @@ def proxy(hosp: Hosp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ngin
 
 
 def log_entry(proxy: NginxProxy, answer: requests.Response) -> dict[str, object]:
-    """The access-log line of one answer, found by its X-Request-Id.
+    """The access-log line of one answer, found by its X-Request-Id."""
+    return logged_request(proxy, answer.headers["X-Request-Id"])
 
-    NGINX buffers the log and writes it at least once a second.
-    """
-    request_id = answer.headers["X-Request-Id"]
+
+def logged_request(proxy: NginxProxy, request_id: str) -> dict[str, object]:
+    """NGINX buffers the log and writes it at least once a second: wait for the line."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        for line in proxy.access_log.read_text().splitlines():
-            entry = dict(json.loads(line))
+        for entry in log_entries(proxy):
             if entry["request_id"] == request_id:
                 return entry
         time.sleep(0.1)
     raise AssertionError(f"no access-log line for request {request_id}")
+
+
+def log_entries(proxy: NginxProxy) -> list[dict[str, object]]:
+    return [dict(json.loads(line)) for line in proxy.access_log.read_text().splitlines()]
 
 
 def attempts(entry: dict[str, object]) -> list[str]:
@@ -260,7 +265,7 @@ def test_the_access_log_holds_every_field_and_never_the_password(proxy: NginxPro
     assert entry["user_agent"] == "vet-app/2"
     assert entry["retry_budget"] == "PASSED"  # it failed once and was retried
     assert entry["method"] == "GET"
-    assert (entry["path"], entry["query"]) == ("/patients/5", "view=full")
+    assert (entry["path"], entry["normalized_path"], entry["query"]) == ("/patients/5", "/patients/5", "view=full")
     assert entry["patient_id"] == "5"
     assert entry["status"] == 200
     assert isinstance(entry["bytes_sent"], int)
@@ -284,6 +289,19 @@ def test_the_access_log_holds_every_field_and_never_the_password(proxy: NginxPro
     assert DEMO_AUTH["Authorization"].split()[1] not in whole_log
     for line in whole_log.splitlines():
         json.loads(line)  # every line is one JSON object
+
+
+def test_an_encoded_path_is_logged_as_sent_and_as_hosp_resolves_it(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    # http.client sends the path as given (requests would decode %35 itself).
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    connection.request("GET", "/patients/%35", headers=DEMO_AUTH)
+    raw = connection.getresponse()
+    body, request_id = json.loads(raw.read()), str(raw.getheader("X-Request-Id"))
+    connection.close()
+    entry = logged_request(proxy, request_id)
+
+    assert body["id"] == 5  # HOSP decodes the path too
+    assert (entry["path"], entry["normalized_path"]) == ("/patients/%35", "/patients/5")
 
 
 def test_proxy_health_is_answered_without_hosp(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
