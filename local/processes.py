@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 
@@ -109,7 +110,9 @@ class LoopbackServer:
     def start(self) -> Self:
         raise NotImplementedError
 
-    def _launch(self, argv: list[str], output: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def _launch(
+        self, argv: list[str], output: Path | None = None, env: dict[str, str] | None = None, timeout: float = 10.0
+    ) -> None:
         """Run argv (stdout and stderr to `output`, or nowhere) and wait until it listens."""
         self._output = output.open("ab") if output else None
         self.process = subprocess.Popen(
@@ -118,7 +121,7 @@ class LoopbackServer:
             start_new_session=True,
         )  # fmt: skip
         try:
-            wait_for_port(self.port, process=self.process)
+            wait_for_port(self.port, timeout=timeout, process=self.process)
         except ProcessError:
             self.stop()
             raise
@@ -135,3 +138,18 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class CommandServer(LoopbackServer):
+    """Any command that serves on `port` once started; its output appended to `log`."""
+
+    argv: list[str]
+    port: int
+    log: Path
+    env: dict[str, str] | None = None
+    startup_timeout: float = 30.0  # chalice local and moto import a lot before they listen
+
+    def start(self) -> Self:
+        self._launch(self.argv, output=self.log, env=self.env, timeout=self.startup_timeout)
+        return self

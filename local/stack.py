@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,8 +23,9 @@ from types import FrameType
 
 import requests
 
+from local.hosp_standin.process import StandInProcess
 from local.nginx_proxy import NginxProxy
-from local.processes import ROOT, dying_with_parent, free_port, wait_for_port
+from local.processes import ROOT, CommandServer, LoopbackServer, free_port
 
 DEMO_AUTH = "Basic " + base64.b64encode(b"test-account:supersecret").decode()
 
@@ -44,31 +43,46 @@ class Stack:
         self.ports = ports
         self.run_dir = run_dir
         self.faults = faults
-        self.seed = seed
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.proxy = NginxProxy(upstream=f"127.0.0.1:{ports.hosp}", run_dir=run_dir / "nginx", port=ports.proxy)
-
-    def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        aws_env = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.ports.aws}",
+        local_aws = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.aws}",
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any key; never a real one here
             "AWS_DEFAULT_REGION": "eu-west-2",
         }
-        moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
-        aws = self._spawn("local AWS (moto)", moto)
-        hosp = [sys.executable, "-m", "local.hosp_standin", "--host", "127.0.0.1", "--port", str(self.ports.hosp)]
-        hosp += ["--seed", str(self.seed)]
-        for fault in filter(None, (self.faults or "").split(",")):
-            hosp += ["--fault", fault.strip()]
-        wait_for_port(self.ports.hosp, process=self._spawn("HOSP stand-in", hosp))
-        self.proxy.start()
+        fault_flags = [f.strip() for f in (faults or "").split(",") if f.strip()]
         chalice = [str(Path(sys.executable).parent / "chalice"), "local", "--no-autoreload"]
-        chalice += ["--host", "127.0.0.1", "--port", str(self.ports.chalice), "--stage", "local"]
-        app = self._spawn("chalice local", chalice, {"HOSP_BASE_URL": self.proxy.url, **aws_env})
-        wait_for_port(self.ports.aws, timeout=30, process=aws)
-        wait_for_port(self.ports.chalice, timeout=30, process=app)
+        chalice += ["--host", "127.0.0.1", "--port", str(ports.chalice), "--stage", "local"]
+        # In start order; stopped in reverse.
+        self.servers: list[tuple[str, LoopbackServer]] = [
+            (
+                "local AWS (moto)",
+                CommandServer(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports.aws)],
+                    ports.aws,
+                    run_dir / "moto.log",
+                ),
+            ),
+            (
+                "HOSP stand-in",
+                StandInProcess(run_dir, seed=seed, port=ports.hosp, startup_faults=fault_flags),
+            ),
+            ("NGINX proxy", self.proxy),
+            (
+                "chalice local",
+                CommandServer(
+                    chalice,
+                    ports.chalice,
+                    run_dir / "chalice.log",
+                    env={**os.environ, "HOSP_BASE_URL": self.proxy.url, **local_aws},
+                ),
+            ),
+        ]
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for _, server in self.servers:
+            server.start()
 
     def describe(self) -> str:
         p = self.ports
@@ -103,46 +117,17 @@ class Stack:
             print(f"ok  {name:14} GET {url}")
 
     def first_exited(self) -> str | None:
-        for name, process in self.children:
-            if process.poll() is not None:
-                return f"{name} exited with code {process.returncode}"
-        if self.proxy.process is not None and self.proxy.process.poll() is not None:
-            return "NGINX exited; see " + str(self.proxy.error_log)
+        for name, server in self.servers:
+            if server.process is not None and server.process.poll() is not None:
+                return f"{name} exited with code {server.process.returncode}"
         return None
 
     def stop(self) -> None:
         # A second Ctrl-C must not cut the shutdown short and leave servers running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        self.proxy.stop()
-        for _, process in reversed(self.children):
-            _signal_group(process, signal.SIGTERM)
-        for _, process in self.children:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
-        self.children.clear()
-
-    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = (self.run_dir / f"{name.split(maxsplit=1)[0].lower()}.log").open("ab")
-        env = {**os.environ, **(extra_env or {})}
-        # A process group of its own, so that stopping it stops its children too;
-        # and it dies with the stack even if the stack is killed outright.
-        process = subprocess.Popen(
-            dying_with_parent(argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        self.children.append((name, process))
-        return process
-
-
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
+        for _, server in reversed(self.servers):
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,6 +27,7 @@ class StandInProcess(LoopbackServer):
     seed: int = 1
     port: int = 0
     idle_timeout: float | None = None
+    startup_faults: list[str] = field(default_factory=list)  # `--fault NAME=RATE` values
 
     def start(self) -> Self:
         self.port = self.port or free_port()
@@ -35,6 +36,8 @@ class StandInProcess(LoopbackServer):
         args += ["--seed", str(self.seed)]
         if self.idle_timeout is not None:
             args += ["--idle-timeout", str(self.idle_timeout)]
+        for fault in self.startup_faults:
+            args += ["--fault", fault]
         self._launch(args, output=self.run_dir / "standin.log")
         return self
 
