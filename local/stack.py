@@ -25,7 +25,7 @@ import requests
 
 from local.hosp_standin.process import StandInProcess
 from local.nginx_proxy import NginxProxy
-from local.processes import ROOT, CommandServer, LoopbackServer, free_port
+from local.processes import ROOT, CommandServer, LoopbackServer, ProcessError, free_port
 
 DEMO_AUTH = "Basic " + base64.b64encode(b"test-account:supersecret").decode()
 
@@ -81,8 +81,11 @@ class Stack:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for _, server in self.servers:
-            server.start()
+        for name, server in self.servers:
+            try:
+                server.start()
+            except ProcessError as exc:
+                raise ProcessError(f"{name} did not start: {exc}") from exc
 
     def describe(self) -> str:
         p = self.ports
