@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 
+import requests
+
 ROOT = Path(__file__).resolve().parent.parent  # the project; servers start here
+PROC = Path("/proc")
+# Bounds, not expected durations: a loaded 2-core machine can take many seconds to
+# import moto or chalice, and a passing run never waits for a bound.
+STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+HEALTH_REQUEST_TIMEOUT = 5.0
+POLL_INTERVAL = 0.05
 
 
 class ProcessError(RuntimeError):
@@ -44,46 +54,206 @@ def dying_with_parent(argv: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
 
 
+# --- ports -------------------------------------------------------------------------------
+
+
+def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(
-    port: int, timeout: float = 10.0, host: str = "127.0.0.1", process: subprocess.Popen[bytes] | None = None
+    port: int, timeout: float = STARTUP_TIMEOUT, host: str = "127.0.0.1", process: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Until something accepts on host:port; fails at once if `process` has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise ProcessError(f"the server for port {port} exited with code {process.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
+        if accepts_connections(port, host):
+            return
+        time.sleep(POLL_INTERVAL)
     raise ProcessError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could not bind host:port, asking the way our servers bind.
+
+    SO_REUSEADDR, as NGINX and Python's servers set it, so that connections of a
+    stack that just stopped (TIME_WAIT) do not count; a listener on any address does.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_user(port: int) -> str:
+    """Who listens on `port`, e.g. "nginx (pid 812)", from /proc/net/tcp and /proc/*/fd.
+
+    "another process" when that cannot be told: no /proc, or a process of another
+    user whose file descriptors we may not read.
+    """
+    owners = _socket_owners(_listening_inodes(port))
+    if not owners:
+        return "another process"
+    return ", ".join(f"{_process_name(pid)} (pid {pid})" for pid in owners)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            # sl local_address rem_address st ... inode; addresses are HEX_IP:HEX_PORT, 0A is LISTEN.
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_owners(inodes: set[str]) -> list[int]:
+    links = {f"socket:[{inode}]" for inode in inodes}
+    owners = []
+    for pid in _pids() if links else []:
+        try:
+            fds = list((PROC / str(pid) / "fd").iterdir())
+        except OSError:
+            continue  # gone, or not ours to read
+        if any(_readlink(fd) in links for fd in fds):
+            owners.append(pid)
+    return owners
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return (PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return "a process"
+
+
+# --- process groups -------------------------------------------------------------------------
+
+
+def _pids() -> list[int]:
+    return sorted(int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit())
+
+
+def _state_and_group(pid: int) -> tuple[str, int] | None:
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; the fields after its last ")" do not.
+    state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+    return state, int(pgrp)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The running processes of process group `pgid` (zombies have exited: not counted)."""
+    if not PROC.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]  # some member; which ones cannot be told
+    members = []
+    for pid in _pids():
+        found = _state_and_group(pid)
+        if found is not None and found[1] == pgid and found[0] not in ("Z", "X"):
+            members.append(pid)
+    return members
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, group: bool = False) -> None:
     """SIGTERM (NGINX: fast shutdown), then SIGKILL if it has not exited within STOP_TIMEOUT.
 
     group: the process leads its own process group (start_new_session=True), and
-    the signals go to the whole group, so that its children (NGINX's workers) stop too.
+    the signals go to the whole group, so that its children (NGINX's workers) stop too,
+    also when the leader itself is already gone (kill -9 of NGINX's master leaves
+    workers that still hold the port).
     """
-    if process is None or process.poll() is not None:
+    if process is None:
         return
+    if group:
+        _stop_group(process)
+    elif process.poll() is None:
+        _stop_one(process)
 
-    def send(signum: int) -> None:
+
+def _stop_one(process: subprocess.Popen[bytes]) -> None:
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
         try:
-            if group:
-                os.killpg(process.pid, signum)
-            else:
-                process.send_signal(signum)
-        except ProcessLookupError:
-            pass
+            process.wait(timeout=STOP_TIMEOUT)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise ProcessError(f"process {process.pid} did not exit after SIGKILL")
 
-    send(signal.SIGTERM)
+
+def _stop_group(leader: subprocess.Popen[bytes]) -> None:
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if _group_stopped(leader):
+            return
+        # The group's id stays reserved while any member lives, so this cannot hit a
+        # stranger; once the group is empty we signal nothing (checked just above).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signum)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and not _group_stopped(leader):
+            time.sleep(POLL_INTERVAL)
+    if not _group_stopped(leader):
+        raise ProcessError(f"process group {leader.pid} still runs after SIGKILL: {group_members(leader.pid)}")
+
+
+def _group_stopped(leader: subprocess.Popen[bytes]) -> bool:
+    # poll() reaps the leader, so that a leader that has exited does not count as a member.
+    return leader.poll() is not None and not group_members(leader.pid)
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+def answered_200(answer: requests.Response) -> bool:
+    return answer.status_code == 200
+
+
+def reports_ok(answer: requests.Response) -> bool:
+    """A JSON health answer {"status": "ok", ...}: our server, not just anything on the port."""
     try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        send(signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
+        body = answer.json()
+    except ValueError:
+        return False
+    return answer.status_code == 200 and isinstance(body, dict) and body.get("status") == "ok"
+
+
+def http_check(url: str, accepts: Callable[[requests.Response], bool] = answered_200) -> bool:
+    """Whether GET url gets an answer that `accepts` takes."""
+    with requests.Session() as session:
+        session.trust_env = False  # loopback: never through an HTTP_PROXY from the environment
+        try:
+            answer = session.get(url, timeout=HEALTH_REQUEST_TIMEOUT)
+        except requests.RequestException:
+            return False
+        return accepts(answer)
 
 
 class LoopbackServer:
@@ -92,12 +262,13 @@ class LoopbackServer:
     Subclasses set `port` (0: a free one is picked) and define `start()`, which
     prepares the server and calls `_launch`. Its own process group, so that
     stopping it stops its children (NGINX's workers) too; and it dies with the
-    process that started it.
+    process that started it. A subclass with a health endpoint overrides `healthy`.
     """
 
     port: int
     process: subprocess.Popen[bytes] | None = None
     _output: IO[bytes] | None = None
+    _log_path: Path | None = None
 
     @property
     def url(self) -> str:
@@ -107,13 +278,50 @@ class LoopbackServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def log_path(self) -> Path | None:
+        """Where the server's stdout and stderr go, if anywhere."""
+        return self._log_path
+
     def start(self) -> Self:
         raise NotImplementedError
 
+    def healthy(self) -> bool:
+        """Whether the server answers. Here only that its port accepts connections."""
+        return accepts_connections(self.port)
+
+    def wait_until_healthy(self, check: Callable[[], bool] | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Until `check` (by default `healthy`) passes while the process we started still runs.
+
+        Something else may answer on our port (a server left by another run) while
+        ours has failed to bind, so a passing check alone does not mean ours is up.
+        """
+        check = check or self.healthy
+        deadline = time.monotonic() + timeout
+        while True:
+            self._ensure_running()
+            if check():
+                self._ensure_running()
+                return
+            if time.monotonic() >= deadline:
+                raise ProcessError(f"the server on port {self.port} failed its health check for {timeout:.0f} s")
+            time.sleep(POLL_INTERVAL)
+
+    def _ensure_running(self) -> None:
+        if self.process is None:
+            raise ProcessError(f"the server for port {self.port} is not running")
+        if self.process.poll() is not None:
+            raise ProcessError(f"the server for port {self.port} exited with code {self.process.returncode}")
+
     def _launch(
-        self, argv: list[str], output: Path | None = None, env: dict[str, str] | None = None, timeout: float = 10.0
+        self,
+        argv: list[str],
+        output: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = STARTUP_TIMEOUT,
     ) -> None:
-        """Run argv (stdout and stderr to `output`, or nowhere) and wait until it listens."""
+        """Run argv (stdout and stderr to `output`, or nowhere) and wait until it is healthy."""
+        self._log_path = output
         self._output = output.open("ab") if output else None
         self.process = subprocess.Popen(
             dying_with_parent(argv), cwd=ROOT, env=env,
@@ -121,7 +329,7 @@ class LoopbackServer:
             start_new_session=True,
         )  # fmt: skip
         try:
-            wait_for_port(self.port, timeout=timeout, process=self.process)
+            self.wait_until_healthy(timeout=timeout)
         except ProcessError:
             self.stop()
             raise
@@ -142,14 +350,37 @@ class LoopbackServer:
 
 @dataclass
 class CommandServer(LoopbackServer):
-    """Any command that serves on `port` once started; its output appended to `log`."""
+    """Any command that serves on `port` once started; its output appended to `log`.
+
+    With `health_path`, it is up once GET health_path gets an answer `health_accepts`
+    takes; without, once its port accepts connections.
+    """
 
     argv: list[str]
     port: int
     log: Path
     env: dict[str, str] | None = None
-    startup_timeout: float = 30.0  # chalice local and moto import a lot before they listen
+    startup_timeout: float = 2 * STARTUP_TIMEOUT  # chalice local and moto import a lot before they listen
+    health_path: str | None = None
+    health_accepts: Callable[[requests.Response], bool] = answered_200
 
     def start(self) -> Self:
         self._launch(self.argv, output=self.log, env=self.env, timeout=self.startup_timeout)
         return self
+
+    def healthy(self) -> bool:
+        if self.health_path is None:
+            return super().healthy()
+        return http_check(self.url + self.health_path, self.health_accepts)
+
+
+def log_tail(path: Path | None, lines: int = 15) -> str:
+    """The last lines of a log, indented, after a newline; "" if there is nothing to show."""
+    try:
+        text = path.read_text(errors="replace") if path else ""
+    except OSError:
+        return ""
+    last = text.strip().splitlines()[-lines:]
+    if not last:
+        return ""
+    return f"\n  last lines of {path}:\n" + "\n".join(f"    {line}" for line in last)
