@@ -14,9 +14,7 @@ from typing import Any
 from bench.clients import ClientRun, run_clients, send_once
 from bench.floor import fault_config, realized_floor
 from local.hosp_standin.process import StandInProcess as StandIn
-
-# The stand-in remembers its last 1000 API requests; a longer series cannot be attributed.
-REQUEST_LOG_SIZE = 1000
+from local.hosp_standin.stats import REQUEST_LOG_SIZE  # the stand-in's log; a longer series cannot be attributed
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,7 @@ class Attribution:
 
 
 def attribute(log: list[dict[str, Any]], total: int, tries: int) -> Attribution:
+    """Classify each client request by its attempts in `log`, the stand-in's request log."""
     attempts: dict[str, list[str]] = defaultdict(list)
     for entry in log:
         attempts[str(entry.get("x_request_id") or "")].append(str(entry["outcome"]))
