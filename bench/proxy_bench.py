@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import os
 import platform
@@ -32,7 +33,7 @@ from bench.floor import fault_config
 from bench.reliability import GetCell, PostCell, Series, StormResult, Target
 from bench.report import Table, ratio
 from bench.servers import BenchError, HAProxy, StaticUpstream, binary_version, require_binary
-from infra.nginx.render import DEFAULT_BUDGET_BURST, DEFAULT_BUDGET_RATE
+from infra.nginx.render import Tuning
 from local.hosp_standin.process import StandInProcess as StandIn
 from local.nginx_proxy import NginxProxy, nginx_binary
 from local.processes import ProcessError
@@ -42,7 +43,7 @@ TRY_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
 UNBOUND_BUDGET = 100_000
 SERIES_TIME_LIMIT = 120.0  # seconds; requests not started by then are skipped and reported
-COMMON_NGINX = {"tries": str(TRIES), "try_timeout": str(TRY_TIMEOUT), "connect_timeout": str(CONNECT_TIMEOUT)}
+COMMON_NGINX = Tuning(tries=TRIES, try_timeout=TRY_TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
 SECTIONS = ("reliability", "storm", "overhead")
 
 
@@ -199,7 +200,7 @@ def reliability_notes(args: argparse.Namespace) -> list[str]:
         "proxy that always makes its 3 tries; 'short' counts the budget's refusals for nginx+budget).",
         f"nginx: rendered with tries {TRIES}, try timeout {TRY_TIMEOUT:g} s, connect {CONNECT_TIMEOUT:g} s and "
         f"a retry budget of {UNBOUND_BUDGET}/s burst {UNBOUND_BUDGET}, so the budget never binds. "
-        f"nginx+budget: the same with the default budget ({DEFAULT_BUDGET_RATE}/s, burst {DEFAULT_BUDGET_BURST}): "
+        f"nginx+budget: the same with the default budget ({COMMON_NGINX.retry_budget_rate}/s, burst {COMMON_NGINX.retry_budget_burst}): "
         "the bench sends a few hundred requests per second, far above HOSP's traffic, so it binds at high fault "
         "rates and shows what a spent budget costs. "
         f"haproxy: retries {TRIES - 1} (3 attempts), timeout connect/server {CONNECT_TIMEOUT:g}/{TRY_TIMEOUT:g} s.",
@@ -229,16 +230,17 @@ def storm_table(standin: StandIn, haproxy: HAProxy, run_dir: Path, args: argpars
         "budget 503s",
     ]
     table = Table(f"2. Retry storm: full outage, {args.storm} GETs from {args.workers} clients", headers)
-    with NginxProxy(standin.address, run_dir / "nginx-storm", options=COMMON_NGINX) as nginx:
+    with NginxProxy(standin.address, run_dir / "nginx-storm", tuning=COMMON_NGINX) as nginx:
         result = reliability.measure_storm(standin, Target("nginx", nginx.url), args.seed, args.storm, args.workers)
         rejected = nginx.access_log.read_text().count('"retry_budget":"REJECTED"')
     seconds = result.run.elapsed
-    bound = reliability.budget_bound(result.run.sent, TRIES, DEFAULT_BUDGET_RATE, DEFAULT_BUDGET_BURST, seconds)
+    rate, burst = COMMON_NGINX.retry_budget_rate, COMMON_NGINX.retry_budget_burst
+    bound = reliability.budget_bound(result.run.sent, TRIES, rate, burst, seconds)
     storm_row(table, "nginx", result, bound, str(rejected))
     result = reliability.measure_storm(standin, Target("haproxy", haproxy.url), args.seed, args.storm, args.workers)
     storm_row(table, "haproxy", result, None, "n/a")
     table.notes += [
-        f"nginx with its DEFAULT budget ({DEFAULT_BUDGET_RATE}/s, burst {DEFAULT_BUDGET_BURST}); bound from "
+        f"nginx with its DEFAULT budget ({rate}/s, burst {burst}); bound from "
         "docs/proxy.md: R + (tries - 1) x (burst + 1 + rate x T), T = the seconds column.",
         "haproxy 2.6 has no retry budget: every failed GET is tried 3 times.",
     ]
@@ -248,9 +250,9 @@ def storm_table(standin: StandIn, haproxy: HAProxy, run_dir: Path, args: argpars
 def reliability_and_storm(run_dir: Path, args: argparse.Namespace, sections: set[str], report: Report) -> None:
     with contextlib.ExitStack() as stack:
         standin = stack.enter_context(StandIn(run_dir, args.seed))
-        options = {**COMMON_NGINX, "retry_budget_rate": str(UNBOUND_BUDGET), "retry_budget_burst": str(UNBOUND_BUDGET)}
-        nginx = stack.enter_context(NginxProxy(standin.address, run_dir / "nginx-reliability", options=options))
-        budgeted = stack.enter_context(NginxProxy(standin.address, run_dir / "nginx-budget", options=COMMON_NGINX))
+        unbound = dataclasses.replace(COMMON_NGINX, retry_budget_rate=UNBOUND_BUDGET, retry_budget_burst=UNBOUND_BUDGET)
+        nginx = stack.enter_context(NginxProxy(standin.address, run_dir / "nginx-reliability", tuning=unbound))
+        budgeted = stack.enter_context(NginxProxy(standin.address, run_dir / "nginx-budget", tuning=COMMON_NGINX))
         haproxy = stack.enter_context(HAProxy(standin.address, run_dir / "haproxy-reliability"))
         targets = [Target("nginx", nginx.url), Target("nginx+budget", budgeted.url), Target("haproxy", haproxy.url)]
         checks = reliability.run_checks(standin, targets, args.seed)
@@ -271,7 +273,7 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
     settings = overhead.WrkSettings(duration=args.wrk_duration)
     with contextlib.ExitStack() as stack:
         static = stack.enter_context(StaticUpstream(run_dir / "static"))
-        nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", options=COMMON_NGINX))
+        nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", tuning=COMMON_NGINX))
         haproxy = stack.enter_context(HAProxy(static.address, run_dir / "haproxy-overhead"))
         targets = {"direct": static.url, "nginx": nginx.url, "haproxy": haproxy.url}
         results = overhead.interleaved(targets, args.wrk_runs, settings)

@@ -1,7 +1,10 @@
 """The processes a benchmark run needs, each started in the foreground and stopped on exit.
 
-- `HAProxy`: HAProxy rendered from bench/haproxy.cfg.template, checked with `haproxy -c`;
-- `StaticUpstream`: a minimal NGINX answering 200 {"ok":true}, the overhead table's upstream.
+- `HAProxy`: HAProxy rendered from bench/haproxy.cfg, checked with `haproxy -c`;
+- `StaticUpstream`: a minimal NGINX answering 200 {"ok":true}, the overhead table's upstream
+  (bench/static-upstream.conf).
+
+Both templates are rendered by infra/nginx/render.py, the proxy's own renderer.
 
 Our own proxy runs through `local.nginx_proxy.NginxProxy` and the HOSP stand-in through
 `local.hosp_standin.process.StandInProcess`, as in the tests.
@@ -13,13 +16,13 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 from typing import Self
 
+from infra.nginx.render import render_template
 from local.nginx_proxy import nginx_binary
 from local.processes import LoopbackServer, ProcessError, free_port, system_binary
 
-TEMPLATE = Path(__file__).resolve().parent / "haproxy.cfg.template"
+HERE = Path(__file__).resolve().parent
 INSTALL_HINT = "install with `apt-get install haproxy wrk` (`make bench` installs haproxy when run as root)"
 CONTROL_TIMEOUT = 5.0
 
@@ -63,14 +66,15 @@ class HAProxy(LoopbackServer):
         return self.run_dir / "haproxy.log"
 
     def render(self) -> None:
-        text = Template(TEMPLATE.read_text()).substitute(
-            threads=self.threads,
-            port=self.port,
-            upstream=self.upstream,
-            retries=self.tries - 1,
-            connect_timeout=f"{round(self.connect_timeout * 1000)}ms",
-            server_timeout=f"{round(self.server_timeout * 1000)}ms",
-        )
+        values = {
+            "threads": str(self.threads),
+            "port": str(self.port),
+            "upstream": self.upstream,
+            "retries": str(self.tries - 1),
+            "connect_timeout": f"{round(self.connect_timeout * 1000)}ms",
+            "server_timeout": f"{round(self.server_timeout * 1000)}ms",
+        }
+        text = render_template(HERE / "haproxy.cfg", values)
         self.config_path.write_text(text)
 
     def check(self) -> None:
@@ -88,29 +92,6 @@ class HAProxy(LoopbackServer):
         return self
 
 
-STATIC_CONFIG = """\
-worker_processes 1;
-pid {run_dir}/static.pid;
-error_log {run_dir}/static-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {run_dir}/tmp;
-    proxy_temp_path {run_dir}/tmp;
-    fastcgi_temp_path {run_dir}/tmp;
-    uwsgi_temp_path {run_dir}/tmp;
-    scgi_temp_path {run_dir}/tmp;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            default_type application/json;
-            return 200 '{{"ok":true}}';
-        }}
-    }}
-}}
-"""
-
-
 @dataclass
 class StaticUpstream(LoopbackServer):
     """A minimal NGINX (one worker) answering every request with 200 {"ok":true}."""
@@ -122,7 +103,8 @@ class StaticUpstream(LoopbackServer):
         (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         config = self.run_dir / "static.conf"
-        config.write_text(STATIC_CONFIG.format(run_dir=self.run_dir, port=self.port))
+        values = {"run_dir": str(self.run_dir), "temp_dir": str(self.run_dir / "tmp"), "listen": self.address}
+        config.write_text(render_template(HERE / "static-upstream.conf", values))
         error_log = str(self.run_dir / "static-error.log")
         self._launch([nginx_binary(), "-c", str(config), "-e", error_log, "-g", "daemon off;"])
         return self

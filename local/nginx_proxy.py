@@ -6,20 +6,27 @@ three exercise exactly the configuration that production renders.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+import shutil
 import subprocess
-import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from local.processes import ROOT, LoopbackServer, ProcessError, free_port, system_binary
+from infra.nginx import render
+from infra.nginx.render import Tuning
+from local.processes import LoopbackServer, ProcessError, free_port, system_binary
 
-RENDERER = ROOT / "infra" / "nginx" / "render.py"
 INSTALL_HINT = (
     "install it with `sudo apt-get install nginx` (Debian/Ubuntu), or run `make test`, "
     "which installs it when run as root"
 )
+# Started by root, the workers run as this user, as production's run as the
+# distribution's nginx user: never as root.
+UNPRIVILEGED_USER = "nobody"
 
 
 class NginxError(ProcessError):
@@ -32,12 +39,13 @@ def nginx_binary() -> str:
 
 @dataclass
 class NginxProxy(LoopbackServer):
-    """One NGINX process in front of `upstream`, configured by render.py's options."""
+    """One NGINX process in front of `upstream`, with the local variant and `tuning`."""
 
     upstream: str
     run_dir: Path
     port: int = 0
-    options: dict[str, str] = field(default_factory=dict)
+    tuning: Tuning = Tuning()
+    _worker_temp: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def config_path(self) -> Path:
@@ -51,23 +59,21 @@ class NginxProxy(LoopbackServer):
     def error_log(self) -> Path:
         return self.run_dir / "error.log"
 
+    def settings(self) -> render.ProxySettings:
+        changes: dict[str, object] = {"listen": self.address}
+        if os.geteuid() == 0:
+            # The workers buffer large bodies to disk, so they need a temp
+            # directory of their own that an unprivileged user can reach.
+            user, group = unprivileged_user()
+            changes["user"] = f"{user} {group}"
+            changes["temp_dir"] = str(self._temp_dir_for(user, group))
+        return render.ProxySettings.for_variant("local", self.upstream, self.run_dir, self.tuning, **changes)
+
     def render(self) -> None:
-        args = [
-            sys.executable, str(RENDERER), "--variant", "local",
-            "--upstream", self.upstream,
-            "--listen", f"127.0.0.1:{self.port}",
-            "--run-dir", str(self.run_dir),
-            "--output", str(self.config_path),
-        ]  # fmt: skip
-        if os.geteuid() == 0 and "user" not in self.options:
-            # Started by root, workers would run as "nobody", which cannot write
-            # the temp files for large bodies under a private run directory.
-            args += ["--user", "root"]
-        for name, value in self.options.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
-        done = subprocess.run(args, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise NginxError(f"render.py failed: {done.stderr.strip()}")
+        try:
+            render.write(self.settings(), self.config_path)
+        except render.RenderError as exc:
+            raise NginxError(f"render.py refused the settings: {exc}") from exc
 
     def check(self) -> str:
         """`nginx -t` on the rendered file; returns its output."""
@@ -87,3 +93,23 @@ class NginxProxy(LoopbackServer):
         argv = [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"]
         self._launch(argv, env={**os.environ, "TZ": "UTC"})  # the access log's times are UTC
         return self
+
+    def stop(self) -> None:
+        super().stop()
+        if self._worker_temp is not None:
+            shutil.rmtree(self._worker_temp, ignore_errors=True)
+            self._worker_temp = None
+
+    def _temp_dir_for(self, user: str, group: str) -> Path:
+        # Under /tmp, not run_dir: a test's run_dir lies under a directory only
+        # root may enter.
+        if self._worker_temp is None:
+            self._worker_temp = Path(tempfile.mkdtemp(prefix="hosp-nginx-"))
+            shutil.chown(self._worker_temp, user, group)
+        return self._worker_temp
+
+
+def unprivileged_user() -> tuple[str, str]:
+    """The worker user and its own group (nogroup on Debian, nobody elsewhere)."""
+    entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    return entry.pw_name, grp.getgrgid(entry.pw_gid).gr_name

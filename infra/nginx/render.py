@@ -3,10 +3,13 @@
     python3 infra/nginx/render.py --variant local --upstream 127.0.0.1:9000 \
         --output .local/nginx/nginx.conf
 
-The output is one self-contained file (the templates' `include` lines are
-inlined), runnable with `nginx -c FILE` in the foreground by an ordinary user
-for the local variant. Standard library only: the EC2 user data runs this
-script with the system python3.
+Every NGINX directive lives in templates/; this script only chooses. It
+inlines each `include NAME.conf;` (so the output is one self-contained file,
+runnable with `nginx -c FILE`), decides how many copies of each included file
+go in (the files under optional/ are in or out, the retry peer is repeated
+once per retry), and then fills the `{{name}}` placeholders with values, in
+one pass. Standard library only: the EC2 user data runs this script with the
+system python3.
 """
 
 from __future__ import annotations
@@ -15,21 +18,21 @@ import argparse
 import dataclasses
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-# A placeholder alone on its line: every line of its value takes that indent.
-PLACEHOLDER_LINE = re.compile(r"^(?P<indent>[ \t]*)\{\{(?P<name>\w+)\}\}[ \t]*$", re.MULTILINE)
-INCLUDE = re.compile(r"^(?P<indent>[ \t]*)include (?P<name>[\w.-]+\.conf);[ \t]*$", re.MULTILINE)
+INCLUDE = re.compile(r"^(?P<indent>[ \t]*)include (?P<name>[\w./-]+\.conf);[ \t]*$", re.MULTILINE)
 HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
 
-
-# The retry budget: retried requests per second and burst, per NGINX instance.
-# Sized for HOSP's traffic: tens of requests per second at peak, of which up to
-# a third may fail once. Raise both with the traffic (docs/proxy.md).
-DEFAULT_BUDGET_RATE = 20
-DEFAULT_BUDGET_BURST = 40
+# The methods HOSP's API uses; the proxy answers any other with 405.
+API_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# The one request-body limit of the whole system (docs/proxy.md): the proxy
+# refuses larger bodies with 413, and the HOSP stand-in accepts exactly this.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+# The proxy's slowest answer must come this much before CloudFront gives up.
+ORIGIN_MARGIN = 5.0
 
 
 class RenderError(ValueError):
@@ -37,8 +40,47 @@ class RenderError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Tuning:
+    """How the proxy behaves, the same in every variant; times are in seconds.
+
+    These defaults are the only ones: the command line shows and takes them.
+    """
+
+    tries: int = 3
+    connect_timeout: float = 2.0
+    try_timeout: float = 10.0
+    deadline: float = 30.0
+    write_timeout: float = 50.0
+    keepalive_timeout: float = 15.0
+    client_timeout: float = 10.0
+    origin_timeout: float = 60.0
+    access_log_buffer: str = "64k"
+    host_header: str = "$http_host"
+    # Sized for HOSP's traffic: tens of requests per second at peak, of which
+    # up to a third may fail once. Raise both with the traffic (docs/proxy.md).
+    retry_budget_rate: int = 20
+    retry_budget_burst: int = 40
+
+
+TUNING_HELP: dict[str, str] = {
+    "tries": "attempts per retryable request, the first included",
+    "connect_timeout": "seconds to connect to HOSP",
+    "try_timeout": "seconds one retryable attempt may wait for HOSP",
+    "deadline": "seconds after which no retry starts",
+    "write_timeout": "seconds a request that is not retried (POST, PATCH, DELETE) may wait for HOSP",
+    "keepalive_timeout": "idle upstream connection lifetime; below HOSP's own idle timeout",
+    "client_timeout": "longest silence allowed from a client: header, each body read, each answer write",
+    "origin_timeout": "the seconds CloudFront waits for this proxy; the slowest answer must fit in it",
+    "access_log_buffer": "access log buffer size (lines written within 1 s), or off",
+    "host_header": "Host sent to HOSP, which builds its links from it; $http_host is the client's, port included",
+    "retry_budget_rate": "retried requests per second",
+    "retry_budget_burst": "retried requests allowed in a burst",
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class ProxySettings:
-    """Everything the templates need; times are in seconds."""
+    """Where this NGINX runs (paths, user, limits) and how it behaves (tuning)."""
 
     variant: str
     upstream: str
@@ -46,146 +88,192 @@ class ProxySettings:
     access_log: str
     error_log: str
     pid_path: str
-    temp_dir: str | None
-    user: str | None = None
-    tries: int = 3
-    connect_timeout: float = 2.0
-    try_timeout: float = 10.0
-    deadline: float = 30.0
-    write_timeout: float = 60.0
-    keepalive_timeout: float = 15.0
-    access_log_buffer: str = "64k"
-    host_header: str = "$http_host"
-    max_open_files: int | None = None
-    budget_rate: int = DEFAULT_BUDGET_RATE
-    budget_burst: int = DEFAULT_BUDGET_BURST
+    temp_dir: str | None  # None: the distribution's own temp paths
+    user: str | None = None  # None: no user directive (NGINX started by an ordinary user)
+    max_open_files: int | None = None  # None: the system's limit
+    tuning: Tuning = Tuning()
+
+    @classmethod
+    def for_variant(
+        cls, variant: str, upstream: str, run_dir: Path, tuning: Tuning = Tuning(), **changes: object
+    ) -> ProxySettings:
+        """The variant's paths and limits, with `changes` (e.g. listen=, user=) applied."""
+        if variant == "local":
+            base = cls(
+                variant,
+                upstream,
+                listen="127.0.0.1:8080",
+                access_log=str(run_dir / "access.json"),
+                error_log=str(run_dir / "error.log"),
+                pid_path=str(run_dir / "nginx.pid"),
+                temp_dir=str(run_dir / "tmp"),
+                tuning=tuning,
+            )
+        elif variant == "production":
+            base = cls(
+                variant,
+                upstream,
+                listen="80",
+                access_log="/var/log/hosp-proxy/access.json",
+                error_log="/var/log/hosp-proxy/error.log",
+                pid_path="/run/nginx.pid",
+                temp_dir=None,
+                max_open_files=16384,
+                tuning=tuning,
+            )
+        else:
+            raise RenderError(f"unknown variant {variant!r}: use 'local' or 'production'")
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
-def variant_defaults(variant: str, run_dir: Path) -> dict[str, str | None]:
-    """Paths and listen address of each variant; any of them can be overridden."""
-    if variant == "local":
-        return {
-            "listen": "127.0.0.1:8080",
-            "access_log": str(run_dir / "access.json"),
-            "error_log": str(run_dir / "error.log"),
-            "pid_path": str(run_dir / "nginx.pid"),
-            "temp_dir": str(run_dir / "tmp"),
-            "max_open_files": None,  # raising it needs root
-        }
-    if variant == "production":
-        return {
-            "listen": "80",
-            "access_log": "/var/log/hosp-proxy/access.json",
-            "error_log": "/var/log/hosp-proxy/error.log",
-            "pid_path": "/run/nginx.pid",
-            "temp_dir": None,  # the distribution's own temp paths
-            # Each request in flight holds two descriptors; HOSP's 20 s answers
-            # keep many in flight. The default limit is often 1024.
-            "max_open_files": "16384",
-        }
-    raise RenderError(f"unknown variant {variant!r}: use 'local' or 'production'")
+def worst_case(t: Tuning) -> float:
+    """Seconds the slowest answer can take, over every method (docs/proxy.md).
+
+    Retryable: each attempt waits at most connect + try; the retries start
+    after the first attempt and none starts once deadline - try has passed
+    since, so the last one ends by deadline + 2 x connect + try. Not retried:
+    connect + write. The request body is buffered by NGINX first and goes
+    to HOSP over the internal network, so its sending is not counted.
+    """
+    attempt = t.connect_timeout + t.try_timeout
+    retryable = attempt if t.tries == 1 else min(t.tries * attempt, t.deadline + t.connect_timeout + attempt)
+    return max(retryable, t.connect_timeout + t.write_timeout)
 
 
 def validate(s: ProxySettings) -> None:
+    t = s.tuning
     if not HOST_PORT.match(s.upstream):
         raise RenderError(f"upstream must be HOST:PORT (a DNS name or an address), got {s.upstream!r}")
-    if not 1 <= s.tries <= 10:
-        raise RenderError(f"tries must be between 1 and 10, got {s.tries}")
-    for name in ("connect_timeout", "try_timeout", "deadline", "write_timeout", "keepalive_timeout"):
-        if getattr(s, name) <= 0:
-            raise RenderError(f"{name} must be positive")
+    if not 1 <= t.tries <= 10:
+        raise RenderError(f"tries must be between 1 and 10, got {t.tries}")
+    for field in dataclasses.fields(Tuning):
+        value = getattr(t, field.name)
+        if field.name.endswith("_timeout") or field.name == "deadline":
+            if value <= 0:
+                raise RenderError(f"{field.name} must be positive")
     # NGINX reads a proxy_next_upstream_timeout of 0 as "no limit".
-    if s.tries > 1 and round((s.deadline - s.try_timeout) * 1000) < 1:
+    if t.tries > 1 and round((t.deadline - t.try_timeout) * 1000) < 1:
         raise RenderError("deadline must be longer than one try's timeout (it bounds when retries may start)")
-    if s.access_log_buffer != "off" and not re.fullmatch(r"[1-9]\d*[km]?", s.access_log_buffer):
-        raise RenderError(f"access log buffer must be a size like 64k, or off; got {s.access_log_buffer!r}")
-    if s.budget_rate < 1 or s.budget_burst < 0:
+    if t.access_log_buffer != "off" and not re.fullmatch(r"[1-9]\d*[km]?", t.access_log_buffer):
+        raise RenderError(f"access log buffer must be a size like 64k, or off; got {t.access_log_buffer!r}")
+    if t.retry_budget_rate < 1 or t.retry_budget_burst < 0:
         raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 0")
+    slowest = worst_case(t)
+    if slowest + ORIGIN_MARGIN > t.origin_timeout:
+        raise RenderError(
+            f"the slowest answer can take {slowest:g} s, which with a {ORIGIN_MARGIN:g} s margin exceeds the "
+            f"origin timeout of {t.origin_timeout:g} s: CloudFront would give up first. Lower write_timeout, "
+            "deadline, tries or the timeouts per try (docs/proxy.md, 'Timeouts and the deadline')"
+        )
+
+
+def copies(s: ProxySettings) -> dict[str, int]:
+    """How many copies of each included file go in; a file not listed goes in once."""
+    retrying = s.tuning.tries > 1
+    buffered = s.tuning.access_log_buffer != "off"
+    return {
+        "optional/worker-user.conf": int(s.user is not None),
+        "optional/open-file-limit.conf": int(s.max_open_files is not None),
+        "optional/temp-paths.conf": int(s.temp_dir is not None),
+        "optional/access-log-buffered.conf": int(buffered),
+        "optional/access-log-unbuffered.conf": int(not buffered),
+        "optional/retry-on-failure.conf": int(retrying),
+        "optional/retry-location.conf": int(retrying),
+        "optional/retries-off.conf": int(not retrying),
+        "hosp-retry-peer.conf": _retry_peers(s.tuning),
+    }
+
+
+def values(s: ProxySettings) -> dict[str, str]:
+    """The value of every placeholder the templates may hold."""
+    t = s.tuning
+    return {
+        "variant": s.variant,
+        "upstream": s.upstream,
+        "listen": s.listen,
+        "access_log": s.access_log,
+        "error_log": s.error_log,
+        "pid_path": s.pid_path,
+        "temp_dir": s.temp_dir or "",
+        "user": s.user or "",
+        "max_open_files": str(s.max_open_files or ""),
+        "access_log_buffer": t.access_log_buffer,
+        "host_header": t.host_header,
+        "tries": str(t.tries),
+        "retry_tries": str(t.tries - 1),
+        "peers": str(_retry_peers(t)),
+        "keepalive_timeout": _ms(t.keepalive_timeout),
+        "connect_timeout": _ms(t.connect_timeout),
+        "try_timeout": _ms(t.try_timeout),
+        "write_timeout": _ms(t.write_timeout),
+        "client_timeout": _ms(t.client_timeout),
+        "retry_window": _ms(t.deadline - t.try_timeout),
+        "budget_rate": str(t.retry_budget_rate),
+        "budget_burst": str(t.retry_budget_burst),
+        "max_body_bytes": str(MAX_BODY_BYTES),
+        "api_methods": ", ".join(API_METHODS),
+        "api_methods_regex": "|".join(API_METHODS),
+    }
 
 
 def render(s: ProxySettings) -> str:
     validate(s)
-    retrying = s.tries > 1
-    peers = max(1, s.tries - 1)  # one per retry in hosp_fresh (see upstream.conf)
-    values = {
-        "variant": s.variant,
-        "user_directive": f"user {s.user};" if s.user else "# (no user directive: workers run as NGINX's default)",
-        "pid_path": s.pid_path,
-        "error_log": s.error_log,
-        "access_log": s.access_log,
-        "access_log_buffering": "" if s.access_log_buffer == "off" else f" buffer={s.access_log_buffer} flush=1s",
-        "listen": s.listen,
-        "upstream": s.upstream,
-        "host_header": s.host_header,
-        "rlimit_directive": f"worker_rlimit_nofile {s.max_open_files};" if s.max_open_files else "",
-        "tries": str(s.tries),
-        "retry_tries": str(s.tries - 1),
-        "peers": str(peers),
-        "upstream_servers": "\n".join(f"server {s.upstream} max_fails=0;" for _ in range(peers)),
-        "keepalive_timeout": _ms(s.keepalive_timeout),
-        "connect_timeout": _ms(s.connect_timeout),
-        "try_timeout": _ms(s.try_timeout),
-        "write_timeout": _ms(s.write_timeout),
-        "retry_window": _ms(s.deadline - s.try_timeout),
-        "budget_rate": str(s.budget_rate),
-        "budget_burst": str(s.budget_burst),
-        "first_attempt_retry": (
-            (
-                "proxy_intercept_errors on;\n"
-                "error_page 500 502 503 504 = @hosp_retry;\n"
-                "# Lets @hosp_retry's own error_page (budget spent) apply after this one.\n"
-                "recursive_error_pages on;"
-            )
-            if retrying
-            else "# tries = 1: retries are off."
-        ),
-        "retry_location": _read("retry-location.conf") if retrying else "",
-    }
-    text = _inline(_read("nginx.conf"))
+    return render_template(TEMPLATES / "nginx.conf", values(s), copies(s))
+
+
+def render_template(
+    path: Path, values: Mapping[str, str], copies: Mapping[str, int] | None = None, search: Iterable[Path] = ()
+) -> str:
+    """A template with its includes inlined and its placeholders filled.
+
+    Includes are looked up beside `path`, then in `search`, then in TEMPLATES.
+    Also used for the benchmark's configurations, so the project has one
+    template mechanism.
+    """
+    directories = [path.parent, *search, TEMPLATES]
+    return fill(_inline(path.read_text(), directories, copies or {}), values)
+
+
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """Every {{name}} replaced by values[name]; a name without a value is an error."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise RenderError(f"template placeholder {{{{{name}}}}} has no value")
+        return values[name]
+
+    return PLACEHOLDER.sub(value, text)
+
+
+def write(s: ProxySettings, output: Path) -> None:
+    """Render to `output`, creating the directories the configuration names."""
+    text = render(s)
+    output.parent.mkdir(parents=True, exist_ok=True)
     if s.temp_dir:
-        text = text.replace("http {\n", "http {\n" + _temp_paths(s.temp_dir), 1)
-    # Substituted twice: the retry location holds placeholders of its own.
-    return _fill(_fill(text, values), values)
+        Path(s.temp_dir).mkdir(parents=True, exist_ok=True)
+    for log in (s.access_log, s.error_log):
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    run_dir = Path(args.run_dir).resolve()
-    defaults = variant_defaults(args.variant, run_dir)
-    settings = ProxySettings(
-        variant=args.variant,
-        upstream=args.upstream,
-        listen=args.listen or str(defaults["listen"]),
-        access_log=args.access_log or str(defaults["access_log"]),
-        error_log=args.error_log or str(defaults["error_log"]),
-        pid_path=str(defaults["pid_path"]),
-        temp_dir=defaults["temp_dir"],
-        max_open_files=int(defaults["max_open_files"]) if defaults["max_open_files"] else None,
-        host_header=args.host_header,
-        user=args.user,
-        tries=args.tries,
-        connect_timeout=args.connect_timeout,
-        try_timeout=args.try_timeout,
-        deadline=args.deadline,
-        write_timeout=args.write_timeout,
-        keepalive_timeout=args.keepalive_timeout,
-        access_log_buffer=args.access_log_buffer,
-        budget_rate=args.retry_budget_rate,
-        budget_burst=args.retry_budget_burst,
-    )
+    tuning = Tuning(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Tuning)})
+    paths = {name: getattr(args, name) for name in ("listen", "access_log", "error_log", "user")}
     try:
-        text = render(settings)
+        settings = ProxySettings.for_variant(
+            args.variant,
+            args.upstream,
+            Path(args.run_dir).resolve(),
+            tuning,
+            **{name: value for name, value in paths.items() if value is not None},
+        )
+        write(settings, Path(args.output))
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)
         return 2
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if settings.temp_dir:
-        Path(settings.temp_dir).mkdir(parents=True, exist_ok=True)
-    for log in (settings.access_log, settings.error_log):
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(f"wrote {output} ({settings.variant}: {settings.listen} -> {settings.upstream}, {settings.tries} tries)")
+    print(f"wrote {args.output} ({settings.variant}: {settings.listen} -> {settings.upstream}, {tuning.tries} tries)")
     return 0
 
 
@@ -199,60 +287,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--error-log", help="error log path")
     p.add_argument("--run-dir", default=".local/nginx", help="local variant: pid, temp files and default logs")
     p.add_argument("--user", help="worker user (production: the distribution's nginx user)")
-    p.add_argument(
-        "--host-header",
-        default="$http_host",
-        help="Host sent to HOSP, which builds its links from it (default: the client's, port included)",
-    )
-    p.add_argument("--tries", type=int, default=3, help="attempts per idempotent request, first included")
-    p.add_argument("--connect-timeout", type=float, default=2.0, help="seconds to connect to HOSP")
-    p.add_argument("--try-timeout", type=float, default=10.0, help="seconds one idempotent attempt may wait")
-    p.add_argument("--deadline", type=float, default=30.0, help="seconds after which no retry starts")
-    p.add_argument("--write-timeout", type=float, default=60.0, help="seconds a POST/PATCH may wait")
-    p.add_argument(
-        "--keepalive-timeout", type=float, default=15.0, help="idle upstream connection lifetime; below HOSP's"
-    )
-    p.add_argument("--access-log-buffer", default="64k", help="log buffer size (lines flushed within 1 s), or off")
-    p.add_argument("--retry-budget-rate", type=int, default=DEFAULT_BUDGET_RATE, help="retried requests per second")
-    p.add_argument(
-        "--retry-budget-burst", type=int, default=DEFAULT_BUDGET_BURST, help="retried requests allowed in a burst"
-    )
+    defaults = Tuning()
+    for field in dataclasses.fields(Tuning):
+        default = getattr(defaults, field.name)
+        p.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"{TUNING_HELP[field.name]} (default: {default})".replace("%", "%%"),
+        )
     return p
 
 
-def _read(name: str) -> str:
-    return (TEMPLATES / name).read_text()
+def _retry_peers(t: Tuning) -> int:
+    # NGINX never sends one request to the same peer twice: HOSP is listed once
+    # per retry in hosp_fresh (upstream.conf), and once when there is none.
+    return max(1, t.tries - 1)
 
 
-def _inline(text: str) -> str:
-    """Replace `include name.conf;` with the file's text, indented in place."""
+def _inline(text: str, directories: list[Path], copies: Mapping[str, int]) -> str:
+    """Replace `include name.conf;` with the file's text, indented in place, copies[name] times."""
 
     def expand(match: re.Match[str]) -> str:
-        indent = match.group("indent")
-        body = _inline(_read(match.group("name"))).rstrip("\n")
-        return "\n".join(indent + line if line else line for line in body.splitlines())
+        indent, name = match.group("indent"), match.group("name")
+        count = copies.get(name, 1)
+        if count == 0:
+            return f"{indent}# not included: {name}"
+        body = _inline(_find(name, directories).read_text(), directories, copies).rstrip("\n")
+        lines = "\n".join(indent + line if line else line for line in body.splitlines())
+        return "\n".join([lines] * count)
 
     return INCLUDE.sub(expand, text)
 
 
-def _fill(text: str, values: dict[str, str]) -> str:
-    def value(name: str) -> str:
-        if name not in values:
-            raise RenderError(f"template placeholder {{{{{name}}}}} has no value")
-        return values[name]
-
-    def block(match: re.Match[str]) -> str:
-        indent = match.group("indent")
-        lines = value(match.group("name")).splitlines()
-        return "\n".join(indent + line if line.strip() else "" for line in lines)
-
-    text = PLACEHOLDER_LINE.sub(block, text)
-    return PLACEHOLDER.sub(lambda m: value(m.group(1)), text)
-
-
-def _temp_paths(temp_dir: str) -> str:
-    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    return "".join(f"    {kind}_temp_path {temp_dir}/{kind};\n" for kind in kinds)
+def _find(name: str, directories: list[Path]) -> Path:
+    for directory in directories:
+        if (directory / name).is_file():
+            return directory / name
+    raise RenderError(f"included file {name} is in none of {', '.join(map(str, directories))}")
 
 
 def _ms(seconds: float) -> str:

@@ -6,25 +6,18 @@ import dataclasses
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from infra.nginx import render
-from local.nginx_proxy import nginx_binary
+from infra.nginx.render import ProxySettings, Tuning
+from local.nginx_proxy import nginx_binary, unprivileged_user
 
 
-def settings(tmp_path: Path, **changes: Any) -> render.ProxySettings:
-    base = render.ProxySettings(
-        variant="local",
-        upstream="127.0.0.1:9000",
-        listen="127.0.0.1:18080",
-        access_log=str(tmp_path / "access.json"),
-        error_log=str(tmp_path / "error.log"),
-        pid_path=str(tmp_path / "nginx.pid"),
-        temp_dir=str(tmp_path / "tmp"),
+def settings(tmp_path: Path, **tuning: object) -> ProxySettings:
+    return ProxySettings.for_variant(
+        "local", "127.0.0.1:9000", tmp_path, dataclasses.replace(Tuning(), **tuning), listen="127.0.0.1:18080"
     )
-    return dataclasses.replace(base, **changes)
 
 
 def upstream_block(config: str, name: str) -> str:
@@ -43,6 +36,19 @@ def nginx_t(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def template_line_patterns() -> list[re.Pattern[str]]:
+    """Each line of every template, its placeholders matching any text."""
+    patterns = []
+    for template in render.TEMPLATES.rglob("*.conf"):
+        for line in template.read_text().splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                parts = render.PLACEHOLDER.split(line.strip())
+                # split() alternates text and placeholder names: escape the text, let names match anything.
+                regex = "".join(re.escape(part) if i % 2 == 0 else ".*" for i, part in enumerate(parts))
+                patterns.append(re.compile(regex))
+    return patterns
+
+
 @pytest.mark.parametrize("tries", [1, 2, 3, 5])
 def test_local_variant_passes_nginx_t_for_any_number_of_tries(tmp_path: Path, tries: int) -> None:
     config = render.render(settings(tmp_path, tries=tries))
@@ -59,6 +65,7 @@ def test_local_variant_passes_nginx_t_for_any_number_of_tries(tmp_path: Path, tr
     assert fresh.count("server 127.0.0.1:9000 max_fails=0;") == max(1, tries - 1)
     assert "keepalive" not in fresh
     assert ("location @hosp_retry" in config) == (tries > 1)
+    assert ("proxy_next_upstream_tries 0;" in config) is False  # NGINX would read 0 as "no limit"
     assert "{{" not in config
 
 
@@ -66,18 +73,48 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     output = tmp_path / "nginx.conf"
     # The log paths are deployment facts; everything else is the production variant.
     logs = ["--access-log", str(tmp_path / "access.json"), "--error-log", str(tmp_path / "error.log")]
-    args = ["--variant", "production", "--upstream", "localhost:9000", "--output", str(output)]
+    user = " ".join(unprivileged_user())
+    args = ["--variant", "production", "--upstream", "localhost:9000", "--user", user, "--output", str(output)]
 
     assert render.main(args + logs) == 0
-    config = output.read_text()
+    # nginx -t writes the pid file's directory only when it runs; keep it in tmp_path.
+    config = output.read_text().replace("pid /run/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
     result = nginx_t(config, tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert "listen 80;" in config
     assert "worker_rlimit_nofile 16384;" in config
-    assert "pid /run/nginx.pid;" in config
+    assert f"user {user};" in config
     assert "_temp_path" not in config  # the distribution's own temp paths
-    assert render.variant_defaults("production", tmp_path)["access_log"] == "/var/log/hosp-proxy/access.json"
+
+
+def test_every_directive_comes_from_a_template(tmp_path: Path) -> None:
+    patterns = template_line_patterns()
+    for variant_settings in (
+        settings(tmp_path),
+        settings(tmp_path, tries=1, access_log_buffer="off"),
+        ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, user="nginx"),
+    ):
+        lines = [line.strip() for line in render.render(variant_settings).splitlines()]
+        written = [line for line in lines if line and not line.startswith("#")]
+
+        assert written
+        assert [line for line in written if not any(p.fullmatch(line) for p in patterns)] == []
+
+
+def test_placeholders_are_filled_in_one_pass(tmp_path: Path) -> None:
+    # A value that looks like a placeholder stays as it is: nothing is substituted twice.
+    config = render.render(settings(tmp_path, host_header="{{listen}}"))
+
+    assert "proxy_set_header Host {{listen}};" in config
+
+
+def test_an_optional_piece_left_out_is_marked_and_its_directives_are_absent(tmp_path: Path) -> None:
+    config = render.render(settings(tmp_path))
+
+    assert "# not included: optional/worker-user.conf" in config
+    assert not re.search(r"^\s*user ", config, re.MULTILINE)
+    assert "user nobody nogroup;" in render.render(dataclasses.replace(settings(tmp_path), user="nobody nogroup"))
 
 
 def test_cli_writes_a_file_nginx_accepts(tmp_path: Path) -> None:
@@ -87,6 +124,16 @@ def test_cli_writes_a_file_nginx_accepts(tmp_path: Path) -> None:
 
     assert code == 0
     assert nginx_t(output.read_text(), tmp_path).returncode == 0
+
+
+def test_cli_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
+    args = ["--upstream", "127.0.0.1:9000", "--run-dir", str(tmp_path)]
+    from_cli = tmp_path / "cli.conf"
+    render.main([*args, "--output", str(from_cli)])
+
+    direct = render.render(ProxySettings.for_variant("local", "127.0.0.1:9000", tmp_path.resolve()))
+
+    assert from_cli.read_text() == direct
 
 
 def test_access_log_is_buffered_unless_turned_off(tmp_path: Path) -> None:
@@ -102,32 +149,78 @@ def test_the_host_header_sent_to_hosp_can_be_fixed(tmp_path: Path) -> None:
 
 def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
     config = render.render(
-        settings(tmp_path, try_timeout=1.5, deadline=4, connect_timeout=0.25, budget_rate=7, budget_burst=9)
+        settings(
+            tmp_path,
+            try_timeout=1.5,
+            deadline=4,
+            connect_timeout=0.25,
+            client_timeout=3,
+            retry_budget_rate=7,
+            retry_budget_burst=9,
+        )
     )
 
     assert "proxy_read_timeout 1500ms;" in config
     assert "proxy_connect_timeout 250ms;" in config
     assert "proxy_next_upstream_timeout 2500ms;" in config  # the deadline less the first try
+    assert "client_body_timeout 3000ms;" in config
     assert "rate=7r/s" in config
     assert "burst=9 nodelay" in config
+    assert f"client_max_body_size {render.MAX_BODY_BYTES};" in config
+
+
+@pytest.mark.parametrize(
+    ("change", "worst"),
+    [
+        ({}, 52.0),  # the write timeout dominates: 2 + 50
+        ({"write_timeout": 10.0}, 36.0),  # 3 tries of 2 + 10
+        ({"write_timeout": 10.0, "tries": 5, "deadline": 20.0}, 34.0),  # the deadline stops retries: 20 + 2 + 12
+        ({"tries": 1, "write_timeout": 1.0}, 12.0),
+    ],
+)
+def test_worst_case_follows_the_documented_rule(change: dict[str, float], worst: float) -> None:
+    assert render.worst_case(dataclasses.replace(Tuning(), **change)) == worst
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"write_timeout": 60.0},  # a POST could wait connect + 60 s: CloudFront gives up first
+        {"try_timeout": 20.0, "deadline": 40.0, "write_timeout": 10.0},
+        {"origin_timeout": 30.0},
+    ],
+)
+def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
+    tmp_path: Path, change: dict[str, float]
+) -> None:
+    with pytest.raises(render.RenderError, match="origin timeout"):
+        render.render(settings(tmp_path, **change))
+    production = ProxySettings.for_variant("production", "hosp:80", tmp_path, dataclasses.replace(Tuning(), **change))
+    with pytest.raises(render.RenderError, match="origin timeout"):
+        render.render(production)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"upstream": "hosp.example"}, "HOST:PORT"),
-        ({"upstream": "http://hosp:80"}, "HOST:PORT"),
         ({"tries": 0}, "tries"),
         ({"try_timeout": 5, "deadline": 2}, "deadline"),
         ({"try_timeout": 2, "deadline": 2}, "deadline"),  # 0 ms would mean "no deadline" to NGINX
         ({"connect_timeout": 0}, "connect_timeout"),
-        ({"budget_rate": 0}, "budget"),
+        ({"client_timeout": -1}, "client_timeout"),
+        ({"retry_budget_rate": 0}, "budget"),
         ({"access_log_buffer": "lots"}, "buffer"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path, change: dict[str, object], message: str) -> None:
     with pytest.raises(render.RenderError, match=message):
         render.render(settings(tmp_path, **change))
+
+
+@pytest.mark.parametrize("upstream", ["hosp.example", "http://hosp:80"])
+def test_an_upstream_without_a_port_is_refused(tmp_path: Path, upstream: str) -> None:
+    with pytest.raises(render.RenderError, match="HOST:PORT"):
+        render.render(ProxySettings.for_variant("local", upstream, tmp_path))
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
