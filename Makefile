@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Options for the local stack, e.g. make run FAULTS='503=0.1,reset=0.02'
+# Options for the local stack, e.g. make run FAULTS='503=0.1,reset=0.02'.
+# Passed in the environment (local.stack reads it), never pasted into a shell
+# command, so that no value can break the command line.
 FAULTS ?=
+export FAULTS
 
 .PHONY: run test check lint typecheck bench clean system-packages bench-packages
 
@@ -23,7 +26,7 @@ bench-packages: system-packages
 
 ## run: the whole local stack (HOSP stand-in, NGINX, chalice local, moto)
 run: $(STAMP) system-packages
-	$(BIN)/python -m local.stack $(if $(FAULTS),--faults '$(FAULTS)')
+	$(BIN)/python -m local.stack
 
 ## test: every test; no AWS account, no network beyond loopback
 test: $(STAMP) system-packages

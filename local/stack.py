@@ -7,6 +7,10 @@ Starts, each as a real server on loopback:
   local AWS       http://127.0.0.1:5000   (moto in server mode; AWS_ENDPOINT_URL)
 Ctrl-C stops everything. `--smoke` starts the stack, checks one request through
 each server and stops again (the integration tests use it).
+
+Before starting anything it checks the faults (with the stand-in's own parser) and
+that every port is free. The stack is "up" once each server we started still runs
+and answers its own health check, not merely once something accepts on its port.
 """
 
 from __future__ import annotations
@@ -17,17 +21,36 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 import requests
 
+from local.hosp_standin.faults import DEFAULT_CONFIG, FaultConfigError, apply_update, parse_fault_flag
 from local.hosp_standin.process import StandInProcess
+from local.hosp_standin.store import DEMO_ACCOUNTS
 from local.nginx_proxy import NginxProxy
-from local.processes import ROOT, CommandServer, LoopbackServer, ProcessError, free_port
+from local.processes import (
+    ROOT,
+    CommandServer,
+    LoopbackServer,
+    ProcessError,
+    free_port,
+    http_check,
+    log_tail,
+    port_in_use,
+    port_user,
+    reports_ok,
+)
 
-DEMO_AUTH = "Basic " + base64.b64encode(b"test-account:supersecret").decode()
+# `make run FAULTS=...` passes its value here through the environment, never through
+# shell text, so that no value (a quote, say) can break the command line.
+FAULTS_VARIABLE = "FAULTS"
+DEMO_ACCOUNT = DEMO_ACCOUNTS[0]
+DEMO_AUTH = "Basic " + base64.b64encode(f"{DEMO_ACCOUNT.username}:{DEMO_ACCOUNT.password}".encode()).decode()
+USAGE_ERROR = 2
 
 
 @dataclass(frozen=True)
@@ -38,54 +61,90 @@ class Ports:
     aws: int
 
 
+@dataclass
+class Member:
+    """One server of the stack, how to tell it is up, and where it explains a failure."""
+
+    name: str
+    server: LoopbackServer
+    health: Callable[[], bool] | None = None  # None: the server's own `healthy`
+    log: Path | None = None  # None: where the server's output goes
+
+    @property
+    def log_file(self) -> Path | None:
+        return self.log or self.server.log_path
+
+
+def fault_flags(faults: str | None) -> list[str]:
+    """'503=0.1, reset=0.02' as the stand-in's `--fault` values."""
+    return [flag.strip() for flag in (faults or "").split(",") if flag.strip()]
+
+
+def check_faults(flags: list[str]) -> None:
+    """Raises FaultConfigError as the stand-in would, before any server starts."""
+    config = DEFAULT_CONFIG
+    for flag in flags:  # in the stand-in's order: each flag on top of the previous ones
+        config = apply_update(config, parse_fault_flag(flag))
+
+
+def ports_in_use(ports: Ports) -> list[str]:
+    """One line per port a server of ours could not bind."""
+    numbers = (ports.hosp, ports.proxy, ports.chalice, ports.aws)
+    return [f"port {port} is in use by {port_user(port)}" for port in numbers if port_in_use(port)]
+
+
 class Stack:
     def __init__(self, ports: Ports, run_dir: Path, faults: str | None, seed: int) -> None:
         self.ports = ports
         self.run_dir = run_dir
         self.faults = faults
         self.proxy = NginxProxy(upstream=f"127.0.0.1:{ports.hosp}", run_dir=run_dir / "nginx", port=ports.proxy)
+        hosp = StandInProcess(run_dir, seed=seed, port=ports.hosp, startup_faults=fault_flags(faults))
+        # In start order; stopped in reverse.
+        self.members = [
+            Member("local AWS (moto)", self._moto()),
+            Member("HOSP stand-in", hosp, health=lambda: http_check(f"{hosp.url}/_sim/stats")),
+            Member(
+                "NGINX proxy",
+                self.proxy,
+                health=lambda: http_check(f"{self.proxy.url}/_proxy/health", reports_ok),
+                log=self.proxy.error_log,
+            ),
+            Member("chalice local", self._chalice()),
+        ]
+
+    @property
+    def servers(self) -> list[tuple[str, LoopbackServer]]:
+        return [(member.name, member.server) for member in self.members]
+
+    def _moto(self) -> CommandServer:
+        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
+        return CommandServer(argv, self.ports.aws, self.run_dir / "moto.log", health_path="/moto-api/")
+
+    def _chalice(self) -> CommandServer:
         local_aws = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.aws}",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.ports.aws}",
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any key; never a real one here
             "AWS_DEFAULT_REGION": "eu-west-2",
         }
-        fault_flags = [f.strip() for f in (faults or "").split(",") if f.strip()]
-        chalice = [str(Path(sys.executable).parent / "chalice"), "local", "--no-autoreload"]
-        chalice += ["--host", "127.0.0.1", "--port", str(ports.chalice), "--stage", "local"]
-        # In start order; stopped in reverse.
-        self.servers: list[tuple[str, LoopbackServer]] = [
-            (
-                "local AWS (moto)",
-                CommandServer(
-                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports.aws)],
-                    ports.aws,
-                    run_dir / "moto.log",
-                ),
-            ),
-            (
-                "HOSP stand-in",
-                StandInProcess(run_dir, seed=seed, port=ports.hosp, startup_faults=fault_flags),
-            ),
-            ("NGINX proxy", self.proxy),
-            (
-                "chalice local",
-                CommandServer(
-                    chalice,
-                    ports.chalice,
-                    run_dir / "chalice.log",
-                    env={**os.environ, "HOSP_BASE_URL": self.proxy.url, **local_aws},
-                ),
-            ),
-        ]
+        argv = [str(Path(sys.executable).parent / "chalice"), "local", "--no-autoreload"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.ports.chalice), "--stage", "local"]
+        env = {**os.environ, "HOSP_BASE_URL": self.proxy.url, **local_aws}
+        # Our app's JSON {"status": "ok"}: chalice answering with a misconfigured app is not up.
+        return CommandServer(
+            argv, self.ports.chalice, self.run_dir / "chalice.log", env=env, health_path="/health",
+            health_accepts=reports_ok,
+        )  # fmt: skip
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for name, server in self.servers:
+        for member in self.members:
             try:
-                server.start()
+                member.server.start()
+                member.server.wait_until_healthy(member.health)
             except ProcessError as exc:
-                raise ProcessError(f"{name} did not start: {exc}") from exc
+                raise ProcessError(f"{member.name} did not start: {exc}{log_tail(member.log_file)}") from exc
 
     def describe(self) -> str:
         p = self.ports
@@ -97,7 +156,7 @@ class Stack:
                 f"  chalice local  http://127.0.0.1:{p.chalice}",
                 f"  local AWS      http://127.0.0.1:{p.aws}    (moto server)",
                 "Try:",
-                f"  curl -u test-account:supersecret http://127.0.0.1:{p.proxy}/hospitals",
+                f"  curl -u {DEMO_ACCOUNT.username}:{DEMO_ACCOUNT.password} http://127.0.0.1:{p.proxy}/hospitals",
                 f"  curl http://127.0.0.1:{p.chalice}/health",
                 f"  curl http://127.0.0.1:{p.hosp}/_sim/stats",
                 "Ctrl-C stops everything.",
@@ -120,22 +179,27 @@ class Stack:
             print(f"ok  {name:14} GET {url}")
 
     def first_exited(self) -> str | None:
-        for name, server in self.servers:
-            if server.process is not None and server.process.poll() is not None:
-                return f"{name} exited with code {server.process.returncode}"
+        for member in self.members:
+            process = member.server.process
+            if process is not None and process.poll() is not None:
+                return f"{member.name} exited with code {process.returncode}{log_tail(member.log_file)}"
         return None
 
     def stop(self) -> None:
         # A second Ctrl-C must not cut the shutdown short and leave servers running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for _, server in reversed(self.servers):
-            server.stop()
+        for member in reversed(self.members):
+            member.server.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run the whole hosp-reliability stack on loopback.")
-    parser.add_argument("--faults", help="HOSP faults, e.g. '503=0.1,reset=0.02,slow=0.05' (default: off)")
+    parser.add_argument(
+        "--faults",
+        default=os.environ.get(FAULTS_VARIABLE) or None,
+        help=f"HOSP faults, e.g. '503=0.1,reset=0.02,slow=0.05' (default: ${FAULTS_VARIABLE}, else off)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the HOSP stand-in's faults")
     parser.add_argument("--hosp-port", type=int, default=9000)
     parser.add_argument("--proxy-port", type=int, default=8080)
@@ -144,13 +208,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead (tests)")
     parser.add_argument("--run-dir", default=str(ROOT / ".local"), help="logs and rendered configs")
     parser.add_argument("--smoke", action="store_true", help="start, check each server once, stop")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_faults(fault_flags(args.faults))
+    except FaultConfigError as exc:
+        print(f"local stack: faults {args.faults!r} are invalid: {exc}", file=sys.stderr)
+        return USAGE_ERROR
 
     if args.free_ports:
         ports = Ports(free_port(), free_port(), free_port(), free_port())
     else:
         ports = Ports(args.hosp_port, args.proxy_port, args.chalice_port, args.aws_port)
-    stack = Stack(ports, Path(args.run_dir), args.faults, args.seed)
+    if busy := ports_in_use(ports):
+        print("local stack not started:\n" + "\n".join(f"  {line}" for line in busy), file=sys.stderr)
+        return 1
+    return run(Stack(ports, Path(args.run_dir), args.faults, args.seed), smoke=args.smoke)
+
+
+def run(stack: Stack, smoke: bool) -> int:
+    """Start the stack, then smoke-test it or serve until Ctrl-C or a server exits."""
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -158,19 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     try:
         stack.start()
-        if args.smoke:
+        if smoke:
             stack.smoke()
             return 0
         print(stack.describe(), flush=True)
         while (reason := stack.first_exited()) is None:
             time.sleep(0.5)
-        print(f"stopping: {reason} (logs in {args.run_dir})", file=sys.stderr)
+        print(f"stopping: {reason}\n(logs in {stack.run_dir})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
     except Exception as exc:
-        print(f"local stack failed: {exc} (logs in {args.run_dir})", file=sys.stderr)
+        print(f"local stack failed: {exc}\n(logs in {stack.run_dir})", file=sys.stderr)
         return 1
     finally:
         stack.stop()

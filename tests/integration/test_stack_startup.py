@@ -1,0 +1,147 @@
+"""`make run` refuses to start with bad faults or a busy port, and says why; "up" means healthy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local.processes import ROOT, CommandServer, free_port
+from local.stack import Member, Ports, Stack, run
+
+STACK_TIMEOUT = 180  # a bound for a stack that hangs; passing runs take seconds
+FAST_TIMEOUT = 60  # for runs that must stop before starting any server
+
+
+def stack_env(**extra: str) -> dict[str, str]:
+    """The environment without a FAULTS the developer may have exported."""
+    env = {key: value for key, value in os.environ.items() if key != "FAULTS"}
+    return {**env, **extra}
+
+
+def run_stack(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "local.stack", "--smoke", *args],
+        cwd=ROOT, env=env or stack_env(), capture_output=True, text=True, timeout=STACK_TIMEOUT, check=False,
+    )  # fmt: skip
+
+
+def explicit_ports(ports: list[int], run_dir: Path) -> list[str]:
+    hosp, proxy, chalice, aws = ports
+    return [
+        "--hosp-port", str(hosp), "--proxy-port", str(proxy), "--chalice-port", str(chalice),
+        "--aws-port", str(aws), "--run-dir", str(run_dir),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("busy", [0, 1, 2, 3])
+def test_a_foreign_listener_on_a_port_stops_the_stack_before_it_starts(busy: int, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as foreign:
+        ports = [free_port() for _ in range(4)]
+        ports[busy] = foreign.getsockname()[1]
+
+        done = run_stack(explicit_ports(ports, tmp_path))
+
+    assert done.returncode != 0
+    assert f"port {ports[busy]} is in use by python" in done.stderr
+    assert f"(pid {os.getpid()})" in done.stderr  # this test's process holds it
+    assert "is up" not in done.stdout
+    assert not list(tmp_path.iterdir())  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"),
+    [
+        ("503=2", "rates.503 must be between 0 and 1"),
+        ("bogus=0.1", "bad --fault 'bogus=0.1'"),
+        ("503", "bad --fault '503'"),
+        ("503=0.1'", 'bad --fault "503=0.1\'"'),
+        ("503=0.6,504=0.6", "sum to 1.2"),
+    ],
+)
+def test_bad_faults_are_refused_with_the_stand_ins_reason(faults: str, reason: str, tmp_path: Path) -> None:
+    done = run_stack(["--free-ports", "--run-dir", str(tmp_path), "--faults", faults])
+
+    assert done.returncode == 2
+    assert reason in done.stderr
+    assert not list(tmp_path.iterdir())  # refused before any server started
+
+
+def test_faults_come_from_the_environment_by_default(tmp_path: Path) -> None:
+    done = run_stack(["--free-ports", "--run-dir", str(tmp_path)], env=stack_env(FAULTS="bogus=0.1"))
+
+    assert done.returncode == 2
+    assert "bad --fault 'bogus=0.1'" in done.stderr
+
+
+def test_make_run_passes_a_quoted_fault_value_through_unharmed() -> None:
+    # -o: never reinstall the virtual environment from here.
+    done = subprocess.run(
+        ["make", "-o", ".venv/.installed", "run", "FAULTS=503=0.1'"],
+        cwd=ROOT, env=stack_env(), capture_output=True, text=True, timeout=FAST_TIMEOUT, check=False,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    assert 'bad --fault "503=0.1\'"' in done.stderr
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """`run` takes over SIGINT and SIGTERM, as a program does; give them back to pytest."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def stack_with_first_server(
+    tmp_path: Path, argv: list[str], port: int, health_path: str | None = None, startup_timeout: float = 30
+) -> Stack:
+    """A stack whose first server (moto) is replaced by `argv`."""
+    ports = Ports(free_port(), free_port(), free_port(), port)
+    stack = Stack(ports, tmp_path, faults=None, seed=1)
+    server = CommandServer(argv, port, tmp_path / "first.log", health_path=health_path, startup_timeout=startup_timeout)
+    stack.members[0] = Member("local AWS (moto)", server)
+    return stack
+
+
+@pytest.mark.usefixtures("signal_handlers")
+def test_the_stack_is_not_up_while_a_server_only_accepts_connections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    # Accepts connections but never answers HTTP; exits after a while so that a stack
+    # which wrongly calls it up still ends, with its up-message printed.
+    silent = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(8)"
+    stack = stack_with_first_server(
+        tmp_path, [sys.executable, "-c", silent], port, health_path="/moto-api/", startup_timeout=3
+    )
+
+    assert run(stack, smoke=False) == 1
+
+    printed = capsys.readouterr()
+    assert "is up" not in printed.out
+    assert "local AWS (moto) did not start" in printed.err
+    assert "health check" in printed.err
+
+
+@pytest.mark.usefixtures("signal_handlers")
+def test_a_server_that_exits_during_startup_shows_the_end_of_its_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    failing = "import sys; print('cannot open the database: disk full', file=sys.stderr); sys.exit(3)"
+    stack = stack_with_first_server(tmp_path, [sys.executable, "-c", failing], port)
+
+    assert run(stack, smoke=False) == 1
+
+    printed = capsys.readouterr()
+    assert "local AWS (moto) did not start" in printed.err
+    assert "exited with code 3" in printed.err
+    assert "cannot open the database: disk full" in printed.err
