@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from infra.nginx.render import variant_defaults
+from infra.nginx.render import ProxySettings
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -178,11 +178,13 @@ def _render_command(script: str) -> argparse.Namespace:
         parser.add_argument(option)
     args, _ = parser.parse_known_args(argv)
     assert args.variant == "production", "instances must render the production variant"
-    defaults = variant_defaults("production", Path("/unused"))
-    args.listen = args.listen or defaults["listen"]
-    args.access_log = args.access_log or defaults["access_log"]
-    args.error_log = args.error_log or defaults["error_log"]
-    return args
+    given = {name: getattr(args, name) for name in ("listen", "access_log", "error_log")}
+    settings = ProxySettings.for_variant(
+        "production", "hosp.internal:80", Path("/unused"), **{k: v for k, v in given.items() if v is not None}
+    )
+    return argparse.Namespace(
+        output=args.output, listen=settings.listen, access_log=settings.access_log, error_log=settings.error_log
+    )
 
 
 def _listen_port(listen: str) -> int:
