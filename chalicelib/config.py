@@ -3,6 +3,22 @@
 The Chalice test client sets a stage's environment variables only while a
 request runs, and `chalice local` copies them in at start, so every reader
 goes through `load()` instead of module-level constants.
+
+Problems are described without the values that cause them: they are shown by
+/health, which anyone can call, and must not reveal internal addresses.
+
+Placeholder hosts
+-----------------
+HOSP_BASE_URL is a placeholder, not a real proxy, when its host
+
+- has a label `example` anywhere: the names reserved for documentation by
+  RFC 2606 (`example`, `example.com`, `example.net`, `example.org` and every name
+  under them), and made-up names in the same style such as
+  `hosp-proxy.example.internal`, which this project's stages hold until the real
+  proxies exist; or
+- ends in `.invalid` or `.test` (RFC 2606, RFC 6761), or is one of them.
+
+`localhost` and loopback addresses are real (the local stage uses them).
 """
 
 from __future__ import annotations
@@ -10,14 +26,24 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 # Environment variable names, in one place.
 STAGE = "STAGE"
 HOSP_BASE_URL = "HOSP_BASE_URL"
+VARIABLES = (STAGE, HOSP_BASE_URL)
+
+DEFAULT_STAGE = "local"
+PLACEHOLDER_LABEL = "example"
+PLACEHOLDER_TLDS = frozenset({"invalid", "test"})
 
 
 class ConfigError(ValueError):
-    """A required setting is missing or malformed."""
+    """Settings are missing or malformed; `problems` says which, without their values."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -27,8 +53,36 @@ class Settings:
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings; raises ConfigError listing every problem."""
     env = os.environ if environ is None else environ
-    base_url = env.get(HOSP_BASE_URL, "").rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{HOSP_BASE_URL} must be an http(s) URL, got {base_url!r}")
-    return Settings(stage=env.get(STAGE, "local"), hosp_base_url=base_url)
+    found = problems(env)
+    if found:
+        raise ConfigError(found)
+    return Settings(stage=env.get(STAGE, DEFAULT_STAGE), hosp_base_url=env[HOSP_BASE_URL].strip().rstrip("/"))
+
+
+def problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What is wrong with the settings, in words safe to show anyone; [] when nothing is."""
+    env = os.environ if environ is None else environ
+    return _hosp_base_url_problems(env.get(HOSP_BASE_URL, "").strip())
+
+
+def is_placeholder_host(host: str) -> bool:
+    """Whether `host` is a reserved or made-up example name (the rule is in the module docstring)."""
+    labels = host.lower().rstrip(".").split(".")
+    return PLACEHOLDER_LABEL in labels or labels[-1] in PLACEHOLDER_TLDS
+
+
+def _hosp_base_url_problems(value: str) -> list[str]:
+    if not value:
+        return [f"{HOSP_BASE_URL} is not set"]
+    try:
+        parts = urlsplit(value)
+        scheme, host = parts.scheme, parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        scheme, host = "", None
+    if scheme not in ("http", "https") or not host:
+        return [f"{HOSP_BASE_URL} must be an http(s) URL with a host"]
+    if is_placeholder_host(host):
+        return [f"{HOSP_BASE_URL} is a placeholder host name, not a real HOSP proxy"]
+    return []

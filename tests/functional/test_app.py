@@ -11,23 +11,26 @@ from app import app
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_health_reports_the_stage_and_where_hosp_traffic_goes(stage: str) -> None:
+def test_health_reports_a_placeholder_hosp_url_without_revealing_it(stage: str) -> None:
     with Client(app, stage_name=stage) as client:
         answer = client.http.get("/health")
 
-    assert answer.status_code == 200
+    # The stages hold example URLs until the real proxies exist: not healthy, correctly.
+    assert answer.status_code == 503
     body = json.loads(answer.body)
-    assert body["status"] == "ok"
-    assert body["stage"] == stage
-    assert body["hosp_base_url"].startswith("https://")
+    assert body["status"] == "misconfigured"
+    assert body["problems"] == ["HOSP_BASE_URL is a placeholder host name, not a real HOSP proxy"]
+    assert_reveals_no_address(answer.body)
 
 
-def test_local_stage_takes_hosp_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_stage_with_a_hosp_url_is_ok_and_names_only_the_stage(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSP_BASE_URL", "http://127.0.0.1:8080/")
     with Client(app, stage_name="local") as client:
-        body = json.loads(client.http.get("/health").body)
+        answer = client.http.get("/health")
 
-    assert body["hosp_base_url"] == "http://127.0.0.1:8080"
+    assert answer.status_code == 200
+    assert json.loads(answer.body) == {"status": "ok", "stage": "local"}
+    assert_reveals_no_address(answer.body)
 
 
 def test_a_missing_hosp_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +39,21 @@ def test_a_missing_hosp_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
         answer = client.http.get("/health")
 
     assert answer.status_code == 503
-    body = json.loads(answer.body)
-    assert body["status"] == "misconfigured"
-    assert "HOSP_BASE_URL" in body["error"]
+    assert json.loads(answer.body) == {"status": "misconfigured", "problems": ["HOSP_BASE_URL is not set"]}
+
+
+@pytest.mark.parametrize("value", ["ftp://hosp-proxy.corp.internal", "https://hosp-proxy.corp.test"])
+def test_a_bad_hosp_url_is_reported_without_its_host(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSP_BASE_URL", value)
+    with Client(app, stage_name="local") as client:
+        answer = client.http.get("/health")
+
+    assert answer.status_code == 503
+    assert json.loads(answer.body)["problems"][0].startswith("HOSP_BASE_URL ")
+    assert_reveals_no_address(answer.body)
+
+
+def assert_reveals_no_address(body: bytes) -> None:
+    text = body.decode()
+    for leak in ("://", "hosp-proxy", "example", "127.0.0.1", "corp"):
+        assert leak not in text
