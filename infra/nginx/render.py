@@ -147,17 +147,16 @@ def validate(s: ProxySettings) -> None:
     if not 1 <= t.tries <= 10:
         raise RenderError(f"tries must be between 1 and 10, got {t.tries}")
     for field in dataclasses.fields(Tuning):
-        value = getattr(t, field.name)
-        if field.name.endswith("_timeout") or field.name == "deadline":
-            if value <= 0:
-                raise RenderError(f"{field.name} must be positive")
+        if (field.name.endswith("_timeout") or field.name == "deadline") and getattr(t, field.name) <= 0:
+            raise RenderError(f"{field.name} must be positive")
     # NGINX reads a proxy_next_upstream_timeout of 0 as "no limit".
     if t.tries > 1 and round((t.deadline - t.try_timeout) * 1000) < 1:
         raise RenderError("deadline must be longer than one try's timeout (it bounds when retries may start)")
     if t.access_log_buffer != "off" and not re.fullmatch(r"[1-9]\d*[km]?", t.access_log_buffer):
         raise RenderError(f"access log buffer must be a size like 64k, or off; got {t.access_log_buffer!r}")
-    if t.retry_budget_rate < 1 or t.retry_budget_burst < 0:
-        raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 0")
+    # NGINX refuses burst=0 (no burst is written by leaving the parameter out).
+    if t.retry_budget_rate < 1 or t.retry_budget_burst < 1:
+        raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 1")
     slowest = worst_case(t)
     if slowest + ORIGIN_MARGIN > t.origin_timeout:
         raise RenderError(

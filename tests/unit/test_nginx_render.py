@@ -6,6 +6,7 @@ import dataclasses
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from infra.nginx.render import ProxySettings, Tuning
 from local.nginx_proxy import nginx_binary, unprivileged_user
 
 
-def settings(tmp_path: Path, **tuning: object) -> ProxySettings:
+def settings(tmp_path: Path, **tuning: Any) -> ProxySettings:
     return ProxySettings.for_variant(
         "local", "127.0.0.1:9000", tmp_path, dataclasses.replace(Tuning(), **tuning), listen="127.0.0.1:18080"
     )
@@ -178,7 +179,7 @@ def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
         ({"tries": 1, "write_timeout": 1.0}, 12.0),
     ],
 )
-def test_worst_case_follows_the_documented_rule(change: dict[str, float], worst: float) -> None:
+def test_worst_case_follows_the_documented_rule(change: dict[str, Any], worst: float) -> None:
     assert render.worst_case(dataclasses.replace(Tuning(), **change)) == worst
 
 
@@ -191,7 +192,7 @@ def test_worst_case_follows_the_documented_rule(change: dict[str, float], worst:
     ],
 )
 def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
-    tmp_path: Path, change: dict[str, float]
+    tmp_path: Path, change: dict[str, Any]
 ) -> None:
     with pytest.raises(render.RenderError, match="origin timeout"):
         render.render(settings(tmp_path, **change))
@@ -209,10 +210,11 @@ def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"client_timeout": -1}, "client_timeout"),
         ({"retry_budget_rate": 0}, "budget"),
+        ({"retry_budget_burst": 0}, "budget"),  # NGINX itself refuses burst=0
         ({"access_log_buffer": "lots"}, "buffer"),
     ],
 )
-def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path, change: dict[str, object], message: str) -> None:
+def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     with pytest.raises(render.RenderError, match=message):
         render.render(settings(tmp_path, **change))
 
