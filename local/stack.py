@@ -113,10 +113,6 @@ class Stack:
             Member("chalice local", self._chalice()),
         ]
 
-    @property
-    def servers(self) -> list[tuple[str, LoopbackServer]]:
-        return [(member.name, member.server) for member in self.members]
-
     def _moto(self) -> CommandServer:
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
         return CommandServer(argv, self.ports.aws, self.run_dir / "moto.log", health_path="/moto-api/")

@@ -55,17 +55,25 @@ def test_a_foreign_listener_on_a_port_stops_the_stack_before_it_starts(busy: int
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
+def stand_in_reason(faults: str) -> str:
+    """What the stand-in itself says when started with these faults (its argparse error)."""
+    argv = [sys.executable, "-m", "local.hosp_standin", "--port", "0"]
+    argv += [arg for flag in faults.split(",") for arg in ("--fault", flag)]
+    done = subprocess.run(
+        argv, cwd=ROOT, env=stack_env(), capture_output=True, text=True, timeout=FAST_TIMEOUT, check=False
+    )
+    assert done.returncode == 2, done.stderr  # refused, not started
+    return done.stderr.strip().splitlines()[-1].split(" error: ", 1)[1]
+
+
 @pytest.mark.parametrize(
-    ("faults", "reason"),
-    [
-        ("503=2", "rates.503 must be between 0 and 1"),
-        ("bogus=0.1", "bad --fault 'bogus=0.1'"),
-        ("503", "bad --fault '503'"),
-        ("503=0.1'", 'bad --fault "503=0.1\'"'),
-        ("503=0.6,504=0.6", "sum to 1.2"),
-    ],
+    ("faults", "about"),
+    [("503=2", "503"), ("bogus=0.1", "bogus"), ("503", "503"), ("503=0.1'", "503=0.1'"), ("503=0.6,504=0.6", "1.2")],
 )
-def test_bad_faults_are_refused_with_the_stand_ins_reason(faults: str, reason: str, tmp_path: Path) -> None:
+def test_bad_faults_are_refused_with_the_stand_ins_reason(faults: str, about: str, tmp_path: Path) -> None:
+    reason = stand_in_reason(faults)
+    assert about in reason
+
     done = run_stack(["--free-ports", "--run-dir", str(tmp_path), "--faults", faults])
 
     assert done.returncode == 2
@@ -77,7 +85,7 @@ def test_faults_come_from_the_environment_by_default(tmp_path: Path) -> None:
     done = run_stack(["--free-ports", "--run-dir", str(tmp_path)], env=stack_env(FAULTS="bogus=0.1"))
 
     assert done.returncode == 2
-    assert "bad --fault 'bogus=0.1'" in done.stderr
+    assert stand_in_reason("bogus=0.1") in done.stderr
 
 
 def test_make_run_passes_a_quoted_fault_value_through_unharmed() -> None:
@@ -88,7 +96,7 @@ def test_make_run_passes_a_quoted_fault_value_through_unharmed() -> None:
     )  # fmt: skip
 
     assert done.returncode != 0
-    assert 'bad --fault "503=0.1\'"' in done.stderr
+    assert stand_in_reason("503=0.1'") in done.stderr
 
 
 @pytest.fixture
@@ -118,7 +126,7 @@ def test_the_stack_is_not_up_while_a_server_only_accepts_connections(
     port = free_port()
     # Accepts connections but never answers HTTP; exits after a while so that a stack
     # which wrongly calls it up still ends, with its up-message printed.
-    silent = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(8)"
+    silent = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(20)"
     stack = stack_with_first_server(
         tmp_path, [sys.executable, "-c", silent], port, health_path="/moto-api/", startup_timeout=3
     )
