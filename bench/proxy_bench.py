@@ -200,7 +200,8 @@ def reliability_notes(args: argparse.Namespace) -> list[str]:
         "proxy that always makes its 3 tries; 'short' counts the budget's refusals for nginx+budget).",
         f"nginx: rendered with tries {TRIES}, try timeout {TRY_TIMEOUT:g} s, connect {CONNECT_TIMEOUT:g} s and "
         f"a retry budget of {UNBOUND_BUDGET}/s burst {UNBOUND_BUDGET}, so the budget never binds. "
-        f"nginx+budget: the same with the default budget ({COMMON_NGINX.retry_budget_rate}/s, burst {COMMON_NGINX.retry_budget_burst}): "
+        f"nginx+budget: the same with the default budget ({COMMON_NGINX.retry_budget_rate}/s, "
+        f"burst {COMMON_NGINX.retry_budget_burst}): "
         "the bench sends a few hundred requests per second, far above HOSP's traffic, so it binds at high fault "
         "rates and shows what a spent budget costs. "
         f"haproxy: retries {TRIES - 1} (3 attempts), timeout connect/server {CONNECT_TIMEOUT:g}/{TRY_TIMEOUT:g} s.",

@@ -44,7 +44,7 @@ class NginxProxy(LoopbackServer):
     upstream: str
     run_dir: Path
     port: int = 0
-    tuning: Tuning = Tuning()
+    tuning: Tuning = field(default_factory=Tuning)
     _worker_temp: Path | None = field(default=None, init=False, repr=False)
 
     @property
