@@ -5,7 +5,8 @@ Nothing here knows about sockets or faults: `handle` turns an `ApiRequest` into 
 replaces, delays or follows the answer.
 
 The order of checks follows Rails: routing first (unknown path 404, wrong method 405),
-then authentication (401), then the action.
+then authentication (401), then the action. Werkzeug's router matches the paths,
+after the path has been decoded and its slashes squeezed the way Rails' router does.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import IntegerConverter, Map, Rule
+
+from local.hosp_standin.parsing import BadJson, decimal, is_base64, json_value
 from local.hosp_standin.store import Hospital, Note, Patient, Staff, Store
 
 # Listed by the screening "model": which finding an image gets is picked by its hash.
@@ -69,16 +74,21 @@ def _invalid(errors: dict[str, list[str]]) -> ApiResponse:
 
 
 class _BadBody(Exception):
-    """The request body is not a JSON object; answered 400."""
+    """The request body is missing, not JSON or not a JSON object; answered 400."""
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
+    """The body of an action that takes one: a JSON object, else _BadBody.
+
+    HOSP's answer to a missing body is unknown; the stand-in answers 400, as Rails
+    does for a missing required parameter, rather than act on nothing.
+    """
     if not body.strip():
-        return {}
+        raise _BadBody("request body is required: a JSON object")
     try:
-        parsed = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _BadBody("request body is not valid JSON") from None
+        parsed = json_value(body)
+    except BadJson as error:
+        raise _BadBody(f"request body is {error}") from None
     if not isinstance(parsed, dict):
         raise _BadBody("request body must be a JSON object")
     return parsed
@@ -222,9 +232,9 @@ def list_notes(store: Store, request: ApiRequest, user: Staff, _: int) -> ApiRes
     wanted = request.query.get("patient_id")
     patient_id: int | None = None
     if wanted:
-        if not wanted[0].isdigit():
+        patient_id = decimal(wanted[0])
+        if not patient_id:  # None (not ASCII digits) or 0
             return _error(400, "patient_id must be a positive integer")
-        patient_id = int(wanted[0])
     return ApiResponse(200, [note_json(n) for n in store.list_notes(patient_id)])
 
 
@@ -274,13 +284,9 @@ def screen_patient(store: Store, request: ApiRequest, user: Staff, patient_id: i
         return _invalid({"images": ["must be a non-empty list of base64 strings"]})
     decoded: list[bytes] = []
     for index, image in enumerate(images):
-        try:
-            data = base64.b64decode(image, validate=True) if isinstance(image, str) else b""
-        except binascii.Error:
-            data = b""
-        if not data:
+        if not isinstance(image, str) or not is_base64(image):
             return _invalid({"images": [f"image {index} is not non-empty base64"]})
-        decoded.append(data)
+        decoded.append(base64.b64decode(image))
     return ApiResponse(200, screen_images(patient_id, decoded))
 
 
@@ -314,70 +320,82 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/notes/{id}", show_note),
 )
 
-_ID_SEGMENT = re.compile(r"[1-9][0-9]{0,17}")
+
+class RecordIdConverter(IntegerConverter):
+    """A record id: a positive integer in ASCII digits, without leading zeros.
+
+    Werkzeug's own int converter matches \\d, which takes any Unicode digit.
+    """
+
+    regex = r"[1-9][0-9]{0,17}"
+
+
+def _rules(route: Route) -> Iterator[Rule]:
+    """The route's path, and the same with Rails' .json format suffix (/hospitals/1.json)."""
+    path = route.template.replace("{id}", "<record_id:id>")
+    for variant in (path, f"{path}.json"):
+        yield Rule(variant, methods=[route.method], endpoint=route)
+
+
+# strict_slashes off: a trailing slash matches, as in Rails (not a redirect).
+_ROUTER = Map(
+    [rule for route in ROUTES for rule in _rules(route)],
+    converters={"record_id": RecordIdConverter},
+    strict_slashes=False,
+    merge_slashes=False,  # _normalise squeezes them; Werkzeug would answer a redirect
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    """What the router makes of a method and path."""
+
+    route: Route | None  # None: no route takes this method on this path
+    record_id: int = 0  # the {id} of the path, 0 if it has none
+    allowed: tuple[str, ...] = ()  # if route is None: the methods the path takes (empty: unknown path)
 
 
 def _normalise(path: str) -> str:
-    """Rails decodes the path (/patients/%35 is patient 5) and accepts a trailing
-    slash and a .json format suffix: /hospitals/1.json."""
-    path = unquote(path).rstrip("/") or "/"
-    return path.removesuffix(".json")
+    """The path as Rails' router sees it: decoded (/patients/%35 is patient 5), with
+    runs of slashes squeezed to one (/hospitals//1 is /hospitals/1)."""
+    return re.sub("/{2,}", "/", unquote(path))
 
 
-def _match_template(template: str, path: str) -> int | None:
-    """The id captured if path fits template (0 when the template has none), else None."""
-    want, have = template.split("/"), path.split("/")
-    if len(want) != len(have):
-        return None
-    captured = 0
-    for expected, actual in zip(want, have, strict=True):
-        if expected == "{id}":
-            if not _ID_SEGMENT.fullmatch(actual):
-                return None
-            captured = int(actual)
-        elif expected != actual:
-            return None
-    return captured
-
-
-def match(path: str) -> tuple[list[Route], int]:
-    """The routes whose template fits path (any method), and the id captured."""
-    path = _normalise(path)
-    found: list[Route] = []
-    captured = 0
-    for route in ROUTES:
-        value = _match_template(route.template, path)
-        if value is not None:
-            found.append(route)
-            captured = value
-    return found, captured
+def match(method: str, path: str) -> Match:
+    """Route a request (HEAD routes like GET). The path has no query string."""
+    router = _ROUTER.bind("hosp")
+    try:
+        rule, arguments = router.match(_normalise(path), method, return_rule=True)
+    except MethodNotAllowed as wrong_method:
+        return Match(None, allowed=tuple(sorted(wrong_method.valid_methods or ())))
+    except NotFound:
+        return Match(None)
+    return Match(rule.endpoint, int(arguments.get("id", 0)))
 
 
 def route_name(method: str, path: str) -> str:
-    """The route template a request falls under, for stats; "unmatched" if none fits."""
-    routes, _ = match(path)
-    if not routes:
+    """The route template a request falls under, for stats; "unmatched" if no route has its path."""
+    found = match(method, path)
+    if found.route is None and found.allowed:
+        found = match(found.allowed[0], path)  # the path is known; only the method is not
+    if found.route is None:
         return "unmatched"
-    return f"{method} {routes[0].template}"
+    return f"{method} {found.route.template}"
 
 
 def handle(store: Store, request: ApiRequest) -> ApiResponse:
     """Answer one API request (not /_sim): route, authenticate, act."""
-    routes, captured = match(request.path)
-    if not routes:
+    found = match(request.method, request.path)
+    if found.route is None and not found.allowed:
         return _error(404, f"No route matches [{request.method}] {request.path!r}")
-    route = next((r for r in routes if r.method == request.method), None)
-    if route is None:
-        methods = {r.method for r in routes}
-        if "GET" in methods:
-            methods.add("HEAD")  # the HTTP layer answers HEAD as GET without a body
-        allowed = ", ".join(sorted(methods))
-        return _error(405, f"{request.method} is not allowed on {request.path}", (("Allow", allowed),))
+    if found.route is None:
+        allowed = (("Allow", ", ".join(found.allowed)),)
+        return _error(405, f"{request.method} is not allowed on {request.path}", allowed)
     credentials = basic_credentials(request.authorization)
     user = store.authenticate(*credentials) if credentials else None
     if user is None:
         return _error(401, "HTTP Basic: Access denied.", (("WWW-Authenticate", f'Basic realm="{REALM}"'),))
     try:
-        return route.action(store, request, user, captured)
+        return found.route.action(store, request, user, found.record_id)
     except _BadBody as error:
         return _error(400, str(error))

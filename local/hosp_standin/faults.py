@@ -32,70 +32,140 @@ draw, so together they must not exceed 1.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-import math
+import reprlib
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Self
 
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from local.hosp_standin.parsing import BadJson, decimal, json_value
+
+RateKey = Literal["500", "502", "503", "504", "reset"]
 # Keys of "rates", in the order their slices are laid out on [0, 1).
-RATE_KEYS: tuple[str, ...] = ("500", "502", "503", "504", "reset")
+RATE_KEYS: tuple[RateKey, ...] = ("500", "502", "503", "504", "reset")
 INJECTED_STATUSES: frozenset[str] = frozenset({"500", "502", "503", "504"})
 COMMIT_FAIL_MODES: tuple[str, ...] = ("502", "reset")
 WRITE_METHODS: frozenset[str] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A bound on slow answers: long enough to model HOSP's 2-20 s, short enough that a
 # typo cannot hang a test run for hours.
 MAX_DELAY_MS = 120_000
+# Scripts drive tests, a few entries each. The bound keeps a body of millions of
+# entries from costing seconds to validate and consume.
+MAX_SCRIPT_ENTRIES = 10_000
 # Floating-point slack for "rates sum to at most 1" (0.1 + 0.2 + 0.7 is 1.0000000000000002).
 _RATE_SUM_SLACK = 1e-9
-_TOP_LEVEL_KEYS = ("seed", "rates", "slow", "commit_then_fail", "outage", "script")
 
 
 class FaultConfigError(ValueError):
     """A fault configuration (or an update to one) is invalid; the message says why."""
 
 
-@dataclass(frozen=True)
-class SlowConfig:
-    rate: float = 0.0
-    min_ms: int = 2000
-    max_ms: int = 20000
+# --- the configuration: its JSON shape, defaults and rules ----------------------------
 
 
-@dataclass(frozen=True)
-class CommitThenFailConfig:
-    rate: float = 0.0
-    mode: str = "502"  # one of COMMIT_FAIL_MODES
+def _expecting(description: str) -> WrapValidator:
+    """Any validation error of the wrapped value reads "must be <description>".
+
+    One sentence per field, naming what it takes, reads better in a 400 than
+    pydantic's "Input should be ..." per failed constraint.
+    """
+
+    def check(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("fault_field", "must be {expected}", {"expected": description}) from None
+
+    return WrapValidator(check)
 
 
-def _zero_rates() -> dict[str, float]:
+def _script_entries(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or len(value) > MAX_SCRIPT_ENTRIES:
+        raise PydanticCustomError("fault_field", f"must be a list of at most {MAX_SCRIPT_ENTRIES} outcomes")
+    for entry in value:
+        parse_script_entry(entry)  # raises FaultConfigError, a ValueError, on a bad entry
+    return tuple(value)
+
+
+Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), _expecting("a number between 0 and 1")]
+DelayMs = Annotated[int, Field(ge=0, le=MAX_DELAY_MS), _expecting(f"an integer of milliseconds in 0..{MAX_DELAY_MS}")]
+
+
+class _Strict(BaseModel):
+    # strict: JSON true is not the rate 1.0 and "0.1" is not a number; extra keys are
+    # typos (a misspelt "ratse" would otherwise silently configure nothing).
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class SlowConfig(_Strict):
+    rate: Rate = 0.0
+    min_ms: DelayMs = 2000
+    max_ms: DelayMs = 20000
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min_ms > self.max_ms:
+            raise ValueError(f"slow.min_ms ({self.min_ms}) must not exceed slow.max_ms ({self.max_ms})")
+        return self
+
+
+class CommitThenFailConfig(_Strict):
+    rate: Rate = 0.0
+    mode: Annotated[Literal["502", "reset"], _expecting(f"one of {', '.join(COMMIT_FAIL_MODES)}")] = "502"
+
+
+def _zero_rates() -> dict[RateKey, float]:
     return dict.fromkeys(RATE_KEYS, 0.0)
 
 
-@dataclass(frozen=True)
-class FaultConfig:
-    """The effective fault configuration; build and change it with `apply_update`."""
+class FaultConfig(_Strict):
+    """The effective fault configuration, in the JSON shape of /_sim/faults.
 
-    seed: int = 1
-    rates: dict[str, float] = field(default_factory=_zero_rates)
+    Build and change it with `apply_update`, which validates partial updates.
+    """
+
+    seed: Annotated[int, _expecting("an integer")] = 1
+    rates: dict[RateKey, Rate] = Field(default_factory=_zero_rates)
     slow: SlowConfig = SlowConfig()
     commit_then_fail: CommitThenFailConfig = CommitThenFailConfig()
-    outage: bool = False
-    script: tuple[str, ...] = ()
+    outage: Annotated[bool, _expecting("true or false")] = False
+    script: Annotated[tuple[str, ...], BeforeValidator(_script_entries)] = ()
+
+    @field_validator("rates", mode="after")
+    @classmethod
+    def _every_rate(cls, rates: dict[RateKey, float]) -> dict[RateKey, float]:
+        # All five keys, in slice order, whatever subset was given.
+        return {key: rates.get(key, 0.0) for key in RATE_KEYS}
+
+    @model_validator(mode="after")
+    def _one_draw(self) -> Self:
+        total = sum(self.rates.values()) + self.slow.rate + self.commit_then_fail.rate
+        if total > 1.0 + _RATE_SUM_SLACK:
+            raise ValueError(
+                f"fault rates sum to {total:g}, more than 1 (rates, slow.rate and "
+                "commit_then_fail.rate share one draw per request)"
+            )
+        return self
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape of GET /_sim/faults (and what PUT accepts)."""
-        return {
-            "seed": self.seed,
-            "rates": {key: self.rates[key] for key in RATE_KEYS},
-            "slow": dataclasses.asdict(self.slow),
-            "commit_then_fail": dataclasses.asdict(self.commit_then_fail),
-            "outage": self.outage,
-            "script": list(self.script),
-        }
+        shape = self.model_dump(mode="json")
+        shape["script"] = list(self.script)
+        return dict(shape)
 
 
 DEFAULT_CONFIG = FaultConfig()
@@ -171,80 +241,24 @@ def outcome_for(seed: int, k: int, config: FaultConfig) -> Outcome:
 def parse_script_entry(entry: object) -> Outcome:
     """One script entry ("ok", "503", "reset", "slow:1500", "commit_then_fail:502", ...)."""
     if not isinstance(entry, str):
-        raise FaultConfigError(f"script entries must be strings, got {entry!r}")
+        raise FaultConfigError(f"script entries must be strings, got {_shown(entry)}")
     if entry == "ok":
         return OK
     if entry in INJECTED_STATUSES or entry == "reset":
         return Outcome(entry)
     kind, _, argument = entry.partition(":")
-    if kind == "slow" and argument.isdigit() and int(argument) <= MAX_DELAY_MS:
-        return Outcome("slow", delay_ms=int(argument))
+    delay_ms = decimal(argument)
+    if kind == "slow" and delay_ms is not None and delay_ms <= MAX_DELAY_MS:
+        return Outcome("slow", delay_ms=delay_ms)
     if kind == "commit_then_fail" and argument in COMMIT_FAIL_MODES:
         return Outcome("commit_then_fail", mode=argument)
     raise FaultConfigError(
-        f"bad script entry {entry!r}: expected ok, 500, 502, 503, 504, reset, "
+        f"bad script entry {_shown(entry)}: expected ok, 500, 502, 503, 504, reset, "
         f"slow:MS (0..{MAX_DELAY_MS}), commit_then_fail:502 or commit_then_fail:reset"
     )
 
 
-# --- validation and updates -----------------------------------------------------------
-
-
-def _probability(value: object, name: str) -> float:
-    # bool is an int in Python; "rate": true is a mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FaultConfigError(f"{name} must be a number between 0 and 1, got {value!r}")
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise FaultConfigError(f"{name} must be between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _delay(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DELAY_MS:
-        raise FaultConfigError(f"{name} must be an integer of milliseconds in 0..{MAX_DELAY_MS}, got {value!r}")
-    return value
-
-
-def _object(value: object, name: str, allowed: tuple[str, ...]) -> Mapping[str, object]:
-    if not isinstance(value, dict):
-        raise FaultConfigError(f"{name} must be a JSON object, got {value!r}")
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise FaultConfigError(f"unknown key(s) in {name}: {', '.join(unknown)} (allowed: {', '.join(allowed)})")
-    return value
-
-
-def _update_rates(current: dict[str, float], given: object) -> dict[str, float]:
-    rates = dict(current)
-    for key, value in _object(given, "rates", RATE_KEYS).items():
-        rates[key] = _probability(value, f"rates.{key}")
-    return rates
-
-
-def _update_slow(current: SlowConfig, given: object) -> SlowConfig:
-    fields = _object(given, "slow", ("rate", "min_ms", "max_ms"))
-    return SlowConfig(
-        rate=_probability(fields["rate"], "slow.rate") if "rate" in fields else current.rate,
-        min_ms=_delay(fields["min_ms"], "slow.min_ms") if "min_ms" in fields else current.min_ms,
-        max_ms=_delay(fields["max_ms"], "slow.max_ms") if "max_ms" in fields else current.max_ms,
-    )
-
-
-def _update_commit_then_fail(current: CommitThenFailConfig, given: object) -> CommitThenFailConfig:
-    fields = _object(given, "commit_then_fail", ("rate", "mode"))
-    mode = fields.get("mode", current.mode)
-    if mode not in COMMIT_FAIL_MODES:
-        raise FaultConfigError(f"commit_then_fail.mode must be one of {', '.join(COMMIT_FAIL_MODES)}, got {mode!r}")
-    rate = _probability(fields["rate"], "commit_then_fail.rate") if "rate" in fields else current.rate
-    return CommitThenFailConfig(rate=rate, mode=str(mode))
-
-
-def _script(given: object) -> tuple[str, ...]:
-    if not isinstance(given, list):
-        raise FaultConfigError(f"script must be a list of outcomes, got {given!r}")
-    for entry in given:
-        parse_script_entry(entry)  # raises on a bad entry
-    return tuple(given)
+# --- updates and their errors ----------------------------------------------------------
 
 
 def apply_update(config: FaultConfig, update: object) -> FaultConfig:
@@ -252,31 +266,74 @@ def apply_update(config: FaultConfig, update: object) -> FaultConfig:
 
     Fields are replaced one by one, also inside rates, slow and commit_then_fail:
     {"rates": {"503": 0.1}} changes the 503 rate and keeps the others. A given
-    "script" replaces the whole remaining script. Raises FaultConfigError.
+    "script" replaces the whole remaining script. Raises FaultConfigError, whose
+    message names every field in error.
     """
-    changes = _object(update, "the fault config", _TOP_LEVEL_KEYS)
-    seed = changes.get("seed", config.seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise FaultConfigError(f"seed must be an integer, got {seed!r}")
-    outage = changes.get("outage", config.outage)
-    if not isinstance(outage, bool):
-        raise FaultConfigError(f"outage must be true or false, got {outage!r}")
-    rates = _update_rates(config.rates, changes["rates"]) if "rates" in changes else config.rates
-    slow = _update_slow(config.slow, changes["slow"]) if "slow" in changes else config.slow
-    if slow.min_ms > slow.max_ms:
-        raise FaultConfigError(f"slow.min_ms ({slow.min_ms}) must not exceed slow.max_ms ({slow.max_ms})")
-    commit_fail = config.commit_then_fail
-    if "commit_then_fail" in changes:
-        commit_fail = _update_commit_then_fail(commit_fail, changes["commit_then_fail"])
-    script = _script(changes["script"]) if "script" in changes else config.script
+    if not isinstance(update, Mapping):
+        raise FaultConfigError(f"the fault config must be a JSON object, got {_shown(update)}")
+    try:
+        return FaultConfig.model_validate(_merged(config.to_json(), update))
+    except ValidationError as error:
+        raise FaultConfigError("; ".join(_explained(error))) from None
 
-    total = sum(rates.values()) + slow.rate + commit_fail.rate
-    if total > 1.0 + _RATE_SUM_SLACK:
-        raise FaultConfigError(
-            f"fault rates sum to {total:g}, more than 1 (rates, slow.rate and "
-            "commit_then_fail.rate share one draw per request)"
-        )
-    return FaultConfig(seed, rates, slow, commit_fail, outage, script)
+
+def _merged(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """current with the fields of update replaced, field by field inside objects."""
+    merged = dict(current)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# The keys each object of the config takes, for "unknown key" messages.
+_ALLOWED_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): tuple(FaultConfig.model_fields),
+    ("rates",): RATE_KEYS,
+    ("slow",): tuple(SlowConfig.model_fields),
+    ("commit_then_fail",): tuple(CommitThenFailConfig.model_fields),
+}
+
+
+def _explained(error: ValidationError) -> list[str]:
+    """One sentence per problem, naming the field as a dotted path (rates.503)."""
+    details = [(tuple(str(part) for part in detail["loc"]), detail) for detail in error.errors()]
+    unknown: dict[tuple[str, ...], list[str]] = {}
+    for loc, detail in details:
+        if detail["type"] == "extra_forbidden":
+            unknown.setdefault(loc[:-1], []).append(loc[-1])
+        elif loc[-1:] == ("[key]",):  # a key of rates outside RATE_KEYS
+            unknown.setdefault(loc[:-2], []).append(loc[-2])
+    problems = []
+    for where, keys in unknown.items():
+        name, allowed = ".".join(where) or "the fault config", ", ".join(_ALLOWED_KEYS.get(where, ()))
+        problems.append(f"unknown key(s) in {name}: {', '.join(keys)} (allowed: {allowed})")
+    for loc, detail in details:
+        # The value of an unknown key is not worth a second message.
+        if not any(loc[: len(where) + 1] == (*where, key) for where, keys in unknown.items() for key in keys):
+            problems.append(_problem(detail, ".".join(loc) or "the fault config"))
+    return problems
+
+
+def _problem(detail: ErrorDetails, name: str) -> str:
+    if detail["type"] == "value_error":  # raised by the checks above, as a whole sentence
+        return str(detail.get("ctx", {}).get("error", detail["msg"]))
+    if detail["type"] == "model_type":
+        return f"{name} must be a JSON object, got {_shown(detail['input'])}"
+    # "fault_field" errors say "must be ...", pydantic's own say "Input should be ...".
+    return f"{name} {detail['msg']}, got {_shown(detail['input'])}"
+
+
+def _shown(value: object) -> str:
+    """repr(value), cut short: an error message must not echo a large body back (and
+    reprlib looks at the first few items only, however long a list is)."""
+    return _SHORT_REPR.repr(value)
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 80
 
 
 def parse_fault_flag(flag: str) -> dict[str, Any]:
@@ -319,9 +376,9 @@ def load_config_text(text: str) -> object:
         with open(text[1:], encoding="utf-8") as handle:
             text = handle.read()
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FaultConfigError(f"fault config is not valid JSON: {error}") from None
+        return json_value(text)
+    except BadJson as error:
+        raise FaultConfigError(f"fault config is {error}") from None
 
 
 # --- the running state ------------------------------------------------------------------
@@ -366,6 +423,6 @@ class FaultState:
             if config.outage:
                 return k, OUTAGE
             if config.script:
-                self._config = dataclasses.replace(config, script=config.script[1:])
+                self._config = config.model_copy(update={"script": config.script[1:]})
                 return k, parse_script_entry(config.script[0]).for_method(method)
             return k, outcome_for(config.seed, k, config).for_method(method)

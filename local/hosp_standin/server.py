@@ -21,7 +21,6 @@ import socketserver
 import struct
 import threading
 from collections.abc import Mapping
-from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,11 +28,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from local.hosp_standin import api, sim
 from local.hosp_standin.faults import DEFAULT_CONFIG, INJECTED_STATUSES, FaultConfig, Outcome, apply_update
+from local.hosp_standin.parsing import chunk_size, decimal
 
 DEFAULT_IDLE_TIMEOUT = 20.0
 # Large enough for a few base64 X-ray images; larger bodies are refused with 413.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 65536
+# Like http.client's limit on header fields: a client cannot keep a thread reading forever.
+MAX_TRAILER_LINES = 100
 
 
 class HospServer(ThreadingHTTPServer):
@@ -143,48 +145,72 @@ class HospRequestHandler(BaseHTTPRequestHandler):
     # --- reading the request --------------------------------------------------------
 
     def _read_body(self) -> bytes:
-        """The whole request body, so the connection is ready for the next request."""
-        encoding = self.headers.get("Transfer-Encoding")
-        length = self.headers.get("Content-Length")
-        if encoding is not None:
+        """The whole request body, so the connection is ready for the next request.
+
+        Raises _Refused for framing the stand-in will not guess at, and
+        ConnectionResetError when the client closes before the body is complete.
+        """
+        encodings = self.headers.get_all("Transfer-Encoding") or []
+        lengths = self.headers.get_all("Content-Length") or []
+        if encodings:
             # Both headers at once is the classic request-smuggling ambiguity: refuse.
-            if length is not None or encoding.strip().lower() != "chunked":
+            if lengths or [e.strip().lower() for e in encodings] != ["chunked"]:
                 raise _Refused(400, "unsupported Transfer-Encoding")
             return self._read_chunked()
-        if length is None:
+        if not lengths:
             return b""
-        if not length.strip().isdigit():
+        sizes = {decimal(length.strip(" \t")) for length in lengths}
+        size = sizes.pop()
+        if size is None or sizes:  # not 1*DIGIT, or several headers that disagree
             raise _Refused(400, "invalid Content-Length")
-        size = int(length)
-        if size > MAX_BODY_BYTES:
-            raise _Refused(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        body = self.rfile.read(size)
-        if len(body) < size:
-            raise ConnectionResetError("client closed the connection mid-body")
-        return body
+        self._check_size(size)
+        return self._read_exactly(size)
 
     def _read_chunked(self) -> bytes:
+        """A chunked body (RFC 9112 section 7.1): chunks up to a last one of size 0, then trailers."""
         chunks: list[bytes] = []
         total = 0
-        while True:
-            size_text = self.rfile.readline(MAX_LINE_BYTES).split(b";")[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _Refused(400, "invalid chunk size") from None
-            if size < 0:
-                raise _Refused(400, "invalid chunk size")
-            if size == 0:
-                break
+        while size := self._chunk_size():
             total += size
-            if total > MAX_BODY_BYTES:
-                raise _Refused(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(MAX_LINE_BYTES)  # the CRLF closing the chunk
-        # Skip any trailer fields, up to the blank line that ends the message.
-        while self.rfile.readline(MAX_LINE_BYTES) not in (b"\r\n", b"\n", b""):
-            pass
-        return b"".join(chunks)
+            self._check_size(total)
+            chunks.append(self._read_exactly(size))
+            if self._read_line() not in (b"\r\n", b"\n"):
+                raise _Refused(400, "chunk data not followed by CRLF")
+        # Trailer fields are ignored, up to the blank line that ends the message.
+        for _ in range(MAX_TRAILER_LINES):
+            if self._read_line() in (b"\r\n", b"\n"):
+                return b"".join(chunks)
+        raise _Refused(400, "too many trailer fields")
+
+    def _chunk_size(self) -> int:
+        """The size on a chunk-size line: 1*HEXDIG, then optionally ";" and extensions."""
+        size_text, semicolon, _ = self._read_line().rstrip(b"\r\n").partition(b";")
+        if semicolon:
+            size_text = size_text.rstrip(b" \t")  # whitespace is allowed before ";" only
+        size = chunk_size(size_text)
+        if size is None:
+            raise _Refused(400, "invalid chunk size")
+        return size
+
+    def _read_line(self) -> bytes:
+        """One line of the request, with its line ending."""
+        line = self.rfile.readline(MAX_LINE_BYTES + 1)
+        if len(line) > MAX_LINE_BYTES:
+            raise _Refused(400, f"line longer than {MAX_LINE_BYTES} bytes")
+        if not line.endswith(b"\n"):
+            raise ConnectionResetError("client closed the connection mid-body")
+        return line
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise ConnectionResetError("client closed the connection mid-body")
+        return data
+
+    @staticmethod
+    def _check_size(size: int) -> None:
+        if size > MAX_BODY_BYTES:
+            raise _Refused(413, f"request body larger than {MAX_BODY_BYTES} bytes")
 
     # --- answering --------------------------------------------------------------------
 
@@ -357,5 +383,5 @@ def start_server(
     """
     config = faults if isinstance(faults, FaultConfig) else apply_update(DEFAULT_CONFIG, dict(faults or {}))
     if seed is not None:
-        config = replace(config, seed=seed)
+        config = apply_update(config, {"seed": seed})
     return RunningServer(HospServer((host, port), config, idle_timeout, verbose))

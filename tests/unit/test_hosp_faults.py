@@ -183,7 +183,7 @@ def test_the_json_shape_round_trips() -> None:
         ({"rates": {"503": 0.6, "502": 0.5}}, "sum to 1.1"),
         ({"rates": {"503": 0.5}, "slow": {"rate": 0.3}, "commit_then_fail": {"rate": 0.3}}, "sum to 1.1"),
         ({"rates": {"404": 0.1}}, "unknown key(s) in rates: 404"),
-        ({"rates": {"503": -0.1}}, "rates.503 must be between 0 and 1"),
+        ({"rates": {"503": -0.1}}, "rates.503 must be a number between 0 and 1, got -0.1"),
         ({"rates": {"503": "0.1"}}, "rates.503 must be a number"),
         ({"rates": {"503": True}}, "rates.503 must be a number"),
         ({"slow": {"min_ms": 500, "max_ms": 100}}, "slow.min_ms (500) must not exceed slow.max_ms (100)"),
@@ -194,8 +194,12 @@ def test_the_json_shape_round_trips() -> None:
         ({"script": "503"}, "script must be a list"),
         ({"script": ["ok", "404"]}, "bad script entry '404'"),
         ({"script": ["slow:fast"]}, "bad script entry 'slow:fast'"),
+        # Digits beyond ASCII pass str.isdigit() but are no delay.
+        ({"script": ["slow:\u00b2"]}, "bad script entry 'slow:\u00b2'"),
+        ({"script": ["slow:+5"]}, "bad script entry 'slow:+5'"),
         ({"script": ["commit_then_fail:503"]}, "bad script entry"),
         ({"latency": 1}, "unknown key(s) in the fault config: latency"),
+        ({"rates": {"404": 0.1, "418": "x"}}, "unknown key(s) in rates: 404, 418 (allowed: 500, 502, 503, 504, reset)"),
         ([1, 2], "the fault config must be a JSON object"),
     ],
 )
