@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 import requests
 
-# A demo account of the stand-in (local/hosp_standin/store.py).
-AUTH = {"Authorization": "Basic " + base64.b64encode(b"test-account:supersecret").decode()}
+from local.hosp_standin.store import DEMO_ACCOUNTS
+
+# The stand-in's first demo account.
+_ACCOUNT = DEMO_ACCOUNTS[0]
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{_ACCOUNT.username}:{_ACCOUNT.password}".encode()).decode()}
 GET_PATH = "/patients/1"
 NOTE = {"title": "bench", "body": "proxy benchmark note", "patient_id": 1, "staff_id": 1}
 REQUEST_TIMEOUT = 10.0

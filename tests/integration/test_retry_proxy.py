@@ -531,3 +531,18 @@ def test_a_client_that_stalls_mid_body_is_cut_off_after_the_client_timeout(proxy
     assert elapsed < 10 * 2 * CLIENT_TIMEOUT  # not the 20 s the trickle would have taken
     assert fresh_hosp.received() == 0
     assert [e["status"] for e in log_entries(proxy) if e["method"] == "PUT" and e["path"] == "/hospitals/1"][-1] == 408
+
+
+def test_no_worker_runs_as_root(proxy: NginxProxy) -> None:
+    assert proxy.process is not None
+    # The workers are the master's children (setpriv, when present, execs into the master).
+    children = Path(f"/proc/{proxy.process.pid}/task/{proxy.process.pid}/children").read_text().split()
+    worker_uids = [
+        int(line.split()[1])  # the real uid
+        for pid in children
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("Uid:")
+    ]
+
+    assert worker_uids  # the master has workers
+    assert 0 not in worker_uids
