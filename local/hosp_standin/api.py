@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import IntegerConverter, Map, Rule
 
-from local.hosp_standin.parsing import BadJson, decimal, is_base64, json_value
+from local.hosp_standin.parsing import BadJson, decimal, is_base64, is_blank, json_value
 from local.hosp_standin.store import Hospital, Note, Patient, Staff, Store
 
 # Listed by the screening "model": which finding an image gets is picked by its hash.
@@ -162,10 +162,12 @@ def show_hospital(store: Store, request: ApiRequest, user: Staff, hospital_id: i
 
 
 def _hospital_name(fields: dict[str, Any], required: bool) -> tuple[str | None, dict[str, list[str]]]:
-    name = fields.get("name")
-    if name is None and not required:
+    """The name given, if valid. An update may leave it out, but not set it to null:
+    Rails would assign nil and fail the presence validation."""
+    if "name" not in fields and not required:
         return None, {}
-    if not isinstance(name, str) or not name.strip():
+    name = fields.get("name")
+    if not isinstance(name, str) or is_blank(name):
         return None, {"name": ["can't be blank"]}
     return name, {}
 
@@ -214,7 +216,7 @@ def create_note(store: Store, request: ApiRequest, user: Staff, _: int) -> ApiRe
     errors: dict[str, list[str]] = {}
     for text_field in ("title", "body"):
         value = fields.get(text_field)
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or is_blank(value):
             errors[text_field] = ["can't be blank"]
     patient_id, staff_id = _id_field(fields, "patient_id"), _id_field(fields, "staff_id")
     # Rails reports a missing belongs_to record as "<association> must exist".

@@ -24,6 +24,11 @@ NUMBER_CAP = 10**18
 # OpenAPI document gives the same pattern (a test holds them equal).
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
 _BASE64 = re.compile(BASE64_PATTERN)
+# A character outside Ruby's [[:space:]], which Rails' blank? strips: Python's
+# str.isspace() differs (it counts the separators \x1c-\x1f, Rails does not). The
+# OpenAPI document gives the same pattern (a test holds them equal).
+NOT_BLANK_PATTERN = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 
 
 class BadJson(ValueError):
@@ -62,6 +67,11 @@ def json_value(body: bytes | str) -> Any:
         if "recursion limit" in str(error):
             raise BadJson("nested too deeply") from None
         raise BadJson(f"not valid JSON: {error}") from None
+
+
+def is_blank(text: str) -> bool:
+    """Whether Rails would call text blank: empty, or white space only."""
+    return _NOT_BLANK.search(text) is None
 
 
 def is_base64(text: str) -> bool:

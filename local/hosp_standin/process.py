@@ -1,7 +1,9 @@
 """The HOSP stand-in as a process of its own, and a client of its /_sim control API.
 
-Tests and benchmarks run the stand-in exactly as `make run` does, through its
-command line, so that its startup and shutdown are exercised too.
+The local stack (`make run`), the tests and the benchmarks all start the stand-in
+through this class, that is through its command line (`python -m local.hosp_standin`),
+so that its startup and shutdown are exercised too. The lifecycle (a free port, its
+own process group, stopped on exit) is LoopbackServer's, in local/processes.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Self
 
 import requests
 
+from local.hosp_standin.stats import REQUEST_LOG_SIZE
 from local.processes import LoopbackServer, free_port
 
 CONTROL_TIMEOUT = 5.0
@@ -57,8 +60,8 @@ class StandInProcess(LoopbackServer):
         answer.raise_for_status()
         return dict(answer.json())
 
-    def recent_requests(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """The stand-in's log of its last `limit` API requests (it keeps at most 1000)."""
+    def recent_requests(self, limit: int = REQUEST_LOG_SIZE) -> list[dict[str, Any]]:
+        """The stand-in's log of its last `limit` API requests (it keeps REQUEST_LOG_SIZE)."""
         answer = requests.get(f"{self.url}/_sim/requests", params={"limit": limit}, timeout=CONTROL_TIMEOUT)
         answer.raise_for_status()
         return list(answer.json())

@@ -10,6 +10,11 @@ Keep-alive matters because nginx keeps upstream connections open and reuses them
   closed. The proxy's upstream keepalive_timeout must stay below it, or nginx may
   reuse a connection at the moment we close it and see a spurious error.
 
+Bodies are read strictly (parsing.py): framing other than ASCII-digit
+Content-Length or well-formed chunked gets 400, a body over the proxy's
+MAX_BODY_BYTES 413, and either answer closes the connection, whose next byte is
+unknown. A client closing mid-body gets no answer.
+
 Faults (see faults.py) apply to API requests only, never to /_sim.
 """
 
@@ -26,13 +31,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from infra.nginx.render import MAX_BODY_BYTES  # the proxy's limit: the stand-in takes exactly as much
 from local.hosp_standin import api, sim
 from local.hosp_standin.faults import DEFAULT_CONFIG, INJECTED_STATUSES, FaultConfig, Outcome, apply_update
 from local.hosp_standin.parsing import chunk_size, decimal
 
 DEFAULT_IDLE_TIMEOUT = 20.0
-# Large enough for a few base64 X-ray images; larger bodies are refused with 413.
-MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 65536
 # Like http.client's limit on header fields: a client cannot keep a thread reading forever.
 MAX_TRAILER_LINES = 100

@@ -163,12 +163,22 @@ def test_hospital_crud(standin: RunningServer) -> None:
     assert call(standin, "DELETE", "/hospitals/4").status_code == 404
 
 
-@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": 7}])
+@pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": 7}, {"name": None}])
 def test_a_hospital_needs_a_name(standin: RunningServer, body: dict[str, Any]) -> None:
     answer = call(standin, "POST", "/hospitals", json=body)
 
     assert answer.status_code == 422
     assert answer.json() == {"errors": {"name": ["can't be blank"]}}
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_an_update_may_leave_the_name_out_but_not_blank_it(standin: RunningServer, method: str) -> None:
+    kept = call(standin, method, "/hospitals/1", json={})
+    blanked = [call(standin, method, "/hospitals/1", json={"name": name}) for name in (None, "", " ", 7)]
+
+    assert kept.status_code == 200
+    assert [answer.status_code for answer in blanked] == [422] * 4
+    assert call(standin, "GET", "/hospitals/1").json() == kept.json()
 
 
 def test_notes_are_created_and_listed_per_patient(standin: RunningServer) -> None:
