@@ -1,6 +1,7 @@
 """A local stand-in for HOSP, the vendor's veterinary hospital API, with fault injection.
 
-Used by the integration tests (real nginx in front of it) and by the benchmarks.
+Used by the local stack, by the tests (functional ones alone, integration ones with
+real NGINX in front of it) and by the benchmarks.
 Start it with `python -m local.hosp_standin` or, from Python, `start_server()`.
 The API it implements is documented in docs/hosp-api.yaml.
 """
