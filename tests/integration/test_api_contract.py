@@ -20,7 +20,7 @@ import pytest
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
 from local.processes import ROOT
-from tests.support import DEMO_PASSWORD, DEMO_USER, Hosp
+from tests.support import DEMO_AUTH, Hosp
 
 API_DOCUMENT = ROOT / "docs" / "hosp-api.yaml"
 SEED = 1
@@ -50,7 +50,10 @@ def test_the_api_document_holds_through_the_proxy_with_every_check(front_door: N
         [
             schemathesis_command(), "run", str(API_DOCUMENT),
             "--url", front_door.url,
-            "--auth", f"{DEMO_USER}:{DEMO_PASSWORD}",
+            # A header, not --auth: with --auth, schemathesis puts the credentials back
+            # into the negative cases that remove them, and then calls their (valid)
+            # answers a failure.
+            "--header", f"Authorization: {DEMO_AUTH['Authorization']}",
             "--exclude-path-regex", "^/_sim",
             "--checks", "all",
             "--seed", str(SEED),
