@@ -28,9 +28,9 @@ bench-packages: system-packages
 run: $(STAMP) system-packages
 	$(BIN)/python -m local.stack
 
-## test: every test; no AWS account, no network beyond loopback
+## test: every test, one test file per core at a time; no AWS account, no network beyond loopback
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 ## check: lint, format, types, then tests (what CI should hold)
 check: lint typecheck test

@@ -24,7 +24,7 @@ from tests.support import DEMO_AUTH, Hosp
 
 API_DOCUMENT = ROOT / "docs" / "hosp-api.yaml"
 SEED = 1
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = 20
 RUN_TIMEOUT = 300  # seconds; a run takes well under a minute
 INSTALL_HINT = "schemathesis is pinned in requirements-dev.txt; `make test` installs it"
 

@@ -128,7 +128,7 @@ def test_the_stack_is_not_up_while_a_server_only_accepts_connections(
     # which wrongly calls it up still ends, with its up-message printed.
     silent = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(20)"
     stack = stack_with_first_server(
-        tmp_path, [sys.executable, "-c", silent], port, health_path="/moto-api/", startup_timeout=3
+        tmp_path, [sys.executable, "-c", silent], port, health_path="/moto-api/", startup_timeout=1
     )
 
     assert run(stack, smoke=False) == 1

@@ -89,7 +89,7 @@ def test_a_server_that_accepts_connections_but_fails_its_health_check_does_not_s
     port = free_port()
     silent = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(120)"
     server = CommandServer(
-        [sys.executable, "-c", silent], port, tmp_path / "silent.log", health_path="/health", startup_timeout=3
+        [sys.executable, "-c", silent], port, tmp_path / "silent.log", health_path="/health", startup_timeout=1
     )
 
     with pytest.raises(ProcessError, match="health check"):
