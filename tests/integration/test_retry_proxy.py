@@ -508,9 +508,7 @@ def test_a_budget_refusal_names_its_request(hosp: Hosp, fresh_hosp: Hosp, tmp_pa
         assert_proxy_error(answer, 503)
 
 
-def test_a_client_that_stalls_mid_body_is_cut_off_after_the_client_timeout(
-    proxy: NginxProxy, fresh_hosp: Hosp
-) -> None:
+def test_a_client_that_stalls_mid_body_is_cut_off_after_the_client_timeout(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     head = b"PUT /hospitals/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n"
     auth = f"Authorization: {DEMO_AUTH['Authorization']}\r\n\r\n".encode()
     # Without the timeout the connection would wait for the other 92 bytes
