@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.clients import AUTH
 from bench.servers import BenchError, require_binary
 
 WRK_PATH = "/patients/1"
@@ -50,7 +51,11 @@ def parse_wrk(output: str) -> WrkResult:
 def run_wrk(url: str, settings: WrkSettings) -> WrkResult:
     args = [
         require_binary("wrk"), f"-t{settings.threads}", f"-c{settings.connections}",
-        f"-d{settings.duration}s", "--latency", url + WRK_PATH,
+        f"-d{settings.duration}s", "--latency",
+        # As every HOSP client does: without credentials a request is not retried,
+        # and the proxy sends it over a new connection (docs/proxy.md).
+        "-H", f"Authorization: {AUTH['Authorization']}",
+        url + WRK_PATH,
     ]  # fmt: skip
     done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=settings.duration + 60)
     if done.returncode != 0:
