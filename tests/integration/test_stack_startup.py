@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from local import stack as local_stack
+from local.hosp_standin.__main__ import main as standin_main
 from local.processes import ROOT, CommandServer, free_port
 from local.stack import Member, Ports, Stack, run
 
@@ -40,44 +44,75 @@ def explicit_ports(ports: list[int], run_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """`run` takes over SIGINT and SIGTERM, as a program does; give them back to pytest."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.fixture
+def stack_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], signal_handlers: None
+) -> Callable[[list[str]], tuple[int, str, str]]:
+    """`python -m local.stack --smoke ARGS` run in this process: (exit code, stdout, stderr).
+
+    In-process, so that each case costs no interpreter start; the command line itself
+    is exercised through make below.
+    """
+    monkeypatch.delenv("FAULTS", raising=False)
+
+    def call(args: list[str]) -> tuple[int, str, str]:
+        code = local_stack.main(["--smoke", *args])
+        printed = capsys.readouterr()
+        return code, printed.out, printed.err
+
+    return call
+
+
 @pytest.mark.parametrize("busy", [0, 1, 2, 3])
-def test_a_foreign_listener_on_a_port_stops_the_stack_before_it_starts(busy: int, tmp_path: Path) -> None:
+def test_a_foreign_listener_on_a_port_stops_the_stack_before_it_starts(
+    busy: int, tmp_path: Path, stack_main: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
     with socket.create_server(("127.0.0.1", 0)) as foreign:
         ports = [free_port() for _ in range(4)]
         ports[busy] = foreign.getsockname()[1]
 
-        done = run_stack(explicit_ports(ports, tmp_path))
+        code, out, err = stack_main(explicit_ports(ports, tmp_path))
 
-    assert done.returncode != 0
-    assert f"port {ports[busy]} is in use by python" in done.stderr
-    assert f"(pid {os.getpid()})" in done.stderr  # this test's process holds it
-    assert "is up" not in done.stdout
+    assert code != 0
+    assert f"port {ports[busy]} is in use by python" in err
+    assert f"(pid {os.getpid()})" in err  # this test's process holds it
+    assert "is up" not in out
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
 def stand_in_reason(faults: str) -> str:
     """What the stand-in itself says when started with these faults (its argparse error)."""
-    argv = [sys.executable, "-m", "local.hosp_standin", "--port", "0"]
-    argv += [arg for flag in faults.split(",") for arg in ("--fault", flag)]
-    done = subprocess.run(
-        argv, cwd=ROOT, env=stack_env(), capture_output=True, text=True, timeout=FAST_TIMEOUT, check=False
-    )
-    assert done.returncode == 2, done.stderr  # refused, not started
-    return done.stderr.strip().splitlines()[-1].split(" error: ", 1)[1]
+    argv = ["--port", "0", *[arg for flag in faults.split(",") for arg in ("--fault", flag)]]
+    refused = io.StringIO()
+    with contextlib.redirect_stderr(refused), pytest.raises(SystemExit) as exited:
+        standin_main(argv)
+    assert exited.value.code == 2, refused.getvalue()  # refused, not started
+    return refused.getvalue().strip().splitlines()[-1].split(" error: ", 1)[1]
 
 
 @pytest.mark.parametrize(
     ("faults", "about"),
     [("503=2", "503"), ("bogus=0.1", "bogus"), ("503", "503"), ("503=0.1'", "503=0.1'"), ("503=0.6,504=0.6", "1.2")],
 )
-def test_bad_faults_are_refused_with_the_stand_ins_reason(faults: str, about: str, tmp_path: Path) -> None:
+def test_bad_faults_are_refused_with_the_stand_ins_reason(
+    faults: str, about: str, tmp_path: Path, stack_main: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
     reason = stand_in_reason(faults)
     assert about in reason
 
-    done = run_stack(["--free-ports", "--run-dir", str(tmp_path), "--faults", faults])
+    code, _, err = stack_main(["--free-ports", "--run-dir", str(tmp_path), "--faults", faults])
 
-    assert done.returncode == 2
-    assert reason in done.stderr
+    assert code == 2
+    assert reason in err
     assert not list(tmp_path.iterdir())  # refused before any server started
 
 
@@ -97,15 +132,6 @@ def test_make_run_passes_a_quoted_fault_value_through_unharmed() -> None:
 
     assert done.returncode != 0
     assert stand_in_reason("503=0.1'") in done.stderr
-
-
-@pytest.fixture
-def signal_handlers() -> Iterator[None]:
-    """`run` takes over SIGINT and SIGTERM, as a program does; give them back to pytest."""
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
 
 
 def stack_with_first_server(
