@@ -8,7 +8,6 @@ reported as such.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +18,7 @@ import requests
 from local.hosp_standin.store import DEMO_ACCOUNTS
 
 # The stand-in's first demo account.
-_ACCOUNT = DEMO_ACCOUNTS[0]
-AUTH = {"Authorization": "Basic " + base64.b64encode(f"{_ACCOUNT.username}:{_ACCOUNT.password}".encode()).decode()}
+AUTH = {"Authorization": DEMO_ACCOUNTS[0].authorization}
 GET_PATH = "/patients/1"
 NOTE = {"title": "bench", "body": "proxy benchmark note", "patient_id": 1, "staff_id": 1}
 REQUEST_TIMEOUT = 10.0

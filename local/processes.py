@@ -67,20 +67,6 @@ def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_for_port(
-    port: int, timeout: float = STARTUP_TIMEOUT, host: str = "127.0.0.1", process: subprocess.Popen[bytes] | None = None
-) -> None:
-    """Until something accepts on host:port; fails at once if `process` has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ProcessError(f"the server for port {port} exited with code {process.returncode}")
-        if accepts_connections(port, host):
-            return
-        time.sleep(POLL_INTERVAL)
-    raise ProcessError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
-
-
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could not bind host:port, asking the way our servers bind.
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS
 
 # The demo account the tests act as: a nurse (docs/hosp-api.yaml).
 DEMO_USER, DEMO_PASSWORD = DEMO_ACCOUNTS[0].username, DEMO_ACCOUNTS[0].password
-DEMO_AUTH = {"Authorization": "Basic " + base64.b64encode(f"{DEMO_USER}:{DEMO_PASSWORD}".encode()).decode()}
+DEMO_AUTH = {"Authorization": DEMO_ACCOUNTS[0].authorization}
 # HOSP's idle keep-alive timeout in the tests; the proxy's must stay below it.
 HOSP_IDLE_TIMEOUT = 2.0
 

@@ -8,6 +8,7 @@ carry the current time, as HOSP's would.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hmac
 import threading
@@ -74,6 +75,11 @@ class DemoAccount:
     username: str
     password: str
     staff_id: int
+
+    @property
+    def authorization(self) -> str:
+        """The `Authorization` header value a client of this account sends."""
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
 # The demo accounts, documented in docs/hosp-api.yaml. They are fixtures of a local

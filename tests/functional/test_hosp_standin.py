@@ -26,7 +26,7 @@ from local.processes import ROOT
 SEED = 5
 USER, PASSWORD = DEMO_ACCOUNTS[0].username, DEMO_ACCOUNTS[0].password
 AUTH = (USER, PASSWORD)
-AUTH_HEADER = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+AUTH_HEADER = DEMO_ACCOUNTS[0].authorization
 NOTE = {"title": "X-ray", "body": "No fracture seen.", "patient_id": 7, "staff_id": 2}
 
 
