@@ -233,12 +233,14 @@ def reports_ok(answer: requests.Response) -> bool:
     return answer.status_code == 200 and isinstance(body, dict) and body.get("status") == "ok"
 
 
-def http_check(url: str, accepts: Callable[[requests.Response], bool] = answered_200) -> bool:
-    """Whether GET url gets an answer that `accepts` takes."""
+def http_check(
+    url: str, accepts: Callable[[requests.Response], bool] = answered_200, timeout: float = HEALTH_REQUEST_TIMEOUT
+) -> bool:
+    """Whether GET url gets, within `timeout` seconds, an answer that `accepts` takes."""
     with requests.Session() as session:
         session.trust_env = False  # loopback: never through an HTTP_PROXY from the environment
         try:
-            answer = session.get(url, timeout=HEALTH_REQUEST_TIMEOUT)
+            answer = session.get(url, timeout=timeout)
         except requests.RequestException:
             return False
         return accepts(answer)
@@ -359,7 +361,9 @@ class CommandServer(LoopbackServer):
     def healthy(self) -> bool:
         if self.health_path is None:
             return super().healthy()
-        return http_check(self.url + self.health_path, self.health_accepts)
+        # A server that never answers must not keep its start waiting beyond the timeout.
+        timeout = min(HEALTH_REQUEST_TIMEOUT, self.startup_timeout / 2)
+        return http_check(self.url + self.health_path, self.health_accepts, timeout)
 
 
 def log_tail(path: Path | None, lines: int = 15) -> str:

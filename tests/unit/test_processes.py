@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from local.processes import (
+    HEALTH_REQUEST_TIMEOUT,
     CommandServer,
     ProcessError,
     free_port,
@@ -89,11 +90,14 @@ def test_a_server_that_accepts_connections_but_fails_its_health_check_does_not_s
     port = free_port()
     silent = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(120)"
     server = CommandServer(
-        [sys.executable, "-c", silent], port, tmp_path / "silent.log", health_path="/health", startup_timeout=1
+        [sys.executable, "-c", silent], port, tmp_path / "silent.log", health_path="/health", startup_timeout=0.5
     )
 
+    started = time.monotonic()
     with pytest.raises(ProcessError, match="health check"):
         server.start()
+    # One unanswered health request does not outlast the startup timeout by its own.
+    assert time.monotonic() - started < HEALTH_REQUEST_TIMEOUT
 
     assert server.process is None
     assert not port_in_use(port)
