@@ -45,11 +45,18 @@ class NginxProxy(LoopbackServer):
     run_dir: Path
     port: int = 0
     tuning: Tuning = field(default_factory=Tuning)
+    internal_port: int = 0  # the Lambdas' listener; 0: a free port
+    interceptor: str = "127.0.0.1:8000"  # where screens go (chalice local)
     _worker_temp: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def config_path(self) -> Path:
         return self.run_dir / "nginx.conf"
+
+    @property
+    def internal_url(self) -> str:
+        """The internal listener: HOSP for the Lambdas, never the interceptor."""
+        return f"http://127.0.0.1:{self.internal_port}"
 
     @property
     def access_log(self) -> Path:
@@ -60,7 +67,11 @@ class NginxProxy(LoopbackServer):
         return self.run_dir / "error.log"
 
     def settings(self) -> render.ProxySettings:
-        changes: dict[str, object] = {"listen": self.address}
+        changes: dict[str, object] = {
+            "listen": self.address,
+            "internal_listen": f"127.0.0.1:{self.internal_port}",
+            "interceptor": self.interceptor,
+        }
         if os.geteuid() == 0:
             # The workers buffer large bodies to disk, so they need a temp
             # directory of their own that an unprivileged user can reach.
@@ -88,6 +99,7 @@ class NginxProxy(LoopbackServer):
     def start(self) -> Self:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        self.internal_port = self.internal_port or free_port()
         self.render()
         self.check()
         argv = [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"]

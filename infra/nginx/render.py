@@ -33,6 +33,13 @@ API_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # The proxy's slowest answer must come this much before CloudFront gives up.
 ORIGIN_MARGIN = 5.0
+# The largest screen body sent to the interceptor (docs/screen.md). A Lambda
+# invocation takes at most 6 MB, and API Gateway sends the body base64-encoded
+# (the app declares every type binary, so that answers pass through byte for
+# byte): 4,000,000 bytes become 5,333,336, which leaves room for the headers.
+SCREEN_MAX_BYTES = 4_000_000
+# Where the production variant finds the CA certificates (Amazon Linux 2023).
+SYSTEM_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
 
 
 class RenderError(ValueError):
@@ -54,6 +61,8 @@ class Tuning:
     keepalive_timeout: float = 15.0
     client_timeout: float = 10.0
     origin_timeout: float = 60.0
+    # API Gateway gives up on the interceptor after 29 s.
+    interceptor_timeout: float = 30.0
     access_log_buffer: str = "64k"
     host_header: str = "$http_host"
     # Sized for HOSP's traffic: tens of requests per second at peak, of which
@@ -71,6 +80,7 @@ TUNING_HELP: dict[str, str] = {
     "keepalive_timeout": "idle upstream connection lifetime; below HOSP's own idle timeout",
     "client_timeout": "longest silence allowed from a client: header, each body read, each answer write",
     "origin_timeout": "the seconds CloudFront waits for this proxy; the slowest answer must fit in it",
+    "interceptor_timeout": "seconds the screen interceptor may take to answer",
     "access_log_buffer": "access log buffer size (lines written within 1 s), or off",
     "host_header": "Host sent to HOSP, which builds its links from it; $http_host is the client's, port included",
     "retry_budget_rate": "retried requests per second",
@@ -85,6 +95,11 @@ class ProxySettings:
     variant: str
     upstream: str
     listen: str
+    internal_listen: str  # the Lambdas' listener (docs/screen.md)
+    interceptor: str  # HOST:PORT of the screen interceptor
+    interceptor_tls: bool  # HTTPS to the interceptor (API Gateway), with its certificate checked
+    interceptor_prefix: str  # path before /patients/..., e.g. API Gateway's stage "/api"
+    ca_bundle: str  # CA certificates that check the interceptor's; "" without TLS
     access_log: str
     error_log: str
     pid_path: str
@@ -103,6 +118,11 @@ class ProxySettings:
                 variant,
                 upstream,
                 listen="127.0.0.1:8080",
+                internal_listen="127.0.0.1:8081",
+                interceptor="127.0.0.1:8000",
+                interceptor_tls=False,
+                interceptor_prefix="",
+                ca_bundle="",
                 access_log=str(run_dir / "access.json"),
                 error_log=str(run_dir / "error.log"),
                 pid_path=str(run_dir / "nginx.pid"),
@@ -114,6 +134,11 @@ class ProxySettings:
                 variant,
                 upstream,
                 listen="80",
+                internal_listen="8081",
+                interceptor="",  # required: API Gateway's host name, :443
+                interceptor_tls=True,
+                interceptor_prefix="/api",
+                ca_bundle=SYSTEM_CA_BUNDLE,
                 access_log="/var/log/hosp-proxy/access.json",
                 error_log="/var/log/hosp-proxy/error.log",
                 pid_path="/run/nginx.pid",
@@ -132,18 +157,29 @@ def worst_case(t: Tuning) -> float:
     Retryable: each attempt waits at most connect + try; the retries start
     after the first attempt and none starts once deadline - try has passed
     since, so the last one ends by deadline + 2 x connect + try. Not retried:
-    connect + write. The request body is buffered by NGINX first and goes
-    to HOSP over the internal network, so its sending is not counted.
+    connect + write. A screen: connect + the interceptor's timeout. The
+    request body is buffered by NGINX first and goes to HOSP over the
+    internal network, so its sending is not counted.
     """
     attempt = t.connect_timeout + t.try_timeout
     retryable = attempt if t.tries == 1 else min(t.tries * attempt, t.deadline + t.connect_timeout + attempt)
-    return max(retryable, t.connect_timeout + t.write_timeout)
+    return max(retryable, t.connect_timeout + t.write_timeout, t.connect_timeout + t.interceptor_timeout)
 
 
 def validate(s: ProxySettings) -> None:
     t = s.tuning
     if not HOST_PORT.match(s.upstream):
         raise RenderError(f"upstream must be HOST:PORT (a DNS name or an address), got {s.upstream!r}")
+    if not HOST_PORT.match(s.interceptor):
+        raise RenderError(f"interceptor must be HOST:PORT (API Gateway's host name:443), got {s.interceptor!r}")
+    if _port(s.listen) == _port(s.internal_listen):
+        raise RenderError(
+            f"the public and internal listeners need different ports, got {s.listen} and {s.internal_listen}"
+        )
+    if s.interceptor_tls and not s.ca_bundle:
+        raise RenderError("HTTPS to the interceptor needs a CA bundle to check its certificate")
+    if s.interceptor_prefix and not re.fullmatch(r"(/[A-Za-z0-9_-]+)+", s.interceptor_prefix):
+        raise RenderError(f"interceptor prefix must be a path like /api, got {s.interceptor_prefix!r}")
     if not 1 <= t.tries <= 10:
         raise RenderError(f"tries must be between 1 and 10, got {t.tries}")
     for field in dataclasses.fields(Tuning):
@@ -179,6 +215,7 @@ def copies(s: ProxySettings) -> dict[str, int]:
         "optional/retry-on-failure.conf": int(retrying),
         "optional/retry-location.conf": int(retrying),
         "optional/retries-off.conf": int(not retrying),
+        "optional/interceptor-tls.conf": int(s.interceptor_tls),
         "hosp-retry-peer.conf": _retry_peers(s.tuning),
     }
 
@@ -190,6 +227,16 @@ def values(s: ProxySettings) -> dict[str, str]:
         "variant": s.variant,
         "upstream": s.upstream,
         "listen": s.listen,
+        "internal_listen": s.internal_listen,
+        "internal_port": _port(s.internal_listen),
+        "interceptor": s.interceptor,
+        "interceptor_host": HOST_PORT.match(s.interceptor).group("host") if HOST_PORT.match(s.interceptor) else "",
+        "interceptor_scheme": "https" if s.interceptor_tls else "http",
+        "interceptor_prefix": s.interceptor_prefix,
+        "interceptor_timeout": _ms(t.interceptor_timeout),
+        "trusted_certificates": s.ca_bundle,
+        "screen_max_bytes": str(SCREEN_MAX_BYTES),
+        "screen_length_regex": at_most(SCREEN_MAX_BYTES),
         "access_log": s.access_log,
         "error_log": s.error_log,
         "pid_path": s.pid_path,
@@ -259,7 +306,17 @@ def write(s: ProxySettings, output: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tuning = Tuning(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Tuning)})
-    paths = {name: getattr(args, name) for name in ("listen", "access_log", "error_log", "user")}
+    names = (
+        "listen",
+        "internal_listen",
+        "interceptor",
+        "interceptor_prefix",
+        "ca_bundle",
+        "access_log",
+        "error_log",
+        "user",
+    )
+    paths = {name: getattr(args, name) for name in names}
     try:
         settings = ProxySettings.for_variant(
             args.variant,
@@ -272,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} ({settings.variant}: {settings.listen} -> {settings.upstream}, {tuning.tries} tries)")
+    print(
+        f"wrote {args.output} ({settings.variant}: {settings.listen} -> {settings.upstream}, {tuning.tries} tries; "
+        f"screens -> {settings.interceptor}; internal {settings.internal_listen})"
+    )
     return 0
 
 
@@ -282,6 +342,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", required=True, help="HOSP as HOST:PORT; HOST may be a DNS name")
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--listen", help="listen address (local: 127.0.0.1:8080, production: 80)")
+    p.add_argument("--internal-listen", help="the Lambdas' listen address (local: 127.0.0.1:8081, production: 8081)")
+    p.add_argument("--interceptor", help="screen interceptor as HOST:PORT (production: API Gateway's host name:443)")
+    p.add_argument("--interceptor-prefix", help="path before /patients/... at the interceptor (production: /api)")
+    p.add_argument("--ca-bundle", help=f"CA certificates for the interceptor's TLS (production: {SYSTEM_CA_BUNDLE})")
     p.add_argument("--access-log", help="JSON access log path")
     p.add_argument("--error-log", help="error log path")
     p.add_argument("--run-dir", default=".local/nginx", help="local variant: pid, temp files and default logs")
@@ -296,6 +360,32 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{TUNING_HELP[field.name]} (default: {default})".replace("%", "%%"),
         )
     return p
+
+
+def at_most(limit: int) -> str:
+    """A regular expression matching the decimal numbers from 0 to `limit`, without leading zeros.
+
+    NGINX's map compares strings, so "Content-Length at most N" is written as
+    the digit patterns of the numbers up to N: shorter numbers, then numbers of
+    the same length digit by digit.
+    """
+    digits = str(limit)
+    if len(digits) == 1:
+        return f"[0-{digits}]"
+    alternatives = ["0", f"[1-9][0-9]{{0,{len(digits) - 2}}}"]
+    for position, digit in enumerate(digits):
+        lowest = "1" if position == 0 else "0"
+        if digit > lowest:
+            below = f"[{lowest}-{int(digit) - 1}]"
+            rest = len(digits) - position - 1
+            alternatives.append(digits[:position] + below + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(digits)
+    return "|".join(alternatives)
+
+
+def _port(listen: str) -> str:
+    """The port of a listen value: "127.0.0.1:8081" or "8081"."""
+    return listen.rsplit(":", 1)[-1]
 
 
 def _retry_peers(t: Tuning) -> int:

@@ -1,4 +1,8 @@
-"""docs/hosp-api.yaml holds at the front door: schemathesis, every check, against the real NGINX and stand-in.
+"""docs/hosp-api.yaml holds through the proxy: schemathesis, every check, against the real NGINX and stand-in.
+
+It runs through NGINX's internal listener, which sends every request to HOSP;
+the public one sends X-ray screens to the interceptor, whose answers the
+screen tests compare with HOSP's byte for byte.
 
 A tool written elsewhere generates requests from the document (valid ones, invalid
 ones, undeclared methods, sequences that follow the document's links) and checks each
@@ -49,7 +53,7 @@ def test_the_api_document_holds_through_the_proxy_with_every_check(front_door: N
     done = subprocess.run(
         [
             schemathesis_command(), "run", str(API_DOCUMENT),
-            "--url", front_door.url,
+            "--url", front_door.internal_url,
             # A header, not --auth: with --auth, schemathesis puts the credentials back
             # into the negative cases that remove them, and then calls their (valid)
             # answers a failure.

@@ -239,7 +239,8 @@ def test_a_large_body_is_proxied_and_a_large_put_is_replayed_whole(proxy: NginxP
     # X-ray images arrive base64-encoded: bodies far larger than NGINX's memory buffer.
     images = [base64.b64encode(bytes(range(256)) * 1200).decode()]  # ~400 kB of JSON
     body = {"images": images}
-    screen = requests.post(proxy.url + "/patients/1/screen", json=body, headers=DEMO_AUTH, timeout=10)
+    # Through the internal listener, as the interceptor sends it (the public one sends screens to it).
+    screen = requests.post(proxy.internal_url + "/patients/1/screen", json=body, headers=DEMO_AUTH, timeout=10)
     direct = requests.post(fresh_hosp.url + "/patients/1/screen", json=body, headers=DEMO_AUTH, timeout=10)
     fresh_hosp.script("503")
     name = "R" * 100_000

@@ -15,6 +15,10 @@ from infra.nginx.render import ProxySettings, Tuning
 from local.nginx_proxy import nginx_binary, unprivileged_user
 
 
+API_GATEWAY = "abc123.execute-api.eu-west-2.amazonaws.com:443"
+DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
 def settings(tmp_path: Path, **tuning: Any) -> ProxySettings:
     return ProxySettings.for_variant(
         "local", "127.0.0.1:9000", tmp_path, dataclasses.replace(Tuning(), **tuning), listen="127.0.0.1:18080"
@@ -76,6 +80,8 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     logs = ["--access-log", str(tmp_path / "access.json"), "--error-log", str(tmp_path / "error.log")]
     user = " ".join(unprivileged_user())
     args = ["--variant", "production", "--upstream", "localhost:9000", "--user", user, "--output", str(output)]
+    # NGINX resolves the interceptor's name at start; the CA bundle's path is the distribution's.
+    args += ["--interceptor", "localhost:443", "--ca-bundle", DEBIAN_CA_BUNDLE]
 
     assert render.main(args + logs) == 0
     # nginx -t writes the pid file's directory only when it runs; keep it in tmp_path.
@@ -94,7 +100,7 @@ def test_every_directive_comes_from_a_template(tmp_path: Path) -> None:
     for variant_settings in (
         settings(tmp_path),
         settings(tmp_path, tries=1, access_log_buffer="off"),
-        ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, user="nginx"),
+        ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, user="nginx", interceptor=API_GATEWAY),
     ):
         lines = [line.strip() for line in render.render(variant_settings).splitlines()]
         written = [line for line in lines if line and not line.startswith("#")]
@@ -176,7 +182,8 @@ def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
         ({}, 52.0),  # the write timeout dominates: 2 + 50
         ({"write_timeout": 10.0}, 36.0),  # 3 tries of 2 + 10
         ({"write_timeout": 10.0, "tries": 5, "deadline": 20.0}, 34.0),  # the deadline stops retries: 20 + 2 + 12
-        ({"tries": 1, "write_timeout": 1.0}, 12.0),
+        ({"tries": 1, "write_timeout": 1.0, "interceptor_timeout": 1.0}, 12.0),
+        ({"write_timeout": 10.0, "interceptor_timeout": 40.0}, 42.0),  # a screen: 2 + 40
     ],
 )
 def test_worst_case_follows_the_documented_rule(change: dict[str, Any], worst: float) -> None:
@@ -189,6 +196,7 @@ def test_worst_case_follows_the_documented_rule(change: dict[str, Any], worst: f
         {"write_timeout": 60.0},  # a POST could wait connect + 60 s: CloudFront gives up first
         {"try_timeout": 20.0, "deadline": 40.0, "write_timeout": 10.0},
         {"origin_timeout": 30.0},
+        {"interceptor_timeout": 55.0},
     ],
 )
 def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
@@ -196,7 +204,9 @@ def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
 ) -> None:
     with pytest.raises(render.RenderError, match="origin timeout"):
         render.render(settings(tmp_path, **change))
-    production = ProxySettings.for_variant("production", "hosp:80", tmp_path, dataclasses.replace(Tuning(), **change))
+    production = ProxySettings.for_variant(
+        "production", "hosp:80", tmp_path, dataclasses.replace(Tuning(), **change), interceptor=API_GATEWAY
+    )
     with pytest.raises(render.RenderError, match="origin timeout"):
         render.render(production)
 
