@@ -230,7 +230,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "internal_listen": s.internal_listen,
         "internal_port": _port(s.internal_listen),
         "interceptor": s.interceptor,
-        "interceptor_host": HOST_PORT.match(s.interceptor).group("host") if HOST_PORT.match(s.interceptor) else "",
+        "interceptor_host": s.interceptor.rsplit(":", 1)[0],
         "interceptor_scheme": "https" if s.interceptor_tls else "http",
         "interceptor_prefix": s.interceptor_prefix,
         "interceptor_timeout": _ms(t.interceptor_timeout),

@@ -10,15 +10,18 @@ counting from 0 at start-up and after POST /_sim/reset. Its outcome is, in this 
 2. Otherwise the next entry of `script`, if any. Scripted outcomes consume an index k
    like any other request, so after a script of n entries the random faults resume at
    k = n (as if the scripted requests had been drawn too).
-3. Otherwise `outcome_for(seed, k, config)`, a pure function of the seed, the index and
-   the rates: one uniform draw u in [0, 1) from the first 8 bytes of
-   sha256(f"{seed}:{k}"), compared against the cumulative rates in the fixed order
-   500, 502, 503, 504, reset, slow, commit_then_fail; a slow answer's delay comes from
-   the next 8 bytes, uniformly in [min_ms, max_ms].
+3. Otherwise `outcome_for(seed, k, config, route)`, a pure function of the seed, the
+   index, the rates and the request's route: one uniform draw u in [0, 1) from the
+   first 8 bytes of sha256(f"{seed}:{k}"), compared against the cumulative rates in
+   the fixed order 500, 502, 503, 504, reset, slow, commit_then_fail; a slow answer's
+   delay comes from the next 8 bytes, uniformly in [min_ms, max_ms]. The rates are
+   those of the route's entry in `routes` if the config has one, else the top-level
+   ones (see "Per-route rates" below).
 
 No shared random generator is involved, so a benchmark that knows the seed, the
-config and how many requests reached the stand-in can recompute the exact faults, and
-from them the "realized floor" (what a perfect N-try proxy would still fail).
+config and how many requests reached the stand-in (and, with per-route rates, the
+route of each, which /_sim/requests logs) can recompute the exact faults, and from
+them the "realized floor" (what a perfect N-try proxy would still fail).
 
 commit_then_fail applies to writes only (POST, PUT, PATCH, DELETE): HOSP performs the
 write and then the answer fails (502, or a connection reset). On a read, a
@@ -28,6 +31,25 @@ Rates
 -----
 The five fault rates, slow.rate and commit_then_fail.rate are all slices of the same
 draw, so together they must not exceed 1.
+
+Per-route rates
+---------------
+`routes` maps a route name, exactly as /_sim/stats names it ("POST /notes",
+"POST /patients/{id}/screen": `Route.name` in api.py), to an entry of its own
+`rates`, `slow` and `commit_then_fail`, shaped and checked like the top level's (its
+rates too must sum to at most 1). A request of a route with an entry draws with the
+entry's rates *instead of* the top-level ones; what the entry leaves out is zero
+(or the default delay range and mode), not inherited, so `{}` means "never fails".
+Every other request draws with the top-level rates: unknown paths ("unmatched"), a
+method a path does not take (405), and HEAD, which stats name "HEAD /notes" and which
+no route is named. The draw itself does not change: u is still the k-th draw of the
+seed, so per-route rates keep results reproducible and only change which slice of
+[0, 1) a given u falls in. Script and outage come first, as above.
+
+This lets a benchmark say "20% of POST /notes fail, half of them after the commit;
+5% of GET /notes fail; screens never fail" in one config. An update merges route
+entries field by field like everything else; `"POST /notes": null` removes that
+route's entry.
 """
 
 from __future__ import annotations
@@ -40,6 +62,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -52,6 +75,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from local.hosp_standin.api import ROUTES
 from local.hosp_standin.parsing import BadJson, decimal, json_value
 
 RateKey = Literal["500", "502", "503", "504", "reset"]
@@ -68,6 +92,8 @@ MAX_DELAY_MS = 120_000
 MAX_SCRIPT_ENTRIES = 10_000
 # Floating-point slack for "rates sum to at most 1" (0.1 + 0.2 + 0.7 is 1.0000000000000002).
 _RATE_SUM_SLACK = 1e-9
+# The keys "routes" takes: the names /_sim/stats gives the routes, in ROUTES order.
+ROUTE_NAMES: tuple[str, ...] = tuple(route.name for route in ROUTES)
 
 
 class FaultConfigError(ValueError):
@@ -93,6 +119,13 @@ def _expecting(description: str) -> WrapValidator:
     return WrapValidator(check)
 
 
+def _known_route(name: str) -> str:
+    if name not in ROUTE_NAMES:
+        # Reported as an unknown key of routes, with the valid names (see _explained).
+        raise PydanticCustomError("unknown_route", "unknown route")
+    return name
+
+
 def _script_entries(value: object) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or len(value) > MAX_SCRIPT_ENTRIES:
         raise PydanticCustomError("fault_field", f"must be a list of at most {MAX_SCRIPT_ENTRIES} outcomes")
@@ -103,6 +136,7 @@ def _script_entries(value: object) -> tuple[str, ...]:
 
 Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), _expecting("a number between 0 and 1")]
 DelayMs = Annotated[int, Field(ge=0, le=MAX_DELAY_MS), _expecting(f"an integer of milliseconds in 0..{MAX_DELAY_MS}")]
+RouteName = Annotated[str, AfterValidator(_known_route)]
 
 
 class _Strict(BaseModel):
@@ -132,18 +166,16 @@ def _zero_rates() -> dict[RateKey, float]:
     return dict.fromkeys(RATE_KEYS, 0.0)
 
 
-class FaultConfig(_Strict):
-    """The effective fault configuration, in the JSON shape of /_sim/faults.
+class FaultRates(_Strict):
+    """The slices of one draw: the top level of the config, or one entry of its routes.
 
-    Build and change it with `apply_update`, which validates partial updates.
+    One class for both, so that a route's entry takes exactly the top level's shape
+    and checks, and `outcome_for` reads either the same way.
     """
 
-    seed: Annotated[int, _expecting("an integer")] = 1
     rates: dict[RateKey, Rate] = Field(default_factory=_zero_rates)
     slow: SlowConfig = SlowConfig()
     commit_then_fail: CommitThenFailConfig = CommitThenFailConfig()
-    outage: Annotated[bool, _expecting("true or false")] = False
-    script: Annotated[tuple[str, ...], BeforeValidator(_script_entries)] = ()
 
     @field_validator("rates", mode="after")
     @classmethod
@@ -161,11 +193,39 @@ class FaultConfig(_Strict):
             )
         return self
 
+
+class FaultConfig(FaultRates):
+    """The effective fault configuration, in the JSON shape of /_sim/faults.
+
+    Its own rates, slow and commit_then_fail (inherited) apply to every request
+    whose route has no entry in `routes`. Build and change it with `apply_update`,
+    which validates partial updates.
+    """
+
+    seed: Annotated[int, _expecting("an integer")] = 1
+    outage: Annotated[bool, _expecting("true or false")] = False
+    script: Annotated[tuple[str, ...], BeforeValidator(_script_entries)] = ()
+    # null as an entry is how an update removes a route's entry; _without_removed
+    # drops those, so the effective config never holds one.
+    routes: dict[RouteName, FaultRates | None] = Field(default_factory=dict)
+
+    @field_validator("routes", mode="after")
+    @classmethod
+    def _without_removed(cls, routes: dict[str, FaultRates | None]) -> dict[str, FaultRates | None]:
+        # In ROUTES order, so that GET /_sim/faults lists them the same way every time.
+        return {name: routes[name] for name in ROUTE_NAMES if routes.get(name) is not None}
+
+    def rates_for(self, route: str | None) -> FaultRates:
+        """The slices a request of `route` (named as /_sim/stats names it) draws with."""
+        entry = self.routes.get(route) if route is not None else None
+        return entry if entry is not None else self
+
     def to_json(self) -> dict[str, Any]:
         """The JSON shape of GET /_sim/faults (and what PUT accepts)."""
         shape = self.model_dump(mode="json")
         shape["script"] = list(self.script)
-        return dict(shape)
+        # The seed first, as the document shows it: it governs everything below it.
+        return {"seed": shape.pop("seed"), **shape}
 
 
 DEFAULT_CONFIG = FaultConfig()
@@ -211,27 +271,31 @@ def _unit_interval(chunk: bytes) -> float:
     return int.from_bytes(chunk, "big") / 2.0**64
 
 
-def outcome_for(seed: int, k: int, config: FaultConfig) -> Outcome:
+def outcome_for(seed: int, k: int, config: FaultConfig, route: str | None = None) -> Outcome:
     """The random outcome of the k-th API request: a pure function of its arguments.
 
-    Only config's rates, slow and commit_then_fail settings are read (not its seed,
-    outage or script: see the module docstring for how those take precedence).
+    route is the request's route as /_sim/stats and /_sim/requests name it ("POST
+    /notes"); the rates of its entry in config.routes apply, if it has one, else the
+    top-level ones. Only rates, slow, commit_then_fail and routes are read (not the
+    config's seed, outage or script: see the module docstring for how those take
+    precedence).
     """
+    slices = config.rates_for(route)
     digest = hashlib.sha256(f"{seed}:{k}".encode()).digest()
     draw = _unit_interval(digest[:8])
     edge = 0.0
     for key in RATE_KEYS:
-        edge += config.rates[key]
+        edge += slices.rates[key]
         if draw < edge:
             return Outcome(key)
-    edge += config.slow.rate
+    edge += slices.slow.rate
     if draw < edge:
-        span = config.slow.max_ms - config.slow.min_ms
+        span = slices.slow.max_ms - slices.slow.min_ms
         # A second, independent draw picks the delay; int(x * (span + 1)) <= span as x < 1.
-        return Outcome("slow", delay_ms=config.slow.min_ms + int(_unit_interval(digest[8:16]) * (span + 1)))
-    edge += config.commit_then_fail.rate
+        return Outcome("slow", delay_ms=slices.slow.min_ms + int(_unit_interval(digest[8:16]) * (span + 1)))
+    edge += slices.commit_then_fail.rate
     if draw < edge:
-        return Outcome("commit_then_fail", mode=config.commit_then_fail.mode)
+        return Outcome("commit_then_fail", mode=slices.commit_then_fail.mode)
     return OK
 
 
@@ -265,9 +329,10 @@ def apply_update(config: FaultConfig, update: object) -> FaultConfig:
     """A new config: `config` with the fields given in `update` replaced, after validation.
 
     Fields are replaced one by one, also inside rates, slow and commit_then_fail:
-    {"rates": {"503": 0.1}} changes the 503 rate and keeps the others. A given
-    "script" replaces the whole remaining script. Raises FaultConfigError, whose
-    message names every field in error.
+    {"rates": {"503": 0.1}} changes the 503 rate and keeps the others. The same
+    holds in routes: a route's entry is created or changed field by field, and null
+    removes it. A given "script" replaces the whole remaining script. Raises
+    FaultConfigError, whose message names every field in error.
     """
     if not isinstance(update, Mapping):
         raise FaultConfigError(f"the fault config must be a JSON object, got {_shown(update)}")
@@ -288,9 +353,10 @@ def _merged(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
-# The keys each object of the config takes, for "unknown key" messages.
+# The keys each object of the config takes, for "unknown key" messages; inside a
+# route's entry, those of the same objects, and the entry itself takes FaultRates'.
 _ALLOWED_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
-    (): tuple(FaultConfig.model_fields),
+    (): tuple(DEFAULT_CONFIG.to_json()),
     ("rates",): RATE_KEYS,
     ("slow",): tuple(SlowConfig.model_fields),
     ("commit_then_fail",): tuple(CommitThenFailConfig.model_fields),
@@ -298,29 +364,55 @@ _ALLOWED_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
 
 
 def _explained(error: ValidationError) -> list[str]:
-    """One sentence per problem, naming the field as a dotted path (rates.503)."""
+    """One sentence per problem, naming the field as a dotted path (rates.503, or
+    routes["POST /notes"].rates.503 inside a route's entry)."""
     details = [(tuple(str(part) for part in detail["loc"]), detail) for detail in error.errors()]
     unknown: dict[tuple[str, ...], list[str]] = {}
     for loc, detail in details:
         if detail["type"] == "extra_forbidden":
             unknown.setdefault(loc[:-1], []).append(loc[-1])
-        elif loc[-1:] == ("[key]",):  # a key of rates outside RATE_KEYS
+        elif loc[-1:] == ("[key]",):  # a key of rates outside RATE_KEYS, of routes outside ROUTE_NAMES
             unknown.setdefault(loc[:-2], []).append(loc[-2])
-    problems = []
-    for where, keys in unknown.items():
-        name, allowed = ".".join(where) or "the fault config", ", ".join(_ALLOWED_KEYS.get(where, ()))
-        problems.append(f"unknown key(s) in {name}: {', '.join(keys)} (allowed: {allowed})")
+    problems = [_unknown_keys(where, keys) for where, keys in unknown.items()]
     for loc, detail in details:
         # The value of an unknown key is not worth a second message.
         if not any(loc[: len(where) + 1] == (*where, key) for where, keys in unknown.items() for key in keys):
-            problems.append(_problem(detail, ".".join(loc) or "the fault config"))
+            problems.append(_problem(detail, loc))
     return problems
 
 
-def _problem(detail: ErrorDetails, name: str) -> str:
+def _in_route(loc: tuple[str, ...]) -> bool:
+    """Whether loc lies inside (or is) one entry of routes."""
+    return loc[:1] == ("routes",) and len(loc) > 1
+
+
+def _name(loc: tuple[str, ...]) -> str:
+    if _in_route(loc):
+        # Route names hold spaces and slashes: quoted, they stay readable as one key.
+        return ".".join((f'routes["{loc[1]}"]', *loc[2:]))
+    return ".".join(loc) or "the fault config"
+
+
+def _unknown_keys(where: tuple[str, ...], keys: list[str]) -> str:
+    if where == ("routes",):
+        return (
+            f"unknown route(s) in routes: {', '.join(_shown(key) for key in keys)}; "
+            f"routes are named as /_sim/stats names them: {', '.join(ROUTE_NAMES)}"
+        )
+    if _in_route(where):
+        allowed = _ALLOWED_KEYS.get(where[2:], ()) if where[2:] else tuple(FaultRates.model_fields)
+    else:
+        allowed = _ALLOWED_KEYS.get(where, ())
+    return f"unknown key(s) in {_name(where)}: {', '.join(keys)} (allowed: {', '.join(allowed)})"
+
+
+def _problem(detail: ErrorDetails, loc: tuple[str, ...]) -> str:
+    name = _name(loc)
     if detail["type"] == "value_error":  # raised by the checks above, as a whole sentence
-        return str(detail.get("ctx", {}).get("error", detail["msg"]))
-    if detail["type"] == "model_type":
+        sentence = str(detail.get("ctx", {}).get("error", detail["msg"]))
+        # The sentence names fields from the top of an entry ("slow.min_ms"); say which.
+        return f"{_name(loc[:2])}: {sentence}" if _in_route(loc) else sentence
+    if detail["type"] in ("model_type", "dict_type"):
         return f"{name} must be a JSON object, got {_shown(detail['input'])}"
     # "fault_field" errors say "must be ...", pydantic's own say "Input should be ...".
     return f"{name} {detail['msg']}, got {_shown(detail['input'])}"
@@ -414,8 +506,12 @@ class FaultState:
             self._config = self._startup
             self._next_index = 0
 
-    def next_outcome(self, method: str) -> tuple[int, Outcome]:
-        """Take the next index k and decide the outcome of that request."""
+    def next_outcome(self, method: str, route: str | None = None) -> tuple[int, Outcome]:
+        """Take the next index k and decide the outcome of that request.
+
+        route is the request's route as /_sim/stats names it, which picks its entry
+        of the config's routes (None, or a name without an entry: the top level).
+        """
         with self._lock:
             k = self._next_index
             self._next_index += 1
@@ -425,4 +521,4 @@ class FaultState:
             if config.script:
                 self._config = config.model_copy(update={"script": config.script[1:]})
                 return k, parse_script_entry(config.script[0]).for_method(method)
-            return k, outcome_for(config.seed, k, config).for_method(method)
+            return k, outcome_for(config.seed, k, config, route).for_method(method)

@@ -279,12 +279,15 @@ class HospRequestHandler(BaseHTTPRequestHandler):
             self._send(sim.handle(self.server.state, self.command, target.path, query, body))
             return
         state = self.server.state
-        index, outcome = state.faults.next_outcome(self.command)
+        # One name for the route both picks the route's fault rates and counts the
+        # request in /_sim/stats, so a benchmark can recompute outcomes from the log.
+        route = api.route_name(self.command, target.path)
+        index, outcome = state.faults.next_outcome(self.command, route)
         entry = state.stats.record_arrival(
             index=index,
             method=self.command,
             path=self.path,
-            route=api.route_name(self.command, target.path),
+            route=route,
             user=api.basic_user(self.headers.get("Authorization")),
             request_id=self.headers.get("X-Request-Id"),
             patient_id=self.headers.get("X-Patient-Id"),

@@ -52,7 +52,7 @@ class Patient:
 class Staff:
     id: int
     name: str
-    role: str  # "vet", "nurse" or "admin"
+    role: str  # one of STAFF_ROLES
     username: str
     hospital_id: int
     created_at: str
@@ -82,6 +82,16 @@ class DemoAccount:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
+# The roles a staff record can have (the Staff schema of docs/hosp-api.yaml lists the
+# same). "service" is an account that a program, not a person, signs in with.
+STAFF_ROLES: tuple[str, ...] = ("vet", "nurse", "admin", "service")
+
+# The account of the note worker, which writes X-ray notes into HOSP on behalf of
+# nurses. A staff record of its own (role "service") keeps the notes it writes
+# apart from those a person wrote, and lets it be revoked without touching anyone's
+# login. The local stack reads its credentials and staff id from here.
+NOTES_SERVICE_ACCOUNT = DemoAccount("notes-service", "notes-service-local-only", staff_id=5)
+
 # The demo accounts, documented in docs/hosp-api.yaml. They are fixtures of a local
 # test server, not secrets: the stand-in never runs anywhere but on a developer's
 # machine or in CI.
@@ -90,6 +100,7 @@ DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
     DemoAccount("dr-vega", "vetpass", staff_id=2),
     DemoAccount("nurse-kim", "nursepass", staff_id=3),
     DemoAccount("admin-ola", "adminpass", staff_id=4),
+    NOTES_SERVICE_ACCOUNT,
 )
 
 _SEED_HOSPITALS = (
@@ -104,6 +115,7 @@ _SEED_STAFF = (
     ("Dr. Elena Vega", "vet", "dr-vega", 1),
     ("Kim Park", "nurse", "nurse-kim", 2),
     ("Ola Nordmann", "admin", "admin-ola", 1),
+    ("X-ray Notes Service", "service", "notes-service", 1),
 )
 
 _SEED_PATIENTS = (

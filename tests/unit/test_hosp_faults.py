@@ -14,6 +14,7 @@ import pytest
 from local.hosp_standin.faults import (
     DEFAULT_CONFIG,
     OK,
+    ROUTE_NAMES,
     FaultConfig,
     FaultConfigError,
     FaultState,
@@ -209,6 +210,51 @@ def test_invalid_updates_are_refused_with_a_clear_message(update: Any, message: 
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        (
+            {"routes": {"POST /note": {"rates": {"503": 0.1}}}},
+            "unknown route(s) in routes: 'POST /note'; routes are named as /_sim/stats names them: "
+            + ", ".join(ROUTE_NAMES),
+        ),
+        # Names /_sim/stats gives requests that no route answers are no keys either.
+        ({"routes": {"HEAD /notes": {}}}, "unknown route(s) in routes: 'HEAD /notes'"),
+        ({"routes": {"unmatched": {}}}, "unknown route(s) in routes: 'unmatched'"),
+        ({"routes": {"post /notes": {}}}, "unknown route(s) in routes: 'post /notes'"),
+        # Removing the entry of an unknown route is a typo too, not a no-op.
+        ({"routes": {"POST /note": None}}, "unknown route(s) in routes: 'POST /note'"),
+        (
+            {"routes": {"POST /notes": {"rates": {"502": 0.6}, "commit_then_fail": {"rate": 0.5}}}},
+            'routes["POST /notes"]: fault rates sum to 1.1, more than 1',
+        ),
+        (
+            {"routes": {"GET /notes": {"slow": {"min_ms": 500, "max_ms": 100}}}},
+            'routes["GET /notes"]: slow.min_ms (500) must not exceed slow.max_ms (100)',
+        ),
+        (
+            {"routes": {"POST /notes": {"rates": {"503": 1.5}}}},
+            'routes["POST /notes"].rates.503 must be a number between 0 and 1, got 1.5',
+        ),
+        ({"routes": {"POST /notes": {"rates": {"404": 0.1}}}}, 'unknown key(s) in routes["POST /notes"].rates: 404'),
+        (
+            {"routes": {"POST /notes": {"seed": 3}}},
+            'unknown key(s) in routes["POST /notes"]: seed (allowed: rates, slow, commit_then_fail)',
+        ),
+        (
+            {"routes": {"POST /notes": {"commit_then_fail": {"mode": "503"}}}},
+            'routes["POST /notes"].commit_then_fail.mode must be one of 502, reset',
+        ),
+        ({"routes": {"POST /notes": 0.2}}, 'routes["POST /notes"] must be a JSON object, got 0.2'),
+        ({"routes": ["POST /notes"]}, "routes must be a JSON object, got ['POST /notes']"),
+    ],
+)
+def test_invalid_route_entries_are_refused_with_a_clear_message(update: Any, message: str) -> None:
+    with pytest.raises(FaultConfigError) as raised:
+        apply_update(DEFAULT_CONFIG, update)
+    assert message in str(raised.value)
+
+
 def test_rates_summing_to_exactly_one_are_accepted_despite_float_rounding() -> None:
     config = apply_update(DEFAULT_CONFIG, {"rates": {"500": 0.1, "502": 0.2}, "slow": {"rate": 0.7}})
 
@@ -268,3 +314,136 @@ def test_fault_config_text_is_inline_json_or_a_file(tmp_path: Path) -> None:
     assert load_config_text(f"@{path}") == {"rates": {"502": 0.25}}
     with pytest.raises(FaultConfigError, match="not valid JSON"):
         load_config_text("{rates")
+
+
+# --- per-route rates -------------------------------------------------------------------
+
+# The benchmark's mix: 20% of POST /notes fail, half of them after the note is stored;
+# 5% of GET /notes fail; screens never fail; everything else as the top level says.
+PER_ROUTE = apply_update(
+    DEFAULT_CONFIG,
+    {
+        "seed": 7,
+        "rates": {"503": 0.3},
+        "routes": {
+            "POST /notes": {"rates": {"502": 0.05, "reset": 0.05}, "commit_then_fail": {"rate": 0.1}},
+            "GET /notes": {"rates": {"503": 0.05}},
+            "POST /patients/{id}/screen": {},
+        },
+    },
+)
+
+
+def test_a_route_entry_replaces_the_top_level_rates_for_its_route_only() -> None:
+    draws = 20_000
+
+    def shares(route: str | None) -> dict[str, float]:
+        counts = Counter(outcome_for(7, k, PER_ROUTE, route).label for k in range(draws))
+        return {label: count / draws for label, count in counts.items()}
+
+    notes_post, notes_get = shares("POST /notes"), shares("GET /notes")
+
+    # Seeded draws: these cannot flake, and 0.01 is over six standard deviations.
+    assert set(notes_post) == {"ok", "502", "reset", "commit_then_fail:502"}
+    assert notes_post["502"] == pytest.approx(0.05, abs=0.01)
+    assert notes_post["reset"] == pytest.approx(0.05, abs=0.01)
+    assert notes_post["commit_then_fail:502"] == pytest.approx(0.10, abs=0.01)
+    assert set(notes_get) == {"ok", "503"}
+    assert notes_get["503"] == pytest.approx(0.05, abs=0.01)
+    assert shares("POST /patients/{id}/screen") == {"ok": 1.0}
+    # A route without an entry, and requests no route answers, keep the top level's 30% 503.
+    top_level = [outcome_for(7, k, PER_ROUTE) for k in range(draws)]
+    for route in ("GET /hospitals", "unmatched", "HEAD /notes", "POST /hospitals/{id}"):
+        assert [outcome_for(7, k, PER_ROUTE, route) for k in range(draws)] == top_level
+    assert Counter(o.label for o in top_level)["503"] / draws == pytest.approx(0.3, abs=0.02)
+
+
+def test_a_route_entry_reslices_the_same_draw() -> None:
+    # The entry changes which slice of [0, 1) a draw falls in, never the draw itself:
+    # the same 30% of indices fail whichever of these configs is live.
+    as_503 = apply_update(DEFAULT_CONFIG, {"routes": {"GET /notes": {"rates": {"503": 0.3}}}})
+    as_500 = apply_update(DEFAULT_CONFIG, {"rates": {"500": 0.3}})
+
+    in_route = [outcome_for(1, k, as_503, "GET /notes").label for k in range(3000)]
+    at_top = [outcome_for(1, k, as_500).label for k in range(3000)]
+
+    assert [label == "503" for label in in_route] == [label == "500" for label in at_top]
+    assert {"503", "ok"} == set(in_route)
+
+
+def test_per_route_outcomes_are_a_pure_function_of_seed_index_and_route() -> None:
+    routes = [ROUTE_NAMES[k % len(ROUTE_NAMES)] for k in range(600)] + ["unmatched"] * 50
+
+    def run() -> list[tuple[int, Outcome]]:
+        state = FaultState(PER_ROUTE)
+        return [state.next_outcome(route.split()[0] if route != "unmatched" else "GET", route) for route in routes]
+
+    first = run()
+
+    assert run() == first
+    assert first == [
+        (k, outcome_for(7, k, PER_ROUTE, route).for_method(route.split()[0] if route != "unmatched" else "GET"))
+        for k, route in enumerate(routes)
+    ]
+
+
+def test_commit_then_fail_in_a_route_entry_applies_to_that_write() -> None:
+    state = FaultState(apply_update(DEFAULT_CONFIG, {"routes": {"POST /notes": {"commit_then_fail": {"rate": 1.0}}}}))
+
+    assert state.next_outcome("POST", "POST /notes") == (0, Outcome("commit_then_fail", mode="502"))
+    assert state.next_outcome("POST", "POST /hospitals") == (1, OK)
+    assert state.next_outcome("POST", None) == (2, OK)
+
+
+def test_script_and_outage_come_before_route_entries() -> None:
+    state = FaultState(
+        apply_update(DEFAULT_CONFIG, {"script": ["ok"], "routes": {"GET /notes": {"rates": {"504": 1.0}}}})
+    )
+
+    assert state.next_outcome("GET", "GET /notes") == (0, OK)
+    assert state.next_outcome("GET", "GET /notes") == (1, Outcome("504"))
+    state.update({"outage": True})
+    assert state.next_outcome("GET", "GET /notes") == (2, Outcome("outage"))
+
+
+def test_route_entries_are_updated_field_by_field_and_removed_with_null() -> None:
+    config = apply_update(DEFAULT_CONFIG, {"routes": {"POST /notes": {"rates": {"502": 0.1}}}})
+    config = apply_update(
+        config,
+        {"routes": {"POST /notes": {"rates": {"503": 0.2}, "slow": {"rate": 0.1}}, "GET /notes": {}}},
+    )
+
+    notes = config.routes["POST /notes"]
+    assert notes is not None
+    assert notes.rates == {"500": 0.0, "502": 0.1, "503": 0.2, "504": 0.0, "reset": 0.0}
+    assert (notes.slow.rate, notes.slow.min_ms, notes.slow.max_ms) == (0.1, 2000, 20000)
+    # Left out is zero, not the top level's: an empty entry never fails.
+    assert config.rates_for("GET /notes").rates == dict.fromkeys(["500", "502", "503", "504", "reset"], 0.0)
+
+    removed = apply_update(config, {"routes": {"POST /notes": None}})
+
+    assert list(removed.routes) == ["GET /notes"]
+    assert "POST /notes" not in removed.to_json()["routes"]
+    assert removed.rates_for("POST /notes") is removed
+
+
+def test_a_per_route_config_round_trips_through_its_json_shape() -> None:
+    shape = PER_ROUTE.to_json()
+
+    assert apply_update(DEFAULT_CONFIG, json.loads(json.dumps(shape))) == PER_ROUTE
+    # Listed in ROUTES order, whatever order they were given in.
+    assert list(shape["routes"]) == ["POST /patients/{id}/screen", "GET /notes", "POST /notes"]
+    assert shape["routes"]["GET /notes"] == {
+        "rates": {"500": 0.0, "502": 0.0, "503": 0.05, "504": 0.0, "reset": 0.0},
+        "slow": {"rate": 0.0, "min_ms": 2000, "max_ms": 20000},
+        "commit_then_fail": {"rate": 0.0, "mode": "502"},
+    }
+
+
+def test_reset_restores_the_startup_route_entries() -> None:
+    state = FaultState(PER_ROUTE)
+    state.update({"routes": {"POST /notes": None, "GET /hospitals": {"rates": {"500": 1.0}}}})
+
+    state.reset()
+
+    assert state.config == PER_ROUTE

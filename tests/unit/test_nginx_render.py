@@ -14,7 +14,6 @@ from infra.nginx import render
 from infra.nginx.render import ProxySettings, Tuning
 from local.nginx_proxy import nginx_binary, unprivileged_user
 
-
 API_GATEWAY = "abc123.execute-api.eu-west-2.amazonaws.com:443"
 DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
