@@ -17,10 +17,10 @@ import pytest
 import requests
 
 from local.hosp_standin import RunningServer, start_server
-from local.hosp_standin.faults import DEFAULT_CONFIG, apply_update, outcome_for
+from local.hosp_standin.faults import DEFAULT_CONFIG, ROUTE_NAMES, apply_update, outcome_for
 from local.hosp_standin.server import MAX_BODY_BYTES
 from local.hosp_standin.stats import REQUEST_LOG_SIZE
-from local.hosp_standin.store import DEMO_ACCOUNTS, DemoAccount
+from local.hosp_standin.store import DEMO_ACCOUNTS, NOTES_SERVICE_ACCOUNT, DemoAccount
 from local.processes import ROOT
 
 SEED = 5
@@ -119,6 +119,26 @@ def test_every_demo_account_is_accepted_as_its_staff_record(standin: RunningServ
 
     assert answer.status_code == 200
     assert answer.json()["username"] == account.username
+
+
+def test_the_notes_service_account_is_a_service_staff_record_that_can_write_notes(standin: RunningServer) -> None:
+    service = (NOTES_SERVICE_ACCOUNT.username, NOTES_SERVICE_ACCOUNT.password)
+
+    staff = call(standin, "GET", f"/staffs/{NOTES_SERVICE_ACCOUNT.staff_id}", auth=service).json()
+    note = call(standin, "POST", "/notes", auth=service, json={**NOTE, "staff_id": NOTES_SERVICE_ACCOUNT.staff_id})
+
+    assert (NOTES_SERVICE_ACCOUNT.username, NOTES_SERVICE_ACCOUNT.staff_id) == ("notes-service", 5)
+    assert {k: staff[k] for k in ("id", "name", "role", "username", "hospital_id")} == {
+        "id": 5,
+        "name": "X-ray Notes Service",
+        "role": "service",
+        "username": "notes-service",
+        "hospital_id": 1,
+    }
+    assert note.status_code == 201
+    assert note.json()["staff_id"] == 5
+    # Its password is its own: another account's does not open it.
+    assert call(standin, "GET", "/hospitals", auth=("notes-service", PASSWORD)).status_code == 401
 
 
 def test_seed_data_is_deterministic_and_rails_shaped(standin: RunningServer) -> None:
@@ -438,6 +458,57 @@ def test_random_faults_follow_outcome_for_request_by_request(standin: RunningSer
     assert {500, 503, 200} <= set(statuses)
 
 
+def test_a_route_entry_faults_its_route_and_no_other(standin: RunningServer) -> None:
+    set_faults(
+        standin,
+        routes={"POST /notes": {"commit_then_fail": {"rate": 1.0}}, "GET /hospitals": {"rates": {"503": 1.0}}},
+    )
+
+    commit_lost = call(standin, "POST", "/notes", json=NOTE)
+    notes = call(standin, "GET", "/notes")
+    listed = call(standin, "GET", "/hospitals")
+    created = call(standin, "POST", "/hospitals", json={"name": "Riverside Clinic"})
+    # HEAD has no route name of its own ("HEAD /hospitals"): the top level's rates.
+    head = call(standin, "HEAD", "/hospitals")
+
+    assert commit_lost.status_code == 502
+    assert commit_lost.json() == {"error": "injected 502 after commit"}
+    # The note was stored all the same, and reading it back is not faulted.
+    assert notes.status_code == 200
+    assert [n["title"] for n in notes.json()] == [NOTE["title"]]
+    assert listed.status_code == 503
+    assert listed.json() == {"error": "injected 503"}
+    assert created.status_code == 201
+    assert head.status_code == 200
+    assert sim(standin, "stats")["by_outcome"] == {"commit_then_fail:502": 1, "ok": 3, "503": 1}
+
+
+def test_random_per_route_faults_follow_outcome_for_with_the_logged_route(standin: RunningServer) -> None:
+    update = {
+        "seed": 11,
+        "rates": {"500": 0.3},
+        "routes": {"GET /patients/{id}": {"rates": {"503": 0.4}}, "GET /staffs/{id}": {}},
+    }
+    config = apply_update(DEFAULT_CONFIG, update)
+    set_faults(standin, **update)
+
+    paths = ["/patients/1", "/staffs/1", "/hospitals/1", "/nowhere"] * 15
+    statuses = [call(standin, "GET", path).status_code for path in paths]
+    log = sim(standin, "requests")
+
+    def expected(k: int, route: str, unfaulted: int) -> int:
+        outcome = outcome_for(11, k, config, route)
+        return unfaulted if outcome.kind == "ok" else int(outcome.kind)
+
+    unfaulted = {"/nowhere": 404}
+    assert statuses == [expected(r["index"], r["route"], unfaulted.get(r["path"], 200)) for r in log]
+    by_path = {path: {s for p, s in zip(paths, statuses, strict=True) if p == path} for path in set(paths)}
+    assert by_path["/patients/1"] == {200, 503}
+    assert by_path["/staffs/1"] == {200}
+    assert by_path["/hospitals/1"] == {200, 500}
+    assert by_path["/nowhere"] == {404, 500}
+
+
 # --- /_sim ---------------------------------------------------------------------------------
 
 
@@ -454,6 +525,27 @@ def test_fault_config_get_put_and_validation(standin: RunningServer) -> None:
     assert "sum to 1.2" in too_much.json()["error"]
     assert not_json.status_code == 400
     assert sim(standin, "faults") == updated  # refused updates change nothing
+
+
+def test_fault_config_routes_are_shown_changed_and_checked(standin: RunningServer) -> None:
+    assert sim(standin, "faults")["routes"] == {}
+
+    updated = set_faults(standin, routes={"POST /notes": {"rates": {"502": 0.2}}})
+    unknown = requests.put(f"{standin.url}/_sim/faults", json={"routes": {"POST /note": {}}}, timeout=5)
+
+    assert updated["routes"] == {
+        "POST /notes": {
+            "rates": {"500": 0.0, "502": 0.2, "503": 0.0, "504": 0.0, "reset": 0.0},
+            "slow": {"rate": 0.0, "min_ms": 2000, "max_ms": 20000},
+            "commit_then_fail": {"rate": 0.0, "mode": "502"},
+        }
+    }
+    assert sim(standin, "faults") == updated
+    assert unknown.status_code == 400
+    message = unknown.json()["error"]
+    assert "unknown route(s) in routes: 'POST /note'" in message
+    assert all(name in message for name in ROUTE_NAMES)
+    assert set_faults(standin, routes={"POST /notes": None})["routes"] == {}
 
 
 def test_stats_count_api_requests_by_method_route_outcome_and_status(standin: RunningServer) -> None:

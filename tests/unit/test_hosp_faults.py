@@ -372,19 +372,21 @@ def test_a_route_entry_reslices_the_same_draw() -> None:
 
 
 def test_per_route_outcomes_are_a_pure_function_of_seed_index_and_route() -> None:
-    routes = [ROUTE_NAMES[k % len(ROUTE_NAMES)] for k in range(600)] + ["unmatched"] * 50
+    # (method, route as /_sim/stats names it): every route in turn, then unknown paths.
+    arrivals = [(name.split()[0], name) for name in ROUTE_NAMES] * 50 + [("GET", "unmatched")] * 50
 
     def run() -> list[tuple[int, Outcome]]:
         state = FaultState(PER_ROUTE)
-        return [state.next_outcome(route.split()[0] if route != "unmatched" else "GET", route) for route in routes]
+        return [state.next_outcome(method, route) for method, route in arrivals]
 
     first = run()
 
     assert run() == first
+    # What a benchmark recomputes from the seed, the config and the logged routes.
     assert first == [
-        (k, outcome_for(7, k, PER_ROUTE, route).for_method(route.split()[0] if route != "unmatched" else "GET"))
-        for k, route in enumerate(routes)
+        (k, outcome_for(7, k, PER_ROUTE, route).for_method(method)) for k, (method, route) in enumerate(arrivals)
     ]
+    assert {outcome.label for _, outcome in first} >= {"ok", "502", "503", "reset", "commit_then_fail:502"}
 
 
 def test_commit_then_fail_in_a_route_entry_applies_to_that_write() -> None:
