@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 from chalice import Chalice, Response
+from chalice.app import SQSEvent
 
-from chalicelib import health
+from chalicelib import config, health, note_worker, screen
 
 app = Chalice(app_name="hosp-reliability")
+# Every body is binary to API Gateway, so that HOSP's answers reach the nurse
+# byte for byte, whatever their type (docs/screen.md).
+app.api.binary_types = ["*/*"]
 
 
 @app.route("/health", methods=["GET"])
 def get_health() -> Response:
     status, body = health.report()
-    return Response(body=body, status_code=status)
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+
+
+# Any content type: HOSP, not this app, decides what a screen body may be.
+@app.route("/patients/{patient_id}/screen", methods=["POST"], content_types=["*/*"])
+def post_screen(patient_id: str) -> Response:
+    request = app.current_request
+    assert request is not None  # always set while a route runs
+    raw = request.raw_body
+    answer = screen.intercept(patient_id, raw if isinstance(raw, bytes) else raw.encode(), request.headers)
+    headers: dict[str, str | list[str]] = {}
+    for name, value in answer.headers:
+        existing = headers.get(name)
+        headers[name] = value if existing is None else [*([existing] if isinstance(existing, str) else existing), value]
+    return Response(body=answer.body, status_code=answer.status, headers=headers)
+
+
+@app.on_sqs_message(queue=config.note_queue_name(), batch_size=1)
+def write_note(event: SQSEvent) -> None:
+    for record in event:
+        attributes = record.to_dict().get("attributes", {})
+        note_worker.handle(
+            note_worker.Message(
+                body=record.body,
+                receipt_handle=record.receipt_handle,
+                receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+                queue_url=note_worker.queue_url_of(record.to_dict().get("eventSourceARN", "")),
+            )
+        )

@@ -31,7 +31,25 @@ from urllib.parse import urlsplit
 # Environment variable names, in one place.
 STAGE = "STAGE"
 HOSP_BASE_URL = "HOSP_BASE_URL"
-VARIABLES = (STAGE, HOSP_BASE_URL)
+# The note queue and its dead-letter queue; by default named after the stage.
+NOTE_QUEUE_NAME = "NOTE_QUEUE_NAME"
+NOTE_DEAD_LETTER_QUEUE_NAME = "NOTE_DEAD_LETTER_QUEUE_NAME"
+# The HOSP service account that writes the notes: in AWS a Secrets Manager
+# secret {"username", "password", "staff_id"}; locally the three variables.
+HOSP_SERVICE_SECRET_ID = "HOSP_SERVICE_SECRET_ID"
+HOSP_SERVICE_USERNAME = "HOSP_SERVICE_USERNAME"
+HOSP_SERVICE_PASSWORD = "HOSP_SERVICE_PASSWORD"
+HOSP_SERVICE_STAFF_ID = "HOSP_SERVICE_STAFF_ID"
+VARIABLES = (
+    STAGE,
+    HOSP_BASE_URL,
+    NOTE_QUEUE_NAME,
+    NOTE_DEAD_LETTER_QUEUE_NAME,
+    HOSP_SERVICE_SECRET_ID,
+    HOSP_SERVICE_USERNAME,
+    HOSP_SERVICE_PASSWORD,
+    HOSP_SERVICE_STAFF_ID,
+)
 
 DEFAULT_STAGE = "local"
 PLACEHOLDER_LABEL = "example"
@@ -86,3 +104,24 @@ def _hosp_base_url_problems(value: str) -> list[str]:
     if is_placeholder_host(host):
         return [f"{HOSP_BASE_URL} is a placeholder host name, not a real HOSP proxy"]
     return []
+
+
+def stage(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(STAGE, DEFAULT_STAGE)
+
+
+def note_queue_name(environ: Mapping[str, str] | None = None) -> str:
+    """The FIFO note queue: hosp-reliability-<stage>-notes.fifo unless NOTE_QUEUE_NAME says otherwise.
+
+    Read at import by app.py's `on_sqs_message`, the one exception to "never at
+    import": `chalice deploy --stage S` imports app.py with stage S's environment
+    variables set, so each stage's worker is bound to its own queue.
+    """
+    env = os.environ if environ is None else environ
+    return env.get(NOTE_QUEUE_NAME) or f"hosp-reliability-{stage(env)}-notes.fifo"
+
+
+def note_dead_letter_queue_name(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(NOTE_DEAD_LETTER_QUEUE_NAME) or f"hosp-reliability-{stage(env)}-notes-dead.fifo"

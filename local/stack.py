@@ -3,8 +3,10 @@
 Starts, each as a real server on loopback:
   HOSP stand-in   http://127.0.0.1:9000   (local/hosp_standin, faults off unless --faults)
   NGINX proxy     http://127.0.0.1:8080   (infra/nginx, rendered for loopback)
-  chalice local   http://127.0.0.1:8000   (app.py, stage "local", HOSP through the proxy)
-  local AWS       http://127.0.0.1:5000   (moto in server mode; AWS_ENDPOINT_URL)
+  NGINX internal  http://127.0.0.1:8081   (the Lambdas' way to HOSP; never the interceptor)
+  chalice local   http://127.0.0.1:8000   (app.py, stage "local": the screen interceptor)
+  note worker     http://127.0.0.1:8001   (local/note_worker_loop.py: the Lambda's handler, draining the queue)
+  local AWS       http://127.0.0.1:5000   (moto in server mode; AWS_ENDPOINT_URL; the note queues)
 Ctrl-C stops everything. `--smoke` starts the stack, checks one request through
 each server and stops again (the integration tests use it).
 
@@ -27,9 +29,10 @@ from types import FrameType
 
 import requests
 
+from local import note_queue
 from local.hosp_standin.faults import DEFAULT_CONFIG, FaultConfigError, apply_update, parse_fault_flag
 from local.hosp_standin.process import StandInProcess
-from local.hosp_standin.store import DEMO_ACCOUNTS
+from local.hosp_standin.store import DEMO_ACCOUNTS, NOTES_SERVICE_ACCOUNT
 from local.nginx_proxy import NginxProxy
 from local.processes import (
     ROOT,
@@ -49,14 +52,21 @@ from local.processes import (
 FAULTS_VARIABLE = "FAULTS"
 DEMO_ACCOUNT = DEMO_ACCOUNTS[0]
 USAGE_ERROR = 2
+SMOKE_IMAGE = "aGVsbG8gd29ybGQ="  # any base64 is an image to the stand-in
+SMOKE_NOTE_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
 class Ports:
     hosp: int
     proxy: int
+    internal: int
     chalice: int
+    worker: int
     aws: int
+
+    def all(self) -> tuple[int, ...]:
+        return (self.hosp, self.proxy, self.internal, self.chalice, self.worker, self.aws)
 
 
 @dataclass
@@ -67,6 +77,7 @@ class Member:
     server: LoopbackServer
     health: Callable[[], bool] | None = None  # None: the server's own `healthy`
     log: Path | None = None  # None: where the server's output goes
+    after_start: Callable[[], None] | None = None  # set-up that needs the server up
 
     @property
     def log_file(self) -> Path | None:
@@ -87,8 +98,7 @@ def check_faults(flags: list[str]) -> None:
 
 def ports_in_use(ports: Ports) -> list[str]:
     """One line per port a server of ours could not bind."""
-    numbers = (ports.hosp, ports.proxy, ports.chalice, ports.aws)
-    return [f"port {port} is in use by {port_user(port)}" for port in numbers if port_in_use(port)]
+    return [f"port {port} is in use by {port_user(port)}" for port in ports.all() if port_in_use(port)]
 
 
 class Stack:
@@ -96,11 +106,17 @@ class Stack:
         self.ports = ports
         self.run_dir = run_dir
         self.faults = faults
-        self.proxy = NginxProxy(upstream=f"127.0.0.1:{ports.hosp}", run_dir=run_dir / "nginx", port=ports.proxy)
+        self.proxy = NginxProxy(
+            upstream=f"127.0.0.1:{ports.hosp}",
+            run_dir=run_dir / "nginx",
+            port=ports.proxy,
+            internal_port=ports.internal,
+            interceptor=f"127.0.0.1:{ports.chalice}",
+        )
         hosp = StandInProcess(run_dir, seed=seed, port=ports.hosp, startup_faults=fault_flags(faults))
         # In start order; stopped in reverse.
         self.members = [
-            Member("local AWS (moto)", self._moto()),
+            Member("local AWS (moto)", self._moto(), after_start=self._create_queues),
             Member("HOSP stand-in", hosp, health=lambda: http_check(f"{hosp.url}/_sim/stats")),
             Member(
                 "NGINX proxy",
@@ -109,27 +125,53 @@ class Stack:
                 log=self.proxy.error_log,
             ),
             Member("chalice local", self._chalice()),
+            Member("note worker", self._worker(), health=lambda: http_check(f"{self.worker_url}/health", reports_ok)),
         ]
 
     def _moto(self) -> CommandServer:
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
         return CommandServer(argv, self.ports.aws, self.run_dir / "moto.log", health_path="/moto-api/")
 
-    def _chalice(self) -> CommandServer:
-        local_aws = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.ports.aws}",
+    @property
+    def aws_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.aws}"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.worker}"
+
+    def lambda_environment(self) -> dict[str, str]:
+        """What the Lambdas get in AWS, pointed at the local servers."""
+        account = NOTES_SERVICE_ACCOUNT
+        return {
+            **os.environ,
+            "STAGE": "local",
+            "AWS_ENDPOINT_URL": self.aws_url,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any key; never a real one here
             "AWS_DEFAULT_REGION": "eu-west-2",
+            "HOSP_BASE_URL": self.proxy.internal_url,
+            # The stand-in's service account: a fixture of a local server, not a secret.
+            "HOSP_SERVICE_USERNAME": account.username,
+            "HOSP_SERVICE_PASSWORD": account.password,
+            "HOSP_SERVICE_STAFF_ID": str(account.staff_id),
         }
+
+    def _create_queues(self) -> None:
+        note_queue.create(note_queue.client(self.aws_url), {"STAGE": "local"})
+
+    def _chalice(self) -> CommandServer:
         argv = [str(Path(sys.executable).parent / "chalice"), "local", "--no-autoreload"]
         argv += ["--host", "127.0.0.1", "--port", str(self.ports.chalice), "--stage", "local"]
-        env = {**os.environ, "HOSP_BASE_URL": self.proxy.url, **local_aws}
         # Our app's JSON {"status": "ok"}: chalice answering with a misconfigured app is not up.
         return CommandServer(
-            argv, self.ports.chalice, self.run_dir / "chalice.log", env=env, health_path="/health",
-            health_accepts=reports_ok,
+            argv, self.ports.chalice, self.run_dir / "chalice.log", env=self.lambda_environment(),
+            health_path="/health", health_accepts=reports_ok,
         )  # fmt: skip
+
+    def _worker(self) -> CommandServer:
+        argv = [sys.executable, "-m", "local.note_worker_loop", "--port", str(self.ports.worker)]
+        return CommandServer(argv, self.ports.worker, self.run_dir / "note-worker.log", env=self.lambda_environment())
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,40 +180,67 @@ class Stack:
                 member.server.start()  # returns once the server's own `healthy` passes
                 if member.health is not None:
                     member.server.wait_until_healthy(member.health)
+                if member.after_start is not None:
+                    member.after_start()
             except ProcessError as exc:
                 raise ProcessError(f"{member.name} did not start: {exc}{log_tail(member.log_file)}") from exc
 
     def describe(self) -> str:
         p = self.ports
+        user = f"{DEMO_ACCOUNT.username}:{DEMO_ACCOUNT.password}"
+        screen = f'{{"images": ["{SMOKE_IMAGE}"]}}'
         return "\n".join(
             [
                 "hosp-reliability local stack is up:",
-                f"  HOSP stand-in  http://127.0.0.1:{p.hosp}    faults: {self.faults or 'off'}",
-                f"  NGINX proxy    http://127.0.0.1:{p.proxy}    log: {self.proxy.access_log}",
-                f"  chalice local  http://127.0.0.1:{p.chalice}",
-                f"  local AWS      http://127.0.0.1:{p.aws}    (moto server)",
+                f"  HOSP stand-in   http://127.0.0.1:{p.hosp}    faults: {self.faults or 'off'}",
+                f"  NGINX proxy     http://127.0.0.1:{p.proxy}    log: {self.proxy.access_log}",
+                f"  NGINX internal  http://127.0.0.1:{p.internal}    (the Lambdas' way to HOSP)",
+                f"  chalice local   http://127.0.0.1:{p.chalice}    (the screen interceptor)",
+                f"  note worker     http://127.0.0.1:{p.worker}    (drains the note queue; GET /health counts)",
+                f"  local AWS       http://127.0.0.1:{p.aws}    (moto server: the note queues)",
                 "Try:",
-                f"  curl -u {DEMO_ACCOUNT.username}:{DEMO_ACCOUNT.password} http://127.0.0.1:{p.proxy}/hospitals",
-                f"  curl http://127.0.0.1:{p.chalice}/health",
+                f"  curl -u {user} http://127.0.0.1:{p.proxy}/hospitals",
+                f"  curl -u {user} -H 'Content-Type: application/json' -d '{screen}' \\",
+                f"       http://127.0.0.1:{p.proxy}/patients/1/screen",
+                f"  curl -u {user} 'http://127.0.0.1:{p.proxy}/notes?patient_id=1'    # the note, moments later",
                 f"  curl http://127.0.0.1:{p.hosp}/_sim/stats",
                 "Ctrl-C stops everything.",
             ]
         )
 
     def smoke(self) -> None:
-        """One request through each server; raises on the first that fails."""
+        """One request through each server, and one screen until its note is in HOSP; raises on a failure."""
         p = self.ports
+        auth = {"Authorization": DEMO_ACCOUNT.authorization}
         checks = [
-            ("proxy -> HOSP", f"http://127.0.0.1:{p.proxy}/hospitals", {"Authorization": DEMO_ACCOUNT.authorization}),
+            ("proxy -> HOSP", f"http://127.0.0.1:{p.proxy}/hospitals", auth),
+            ("internal -> HOSP", f"http://127.0.0.1:{p.internal}/hospitals", auth),
             ("chalice local", f"http://127.0.0.1:{p.chalice}/health", {}),
+            ("note worker", f"{self.worker_url}/health", {}),
             ("HOSP stats", f"http://127.0.0.1:{p.hosp}/_sim/stats", {}),
-            ("local AWS", f"http://127.0.0.1:{p.aws}/moto-api/", {}),
+            ("local AWS", f"{self.aws_url}/moto-api/", {}),
         ]
         for name, url, headers in checks:
             answer = requests.get(url, headers=headers, timeout=10)
             if answer.status_code != 200:
                 raise RuntimeError(f"{name}: GET {url} answered {answer.status_code}: {answer.text[:200]}")
-            print(f"ok  {name:14} GET {url}")
+            print(f"ok  {name:16} GET {url}")
+        self._smoke_screen(auth)
+
+    def _smoke_screen(self, auth: dict[str, str]) -> None:
+        url = f"{self.proxy.url}/patients/1/screen"
+        answer = requests.post(url, json={"images": [SMOKE_IMAGE]}, headers=auth, timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(f"screen: POST {url} answered {answer.status_code}: {answer.text[:200]}")
+        request_id = answer.headers["X-Request-Id"]
+        deadline = time.monotonic() + SMOKE_NOTE_TIMEOUT
+        while time.monotonic() < deadline:
+            notes = requests.get(f"{self.proxy.url}/notes", params={"patient_id": "1"}, headers=auth, timeout=10)
+            if any(request_id in note["body"] for note in notes.json()):
+                print(f"ok  {'screen -> note':16} POST {url}, note in HOSP")
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"screen: no note with request id {request_id} in HOSP after {SMOKE_NOTE_TIMEOUT:.0f} s")
 
     def first_exited(self) -> str | None:
         for member in self.members:
@@ -198,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1, help="seed of the HOSP stand-in's faults")
     parser.add_argument("--hosp-port", type=int, default=9000)
     parser.add_argument("--proxy-port", type=int, default=8080)
+    parser.add_argument("--internal-port", type=int, default=8081, help="NGINX's listener for the Lambdas")
     parser.add_argument("--chalice-port", type=int, default=8000)
+    parser.add_argument("--worker-port", type=int, default=8001, help="the local note worker's /health")
     parser.add_argument("--aws-port", type=int, default=5000)
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead (tests)")
     parser.add_argument("--run-dir", default=str(ROOT / ".local"), help="logs and rendered configs")
@@ -215,9 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
 
     if args.free_ports:
-        ports = Ports(free_port(), free_port(), free_port(), free_port())
+        ports = Ports(*(free_port() for _ in range(6)))
     else:
-        ports = Ports(args.hosp_port, args.proxy_port, args.chalice_port, args.aws_port)
+        ports = Ports(
+            args.hosp_port, args.proxy_port, args.internal_port, args.chalice_port, args.worker_port, args.aws_port
+        )
     if busy := ports_in_use(ports):
         print("local stack not started:\n" + "\n".join(f"  {line}" for line in busy), file=sys.stderr)
         return 1

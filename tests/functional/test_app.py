@@ -9,11 +9,15 @@ from chalice.test import Client
 
 from app import app
 
+# Every answer of the app is binary to API Gateway (app.py), which sends it only to
+# a request whose Accept matches; the proxy sends */* for a client that sent none.
+ACCEPT_JSON = {"Accept": "application/json"}
+
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_health_reports_a_placeholder_hosp_url_without_revealing_it(stage: str) -> None:
     with Client(app, stage_name=stage) as client:
-        answer = client.http.get("/health")
+        answer = client.http.get("/health", headers=ACCEPT_JSON)
 
     # The stages hold example URLs until the real proxies exist: not healthy, correctly.
     assert answer.status_code == 503
@@ -26,7 +30,7 @@ def test_health_reports_a_placeholder_hosp_url_without_revealing_it(stage: str) 
 def test_local_stage_with_a_hosp_url_is_ok_and_names_only_the_stage(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSP_BASE_URL", "http://127.0.0.1:8080/")
     with Client(app, stage_name="local") as client:
-        answer = client.http.get("/health")
+        answer = client.http.get("/health", headers=ACCEPT_JSON)
 
     assert answer.status_code == 200
     assert json.loads(answer.body) == {"status": "ok", "stage": "local"}
@@ -36,7 +40,7 @@ def test_local_stage_with_a_hosp_url_is_ok_and_names_only_the_stage(monkeypatch:
 def test_a_missing_hosp_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOSP_BASE_URL", raising=False)
     with Client(app, stage_name="local") as client:
-        answer = client.http.get("/health")
+        answer = client.http.get("/health", headers=ACCEPT_JSON)
 
     assert answer.status_code == 503
     assert json.loads(answer.body) == {"status": "misconfigured", "problems": ["HOSP_BASE_URL is not set"]}
@@ -46,7 +50,7 @@ def test_a_missing_hosp_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_bad_hosp_url_is_reported_without_its_host(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSP_BASE_URL", value)
     with Client(app, stage_name="local") as client:
-        answer = client.http.get("/health")
+        answer = client.http.get("/health", headers=ACCEPT_JSON)
 
     assert answer.status_code == 503
     assert json.loads(answer.body)["problems"][0].startswith("HOSP_BASE_URL ")

@@ -138,7 +138,7 @@ def stack_with_first_server(
     tmp_path: Path, argv: list[str], port: int, health_path: str | None = None, startup_timeout: float = 30
 ) -> Stack:
     """A stack whose first server (moto) is replaced by `argv`."""
-    ports = Ports(free_port(), free_port(), free_port(), port)
+    ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port(), port)
     stack = Stack(ports, tmp_path, faults=None, seed=1)
     server = CommandServer(argv, port, tmp_path / "first.log", health_path=health_path, startup_timeout=startup_timeout)
     stack.members[0] = Member("local AWS (moto)", server)

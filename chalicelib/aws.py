@@ -1,0 +1,40 @@
+"""AWS clients, created on first use and then reused for the life of the process.
+
+A Lambda's process outlives one invocation, so reusing clients saves their
+set-up on every warm call; creating them lazily keeps importing app.py free
+of AWS (chalice deploy and the tests import it). `AWS_ENDPOINT_URL` (the
+local stack's moto server) is honoured by boto3 itself. Timeouts are short
+and retries bounded, so that a queue that cannot be reached costs the nurse
+at most a few seconds, never the interceptor's whole deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+CLIENT_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"mode": "standard", "total_max_attempts": 3},
+)
+
+
+@functools.cache
+def client(service: str) -> Any:
+    """The shared boto3 client of `service` ("sqs", "secretsmanager")."""
+    return boto3.session.Session().client(service, config=CLIENT_CONFIG)
+
+
+def reset() -> None:
+    """Forget the clients (tests that start a new mocked AWS call this)."""
+    client.cache_clear()
+    queue_url.cache_clear()
+
+
+@functools.cache
+def queue_url(name: str) -> str:
+    return str(client("sqs").get_queue_url(QueueName=name)["QueueUrl"])

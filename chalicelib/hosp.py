@@ -1,0 +1,104 @@
+"""The HOSP HTTP client of the Lambdas: one `requests` session, timeouts on every call.
+
+Every call goes to HOSP_BASE_URL, the proxy's internal listener, so that it
+gets the proxy's retries of idempotent requests and lands in the same access
+log as the nurses' own requests (docs/screen.md). Each call carries the
+request id of the nurse's request that caused it (X-Request-Id).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 10.0
+# Hop-by-hop headers (RFC 9110 7.6.1) and the ones the way back sets itself:
+# never copied from HOSP's answer onto the interceptor's. X-Request-Id is set
+# by the proxy on the nurse's answer.
+NOT_END_TO_END = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "date",
+        "server",
+        "x-request-id",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """HOSP's answer as it came: status, end-to-end headers, body bytes (still encoded)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
+
+
+class HospUnreachable(Exception):
+    """No answer from HOSP: the connection failed, was reset, or timed out."""
+
+
+@functools.cache
+def session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # HOSP_BASE_URL is reached directly, never through an HTTP_PROXY
+    return s
+
+
+def call(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None = None,
+    *,
+    params: Mapping[str, str] | None = None,
+    timeout: float = READ_TIMEOUT,
+) -> Answer:
+    """One HTTP call; the body is read as bytes, undecoded (gzip stays gzip)."""
+    try:
+        with session().request(
+            method,
+            url,
+            headers=dict(headers),
+            data=body,
+            params=params,
+            timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+            stream=True,
+            allow_redirects=False,
+        ) as response:
+            raw = response.raw.read(decode_content=False)
+            kept = tuple((k, v) for k, v in response.raw.headers.items() if k.lower() not in NOT_END_TO_END)
+            return Answer(response.status_code, kept, raw)
+    except (requests.RequestException, OSError) as exc:
+        raise HospUnreachable(f"{method} {_path(url)}: {type(exc).__name__}") from exc
+
+
+def json_of(answer: Answer) -> Any:
+    """The answer's JSON, or None if it is not JSON."""
+    try:
+        return json.loads(answer.body)
+    except ValueError:
+        return None
+
+
+def _path(url: str) -> str:
+    # For messages: the path only, never a query string or credentials in a URL.
+    return urlsplit(url).path

@@ -1,0 +1,46 @@
+"""Metrics as CloudWatch Embedded Metric Format (EMF) lines on stdout.
+
+CloudWatch turns each such log line into a metric point, so the Lambdas need
+no network call and no cloudwatch:PutMetricData permission to emit one, and
+a metric is never lost because a network was down. Locally the lines are
+printed like every other log line. Namespace HospReliability, dimension
+Stage; the names are the constants below (infra/notes/queues.yaml alarms on
+some of them).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from chalicelib import config, logs
+
+NAMESPACE = "HospReliability"
+
+SCREENS_INTERCEPTED = "ScreensIntercepted"
+SCREEN_FORWARD_RETRIES = "ScreenForwardRetries"
+NOTE_JOBS_QUEUED = "NoteJobsQueued"
+NOTE_JOBS_NOT_QUEUED = "NoteJobsNotQueued"  # a note may be lost: alarm
+NOTES_WRITTEN = "NotesWritten"
+NOTES_ALREADY_PRESENT = "NotesAlreadyPresent"
+NOTE_JOBS_DEAD_LETTERED = "NoteJobsDeadLettered"
+NOTE_WRITE_TRANSIENT_FAILURES = "NoteWriteTransientFailures"
+
+
+def emit(name: str, value: float = 1, unit: str = "Count", **properties: Any) -> None:
+    """One metric point; `properties` are searchable in the log line, not dimensions."""
+    stage = os.environ.get(config.STAGE, config.DEFAULT_STAGE)
+    logs.write_line(
+        {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {"Namespace": NAMESPACE, "Dimensions": [["Stage"]], "Metrics": [{"Name": name, "Unit": unit}]}
+                ],
+            },
+            "Stage": stage,
+            name: value,
+            **properties,
+        }
+    )

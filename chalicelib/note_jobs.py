@@ -1,0 +1,135 @@
+"""The note job: what a successful screen leaves for the note worker, and how it is queued.
+
+A job holds the screening results, the patient, who asked and when, the
+request id and a marker of this result; never the nurse's credentials (the
+worker writes with its own service account). It goes on an SQS FIFO queue:
+MessageGroupId = the patient, so one patient's notes are written one at a
+time, and MessageDeduplicationId = the marker, so that sending the same job
+twice within SQS's five minutes queues it once.
+
+The marker is stable: a hash of the request id, the patient and HOSP's answer
+bytes. The interceptor's own retries of the screen call share the request id
+and get the same answer (screening is a pure function), so they make the
+same marker; the worker looks for it in the patient's notes before it writes.
+
+If the queue cannot be reached, the job is written to the log in full as an
+ERROR line (event "note_job_not_queued") with the NoteJobsNotQueued metric,
+which has an alarm. Lambda delivers its logs even when the function's own
+network is down, so the log is the fallback store: `requeue` sends such lines
+to the queue again (python -m chalicelib.requeue < lines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib import aws, config, logs, metrics
+
+VERSION = 1
+MARKER_PREFIX = "xray-"
+# SQS's limit on a message; a job above it cannot be queued.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class MalformedJob(ValueError):
+    """A message that is not a note job this worker can write; it never will be."""
+
+
+@dataclass(frozen=True)
+class NoteJob:
+    patient_id: int
+    results: Any  # HOSP's screening answer, as JSON
+    requested_by: str  # the nurse's HOSP user name ("" when the request had none)
+    requested_at: str  # ISO 8601, UTC
+    request_id: str
+    marker: str
+    version: int = VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> NoteJob:
+        """The job in `text`; raises MalformedJob saying what is wrong."""
+        try:
+            fields = json.loads(text)
+        except ValueError as exc:
+            raise MalformedJob("not JSON") from exc
+        if not isinstance(fields, dict):
+            raise MalformedJob("not a JSON object")
+        if fields.get("version") != VERSION:
+            raise MalformedJob(f"version {fields.get('version')!r} is not {VERSION}")
+        patient_id = fields.get("patient_id")
+        if not isinstance(patient_id, int) or isinstance(patient_id, bool) or patient_id < 1:
+            raise MalformedJob("patient_id must be a positive integer")
+        for name in ("requested_by", "requested_at", "request_id", "marker"):
+            if not isinstance(fields.get(name), str):
+                raise MalformedJob(f"{name} must be a string")
+        if not fields["marker"].startswith(MARKER_PREFIX):
+            raise MalformedJob("marker is not an X-ray marker")
+        if "results" not in fields:
+            raise MalformedJob("results are missing")
+        known = {name: fields[name] for name in cls.__dataclass_fields__ if name in fields}
+        return cls(**known)
+
+
+def marker(request_id: str, patient_id: int, answer: bytes) -> str:
+    digest = hashlib.sha256(f"{request_id}\n{patient_id}\n".encode() + answer).hexdigest()
+    return MARKER_PREFIX + digest[:40]
+
+
+def new_job(patient_id: int, results: Any, requested_by: str, request_id: str, answer: bytes) -> NoteJob:
+    return NoteJob(
+        patient_id=patient_id,
+        results=results,
+        requested_by=requested_by,
+        requested_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        request_id=request_id,
+        marker=marker(request_id, patient_id, answer),
+    )
+
+
+def queue(job: NoteJob) -> bool:
+    """Put the job on the note queue; True once SQS has it.
+
+    On failure the job goes to the log instead (see the module docstring),
+    and the caller goes on: the nurse's answer never waits for a note.
+    """
+    text = job.to_json()
+    if len(text.encode()) > MAX_MESSAGE_BYTES:
+        not_queued(job, "larger than an SQS message")
+        return False
+    try:
+        aws.client("sqs").send_message(
+            QueueUrl=aws.queue_url(config.note_queue_name()),
+            MessageBody=text,
+            MessageGroupId=str(job.patient_id),
+            MessageDeduplicationId=job.marker,
+        )
+    except Exception as exc:  # any failure of the queue: the job must still not vanish
+        not_queued(job, f"{type(exc).__name__}: {exc}")
+        return False
+    metrics.emit(metrics.NOTE_JOBS_QUEUED)
+    return True
+
+
+def not_queued(job: NoteJob, reason: str) -> None:
+    logs.error("note_job_not_queued", reason=reason, job=asdict(job))
+    metrics.emit(metrics.NOTE_JOBS_NOT_QUEUED, reason=reason[:100])
+
+
+def jobs_in_log(lines: list[str]) -> list[NoteJob]:
+    """The jobs of the "note_job_not_queued" lines among `lines` (other lines are skipped)."""
+    jobs = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "note_job_not_queued":
+            jobs.append(NoteJob.from_json(json.dumps(record.get("job"))))
+    return jobs

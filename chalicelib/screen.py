@@ -1,0 +1,110 @@
+"""The screen interceptor: HOSP's screening answer for the nurse, and one note job per result.
+
+`intercept` forwards the nurse's POST /patients/{id}/screen to HOSP (through
+the proxy's internal listener) with the nurse's Authorization header and the
+request id, and returns HOSP's answer unchanged: status, end-to-end headers
+and body bytes. Screening is a pure function, so a failed call (no answer,
+502, 503, 504) is tried again, until SCREEN_DEADLINE; HOSP's refusals (401,
+403, 404, 422 ...) and the last failure pass through, and make no note.
+
+A successful answer (200 with JSON) puts one note job on the queue before the
+answer is returned: Lambda freezes the process once the handler returns, so
+nothing may be left for later (note_jobs.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from chalicelib import config, hosp, logs, metrics, note_jobs
+
+# Well under API Gateway's 29 s, leaving time to queue the job and answer.
+SCREEN_DEADLINE = 20.0
+RETRY_STATUSES = frozenset({502, 503, 504})
+FIRST_BACKOFF = 0.2  # seconds; doubled after each failed try
+# The headers of the nurse's request that HOSP gets.
+# Not Accept-Encoding: HOSP's answer comes back unencoded, so that the
+# interceptor can read it; the nurse's client accepts that in any case.
+FORWARDED_HEADERS = ("authorization", "content-type", "accept", "user-agent")
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+PATIENT_ID = re.compile(r"[0-9]{1,18}")
+
+
+def intercept(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.Answer:
+    """HOSP's answer to the screen; queues its note job when the screen succeeded."""
+    request_id = headers.get("x-request-id", "")
+    if not REQUEST_ID.fullmatch(request_id):
+        request_id = uuid.uuid4().hex  # called around the proxy: an id of our own
+    with logs.request_context(request_id):
+        metrics.emit(metrics.SCREENS_INTERCEPTED)
+        forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
+        answer = forward(patient_id, body, {**forwarded, "X-Request-Id": request_id})
+        if 200 <= answer.status < 300:
+            queue_note(patient_id, answer, headers.get("authorization", ""), request_id)
+        else:
+            logs.info("screen_not_noted", status=answer.status, patient_id=patient_id)
+        return answer
+
+
+def forward(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.Answer:
+    """The screen call to HOSP, tried again on failure until the deadline."""
+    url = f"{config.load().hosp_base_url}/patients/{quote(patient_id, safe='')}/screen"
+    deadline = time.monotonic() + SCREEN_DEADLINE
+    backoff = FIRST_BACKOFF
+    tries = 0
+    while True:
+        tries += 1
+        left = deadline - time.monotonic()
+        try:
+            answer = hosp.call("POST", url, headers, body, timeout=max(left, 0.1))
+            failure = f"status {answer.status}" if answer.status in RETRY_STATUSES else None
+        except hosp.HospUnreachable as exc:
+            answer, failure = None, str(exc)
+        if failure is None and answer is not None:
+            return answer
+        if time.monotonic() + backoff >= deadline:
+            logs.warning("screen_failed", tries=tries, failure=failure)
+            if answer is None:
+                return unreachable_answer()
+            return answer
+        logs.info("screen_retry", tries=tries, failure=failure)
+        metrics.emit(metrics.SCREEN_FORWARD_RETRIES)
+        time.sleep(backoff)
+        backoff *= 2
+
+
+def unreachable_answer() -> hosp.Answer:
+    """What the nurse gets when HOSP never answered: the proxy's own 502, in its JSON shape."""
+    body = b'{"error":"HOSP could not be reached","status":502}\n'
+    return hosp.Answer(502, (("Content-Type", "application/json"),), body)
+
+
+def queue_note(patient_id: str, answer: hosp.Answer, authorization: str, request_id: str) -> None:
+    results = hosp.json_of(answer)
+    job_patient = int(patient_id) if PATIENT_ID.fullmatch(patient_id) else 0
+    if results is None or job_patient < 1:
+        reason = "the answer is not JSON" if results is None else "the patient id is not a number"
+        logs.error("note_job_not_queued", reason=reason, patient_id=patient_id, status=answer.status)
+        metrics.emit(metrics.NOTE_JOBS_NOT_QUEUED, reason=reason)
+        return
+    job = note_jobs.new_job(job_patient, results, basic_user(authorization), request_id, answer.body)
+    if note_jobs.queue(job):
+        logs.info("note_job_queued", marker=job.marker, patient_id=job_patient)
+
+
+def basic_user(authorization: str) -> str:
+    """The user name of `Authorization: Basic ...`, never its password; "" for anything else."""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
