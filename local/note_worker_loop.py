@@ -64,33 +64,52 @@ def lambda_event(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
     }
 
 
+class Queue:
+    """The note queue as the event source sees it: its URL and ARN."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+        self.url = aws.queue_url(config.note_queue_name())
+        self.arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def handle_one(self, wait_seconds: int = WAIT_SECONDS) -> str | None:
+        """Receive one message and run the handler on it, as the event source would.
+
+        Returns "handled" (the handler returned; the message is deleted), "failed"
+        (it raised; the message stays and comes back), or None (nothing to receive).
+        """
+        received = self.sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=1,
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = received.get("Messages", [])
+        if not messages:
+            return None
+        message = messages[0]
+        try:
+            write_note(lambda_event(message, self.arn), None)
+        except Exception:  # the handler logged why; the message comes back
+            return "failed"
+        self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return "handled"
+
+
 def drain(stop: threading.Event, counts: Counts) -> None:
-    sqs = aws.client("sqs")
-    url = aws.queue_url(config.note_queue_name())
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = Queue(aws.client("sqs"))
     while not stop.is_set():
         try:
-            received = sqs.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=1,
-                WaitTimeSeconds=WAIT_SECONDS,
-                AttributeNames=["All"],
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            )
+            outcome = queue.handle_one()
         except Exception as exc:  # the queue is unreachable for now: as Lambda's poller, wait and poll again
             logs.warning("note_queue_poll_failed", reason=type(exc).__name__)
             stop.wait(WAIT_SECONDS)
             continue
         counts.add("polls")
-        for message in received.get("Messages", []):
-            try:
-                write_note(lambda_event(message, arn), None)
-            except Exception:  # the handler logged why; the message comes back
-                counts.add("failed")
-                continue
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            counts.add("handled")
+        if outcome is not None:
+            counts.add(outcome)
 
 
 def health_server(port: int, counts: Counts) -> ThreadingHTTPServer:
