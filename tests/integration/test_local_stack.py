@@ -18,6 +18,8 @@ from local.processes import ROOT
 STACK_TIMEOUT = 180  # a bound for a stack that hangs on a loaded machine; passing runs take seconds
 # The environment without a FAULTS the developer may have exported for `make run`.
 ENV = {key: value for key, value in os.environ.items() if key != "FAULTS"}
+# Ports of the stack: stand-in, NGINX public and internal, chalice local, note worker, moto.
+SERVERS = 6
 
 
 def test_the_whole_local_stack_starts_answers_and_stops(tmp_path: Path) -> None:
@@ -27,11 +29,14 @@ def test_the_whole_local_stack_starts_answers_and_stops(tmp_path: Path) -> None:
     )  # fmt: skip
 
     assert done.returncode == 0, done.stdout + done.stderr
-    for server in ("proxy -> HOSP", "chalice local", "HOSP stats", "local AWS"):
+    for server in (
+        "proxy -> HOSP", "internal -> HOSP", "chalice local", "note worker", "HOSP stats", "local AWS",
+        "screen -> note",  # a screen through the front door, and its note in HOSP
+    ):  # fmt: skip
         assert f"ok  {server}" in done.stdout
     # No orphans: after the stack stopped, none of its ports answers any more.
     ports = {int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/", done.stdout)}
-    assert len(ports) == 4
+    assert len(ports) == SERVERS
     assert not any(answers(port) for port in ports)
 
 
@@ -50,7 +55,7 @@ def test_ctrl_c_stops_every_server(tmp_path: Path) -> None:
                 if "Ctrl-C stops everything" in line:
                     break
             ports = {int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", printed)}
-            assert len(ports) == 4, printed
+            assert len(ports) == SERVERS, printed
             assert all(answers(port) for port in ports)
             assert_each_server_is_healthy(printed)
 
@@ -70,8 +75,11 @@ def answers(port: int) -> bool:
 
 def assert_each_server_is_healthy(printed: str) -> None:
     """Once the stack says it is up, each server answers its health check at once."""
-    urls = dict(re.findall(r"^  (HOSP stand-in|NGINX proxy|chalice local|local AWS) +(http://\S+)", printed, re.M))
+    names = "HOSP stand-in|NGINX proxy|NGINX internal|chalice local|note worker|local AWS"
+    urls = dict(re.findall(rf"^  ({names}) +(http://\S+)", printed, re.M))
     assert requests.get(urls["HOSP stand-in"] + "/_sim/stats", timeout=5).status_code == 200
     assert requests.get(urls["NGINX proxy"] + "/_proxy/health", timeout=5).json() == {"status": "ok"}
     assert requests.get(urls["chalice local"] + "/health", timeout=5).json()["status"] == "ok"
     assert requests.get(urls["local AWS"] + "/moto-api/", timeout=5).status_code == 200
+    assert requests.get(urls["NGINX internal"] + "/_proxy/health", timeout=5).json() == {"status": "ok"}
+    assert requests.get(urls["note worker"] + "/health", timeout=5).json()["status"] == "ok"
