@@ -43,6 +43,10 @@ def intercept(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.
         request_id = uuid.uuid4().hex  # called around the proxy: an id of our own
     with logs.request_context(request_id):
         metrics.emit(metrics.SCREENS_INTERCEPTED)
+        if problems := config.problems():
+            logs.error("screen_interceptor_misconfigured", problems=problems)
+            body = b'{"error":"the screen interceptor is misconfigured","status":503}\n'
+            return hosp.Answer(503, (("Content-Type", "application/json"),), body)
         forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
         answer = forward(patient_id, body, {**forwarded, "X-Request-Id": request_id})
         if 200 <= answer.status < 300:

@@ -92,3 +92,19 @@ def test_hosp_down_gives_the_nurse_hosps_failure_within_the_deadline_and_no_note
     assert answer.status_code == 503
     assert answer.body == setup.direct(4, screen_body(4)).content  # HOSP's own 503
     assert setup.depth() == 0
+
+
+def test_a_misconfigured_interceptor_answers_a_json_503_and_calls_nobody(
+    setup: Setup,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.example.internal")
+    before = setup.hosp.received()
+
+    answer = setup.screen(1, screen_body(1))
+
+    assert answer.status_code == 503
+    assert json.loads(answer.body)["error"] == "the screen interceptor is misconfigured"
+    assert b"example.internal" not in answer.body
+    assert setup.hosp.received() == before
+    assert setup.depth() == 0
