@@ -2,17 +2,15 @@
 
 Each test states a property (who can reach the fleet, where its logs go, in which order
 it bootstraps) rather than the template's current text, so a refactor that keeps the
-property passes and a change that breaks it fails.
+property passes and a change that breaks it fails. The note queues' own properties are
+in test_notes_template.py.
 
-cfn-lint is a dev requirement (requirements-dev.txt); `make test` installs it. A missing
-cfn-lint fails these tests rather than skipping them: an unlinted template must not pass
-as a green run.
+A missing cfn-lint fails these tests rather than skipping them (tests/infra/cfn.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import re
 import shlex
@@ -25,20 +23,13 @@ from typing import Any
 import pytest
 
 from infra.nginx.render import ProxySettings
+from tests.infra.cfn import INFRA, REPO, as_list, cfn_templates, decode, one, resources
 
-REPO = Path(__file__).resolve().parents[2]
-INFRA = REPO / "infra"
 PROXY_TEMPLATE = INFRA / "ec2" / "proxy.yaml"
+NOTES_TEMPLATE = INFRA / "notes" / "queues.yaml"
 # The file the distribution's nginx.service loads (and `nginx -t` tests) by default.
 NGINX_CONF = "/etc/nginx/nginx.conf"
 
-MISSING_CFN_LINT = (
-    "cfn-lint is not installed in this Python environment; `make test` installs it "
-    "(it is pinned in requirements-dev.txt)."
-)
-
-# A file is a CloudFormation template when it has either top-level key.
-_CFN_MARKER = re.compile(r"^(AWSTemplateFormatVersion|Resources)\s*:", re.MULTILINE)
 # Ingress keys that open a group to addresses rather than to a named set of peers.
 _CIDR_KEYS = ("CidrIp", "CidrIpv6")
 # A command line that runs infra/nginx/render.py (not one that merely names the file).
@@ -46,59 +37,19 @@ _RUNS_RENDER = r"^\S*python3?\s+\S*render\.py\s"
 _PEER_KEYS = ("SourcePrefixListId", "SourceSecurityGroupId", "SourceSecurityGroupName")
 
 
-def _cfn_templates() -> list[Path]:
-    files = sorted([*INFRA.rglob("*.yaml"), *INFRA.rglob("*.yml")])
-    return [f for f in files if _CFN_MARKER.search(f.read_text(encoding="utf-8"))]
-
-
-def _import_cfnlint(module: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        pytest.fail(MISSING_CFN_LINT, pytrace=False)
-
-
-def _decode(path: Path) -> dict[str, Any]:
-    """A template parsed by cfn-lint's decoder, so that !Ref and friends parse."""
-    decode = _import_cfnlint("cfnlint.decode")
-    template, matches = decode.decode(str(path))
-    assert not matches, [str(m) for m in matches]
-    assert isinstance(template, dict)
-    return template
-
-
-@pytest.fixture(scope="session")
-def cfnlint_api() -> ModuleType:
-    return _import_cfnlint("cfnlint.api")
-
-
 @pytest.fixture(scope="module")
 def proxy() -> dict[str, Any]:
-    return _decode(PROXY_TEMPLATE)
+    return decode(PROXY_TEMPLATE)
 
 
-@pytest.fixture(scope="module", params=_cfn_templates(), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.fixture(scope="module", params=cfn_templates(), ids=lambda p: str(p.relative_to(REPO)))
 def template(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Each CloudFormation template under infra/ in turn."""
     path: Path = request.param
-    return _decode(path)
+    return decode(path)
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
-    return {name: res for name, res in template["Resources"].items() if res["Type"] == type_}
-
-
-def _one(template: dict[str, Any], type_: str) -> dict[str, Any]:
-    found = _resources(template, type_)
-    assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
-    return next(iter(found.values()))
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 def _referenced_resource(value: Any) -> str | None:
@@ -118,9 +69,9 @@ def _ingress_rules(template: dict[str, Any]) -> list[tuple[str | None, dict[str,
     the checks below.
     """
     rules: list[tuple[str | None, dict[str, Any]]] = []
-    for name, group in _resources(template, "AWS::EC2::SecurityGroup").items():
+    for name, group in resources(template, "AWS::EC2::SecurityGroup").items():
         rules += [(name, rule) for rule in group["Properties"].get("SecurityGroupIngress", [])]
-    for ingress in _resources(template, "AWS::EC2::SecurityGroupIngress").values():
+    for ingress in resources(template, "AWS::EC2::SecurityGroupIngress").values():
         properties = ingress["Properties"]
         rules.append((_referenced_resource(properties.get("GroupId")), properties))
     return rules
@@ -128,15 +79,15 @@ def _ingress_rules(template: dict[str, Any]) -> list[tuple[str | None, dict[str,
 
 def _fleet_groups(template: dict[str, Any]) -> set[str]:
     """Logical ids of the security groups the launch template puts on the proxy instances."""
-    data = _one(template, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
-    ids = _as_list(data.get("SecurityGroupIds", []))
+    data = one(template, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+    ids = as_list(data.get("SecurityGroupIds", []))
     for interface in data.get("NetworkInterfaces", []):
-        ids += _as_list(interface.get("Groups", []))
+        ids += as_list(interface.get("Groups", []))
     return {name for name in map(_referenced_resource, ids) if name is not None}
 
 
 def _user_data(template: dict[str, Any]) -> str:
-    data = _one(template, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+    data = one(template, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
     sub = data["UserData"]["Fn::Base64"]["Fn::Sub"]
     return sub if isinstance(sub, str) else sub[0]
 
@@ -208,10 +159,11 @@ def _shipped(script: str) -> list[dict[str, Any]]:
 
 
 def test_infra_has_cloudformation_templates() -> None:
-    assert PROXY_TEMPLATE in _cfn_templates()
+    """Both templates are found, so both are linted below and the shared checks apply to both."""
+    assert {PROXY_TEMPLATE, NOTES_TEMPLATE} <= set(cfn_templates())
 
 
-@pytest.mark.parametrize("path", _cfn_templates(), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("path", cfn_templates(), ids=lambda p: str(p.relative_to(REPO)))
 def test_template_is_cfn_lint_clean(cfnlint_api: ModuleType, path: Path) -> None:
     # Same rules and defaults as the `cfn-lint <file>` command: errors and warnings.
     findings = cfnlint_api.lint_file(path)
@@ -252,7 +204,7 @@ def test_proxy_instances_admit_traffic_only_on_the_port_nginx_listens_on(proxy: 
     port = _listen_port(_render_command(_user_data(proxy)).listen)
     groups = _fleet_groups(proxy)
     assert groups, "the proxy instances get no security group of this template (the VPC default applies)"
-    assert groups <= set(_resources(proxy, "AWS::EC2::SecurityGroup"))
+    assert groups <= set(resources(proxy, "AWS::EC2::SecurityGroup"))
     rules = [rule for group, rule in _ingress_rules(proxy) if group in groups]
     assert rules, "nothing can reach the proxy instances"
     for rule in rules:
@@ -266,7 +218,7 @@ def test_no_ssh_or_other_management_port_is_open(template: dict[str, Any]) -> No
 
 
 def test_instances_can_use_session_manager(proxy: dict[str, Any]) -> None:
-    managed = _one(proxy, "AWS::IAM::Role")["Properties"].get("ManagedPolicyArns", [])
+    managed = one(proxy, "AWS::IAM::Role")["Properties"].get("ManagedPolicyArns", [])
     assert any("AmazonSSMManagedInstanceCore" in json.dumps(arn) for arn in managed)
 
 
@@ -274,26 +226,26 @@ def test_instances_can_use_session_manager(proxy: dict[str, Any]) -> None:
 
 
 def test_instances_require_imdsv2(proxy: dict[str, Any]) -> None:
-    data = _one(proxy, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+    data = one(proxy, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     # 1 hop keeps the credentials from anything forwarded through the host.
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
 
 
 def test_every_volume_is_encrypted(proxy: dict[str, Any]) -> None:
-    data = _one(proxy, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+    data = one(proxy, "AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
     mappings = data["BlockDeviceMappings"]
     assert mappings
     for mapping in mappings:
         assert mapping["Ebs"]["Encrypted"] is True, mapping
 
 
-def test_inline_policies_have_no_wildcard_resources(proxy: dict[str, Any]) -> None:
-    role = _one(proxy, "AWS::IAM::Role")["Properties"]
+def test_inline_policies_have_no_wildcardresources(proxy: dict[str, Any]) -> None:
+    role = one(proxy, "AWS::IAM::Role")["Properties"]
     for policy in role["Policies"]:
         for statement in policy["PolicyDocument"]["Statement"]:
-            assert "*" not in _as_list(statement["Resource"]), policy["PolicyName"]
-            assert "*" not in _as_list(statement["Action"]), policy["PolicyName"]
+            assert "*" not in as_list(statement["Resource"]), policy["PolicyName"]
+            assert "*" not in as_list(statement["Action"]), policy["PolicyName"]
 
 
 # --------------------------------------------------------- fleet operation
@@ -301,7 +253,7 @@ def test_inline_policies_have_no_wildcard_resources(proxy: dict[str, Any]) -> No
 
 def test_fleet_spans_the_subnets_parameter(proxy: dict[str, Any]) -> None:
     """The AZs come from a list of subnets given at deploy time, not from the template."""
-    zones = _one(proxy, "AWS::AutoScaling::AutoScalingGroup")["Properties"]["VPCZoneIdentifier"]
+    zones = one(proxy, "AWS::AutoScaling::AutoScalingGroup")["Properties"]["VPCZoneIdentifier"]
     parameter = _referenced_resource(zones)
     assert parameter in proxy["Parameters"], zones
     assert proxy["Parameters"][parameter]["Type"] == "List<AWS::EC2::Subnet::Id>"
@@ -310,7 +262,7 @@ def test_fleet_spans_the_subnets_parameter(proxy: dict[str, Any]) -> None:
 def test_a_rolling_update_keeps_the_fleet_serving(proxy: dict[str, Any]) -> None:
     """An update replaces instances while one serves, and stops at an instance that fails
     to bootstrap (it never signals) instead of rolling a broken bundle over the fleet."""
-    group = _one(proxy, "AWS::AutoScaling::AutoScalingGroup")
+    group = one(proxy, "AWS::AutoScaling::AutoScalingGroup")
     rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
     assert int(rolling["MinInstancesInService"]) >= 1
     assert rolling["WaitOnResourceSignals"] is True
@@ -364,7 +316,7 @@ def test_every_log_nginx_writes_is_shipped(proxy: dict[str, Any]) -> None:
 
 def test_every_shipped_log_goes_to_a_log_group_of_the_template(proxy: dict[str, Any]) -> None:
     """The agent creates no log group (its role may not); a name it is given must exist."""
-    groups = set(_resources(proxy, "AWS::Logs::LogGroup"))
+    groups = set(resources(proxy, "AWS::Logs::LogGroup"))
     for entry in _shipped(_user_data(proxy)):
         match = re.fullmatch(r"\$\{(\w+)\}", entry["log_group_name"])
         assert match, f"{entry['file_path']} goes to a log group named by hand: {entry['log_group_name']}"
@@ -373,10 +325,10 @@ def test_every_shipped_log_goes_to_a_log_group_of_the_template(proxy: dict[str, 
 
 def test_instances_may_write_to_every_shipped_log_group(proxy: dict[str, Any]) -> None:
     writable: list[Any] = []
-    for policy in _one(proxy, "AWS::IAM::Role")["Properties"]["Policies"]:
+    for policy in one(proxy, "AWS::IAM::Role")["Properties"]["Policies"]:
         for statement in policy["PolicyDocument"]["Statement"]:
-            if statement["Effect"] == "Allow" and "logs:PutLogEvents" in _as_list(statement["Action"]):
-                writable += _as_list(statement["Resource"])
+            if statement["Effect"] == "Allow" and "logs:PutLogEvents" in as_list(statement["Action"]):
+                writable += as_list(statement["Resource"])
     for entry in _shipped(_user_data(proxy)):
         group = entry["log_group_name"].strip("${}")
         # The group's Arn attribute ends in ":*", which covers its log streams.
@@ -401,7 +353,7 @@ def test_log_timestamps_are_read_in_the_timezone_nginx_writes_them(proxy: dict[s
 def test_every_log_group_expires_and_outlives_the_stack(template: dict[str, Any]) -> None:
     """Logs are kept for a bounded time (cost, data protection) and survive a stack
     deletion or replacement (they are the record of an incident)."""
-    for name, group in _resources(template, "AWS::Logs::LogGroup").items():
+    for name, group in resources(template, "AWS::Logs::LogGroup").items():
         assert "RetentionInDays" in group["Properties"], name
         assert group.get("DeletionPolicy") == "Retain", name
         assert group.get("UpdateReplacePolicy") == "Retain", name

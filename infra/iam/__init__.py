@@ -1,0 +1,1 @@
+"""IAM policies of the Chalice stages, generated from one definition (policies.py)."""

@@ -1,0 +1,275 @@
+"""infra/iam/policies.py and the .chalice/policy-<stage>.json files it writes.
+
+The committed files are the generated ones; each stage's policy grants what its Lambdas
+do, on the resources infra/notes/queues.yaml creates for that stage, and nothing of
+another stage. Grants are checked by evaluating IAM's wildcard matching against the ARNs
+a deployment would have, not by comparing strings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from chalicelib import config as app_config
+from infra.iam import policies
+from infra.iam.policies import STAGES, StageResources
+from tests.infra import lambdas
+from tests.infra.cfn import ACCOUNT, INFRA, REGION, Deployed, decode, resources
+
+NOTES_TEMPLATE = INFRA / "notes" / "queues.yaml"
+# What AWS's AWSLambdaVPCAccessExecutionRole grants a function in a VPC, on "*".
+VPC_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+
+
+@pytest.fixture(params=STAGES)
+def stage(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def policy(stage: str) -> dict[str, Any]:
+    return policies.policy(stage)
+
+
+@pytest.fixture
+def deployed(stage: str) -> Deployed:
+    return Deployed(decode(NOTES_TEMPLATE), Stage=stage)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _matches(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    """IAM's wildcard match: `*` any run of characters (":" and "/" too), `?` any one."""
+    regex = "".join({"*": ".*", "?": "."}.get(c, re.escape(c)) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def _allows(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether the (Allow-only) policy grants `action` on `resource`. Actions are
+    case-insensitive in IAM, resources are not."""
+    return any(
+        statement["Effect"] == "Allow"
+        and any(_matches(a, action, ignore_case=True) for a in _as_list(statement["Action"]))
+        and any(_matches(r, resource) for r in _as_list(statement["Resource"]))
+        for statement in policy["Statement"]
+    )
+
+
+def _queue_arn(deployed: Deployed, name: str) -> str:
+    logical = next(
+        q for q in resources(deployed.template, "AWS::SQS::Queue") if deployed.name(f"{q}.QueueName") == name
+    )
+    return str(deployed.name(f"{logical}.Arn"))
+
+
+def _secret_arn(deployed: Deployed) -> str:
+    (logical,) = resources(deployed.template, "AWS::SecretsManager::Secret")
+    return str(deployed.name(logical))
+
+
+def _log_group_arn(function: str) -> str:
+    return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function}"
+
+
+def _other_stages(stage: str) -> list[str]:
+    return [other for other in STAGES if other != stage]
+
+
+# ------------------------------------------------------- one source of truth
+
+
+def test_committed_policy_files_are_the_generated_ones() -> None:
+    assert policies.main(["--check"]) == 0, "run: python -m infra.iam.policies"
+
+
+def test_check_names_a_file_that_differs_and_writing_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = ["--chalice-dir", str(tmp_path)]
+    assert policies.main(["--check", *directory]) == 1  # no files yet
+    assert policies.main(directory) == 0
+    assert policies.main(["--check", *directory]) == 0
+    edited = tmp_path / policies.policy_file("prod")
+    edited.write_text(edited.read_text().replace("GetSecretValue", "PutSecretValue"))
+    capsys.readouterr()
+    assert policies.main(["--check", *directory]) == 1
+    assert str(edited) in capsys.readouterr().err
+    assert policies.main(directory) == 0
+    assert json.loads(edited.read_text()) == policies.policy("prod")
+
+
+def test_each_stage_deploys_its_generated_policy_file(stage: str) -> None:
+    """Chalice uses iam_policy_file only with autogen_policy false; otherwise it writes its own."""
+    config = lambdas.chalice_config(stage)
+    assert config.autogen_policy is False
+    assert config.iam_policy_file == policies.policy_file(stage)
+
+
+def test_an_unknown_stage_has_no_policy() -> None:
+    with pytest.raises(ValueError, match="unknown stage"):
+        policies.policy("staging")
+
+
+# ------------------------------------------------------------ least privilege
+
+
+def test_every_action_is_a_real_iam_action(cfnlint_api: ModuleType, policy: dict[str, Any]) -> None:
+    """cfn-lint knows every service's actions (W3037): a misspelt action grants nothing."""
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {"Policy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": policy}}},
+    }
+    assert [str(f) for f in cfnlint_api.lint(json.dumps(template))] == []
+
+
+def test_no_statement_grants_a_wildcard_action(policy: dict[str, Any]) -> None:
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow", statement["Sid"]
+        assert not {"NotAction", "NotResource"} & set(statement), statement["Sid"]
+        for action in _as_list(statement["Action"]):
+            assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9]+", action), f"{statement['Sid']}: {action}"
+
+
+def test_only_the_vpc_network_interface_actions_are_granted_on_any_resource(policy: dict[str, Any]) -> None:
+    """AWS requires "*" for them; every other grant names this stage's resources."""
+    for statement in policy["Statement"]:
+        if "*" in _as_list(statement["Resource"]):
+            assert set(statement["Action"]) <= VPC_ACTIONS, statement["Sid"]
+            assert _as_list(statement["Resource"]) == ["*"], statement["Sid"]
+
+
+def test_every_named_resource_belongs_to_the_stage(policy: dict[str, Any], stage: str) -> None:
+    names = StageResources(stage)
+    # Queues and functions are named <app>-<stage>...; the secret <app>/<stage>/...
+    owned = (f":{names.prefix}", f"/{names.prefix}", f":secret:{names.service_secret}-")
+    for statement in policy["Statement"]:
+        for resource in _as_list(statement["Resource"]):
+            if resource != "*":
+                assert any(mark in resource for mark in owned), f"{statement['Sid']}: {resource}"
+
+
+def test_a_stages_policy_names_and_reaches_no_other_stages_resources(policy: dict[str, Any], stage: str) -> None:
+    template = decode(NOTES_TEMPLATE)
+    for other in _other_stages(stage):
+        theirs = StageResources(other)
+        text = json.dumps(policy)
+        assert theirs.prefix not in text
+        assert theirs.service_secret not in text
+        # Wildcards reach no resource of theirs either.
+        deployed = Deployed(template, Stage=other)
+        arns = [
+            _queue_arn(deployed, theirs.note_queue),
+            _queue_arn(deployed, theirs.dead_letter_queue),
+            _secret_arn(deployed),
+            *(_log_group_arn(f) for f in lambdas.function_names(other)),
+            *(f"{_log_group_arn(f)}:log-stream:x" for f in lambdas.function_names(other)),
+        ]
+        for statement in policy["Statement"]:
+            if statement["Resource"] == "*":
+                continue
+            for arn in arns:
+                assert not any(_matches(r, arn) for r in statement["Resource"]), (statement["Sid"], arn)
+
+
+# ------------------------------------------------------ what each Lambda does
+
+
+def test_every_function_may_write_its_own_logs(policy: dict[str, Any], stage: str) -> None:
+    """Including the API handler, whose name has no suffix (<app>-<stage>)."""
+    for function in lambdas.function_names(stage):
+        group = _log_group_arn(function)
+        assert _allows(policy, "logs:CreateLogGroup", group), function
+        for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+            assert _allows(policy, action, f"{group}:log-stream:2026/11/28/[$LATEST]0123abcd"), (function, action)
+
+
+def test_logs_of_a_function_outside_the_stage_are_out_of_reach(policy: dict[str, Any], stage: str) -> None:
+    for outsider in (f"hosp-reliability-{stage}x", f"hosp-reliability-{stage}2-worker", "other-app-worker"):
+        group = _log_group_arn(outsider)
+        assert not _allows(policy, "logs:PutLogEvents", f"{group}:log-stream:x"), outsider
+        assert not _allows(policy, "logs:CreateLogGroup", group), outsider
+
+
+def test_the_interceptor_may_queue_note_jobs(policy: dict[str, Any], deployed: Deployed, stage: str) -> None:
+    queue = _queue_arn(deployed, StageResources(stage).note_queue)
+    for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
+        assert _allows(policy, action, queue), action
+
+
+def test_the_worker_may_consume_note_jobs(policy: dict[str, Any], deployed: Deployed, stage: str) -> None:
+    """What the Lambda event source needs to poll (Receive, Delete, GetQueueAttributes),
+    and what the worker does itself (look the queue up, defer a job)."""
+    queue = _queue_arn(deployed, StageResources(stage).note_queue)
+    for action in (
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueUrl",
+    ):
+        assert _allows(policy, action, queue), action
+
+
+def test_the_worker_may_dead_letter_a_job_but_not_consume_dead_jobs(
+    policy: dict[str, Any], deployed: Deployed, stage: str
+) -> None:
+    dead = _queue_arn(deployed, StageResources(stage).dead_letter_queue)
+    assert _allows(policy, "sqs:GetQueueUrl", dead)
+    assert _allows(policy, "sqs:SendMessage", dead)
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:PurgeQueue"):
+        assert not _allows(policy, action, dead), action
+
+
+def test_no_queue_may_be_created_changed_or_emptied(policy: dict[str, Any], deployed: Deployed, stage: str) -> None:
+    names = StageResources(stage)
+    for queue in (names.note_queue, names.dead_letter_queue):
+        arn = _queue_arn(deployed, queue)
+        for action in ("sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SetQueueAttributes", "sqs:PurgeQueue"):
+            assert not _allows(policy, action, arn), (queue, action)
+
+
+def test_only_the_stages_service_account_secret_is_readable(
+    policy: dict[str, Any], deployed: Deployed, stage: str
+) -> None:
+    secret = _secret_arn(deployed)
+    assert _allows(policy, "secretsmanager:GetSecretValue", secret)
+    assert not _allows(policy, "secretsmanager:PutSecretValue", secret)
+    prefix = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:hosp-reliability/{stage}"
+    for other in (f"{prefix}/other-secret-AbC123", f"{prefix}/hosp-service-account-admin-AbC123"):
+        assert not _allows(policy, "secretsmanager:GetSecretValue", other), other
+
+
+def test_a_function_in_a_vpc_may_manage_its_network_interfaces(policy: dict[str, Any]) -> None:
+    interface = f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0123456789abcdef0"
+    for action in VPC_ACTIONS:
+        assert _allows(policy, action, interface), action
+
+
+def test_the_lambdas_use_the_names_the_policy_grants(stage: str) -> None:
+    """The stage's environment (.chalice/config.json) and chalicelib.config's defaults
+    name the resources the policy covers."""
+    names = StageResources(stage)
+    environment = {"STAGE": stage, **lambdas.chalice_config(stage).environment_variables}
+    assert app_config.note_queue_name(environment) == names.note_queue
+    assert app_config.note_dead_letter_queue_name(environment) == names.dead_letter_queue
+    secret = environment.get(app_config.HOSP_SERVICE_SECRET_ID)
+    if secret is not None:  # the name, or the full ARN
+        assert secret == names.service_secret or _matches(names.service_secret_arn, secret), secret
