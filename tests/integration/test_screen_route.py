@@ -1,0 +1,385 @@
+"""Screens through the whole local stack: NGINX, the interceptor, the note queue, the worker, HOSP.
+
+One stack for the module, started in this process as `make run` starts it.
+Every screen is sent with http.client, which sends the path exactly as written
+(requests would resolve "..", "." and "%31" before NGINX sees them). What HOSP
+answers is compared byte for byte with the same call made straight to the
+stand-in, whose screening is a pure function of the patient and the images.
+
+"No note" is checked after a later screen of the same patient has its note:
+the note queue is FIFO per patient, so a job queued earlier would have been
+handled first. HOSP's request log then shows what carried the request id.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import json
+import re
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from infra.nginx.render import MAX_BODY_BYTES, SCREEN_MAX_BYTES
+from local.hosp_standin.stats import REQUEST_LOG_SIZE
+from local.processes import free_port
+from local.stack import Ports, Stack
+from tests.support import DEMO_AUTH
+
+SCREEN_PATH = "/patients/1/screen"
+IMAGE = base64.b64encode(b"chest x-ray, lateral view").decode()
+SCREEN_BODY = json.dumps({"images": [IMAGE]}).encode()
+JSON = {"Content-Type": "application/json"}
+NOTE_TIMEOUT = 15.0  # a note is written within a second or two; a bound, not an expectation
+LOG_TIMEOUT = 5.0
+CLIENT_TIMEOUT = 30.0
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+SCREEN_ROUTE = "POST /patients/{id}/screen"  # how the stand-in names the screen route
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    @property
+    def request_id(self) -> str:
+        """The answer's X-Request-Id; there must be exactly one."""
+        values = self.headers.get_all("X-Request-Id") or []
+        assert len(values) == 1, f"X-Request-Id headers: {values}"
+        assert REQUEST_ID.fullmatch(values[0]), values[0]
+        return values[0]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # Stack.stop ignores SIGINT and SIGTERM from then on, as the program it serves does:
+    # give them back to pytest afterwards.
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    running = Stack(Ports(*(free_port() for _ in range(6))), tmp_path_factory.mktemp("stack"), faults=None, seed=1)
+    # The tests read the access log right after each answer: each line is written at once.
+    running.proxy.tuning = dataclasses.replace(running.proxy.tuning, access_log_buffer="off")
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@pytest.fixture(scope="module")
+def hosp_screen(stack: Stack) -> Answer:
+    """HOSP's own answer to the test screen of patient 1, asked directly."""
+    answer = send(stack.ports.hosp, "POST", SCREEN_PATH, SCREEN_BODY, {**DEMO_AUTH, **JSON})
+    assert answer.status == 200, answer.body
+    return answer
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def send(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One request with the path exactly as given; an iterable body goes chunked."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+def screen(
+    port: int, path: str = SCREEN_PATH, body: bytes | Iterable[bytes] = SCREEN_BODY, auth: bool = True
+) -> Answer:
+    return send(port, "POST", path, body, {**(DEMO_AUTH if auth else {}), **JSON})
+
+
+def body_of_size(size: int) -> bytes:
+    """A valid screen body of exactly `size` bytes: one large image, then JSON whitespace."""
+    prefix, suffix = b'{"images":["', b'"]}'
+    raw = (bytes(range(256)) * (size // 256 + 1))[: (size - len(prefix) - len(suffix)) // 4 * 3]
+    body = prefix + base64.b64encode(raw) + suffix
+    return body + b" " * (size - len(body))
+
+
+def log_lines(stack: Stack, request_id: str) -> list[dict[str, Any]]:
+    lines = stack.proxy.access_log.read_text().splitlines()
+    return [entry for entry in map(json.loads, lines) if entry["request_id"] == request_id]
+
+
+def logged(stack: Stack, request_id: str, **fields: object) -> dict[str, Any]:
+    """The one access-log line of `request_id` with these fields. NGINX writes it just
+    after the answer's last byte, so the client may read first: wait briefly."""
+    deadline = time.monotonic() + LOG_TIMEOUT
+    while True:
+        lines = log_lines(stack, request_id)
+        found = [entry for entry in lines if all(entry[k] == v for k, v in fields.items())]
+        if found or time.monotonic() > deadline:
+            assert len(found) == 1, f"wanted one line with {fields}; the lines of {request_id}: {lines}"
+            return found[0]
+        time.sleep(0.02)
+
+
+def notes_of(stack: Stack, patient_id: int, request_id: str) -> list[dict[str, Any]]:
+    """The bodies of the patient's notes that name the request id, read straight from HOSP."""
+    answer = send(stack.ports.hosp, "GET", f"/notes?patient_id={patient_id}", headers=DEMO_AUTH)
+    assert answer.status == 200, answer.body
+    bodies = []
+    for note in answer.json():
+        try:
+            body = json.loads(note["body"])
+        except ValueError:
+            continue
+        if isinstance(body, dict) and body.get("request_id") == request_id:
+            bodies.append(body)
+    return bodies
+
+
+def wait_for_note(stack: Stack, patient_id: int, request_id: str) -> dict[str, Any]:
+    """The note of the request's job (its body), once the worker has written it.
+
+    One job, one marker. Not always one note locally: moto can hand one FIFO
+    message to two of the worker loop's long-polling receivers at once (its
+    receive is not atomic), and two copies of the job, handled side by side,
+    both find no note yet. SQS does not do that, so the job is what is counted.
+    """
+    deadline = time.monotonic() + NOTE_TIMEOUT
+    while not (found := notes_of(stack, patient_id, request_id)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no note of patient {patient_id} with request id {request_id} in HOSP")
+        time.sleep(0.1)
+    assert len({note["marker"] for note in found}) == 1, found
+    return found[0]
+
+
+def hosp_requests(stack: Stack, request_id: str) -> list[dict[str, Any]]:
+    """The API requests HOSP received carrying the request id."""
+    received = send(stack.ports.hosp, "GET", f"/_sim/requests?limit={REQUEST_LOG_SIZE}").json()
+    return [entry for entry in received if entry["x_request_id"] == request_id]
+
+
+def assert_no_note(stack: Stack, patient_id: int, request_id: str) -> None:
+    """No note was made for the request, and the worker never read or wrote on its behalf."""
+    later = screen(stack.ports.proxy, f"/patients/{patient_id}/screen")
+    assert later.status == 200
+    wait_for_note(stack, patient_id, later.request_id)
+
+    assert notes_of(stack, patient_id, request_id) == []
+    assert {entry["route"] for entry in hosp_requests(stack, request_id)} <= {SCREEN_ROUTE}
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "/patients/1/screen",
+        "/patients/1/screen.json",
+        "/patients/1/screen/",
+        "//patients//1//screen",
+        "/patients/%31/screen",
+        "/patients/1/./screen",
+        "/patients/x/../1/screen",
+    ],
+)
+def test_every_spelling_of_a_screen_reaches_the_interceptor_and_gets_hosps_answer_and_a_note(
+    stack: Stack, hosp_screen: Answer, spelling: str
+) -> None:
+    answer = screen(stack.ports.proxy, spelling)
+
+    assert answer.status == 200
+    assert answer.body == hosp_screen.body
+    assert answer.header("Content-Type") == hosp_screen.header("Content-Type")
+    entry = logged(stack, answer.request_id, listener="public")
+    assert entry["route"] == "interceptor"
+    assert entry["path"] == spelling  # NGINX got the spelling itself, not a client's normalized one
+    note = wait_for_note(stack, 1, answer.request_id)
+    assert note["results"] == hosp_screen.json()
+    assert note["marker"].startswith("xray-")
+
+
+def test_the_interceptors_own_call_reaches_hosp_through_the_internal_listener_once(
+    stack: Stack, hosp_screen: Answer
+) -> None:
+    answer = screen(stack.ports.proxy, "//patients/%31/./screen.json/")
+
+    assert answer.status == 200
+    assert answer.body == hosp_screen.body
+    request_id = answer.request_id
+    public = logged(stack, request_id, listener="public")
+    assert public["route"] == "interceptor"
+    internal = logged(stack, request_id, listener="internal", path=SCREEN_PATH)
+    assert (internal["route"], internal["method"], internal["status"]) == ("hosp", "POST", 200)
+    # No loop: the public line is the nurse's request, and HOSP screened once.
+    screens = [entry for entry in hosp_requests(stack, request_id) if entry["route"] == SCREEN_ROUTE]
+    assert [(entry["method"], entry["path"]) for entry in screens] == [("POST", SCREEN_PATH)]
+    wait_for_note(stack, 1, request_id)
+    assert len([entry for entry in log_lines(stack, request_id) if entry["listener"] == "public"]) == 1
+
+
+def test_a_screen_sent_to_the_internal_listener_goes_to_hosp_and_makes_no_note(
+    stack: Stack, hosp_screen: Answer
+) -> None:
+    forwarded = "0123456789abcdef0123456789abcdef"  # as a Lambda forwards the nurse's id
+    headers = {**DEMO_AUTH, **JSON, "X-Request-Id": forwarded}
+
+    answer = send(stack.ports.internal, "POST", SCREEN_PATH, SCREEN_BODY, headers)
+
+    assert answer.status == 200
+    assert answer.body == hosp_screen.body
+    assert answer.request_id == forwarded
+    entry = logged(stack, forwarded, listener="internal")
+    assert entry["route"] == "hosp"
+    assert [e["route"] for e in hosp_requests(stack, forwarded)] == [SCREEN_ROUTE]
+    assert_no_note(stack, 1, forwarded)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_other_methods_on_the_screen_path_go_to_hosp(stack: Stack, method: str) -> None:
+    body = SCREEN_BODY if method == "PUT" else None
+    direct = send(stack.ports.hosp, method, SCREEN_PATH, body, {**DEMO_AUTH, **JSON})
+
+    answer = send(stack.ports.proxy, method, SCREEN_PATH, body, {**DEMO_AUTH, **JSON})
+
+    assert direct.status == 405
+    assert (answer.status, answer.body) == (direct.status, direct.body)
+    assert answer.header("Allow") == direct.header("Allow")
+    entry = logged(stack, answer.request_id, listener="public")
+    assert entry["route"] == "hosp"
+    assert [e["method"] for e in hosp_requests(stack, answer.request_id)] == [method]
+
+
+@pytest.mark.parametrize(
+    "path", ["/patients/abc/screen", "/patients/1a/screen", "/patients/%D9%A1/screen", "/patients/abc/screen.json"]
+)
+def test_a_screen_of_an_id_that_is_not_digits_is_answered_by_the_proxy(stack: Stack, path: str) -> None:
+    before = int(send(stack.ports.hosp, "GET", "/_sim/stats").json()["total"])
+
+    answer = screen(stack.ports.proxy, path)
+
+    assert answer.status == 404
+    assert answer.header("Content-Type") == "application/json"
+    request_id = answer.request_id
+    assert answer.json() == {
+        "error": "a screen needs a patient id of ASCII digits",
+        "status": 404,
+        "request_id": request_id,
+    }
+    entry = logged(stack, request_id, listener="public")
+    assert (entry["route"], entry["upstream_addr"]) == ("screen-not-a-patient", "")
+    # The note worker may be busy with earlier tests' notes: look at what HOSP got since.
+    received = send(stack.ports.hosp, "GET", f"/_sim/requests?limit={REQUEST_LOG_SIZE}").json()
+    arrived = [e for e in received if e["index"] >= before]
+    assert not [e for e in arrived if e["x_request_id"] == request_id or "screen" in e["path"]]
+
+
+@pytest.mark.parametrize(
+    ("size", "route"),
+    [
+        (SCREEN_MAX_BYTES, "interceptor"),
+        (SCREEN_MAX_BYTES + 1, "hosp-screen-too-large"),
+        (4_500_000, "hosp-screen-too-large"),
+    ],
+)
+def test_a_screen_over_the_interceptors_limit_goes_straight_to_hosp_and_makes_no_note(
+    stack: Stack, size: int, route: str
+) -> None:
+    body = body_of_size(size)
+    assert len(body) == size < MAX_BODY_BYTES
+    direct = screen(stack.ports.hosp, "/patients/2/screen", body)
+    assert direct.status == 200
+
+    answer = screen(stack.ports.proxy, "/patients/2/screen", body)
+
+    assert (answer.status, answer.body) == (200, direct.body)
+    request_id = answer.request_id
+    assert logged(stack, request_id, listener="public")["route"] == route
+    if route == "interceptor":
+        assert wait_for_note(stack, 2, request_id)["results"] == direct.json()
+    else:
+        assert [(e["route"], e["path"]) for e in hosp_requests(stack, request_id)] == [
+            (SCREEN_ROUTE, "/patients/2/screen")
+        ]
+        assert_no_note(stack, 2, request_id)
+
+
+def test_a_chunked_screen_goes_straight_to_hosp_and_makes_no_note(stack: Stack, hosp_screen: Answer) -> None:
+    half = len(SCREEN_BODY) // 2
+
+    answer = screen(stack.ports.proxy, SCREEN_PATH, iter([SCREEN_BODY[:half], SCREEN_BODY[half:]]))
+
+    assert (answer.status, answer.body) == (200, hosp_screen.body)
+    request_id = answer.request_id
+    assert logged(stack, request_id, listener="public")["route"] == "hosp-screen-too-large"
+    assert_no_note(stack, 1, request_id)
+
+
+@pytest.mark.parametrize(
+    "path", [SCREEN_PATH, "/patients/abc/screen", "/patients/1", "/patients/9999/screen", "/no/such/path"]
+)
+def test_the_nurse_gets_one_request_id(stack: Stack, path: str) -> None:
+    answer = screen(stack.ports.proxy, path)
+
+    assert len(answer.headers.get_all("X-Request-Id") or []) == 1
+    assert logged(stack, answer.request_id, listener="public")
+
+
+def test_a_request_id_sent_by_the_client_is_replaced_on_the_public_listener(stack: Stack) -> None:
+    forged = "feedfacefeedfacefeedfacefeedface"
+    headers = {**DEMO_AUTH, **JSON, "X-Request-Id": forged}
+
+    answer = send(stack.ports.proxy, "POST", SCREEN_PATH, SCREEN_BODY, headers)
+
+    assert answer.status == 200
+    assert answer.request_id != forged
+    assert wait_for_note(stack, 1, answer.request_id)
+    assert hosp_requests(stack, forged) == []
+    assert notes_of(stack, 1, forged) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "auth", "status"),
+    [
+        pytest.param(SCREEN_PATH, SCREEN_BODY, False, 401, id="no credentials"),
+        pytest.param("/patients/9999/screen", SCREEN_BODY, True, 404, id="unknown patient"),
+        pytest.param(SCREEN_PATH, b"{}", True, 422, id="no images"),
+        pytest.param(SCREEN_PATH, b'{"images": []}', True, 422, id="an empty list of images"),
+    ],
+)
+def test_hosps_refusals_pass_through_the_interceptor_and_make_no_note(
+    stack: Stack, path: str, body: bytes, auth: bool, status: int
+) -> None:
+    direct = screen(stack.ports.hosp, path, body, auth=auth)
+    assert direct.status == status
+
+    answer = screen(stack.ports.proxy, path, body, auth=auth)
+
+    assert (answer.status, answer.body) == (direct.status, direct.body)
+    for name in ("Content-Type", "WWW-Authenticate"):
+        assert answer.header(name) == direct.header(name)
+    request_id = answer.request_id
+    assert logged(stack, request_id, listener="public")["route"] == "interceptor"
+    assert [e["route"] for e in hosp_requests(stack, request_id)] == [SCREEN_ROUTE]
+    # Patient 9999 has no later screen to wait for: patient 1's stands in (another FIFO group).
+    assert_no_note(stack, 1, request_id)
