@@ -22,13 +22,17 @@ import json
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from app import app, write_note
 from chalicelib import aws, config, logs
 
-WAIT_SECONDS = 1  # long polling: a drained queue costs one call a second per thread
+WAIT_SECONDS = 1  # how long a poll of an unreachable queue waits before the next
+# Short polls, 0.1 s apart while the queue is empty: moto's long poll does not
+# return when a message arrives, so it would delay every note by up to its wait.
+IDLE_PAUSE = 0.1
 
 
 class Counts:
@@ -65,19 +69,21 @@ def lambda_event(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
 
 
 class Queue:
-    """The note queue as the event source sees it: its URL and ARN."""
+    """The note queue as the event source sees it: its URL and ARN.
+
+    Receives are made one at a time, by one receiver; the handling is not. moto's
+    receive is not atomic: receivers woken together can all take the same
+    message, which SQS never hands out twice at once. One receiver keeps the
+    local queue as strict as SQS, so that what the tests count is the worker's doing.
+    """
 
     def __init__(self, sqs: Any) -> None:
         self.sqs = sqs
         self.url = aws.queue_url(config.note_queue_name())
         self.arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
-    def handle_one(self, wait_seconds: int = WAIT_SECONDS) -> str | None:
-        """Receive one message and run the handler on it, as the event source would.
-
-        Returns "handled" (the handler returned; the message is deleted), "failed"
-        (it raised; the message stays and comes back), or None (nothing to receive).
-        """
+    def receive(self, wait_seconds: int = WAIT_SECONDS) -> dict[str, Any] | None:
+        """One message with every attribute (batch size 1), or None."""
         received = self.sqs.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=1,
@@ -87,9 +93,14 @@ class Queue:
             MessageAttributeNames=["All"],
         )
         messages = received.get("Messages", [])
-        if not messages:
-            return None
-        message = messages[0]
+        return messages[0] if messages else None
+
+    def handle(self, message: dict[str, Any]) -> str:
+        """Run the handler on the message, as the event source would.
+
+        "handled": the handler returned, and the message is deleted; "failed": it
+        raised, and the message stays, to come back.
+        """
         try:
             write_note(lambda_event(message, self.arn), None)
         except Exception:  # the handler logged why; the message comes back
@@ -97,19 +108,38 @@ class Queue:
         self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         return "handled"
 
+    def handle_one(self, wait_seconds: int = WAIT_SECONDS) -> str | None:
+        """Receive and handle one message; None when there was none."""
+        message = self.receive(wait_seconds)
+        return None if message is None else self.handle(message)
 
-def drain(stop: threading.Event, counts: Counts) -> None:
-    queue = Queue(aws.client("sqs"))
-    while not stop.is_set():
+
+def drain(queue: Queue, concurrency: int, stop: threading.Event, counts: Counts) -> None:
+    """Receive here, handle up to `concurrency` messages at once, as Lambda instances would."""
+    free = threading.Semaphore(concurrency)
+
+    def handle(message: dict[str, Any]) -> None:
         try:
-            outcome = queue.handle_one()
-        except Exception as exc:  # the queue is unreachable for now: as Lambda's poller, wait and poll again
-            logs.warning("note_queue_poll_failed", reason=type(exc).__name__)
-            stop.wait(WAIT_SECONDS)
-            continue
-        counts.add("polls")
-        if outcome is not None:
-            counts.add(outcome)
+            counts.add(queue.handle(message))
+        finally:
+            free.release()
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        while not stop.is_set():
+            free.acquire()
+            try:
+                message = queue.receive(wait_seconds=0)
+            except Exception as exc:  # the queue is unreachable for now: as Lambda's poller, wait and poll again
+                free.release()
+                logs.warning("note_queue_poll_failed", reason=type(exc).__name__)
+                stop.wait(WAIT_SECONDS)
+                continue
+            counts.add("polls")
+            if message is None:
+                free.release()
+                stop.wait(IDLE_PAUSE)
+            else:
+                pool.submit(handle, message)
 
 
 def health_server(port: int, counts: Counts) -> ThreadingHTTPServer:
@@ -140,13 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = health_server(args.port, counts)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    workers = [threading.Thread(target=drain, args=(stop, counts)) for _ in range(args.concurrency)]
-    for worker in workers:
-        worker.start()
+    receiver = threading.Thread(target=drain, args=(Queue(aws.client("sqs")), args.concurrency, stop, counts))
+    receiver.start()
     with contextlib.suppress(KeyboardInterrupt):
-        while any(w.is_alive() for w in workers):
-            for worker in workers:
-                worker.join(timeout=0.5)
+        while receiver.is_alive():
+            receiver.join(timeout=0.5)
     stop.set()
     server.shutdown()
     return 0

@@ -156,19 +156,13 @@ def notes_of(stack: Stack, patient_id: int, request_id: str) -> list[dict[str, A
 
 
 def wait_for_note(stack: Stack, patient_id: int, request_id: str) -> dict[str, Any]:
-    """The note of the request's job (its body), once the worker has written it.
-
-    One job, one marker. Not always one note locally: moto can hand one FIFO
-    message to two of the worker loop's long-polling receivers at once (its
-    receive is not atomic), and two copies of the job, handled side by side,
-    both find no note yet. SQS does not do that, so the job is what is counted.
-    """
+    """The note of the request's job (its body), once the worker has written it: exactly one."""
     deadline = time.monotonic() + NOTE_TIMEOUT
     while not (found := notes_of(stack, patient_id, request_id)):
         if time.monotonic() > deadline:
             raise AssertionError(f"no note of patient {patient_id} with request id {request_id} in HOSP")
         time.sleep(0.1)
-    assert len({note["marker"] for note in found}) == 1, found
+    assert len(found) == 1, found
     return found[0]
 
 
