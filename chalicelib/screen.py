@@ -4,7 +4,8 @@
 the proxy's internal listener) with the nurse's Authorization header and the
 request id, and returns HOSP's answer unchanged: status, end-to-end headers
 and body bytes. Screening is a pure function, so a failed call (no answer,
-502, 503, 504) is tried again, until SCREEN_DEADLINE; HOSP's refusals (401,
+502, 503, 504) is tried again, SCREEN_TRIES times in all within
+SCREEN_DEADLINE; HOSP's refusals (401,
 403, 404, 422 ...) and the last failure pass through, and make no note.
 
 A successful answer (200 with JSON) puts one note job on the queue before the
@@ -26,6 +27,9 @@ from chalicelib import config, hosp, logs, metrics, note_jobs
 
 # Well under API Gateway's 29 s, leaving time to queue the job and answer.
 SCREEN_DEADLINE = 20.0
+# Attempts in all, as the proxy makes for a retryable request: when HOSP is
+# down, the nurse hears so within a second, and HOSP gets three calls, not twenty.
+SCREEN_TRIES = 3
 RETRY_STATUSES = frozenset({502, 503, 504})
 FIRST_BACKOFF = 0.2  # seconds; doubled after each failed try
 # The headers of the nurse's request that HOSP gets.
@@ -72,7 +76,7 @@ def forward(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.An
             answer, failure = None, str(exc)
         if failure is None and answer is not None:
             return answer
-        if time.monotonic() + backoff >= deadline:
+        if tries >= SCREEN_TRIES or time.monotonic() + backoff >= deadline:
             logs.warning("screen_failed", tries=tries, failure=failure)
             if answer is None:
                 return unreachable_answer()
