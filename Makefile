@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test check lint typecheck bench clean system-packages bench-packages
+.PHONY: run test check lint typecheck bench bench-screen clean system-packages bench-packages
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ typecheck: $(STAMP)
 ## bench: proxy benchmarks (not run by CI); figures go to docs/benchmarks.md
 bench: $(STAMP) bench-packages
 	$(BIN)/python -m bench.proxy_bench
+
+## bench-screen: the screen interceptor's added latency and one note per screen (not run by CI)
+# Other sizes: .venv/bin/python -m bench.screen_bench --help (bench/README.md).
+bench-screen: $(STAMP) system-packages
+	$(BIN)/python -m bench.screen_bench
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
