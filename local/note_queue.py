@@ -14,7 +14,7 @@ import boto3
 
 from chalicelib import config
 
-# The same as infra/notes/queues.yaml (tests/infra/test_note_queues_local.py compares them).
+# The same as infra/notes/queues.yaml: tests/infra/test_note_queues_local.py compares them.
 VISIBILITY_TIMEOUT = 180
 MAX_RECEIVE_COUNT = 8
 RETENTION_SECONDS = 1_209_600
