@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
+from requests.structures import CaseInsensitiveDict
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 10.0
@@ -60,6 +62,9 @@ class HospUnreachable(Exception):
 def session() -> requests.Session:
     s = requests.Session()
     s.trust_env = False  # HOSP_BASE_URL is reached directly, never through an HTTP_PROXY
+    # None of requests' default headers: HOSP gets what the caller gives, and is
+    # asked for an unencoded answer, which the interceptor must be able to read.
+    s.headers = CaseInsensitiveDict({"Accept-Encoding": "identity"})
     return s
 
 
@@ -87,7 +92,8 @@ def call(
             raw = response.raw.read(decode_content=False)
             kept = tuple((k, v) for k, v in response.raw.headers.items() if k.lower() not in NOT_END_TO_END)
             return Answer(response.status_code, kept, raw)
-    except (requests.RequestException, OSError) as exc:
+    # urllib3's own errors: the answer broke off, or stalled, part-way through its body.
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise HospUnreachable(f"{method} {_path(url)}: {type(exc).__name__}") from exc
 
 

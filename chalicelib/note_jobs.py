@@ -122,14 +122,20 @@ def not_queued(job: NoteJob, reason: str) -> None:
     metrics.emit(metrics.NOTE_JOBS_NOT_QUEUED, reason=reason[:100])
 
 
-def jobs_in_log(lines: list[str]) -> list[NoteJob]:
-    """The jobs of the "note_job_not_queued" lines among `lines` (other lines are skipped)."""
-    jobs = []
+def jobs_in_log(lines: list[str]) -> tuple[list[NoteJob], int]:
+    """The jobs of the "note_job_not_queued" lines among `lines`, and how many such lines could not be read.
+
+    Other lines are skipped. A line that names the event but is not a whole job
+    (cut short on its way, say) is counted, never silently dropped.
+    """
+    jobs, unreadable = [], 0
     for line in lines:
+        if '"note_job_not_queued"' not in line:
+            continue
         try:
             record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("event") == "note_job_not_queued":
-            jobs.append(NoteJob.from_json(json.dumps(record.get("job"))))
-    return jobs
+            if isinstance(record, dict) and record.get("event") == "note_job_not_queued" and "job" in record:
+                jobs.append(NoteJob.from_json(json.dumps(record["job"])))
+        except (ValueError, MalformedJob):
+            unreadable += 1
+    return jobs, unreadable

@@ -73,7 +73,7 @@ def handle(message: Message) -> None:
         except PermanentFailure as exc:
             dead_letter(message, str(exc), job)
             return
-        except (TransientFailure, service_account.ServiceAccountError) as exc:
+        except (TransientFailure, service_account.ServiceAccountError, config.ConfigError) as exc:
             delay = backoff(message.receive_count)
             logs.warning(
                 "note_write_deferred", reason=str(exc), marker=job.marker, receives=message.receive_count, delay=delay
@@ -85,16 +85,20 @@ def handle(message: Message) -> None:
 
 
 def write_once(job: NoteJob, account: service_account.ServiceAccount) -> str:
-    """ "written" or "already_present"; raises TransientFailure or PermanentFailure."""
+    """ "written" or "already_present"; raises TransientFailure or PermanentFailure.
+
+    Every HOSP call waits at most until the deadline, so that the invocation ends
+    before the Lambda's timeout (30 s) whatever HOSP does.
+    """
     deadline = time.monotonic() + DEADLINE
     pause = FIRST_PAUSE
     failure = "no attempt made"
     for _attempt in range(ATTEMPTS):
         try:
-            if marker_present(job, account):
+            if marker_present(job, account, deadline):
                 metrics.emit(metrics.NOTES_ALREADY_PRESENT)
                 return "already_present"
-            post_note(job, account)
+            post_note(job, account, deadline)
             metrics.emit(metrics.NOTES_WRITTEN)
             return "written"
         except TransientFailure as exc:
@@ -106,8 +110,9 @@ def write_once(job: NoteJob, account: service_account.ServiceAccount) -> str:
     raise TransientFailure(failure)
 
 
-def marker_present(job: NoteJob, account: service_account.ServiceAccount) -> bool:
-    answer = _hosp("GET", "/notes", job, account, params={"patient_id": str(job.patient_id)})
+def marker_present(job: NoteJob, account: service_account.ServiceAccount, deadline: float) -> bool:
+    params = {"patient_id": str(job.patient_id)}
+    answer = _hosp("GET", "/notes", job, account, params=params, deadline=deadline)
     if answer.status in PERMANENT_STATUSES:
         raise PermanentFailure(f"GET /notes answered {answer.status}")
     if answer.status != 200:
@@ -115,17 +120,32 @@ def marker_present(job: NoteJob, account: service_account.ServiceAccount) -> boo
     notes = hosp.json_of(answer)
     if not isinstance(notes, list):
         raise TransientFailure("GET /notes did not answer a JSON list")
-    return any(isinstance(n, dict) and job.marker in str(n.get("body", "")) for n in notes)
+    return any(isinstance(n, dict) and written_by_us(n, job, account) for n in notes)
 
 
-def post_note(job: NoteJob, account: service_account.ServiceAccount) -> None:
+def written_by_us(note: dict[str, Any], job: NoteJob, account: service_account.ServiceAccount) -> bool:
+    """Whether `note` is this job's note: the service account's, with the job's marker.
+
+    Not a substring search: a note anyone else wrote, quoting the marker, must
+    not stop the real one being written.
+    """
+    if note.get("staff_id") != account.staff_id:
+        return False
+    try:
+        body = json.loads(str(note.get("body", "")))
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("marker") == job.marker
+
+
+def post_note(job: NoteJob, account: service_account.ServiceAccount, deadline: float) -> None:
     note = {
         "title": note_title(job),
         "body": note_body(job),
         "patient_id": job.patient_id,
         "staff_id": account.staff_id,
     }
-    answer = _hosp("POST", "/notes", job, account, body=json.dumps(note).encode())
+    answer = _hosp("POST", "/notes", job, account, body=json.dumps(note).encode(), deadline=deadline)
     if answer.status in (200, 201):
         return
     if answer.status in PERMANENT_STATUSES:
@@ -191,6 +211,7 @@ def _hosp(
     *,
     body: bytes | None = None,
     params: dict[str, str] | None = None,
+    deadline: float,
 ) -> hosp.Answer:
     headers: dict[str, Any] = {
         "Authorization": account.authorization,
@@ -200,7 +221,11 @@ def _hosp(
     if body is not None:
         headers["Content-Type"] = "application/json"
     try:
-        return hosp.call(method, config.load().hosp_base_url + path, headers, body, params=params)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TransientFailure("the invocation's deadline has passed")
+        timeout = min(hosp.READ_TIMEOUT, left)
+        return hosp.call(method, config.load().hosp_base_url + path, headers, body, params=params, timeout=timeout)
     except hosp.HospUnreachable as exc:
         raise TransientFailure(str(exc)) from exc
 

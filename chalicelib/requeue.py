@@ -16,10 +16,12 @@ from chalicelib import note_jobs
 
 
 def main() -> int:
-    jobs = note_jobs.jobs_in_log(sys.stdin.read().splitlines())
+    jobs, unreadable = note_jobs.jobs_in_log(sys.stdin.read().splitlines())
     queued = sum(note_jobs.queue(job) for job in jobs)
     print(f"requeued {queued} of {len(jobs)} note job(s)", file=sys.stderr)
-    return 0 if queued == len(jobs) else 1
+    if unreadable:
+        print(f"{unreadable} logged job(s) could not be read: see those lines in the log", file=sys.stderr)
+    return 0 if queued == len(jobs) and not unreadable else 1
 
 
 if __name__ == "__main__":

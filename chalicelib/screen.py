@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 from chalicelib import config, hosp, logs, metrics, note_jobs
 
-# Well under API Gateway's 29 s, leaving time to queue the job and answer.
+# Under API Gateway's 29 s with the queueing (about 6 s at most, aws.py): the
+# Lambda's timeout is 28 s (.chalice/config.json).
 SCREEN_DEADLINE = 20.0
 # Attempts in all, as the proxy makes for a retryable request: when HOSP is
 # down, the nurse hears so within a second, and HOSP gets three calls, not twenty.
@@ -79,7 +80,7 @@ def forward(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.An
         if tries >= SCREEN_TRIES or time.monotonic() + backoff >= deadline:
             logs.warning("screen_failed", tries=tries, failure=failure)
             if answer is None:
-                return unreachable_answer()
+                return unreachable_answer(str(headers.get("X-Request-Id", "")))
             return answer
         logs.info("screen_retry", tries=tries, failure=failure)
         metrics.emit(metrics.SCREEN_FORWARD_RETRIES)
@@ -87,9 +88,9 @@ def forward(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.An
         backoff *= 2
 
 
-def unreachable_answer() -> hosp.Answer:
-    """What the nurse gets when HOSP never answered: the proxy's own 502, in its JSON shape."""
-    body = b'{"error":"HOSP could not be reached","status":502}\n'
+def unreachable_answer(request_id: str) -> hosp.Answer:
+    """What the nurse gets when HOSP never answered: a 502 in the proxy's JSON shape."""
+    body = f'{{"error":"HOSP could not be reached","status":502,"request_id":"{request_id}"}}\n'.encode()
     return hosp.Answer(502, (("Content-Type", "application/json"),), body)
 
 

@@ -23,7 +23,10 @@ RETENTION_SECONDS = 1_209_600
 def create(sqs: Any, environ: dict[str, str] | None = None, max_receive_count: int = MAX_RECEIVE_COUNT) -> str:
     """Create both queues (again: creating an existing queue is a no-op); returns the note queue's URL."""
     fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false", "MessageRetentionPeriod": str(RETENTION_SECONDS)}
-    dead = sqs.create_queue(QueueName=config.note_dead_letter_queue_name(environ), Attributes=fifo)["QueueUrl"]
+    # The dead-letter queue also takes messages sent without a deduplication id.
+    dead_attributes = {**fifo, "ContentBasedDeduplication": "true"}
+    dead_name = config.note_dead_letter_queue_name(environ)
+    dead = sqs.create_queue(QueueName=dead_name, Attributes=dead_attributes)["QueueUrl"]
     dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = {"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(max_receive_count)}
     attributes = {**fifo, "VisibilityTimeout": str(VISIBILITY_TIMEOUT), "RedrivePolicy": json.dumps(redrive)}

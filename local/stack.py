@@ -29,6 +29,7 @@ from types import FrameType
 
 import requests
 
+from chalicelib import config
 from local import note_queue
 from local.hosp_standin.faults import DEFAULT_CONFIG, FaultConfigError, apply_update, parse_fault_flag
 from local.hosp_standin.process import StandInProcess
@@ -143,8 +144,10 @@ class Stack:
     def lambda_environment(self) -> dict[str, str]:
         """What the Lambdas get in AWS, pointed at the local servers."""
         account = NOTES_SERVICE_ACCOUNT
+        # Nothing the app reads comes from the shell (a stray NOTE_QUEUE_NAME, say).
+        inherited = {name: value for name, value in os.environ.items() if name not in config.VARIABLES}
         return {
-            **os.environ,
+            **inherited,
             "STAGE": "local",
             "AWS_ENDPOINT_URL": self.aws_url,
             "AWS_ACCESS_KEY_ID": "local",

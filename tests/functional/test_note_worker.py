@@ -7,11 +7,12 @@ import json
 import threading
 
 import pytest
+import requests
 
 from chalicelib import aws, config, note_jobs, note_worker, requeue
 from local.hosp_standin.store import NOTES_SERVICE_ACCOUNT
 from tests.functional.screen_support import Setup, screen_body, setup  # noqa: F401 (fixture)
-from tests.support import DEMO_PASSWORD
+from tests.support import DEMO_AUTH, DEMO_PASSWORD
 
 pytestmark = pytest.mark.usefixtures("setup")
 
@@ -189,3 +190,14 @@ def test_no_password_authorization_or_image_reaches_the_log(
     for secret in (DEMO_PASSWORD, NOTES_SERVICE_ACCOUNT.password, "Basic ", image[:40]):
         assert secret not in printed
     assert '"event":"note_written"' in printed or '"event":"note_already_present"' in printed
+
+
+def test_a_note_by_someone_else_quoting_the_marker_does_not_stop_the_real_one(setup: Setup) -> None:  # noqa: F811
+    screened(setup, 13, 6)
+    message = setup.sqs.receive_message(QueueUrl=setup.queue.url, VisibilityTimeout=0)["Messages"][0]
+    marker = note_jobs.NoteJob.from_json(message["Body"]).marker
+    decoy = {"title": "t", "body": json.dumps({"marker": marker}), "patient_id": 13, "staff_id": 1}
+    assert requests.post(f"{setup.hosp.url}/notes", json=decoy, headers=DEMO_AUTH, timeout=10).status_code == 201
+
+    assert drain(setup) == ["handled", None]
+    assert [n["staff_id"] for n in setup.xray_notes(13)] == [NOTES_SERVICE_ACCOUNT.staff_id]

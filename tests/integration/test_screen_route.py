@@ -377,3 +377,13 @@ def test_hosps_refusals_pass_through_the_interceptor_and_make_no_note(
     assert [e["route"] for e in hosp_requests(stack, request_id)] == [SCREEN_ROUTE]
     # Patient 9999 has no later screen to wait for: patient 1's stands in (another FIFO group).
     assert_no_note(stack, 1, request_id)
+
+
+def test_a_content_length_with_leading_zeros_still_reaches_the_interceptor(stack: Stack, hosp_screen: Answer) -> None:
+    headers = {**DEMO_AUTH, **JSON, "Content-Length": f"00{len(SCREEN_BODY)}"}
+
+    answer = send(stack.ports.proxy, "POST", SCREEN_PATH, SCREEN_BODY, headers)
+
+    assert (answer.status, answer.body) == (200, hosp_screen.body)
+    assert logged(stack, answer.request_id, listener="public")["route"] == "interceptor"
+    wait_for_note(stack, 1, answer.request_id)
