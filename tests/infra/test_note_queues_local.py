@@ -15,11 +15,14 @@ def test_the_local_queues_take_the_templates_behaviour() -> None:
     template = decode(INFRA / "notes" / "queues.yaml")
     queues = [q["Properties"] for q in resources(template, "AWS::SQS::Queue").values()]
     main = next(q for q in queues if "RedrivePolicy" in q)
+    dead = next(q for q in queues if "RedrivePolicy" not in q)
 
     with mock_aws():
         sqs = boto3.client("sqs", region_name="eu-west-2")
         url = note_queue.create(sqs, {"STAGE": "dev"})
         local = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        dead_url = sqs.get_queue_url(QueueName="hosp-reliability-dev-notes-dead.fifo")["QueueUrl"]
+        local_dead = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["All"])["Attributes"]
 
     assert local["FifoQueue"] == "true"
     assert main["FifoQueue"] is True
@@ -30,3 +33,6 @@ def test_the_local_queues_take_the_templates_behaviour() -> None:
     )
     assert local["ContentBasedDeduplication"] == str(main.get("ContentBasedDeduplication", False)).lower()
     assert url.endswith("/hosp-reliability-dev-notes.fifo")
+    assert local_dead["FifoQueue"] == "true"
+    assert local_dead["ContentBasedDeduplication"] == str(dead.get("ContentBasedDeduplication", False)).lower()
+    assert int(local_dead["MessageRetentionPeriod"]) == dead["MessageRetentionPeriod"]
