@@ -89,6 +89,9 @@ CHALICE_NODELAY = (
     "from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
 )
 SLOW_PART_MS = 30.0
+# moto's SQS does each call in time linear in the queue's length; unpaced, 10,000 screens
+# grow a backlog under which its calls time out and the interceptor logs the jobs instead.
+DEFAULT_PACE = 10.0
 WORKER_EVENTS = (
     "note_written",
     "note_already_present",
@@ -388,7 +391,10 @@ def running_system(run_dir: Path, seed: int, chalice_nodelay: bool = False) -> I
     if chalice_nodelay:
         chalice = next(m.server for m in stack.members if m.name == "chalice local")
         assert isinstance(chalice, CommandServer)
-        chalice.argv = [sys.executable, "-c", CHALICE_NODELAY, *chalice.argv[1:]]
+        if Path(chalice.argv[0]).name == "chalice" and chalice.argv[1:2] == ["local"]:
+            chalice.argv = [sys.executable, "-c", CHALICE_NODELAY, *chalice.argv[1:]]
+        else:  # the stack starts chalice local its own way: left as it is
+            print(f"--chalice-nodelay: the stack runs {' '.join(chalice.argv[:3])} ..., not changed", flush=True)
     try:
         stack.start()
         sqs = sqs_client(stack.aws_url)
@@ -625,6 +631,7 @@ class Screen:
     status: int | None  # None: no answer (connection error, timeout)
     request_id: str
     answered_at: float
+    seconds: float  # from sending the screen to its answer
 
 
 def send_screens(system: System, args: argparse.Namespace, tag: str) -> tuple[list[Screen], int]:
@@ -635,11 +642,12 @@ def send_screens(system: System, args: argparse.Namespace, tag: str) -> tuple[li
     started = time.monotonic()
     stop_at = started + args.send_time_limit
     done = [0]
+    stopping = threading.Event()  # Ctrl-C: the screens not yet sent are skipped
 
     def one(index: int) -> Screen | None:
         if args.pace > 0:  # screen i leaves no earlier than i / pace seconds after the first
-            time.sleep(max(0.0, started + index / args.pace - time.monotonic()))
-        if time.monotonic() > stop_at:
+            stopping.wait(max(0.0, started + index / args.pace - time.monotonic()))
+        if time.monotonic() > stop_at or stopping.is_set():
             return None
         session = getattr(local, "session", None)
         if session is None:
@@ -649,6 +657,7 @@ def send_screens(system: System, args: argparse.Namespace, tag: str) -> tuple[li
                 sessions.append(session)
         patient = patient_for(index, args.patients)
         url = f"{system.public_url}/patients/{patient}/screen"
+        sent_at = time.monotonic()
         try:
             answer = session.post(url, data=screen_body(tag, index), headers=SCREEN_HEADERS, timeout=SCREEN_TIMEOUT)
             status, request_id = answer.status_code, answer.headers.get("X-Request-Id", "")
@@ -658,11 +667,16 @@ def send_screens(system: System, args: argparse.Namespace, tag: str) -> tuple[li
             done[0] += 1
             if done[0] % max(args.screens // 10, 1) == 0:
                 print(f"  {done[0]}/{args.screens} screens answered", flush=True)
-        return Screen(index, patient, status, request_id, time.monotonic())
+        answered_at = time.monotonic()
+        return Screen(index, patient, status, request_id, answered_at, answered_at - sent_at)
 
     try:
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            answers = list(pool.map(one, range(args.screens)))
+            try:
+                answers = list(pool.map(one, range(args.screens)))
+            except KeyboardInterrupt:
+                stopping.set()
+                raise
     finally:
         for session in sessions:
             session.close()
@@ -671,7 +685,7 @@ def send_screens(system: System, args: argparse.Namespace, tag: str) -> tuple[li
 
 
 def read_notes(system: System, patients: int) -> list[dict[str, Any]]:
-    """Every note of patients 1..patients, read from the stand-in itself (faults off by then)."""
+    """Every note of patients 1..patients, read from the stand-in itself; a read its faults refuse is tried again."""
     notes: list[dict[str, Any]] = []
     with requests.Session() as session:
         session.trust_env = False
@@ -755,7 +769,7 @@ def measure_once(system: System, args: argparse.Namespace) -> OnceResult:
     first = tally(succeeded, noted)
     chalice_lines = system.log_lines("chalice.log")[chalice_log_before:]
     logged = [line for line in chalice_lines if '"note_job_not_queued"' in line]
-    not_queued = note_jobs.jobs_in_log(logged)
+    not_queued, _unreadable = note_jobs.jobs_in_log(logged)
     reasons = Counter(_reason(line) for line in logged)
     lost_ids = set(succeeded) - set(noted)
     result = OnceResult(
@@ -834,6 +848,9 @@ def once_table(result: OnceResult, args: argparse.Namespace) -> Table:
     table.add("screens sent", f"{sent}" + (f" ({result.skipped} skipped: time limit)" if result.skipped else ""))
     table.add("screens the nurse saw succeed (200)", f"{statuses.get('200', 0)}; other answers: {others}")
     table.add("sending took", f"{result.send_seconds:.1f} s ({sent / max(result.send_seconds, 1e-9):.0f} screens/s)")
+    if result.screens:
+        seen = latency([s.seconds * 1000 for s in result.screens])
+        table.add("a screen's answer took (client side)", f"p50 {seen.p50:.0f} ms, p99 {seen.p99:.0f} ms")
     requeued = result.requeue_drain is not None
     _notes_rows(table, result.first, " (before any requeue)" if requeued else "")
     reasons = ", ".join(f"{k} {v}" for k, v in result.not_queued_reasons.most_common()) or "-"
@@ -952,7 +969,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--patients", type=int, default=20, help="patients 1..N screened in turn (default 20, at most 20)")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients of the exactly-once phase (default 8)")
     p.add_argument(
-        "--pace", type=float, default=0, help="screens per second, all clients together (default 0: unpaced)"
+        "--pace",
+        type=float,
+        default=DEFAULT_PACE,
+        help=f"screens per second, all clients together; 0: as fast as they go (default {DEFAULT_PACE:g}, "
+        "what moto's SQS keeps up with here; see bench/README.md)",
     )
     p.add_argument("--send-time-limit", type=float, default=1800, help="s; screens not sent by then are skipped")
     p.add_argument("--drain-timeout", type=float, default=1800, help="s to wait for the note queue (default 1800)")
