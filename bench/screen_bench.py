@@ -53,7 +53,7 @@ from local.hosp_standin.api import screen_images
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS
 from local.nginx_proxy import nginx_binary
-from local.processes import ROOT, CommandServer, ProcessError, free_port
+from local.processes import ROOT, ProcessError, free_port
 from local.stack import Ports, Stack
 
 AUTH = {"Authorization": DEMO_ACCOUNTS[0].authorization}
@@ -81,13 +81,6 @@ QUEUE_COUNTS = (
 # The queue may read empty a moment before the worker counts the message it deleted.
 SETTLE_SECONDS = 5.0
 POLL_SECONDS = 0.25
-# `chalice local`, its answers sent with TCP_NODELAY (--chalice-nodelay). Its handler writes
-# the headers and the body of an answer in two sends; with Nagle's algorithm on, the body
-# waits for the ACK of the headers, which the reader may delay by up to 40 ms.
-CHALICE_NODELAY = (
-    "import sys; from chalice import local; local.ChaliceRequestHandler.disable_nagle_algorithm = True; "
-    "from chalice.cli import main; sys.argv[0] = 'chalice'; sys.exit(main())"
-)
 SLOW_PART_MS = 30.0
 # moto's SQS does each call in time linear in the queue's length; unpaced, 10,000 screens
 # grow a backlog under which its calls time out and the interceptor logs the jobs instead.
@@ -385,16 +378,9 @@ def sqs_client(endpoint: str) -> Any:
 
 
 @contextlib.contextmanager
-def running_system(run_dir: Path, seed: int, chalice_nodelay: bool = False) -> Iterator[System]:
+def running_system(run_dir: Path, seed: int) -> Iterator[System]:
     ports = Ports(*(free_port() for _ in range(6)))
     stack = Stack(ports, run_dir, faults=None, seed=seed)
-    if chalice_nodelay:
-        chalice = next(m.server for m in stack.members if m.name == "chalice local")
-        assert isinstance(chalice, CommandServer)
-        if Path(chalice.argv[0]).name == "chalice" and chalice.argv[1:2] == ["local"]:
-            chalice.argv = [sys.executable, "-c", CHALICE_NODELAY, *chalice.argv[1:]]
-        else:  # the stack starts chalice local its own way: left as it is
-            print(f"--chalice-nodelay: the stack runs {' '.join(chalice.argv[:3])} ..., not changed", flush=True)
     try:
         stack.start()
         sqs = sqs_client(stack.aws_url)
@@ -896,7 +882,7 @@ def once_table(result: OnceResult, args: argparse.Namespace) -> Table:
         "invocation, then leaves the message for redelivery after 15 s, doubling (chalicelib/note_worker.py).",
         f"Drained: the note queue empty (visible + in flight + delayed) and the worker's handled count up by the "
         f"number of successful screens; polled every {POLL_SECONDS} s.",
-        "A job the interceptor cannot queue (SendMessage failed after botocore's 3 attempts) is logged in full "
+        "A job the interceptor cannot queue (SendMessage failed after botocore's attempts) is logged in full "
         "(note_job_not_queued) and the nurse still gets the answer; the bench then does what an operator "
         "would (chalicelib/requeue.py) and counts the notes before and after.",
     ]
@@ -978,11 +964,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--send-time-limit", type=float, default=1800, help="s; screens not sent by then are skipped")
     p.add_argument("--drain-timeout", type=float, default=1800, help="s to wait for the note queue (default 1800)")
     p.add_argument("--seed", type=int, default=2024, help="seed of the stand-in's faults (default 2024)")
-    p.add_argument(
-        "--chalice-nodelay",
-        action="store_true",
-        help="run chalice local with TCP_NODELAY on its answers (not as `make run` does; shows its Nagle delay)",
-    )
     p.add_argument("--keep", action="store_true", help="keep the run directory (logs, rendered configs)")
     args = p.parse_args(argv)
     if not 1 <= args.patients <= 20:
@@ -1017,7 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     once: OnceResult | None = None
     try:
         show(environment())
-        with run_directory(args.keep) as run_dir, running_system(run_dir, args.seed, args.chalice_nodelay) as system:
+        with run_directory(args.keep) as run_dir, running_system(run_dir, args.seed) as system:
             if "latency" in sections:
                 print("1. latency", flush=True)
                 latency_result = measure_latency(system, args)

@@ -164,7 +164,7 @@ class Stack:
         note_queue.create(note_queue.client(self.aws_url), {"STAGE": "local"})
 
     def _chalice(self) -> CommandServer:
-        argv = [str(Path(sys.executable).parent / "chalice"), "local", "--no-autoreload"]
+        argv = [sys.executable, "-m", "local.chalice_local", "--no-autoreload"]
         argv += ["--host", "127.0.0.1", "--port", str(self.ports.chalice), "--stage", "local"]
         # Our app's JSON {"status": "ok"}: chalice answering with a misconfigured app is not up.
         return CommandServer(
