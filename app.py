@@ -26,22 +26,10 @@ def post_screen(patient_id: str) -> Response:
     assert request is not None  # always set while a route runs
     raw = request.raw_body
     answer = screen.intercept(patient_id, raw if isinstance(raw, bytes) else raw.encode(), request.headers)
-    headers: dict[str, str | list[str]] = {}
-    for name, value in answer.headers:
-        existing = headers.get(name)
-        headers[name] = value if existing is None else [*([existing] if isinstance(existing, str) else existing), value]
-    return Response(body=answer.body, status_code=answer.status, headers=headers)
+    return Response(body=answer.body, status_code=answer.status, headers=answer.header_map())
 
 
 @app.on_sqs_message(queue=config.note_queue_name(), batch_size=1)
 def write_note(event: SQSEvent) -> None:
     for record in event:
-        attributes = record.to_dict().get("attributes", {})
-        note_worker.handle(
-            note_worker.Message(
-                body=record.body,
-                receipt_handle=record.receipt_handle,
-                receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
-                queue_url=note_worker.queue_url_of(record.to_dict().get("eventSourceARN", "")),
-            )
-        )
+        note_worker.handle(note_worker.Message.from_record(record.to_dict()))

@@ -53,6 +53,13 @@ class Answer:
     def header(self, name: str) -> str | None:
         return next((value for key, value in self.headers if key.lower() == name.lower()), None)
 
+    def header_map(self) -> dict[str, str | list[str]]:
+        """The headers as Chalice's Response takes them: a repeated header as a list of its values."""
+        grouped: dict[str, list[str]] = {}
+        for name, value in self.headers:
+            grouped.setdefault(name, []).append(value)
+        return {name: values[0] if len(values) == 1 else values for name, values in grouped.items()}
+
 
 class HospUnreachable(Exception):
     """No answer from HOSP: the connection failed, was reset, or timed out."""

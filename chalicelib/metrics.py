@@ -10,7 +10,6 @@ some of them).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -30,7 +29,7 @@ NOTE_WRITE_TRANSIENT_FAILURES = "NoteWriteTransientFailures"
 
 def emit(name: str, value: float = 1, unit: str = "Count", **properties: Any) -> None:
     """One metric point; `properties` are searchable in the log line, not dimensions."""
-    stage = os.environ.get(config.STAGE, config.DEFAULT_STAGE)
+    stage = config.stage()
     logs.write_line(
         {
             "_aws": {

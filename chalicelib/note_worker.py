@@ -59,6 +59,16 @@ class Message:
     receive_count: int
     queue_url: str | None = None
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Message:
+        """From one record of the event Lambda's SQS event source builds."""
+        return cls(
+            body=record["body"],
+            receipt_handle=record["receiptHandle"],
+            receive_count=int(record.get("attributes", {}).get("ApproximateReceiveCount", "1")),
+            queue_url=queue_url_of(record.get("eventSourceARN", "")),
+        )
+
 
 def handle(message: Message) -> None:
     """Write the message's note; raises TransientFailure when the message must come back."""
