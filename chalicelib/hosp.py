@@ -50,9 +50,6 @@ class Answer:
     headers: tuple[tuple[str, str], ...]
     body: bytes
 
-    def header(self, name: str) -> str | None:
-        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
-
     def header_map(self) -> dict[str, str | list[str]]:
         """The headers as Chalice's Response takes them: a repeated header as a list of its values."""
         grouped: dict[str, list[str]] = {}
