@@ -1,0 +1,71 @@
+"""The audit query on DuckDB, over the proxy's access log file: the local stand-in for Athena.
+
+The query text is trail.sql, the one Athena runs, translated by sqlglot from
+Trino's dialect to DuckDB's; the values go in as parameters, as on Athena. The
+`access_log` relation is the log file read with the schema's column types
+(log_schema.duckdb_columns), plus the `day` column that Athena's partitions
+give: the day a line was logged, or today for a line that cannot be read
+(Athena puts it in the day it reached the archive).
+
+A line that is not valid JSON is not skipped: DuckDB reads it as a row of NULLs,
+as Athena's table does, and the query shows it (docs/audit.md).
+
+duckdb and sqlglot are development packages: this module is imported only when
+AUDIT_ENGINE is "duckdb", never in the Lambda.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+from pathlib import Path
+from typing import Any
+
+from chalicelib.audit import log_schema, query
+
+
+@functools.cache
+def duckdb_sql() -> str:
+    """trail.sql in DuckDB's dialect, with positional `?`s."""
+    import sqlglot  # noqa: PLC0415 - a development package, absent from the Lambda
+
+    text, _ = query.positional()
+    return str(sqlglot.transpile(text, read="trino", write="duckdb")[0])
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def access_log_view(log_glob: str) -> str:
+    """The CREATE VIEW giving the log the table's columns (the path is ours, not a request's)."""
+    columns = "{" + ", ".join(f"{_quoted(n)}: {_quoted(t)}" for n, t in log_schema.duckdb_columns().items()) + "}"
+    return (
+        "CREATE OR REPLACE TEMP VIEW access_log AS "
+        "SELECT *, coalesce(strftime(logged_at, '%Y-%m-%d'), strftime(current_date, '%Y-%m-%d')) "
+        f"AS {log_schema.PARTITION} "
+        f"FROM read_json({_quoted(log_glob)}, format = 'newline_delimited', columns = {columns}, "
+        "ignore_errors = true, maximum_object_size = 1048576)"
+    )
+
+
+def export_csv(log_glob: str, parameters: dict[str, Any], destination: Path) -> None:
+    """Run the trail query and write its CSV to `destination`, as Athena writes its result.
+
+    Athena's CSV quotes every value and has a header row; DuckDB's COPY does the
+    same with FORCE_QUOTE. The rows stream from the reader to the file: memory
+    does not grow with their number.
+    """
+    import duckdb  # noqa: PLC0415 - a development package, absent from the Lambda
+
+    connection = duckdb.connect()
+    try:
+        if not glob.glob(log_glob):
+            raise FileNotFoundError(f"no access log at {log_glob}")
+        connection.execute(access_log_view(log_glob))
+        connection.execute(
+            f"COPY ({duckdb_sql()}) TO {_quoted(str(destination))} (FORMAT csv, HEADER, FORCE_QUOTE *)",
+            query.values(parameters),
+        )
+    finally:
+        connection.close()
