@@ -6,6 +6,7 @@ from chalice import Chalice, Response
 from chalice.app import SQSEvent
 
 from chalicelib import config, health, note_worker, screen
+from chalicelib.audit import route as audit
 
 app = Chalice(app_name="hosp-reliability")
 # Every body is binary to API Gateway, so that HOSP's answers reach the nurse
@@ -27,6 +28,23 @@ def post_screen(patient_id: str) -> Response:
     raw = request.raw_body
     answer = screen.intercept(patient_id, raw if isinstance(raw, bytes) else raw.encode(), request.headers)
     return Response(body=answer.body, status_code=answer.status, headers=answer.header_map())
+
+
+# Admins only: the token is checked in chalicelib/audit/auth.py, not by an
+# authorizer, because `chalice local` does not check Cognito tokens' signatures.
+@app.route("/audit", methods=["GET"])
+def get_audit() -> Response:
+    request = app.current_request
+    assert request is not None
+    params = request.query_params
+    return audit.start({name: params.getlist(name) for name in params} if params else {}, request.headers)
+
+
+@app.route("/audit/{job_id}", methods=["GET"])
+def get_audit_job(job_id: str) -> Response:
+    request = app.current_request
+    assert request is not None
+    return audit.status(job_id, request.headers)
 
 
 @app.on_sqs_message(queue=config.note_queue_name(), batch_size=1)

@@ -32,9 +32,16 @@ def client(service: str) -> Any:
     return boto3.session.Session().client(service, config=CLIENT_CONFIG)
 
 
+@functools.cache
+def presigning_client(service: str, config: Config) -> Any:
+    """A client of `service` for presigning links with `config` (e.g. S3 with SigV4)."""
+    return boto3.session.Session().client(service, config=CLIENT_CONFIG.merge(config))
+
+
 def reset() -> None:
     """Forget the clients (tests that start a new mocked AWS call this)."""
     client.cache_clear()
+    presigning_client.cache_clear()
     queue_url.cache_clear()
 
 

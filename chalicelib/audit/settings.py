@@ -13,7 +13,6 @@ from dataclasses import dataclass
 # Environment variable names, in one place.
 AUDIT_ENGINE = "AUDIT_ENGINE"  # "athena" (AWS) or "duckdb" (local)
 AUDIT_DATABASE = "AUDIT_DATABASE"  # Glue database of the access-log table
-AUDIT_TABLE = "AUDIT_TABLE"
 AUDIT_WORKGROUP = "AUDIT_WORKGROUP"  # enforces the result location, encryption and scan cap
 AUDIT_RESULTS_BUCKET = "AUDIT_RESULTS_BUCKET"  # where the CSVs land (Athena's output location)
 AUDIT_RESULTS_PREFIX = "AUDIT_RESULTS_PREFIX"
@@ -24,10 +23,10 @@ AUDIT_COGNITO_ISSUER = "AUDIT_COGNITO_ISSUER"  # https://cognito-idp.<region>.am
 AUDIT_COGNITO_JWKS_URL = "AUDIT_COGNITO_JWKS_URL"  # default: <issuer>/.well-known/jwks.json
 AUDIT_COGNITO_CLIENT_ID = "AUDIT_COGNITO_CLIENT_ID"  # the app client whose access tokens are accepted
 AUDIT_ADMIN_GROUP = "AUDIT_ADMIN_GROUP"  # default audit-admins
+AUDIT_WAIT_SECONDS = "AUDIT_WAIT_SECONDS"  # how long GET /audit waits for the query before a 202
 VARIABLES = (
     AUDIT_ENGINE,
     AUDIT_DATABASE,
-    AUDIT_TABLE,
     AUDIT_WORKGROUP,
     AUDIT_RESULTS_BUCKET,
     AUDIT_RESULTS_PREFIX,
@@ -38,6 +37,7 @@ VARIABLES = (
     AUDIT_COGNITO_JWKS_URL,
     AUDIT_COGNITO_CLIENT_ID,
     AUDIT_ADMIN_GROUP,
+    AUDIT_WAIT_SECONDS,
 )
 
 DEFAULT_ADMIN_GROUP = "audit-admins"
@@ -76,3 +76,64 @@ class AuditConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+DEFAULT_WAIT_SECONDS = 20.0  # under API Gateway's 29 s, with the hashing and the records after it
+DEFAULT_URL_TTL_SECONDS = MAX_URL_TTL_SECONDS
+ENGINES = ("athena", "duckdb")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    engine: str  # "athena" or "duckdb"
+    database: str
+    workgroup: str
+    results_bucket: str
+    results_prefix: str
+    log_bucket: str
+    local_log: str
+    url_ttl_seconds: int
+    wait_seconds: float
+
+
+def export(environ: Mapping[str, str] | None = None) -> ExportSettings:
+    """Where the query runs and its results go; raises AuditConfigError naming every problem."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    engine = env.get(AUDIT_ENGINE, "athena").strip() or "athena"
+    if engine not in ENGINES:
+        problems.append(f"{AUDIT_ENGINE} must be one of {', '.join(ENGINES)}")
+    required = [AUDIT_RESULTS_BUCKET, AUDIT_LOG_BUCKET]
+    required += [AUDIT_DATABASE, AUDIT_WORKGROUP] if engine == "athena" else [AUDIT_LOCAL_LOG]
+    problems += [f"{name} is not set" for name in required if not env.get(name, "").strip()]
+    ttl = _number(env, AUDIT_URL_TTL_SECONDS, DEFAULT_URL_TTL_SECONDS, problems)
+    if not 1 <= ttl <= MAX_URL_TTL_SECONDS:
+        problems.append(f"{AUDIT_URL_TTL_SECONDS} must be between 1 and {MAX_URL_TTL_SECONDS}")
+    wait = _number(env, AUDIT_WAIT_SECONDS, DEFAULT_WAIT_SECONDS, problems)
+    if not 0 <= wait <= DEFAULT_WAIT_SECONDS:
+        problems.append(f"{AUDIT_WAIT_SECONDS} must be between 0 and {DEFAULT_WAIT_SECONDS:g}")
+    if problems:
+        raise AuditConfigError(problems)
+    prefix = env.get(AUDIT_RESULTS_PREFIX, "").strip() or DEFAULT_RESULTS_PREFIX
+    return ExportSettings(
+        engine=engine,
+        database=env.get(AUDIT_DATABASE, "").strip(),
+        workgroup=env.get(AUDIT_WORKGROUP, "").strip(),
+        results_bucket=env[AUDIT_RESULTS_BUCKET].strip(),
+        results_prefix=prefix if prefix.endswith("/") else prefix + "/",
+        log_bucket=env[AUDIT_LOG_BUCKET].strip(),
+        local_log=env.get(AUDIT_LOCAL_LOG, "").strip(),
+        url_ttl_seconds=int(ttl),
+        wait_seconds=wait,
+    )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        problems.append(f"{name} must be a number of seconds")
+        return default

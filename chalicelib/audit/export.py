@@ -1,0 +1,144 @@
+"""A finished export: its file's SHA-256 and row count, its record in the trail, its download link.
+
+The CSV is read once, as a stream, to hash and count it: memory does not grow
+with the file. The result is kept as the export's record in the log bucket
+(`exports/<day>/<job id>.json`, under Object Lock like the log itself), so later
+polls read the record instead of the file, and so that every export is itself
+part of the trail: who exported which filters, when, how many rows, which hash.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from chalicelib import aws, logs
+from chalicelib.audit.jobs import Job
+
+CHUNK = 1 << 20
+UNREADABLE_PATH = "(unreadable log line)"  # what trail.sql puts in `path` for such a line
+# Presigning needs no network; SigV4 so that the link works with KMS-encrypted objects.
+_PRESIGN_CONFIG = Config(signature_version="s3v4")
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    sha256: str
+    rows: int  # data rows, without the header
+    unreadable_rows: int  # rows standing for log lines the archive could not read
+    bytes: int
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a stream through, hashing and counting every byte on the way."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        self.digest.update(data)
+        self.size += len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def summarise(stream: BinaryIO) -> FileSummary:
+    """Hash and count a CSV as Athena writes it (header row, every value quoted)."""
+    reader = _HashingReader(stream)
+    text = io.TextIOWrapper(io.BufferedReader(reader, CHUNK), encoding="utf-8", errors="replace", newline="")
+    rows = unreadable = 0
+    records = csv.reader(text)
+    header = next(records, None)
+    path_column = header.index("path") if header and "path" in header else -1
+    for record in records:
+        rows += 1
+        if 0 <= path_column < len(record) and record[path_column] == UNREADABLE_PATH:
+            unreadable += 1
+    return FileSummary(reader.digest.hexdigest(), rows, unreadable, reader.size)
+
+
+def record_key(job: Job, suffix: str = "") -> str:
+    return f"exports/{job.submitted_at:%Y-%m-%d}/{job.job_id}{suffix}.json"
+
+
+def record_start(log_bucket: str, job: Job, requested_by: str) -> None:
+    """The export's first record: who asked for which filters, and when."""
+    record = {
+        "event": "audit_export_started",
+        "job_id": job.job_id,
+        "requested_by": requested_by,
+        "requested_at": job.submitted_at.isoformat(),
+        "filters": job.filters.applied(),
+    }
+    logs.info("audit_export_started", **{k: v for k, v in record.items() if k != "event"})
+    _put_record(log_bucket, record_key(job, ".started"), record)
+
+
+def finish(log_bucket: str, job: Job, delivered_to: str) -> dict[str, Any]:
+    """The finished export's record: read from the log bucket, or made now by reading the CSV once."""
+    key = record_key(job)
+    s3 = aws.client("s3")
+    try:
+        return dict(json.loads(s3.get_object(Bucket=log_bucket, Key=key)["Body"].read()))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+    bucket, csv_key = job.output
+    summary = summarise(s3.get_object(Bucket=bucket, Key=csv_key)["Body"])
+    record = {
+        "event": "audit_export",
+        "job_id": job.job_id,
+        "delivered_to": delivered_to,
+        "requested_at": job.submitted_at.isoformat(),
+        "completed_at": datetime.now(UTC).isoformat(),
+        "filters": job.filters.applied(),
+        "rows": summary.rows,
+        "unreadable_rows": summary.unreadable_rows,
+        "bytes": summary.bytes,
+        "sha256": summary.sha256,
+        "file": f"s3://{bucket}/{csv_key}",
+    }
+    logs.info("audit_export", **{k: v for k, v in record.items() if k != "event"})
+    _put_record(log_bucket, key, record)
+    return record
+
+
+def _put_record(bucket: str, key: str, record: dict[str, Any]) -> None:
+    body = (json.dumps(record, sort_keys=True) + "\n").encode()
+    # Object Lock buckets require an integrity checksum on every write.
+    aws.client("s3").put_object(
+        Bucket=bucket, Key=key, Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256"
+    )
+
+
+def download_link(job: Job, ttl_seconds: int, now: datetime | None = None) -> tuple[str, datetime]:
+    """A GET-only presigned link to the CSV, named after the range, and when it stops working."""
+    bucket, key = job.output
+    client = aws.presigning_client("s3", _PRESIGN_CONFIG)
+    url = client.generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": bucket,
+            "Key": key,
+            "ResponseContentDisposition": f'attachment; filename="{job.filters.file_name()}"',
+            "ResponseContentType": "text/csv; charset=utf-8",
+        },
+        ExpiresIn=ttl_seconds,
+        HttpMethod="GET",
+    )
+    expires = (now or datetime.now(UTC)) + timedelta(seconds=ttl_seconds)
+    return str(url), expires

@@ -1,0 +1,158 @@
+"""GET /audit and GET /audit/{job_id}: an admin asks, the query runs, a short-lived link comes back.
+
+GET /audit checks the token, then the filters, starts the query and waits for
+it with backoff for up to AUDIT_WAIT_SECONDS (under API Gateway's 29 s). Done
+in time: 200 with the link. Still running: 202 with the job id, and
+GET /audit/{job_id} answers the same way later. Every refusal is JSON that
+says what was wrong (docs/audit.md lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chalice import Response
+
+from chalicelib import logs, metrics
+from chalicelib.audit import auth, export, filters, jobs, settings
+
+RETRY_AFTER_RUNNING = 2  # seconds a client should wait before polling again
+RETRY_AFTER_RETRYABLE_FAILURE = 30
+FIRST_POLL = 0.2  # seconds; doubled after each poll, up to LONGEST_POLL
+LONGEST_POLL = 2.0
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+LOCAL_WORK_DIR = Path(tempfile.gettempdir()) / "hosp-reliability-audit"
+
+
+def engine(chosen: settings.ExportSettings) -> jobs.Engine:
+    if chosen.engine == "duckdb":
+        return jobs.LocalEngine(chosen.local_log, chosen.results_bucket, chosen.results_prefix, LOCAL_WORK_DIR)
+    return jobs.AthenaEngine(chosen.database, chosen.workgroup, chosen.results_bucket, chosen.results_prefix)
+
+
+def start(query_params: Mapping[str, Sequence[str]], headers: Mapping[str, str]) -> Response:
+    """GET /audit."""
+    return _answer(headers, lambda admin, chosen, run: _start(admin, chosen, run, query_params))
+
+
+def status(job_id: str, headers: Mapping[str, str]) -> Response:
+    """GET /audit/{job_id}."""
+    return _answer(headers, lambda admin, chosen, run: _finish(admin, chosen, run, run.job(job_id)))
+
+
+Handler = Callable[[auth.Principal, settings.ExportSettings, jobs.Engine], Response]
+
+
+def _answer(headers: Mapping[str, str], handle: Handler) -> Response:  # noqa: PLR0911 - one answer per refusal
+    request_id = headers.get("x-request-id", "")
+    if not REQUEST_ID.fullmatch(request_id):
+        request_id = uuid.uuid4().hex
+    with logs.request_context(request_id):
+        try:
+            admin = auth.require_admin(headers.get("authorization"))
+            chosen = settings.export()
+            return handle(admin, chosen, engine(chosen))
+        except auth.Unauthorized as refused:
+            logs.info("audit_refused", status=401, reason=refused.reason)
+            return _json(401, {"error": refused.reason}, {"WWW-Authenticate": refused.www_authenticate})
+        except auth.Forbidden as refused:
+            logs.info("audit_refused", status=403, reason=refused.reason)
+            return _json(403, {"error": refused.reason})
+        except auth.KeysUnavailable as down:
+            logs.error("audit_keys_unavailable", reason=str(down))
+            return _json(503, {"error": "the sign-in service's keys could not be fetched"}, _retry(30))
+        except settings.AuditConfigError as wrong:
+            logs.error("audit_misconfigured", problems=wrong.problems)
+            return _json(503, {"error": "the audit route is misconfigured", "problems": wrong.problems})
+        except filters.BadFilter as bad:
+            return _json(400, {"error": f"bad filter {bad.field!r}", "field": bad.field, "accepts": bad.accepts})
+        except jobs.JobNotFound:
+            return _json(404, {"error": "no audit export has this id"})
+        except jobs.Throttled as slow:
+            logs.warning("audit_throttled", retry_after=slow.retry_after)
+            return _json(429, {"error": "too many audit queries at once; try again shortly"}, _retry(slow.retry_after))
+        except jobs.EngineUnavailable as down:
+            logs.error("audit_engine_unavailable", reason=str(down))
+            return _json(503, {"error": "the audit query service is unavailable", "reason": str(down)}, _retry(30))
+
+
+def _start(
+    admin: auth.Principal, chosen: settings.ExportSettings, run: jobs.Engine, params: Mapping[str, Sequence[str]]
+) -> Response:
+    wanted = filters.parse(params, datetime.now(UTC))
+    job_id = run.start(wanted)
+    metrics.emit("AuditExportsStarted")
+    export.record_start(chosen.log_bucket, run.job(job_id), admin.username)
+    deadline = time.monotonic() + chosen.wait_seconds
+    return _finish(admin, chosen, run, wait(run, job_id, deadline))
+
+
+def wait(
+    run: jobs.Engine,
+    job_id: str,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> jobs.Job:
+    """The job once it stops running, or as it is at `deadline`; polls with doubling pauses."""
+    pause = FIRST_POLL
+    while True:
+        job = run.job(job_id)
+        if not job.running or clock() + pause > deadline:
+            return job
+        sleep(pause)
+        pause = min(pause * 2, LONGEST_POLL)
+
+
+def _finish(admin: auth.Principal, chosen: settings.ExportSettings, run: jobs.Engine, job: jobs.Job) -> Response:
+    shown: dict[str, Any] = {"job_id": job.job_id, "filters": job.filters.applied()}
+    if job.running:
+        poll = f"/audit/{job.job_id}"
+        headers = {"Location": poll, **_retry(RETRY_AFTER_RUNNING)}
+        return _json(202, {"status": "running", "poll": poll, **shown}, headers)
+    if job.state == "CANCELLED":
+        return _json(410, {"status": "cancelled", "error": "the audit query was cancelled", **shown})
+    if job.state != "SUCCEEDED" or not job.output[0]:
+        logs.error("audit_query_failed", job_id=job.job_id, reason=job.reason, retryable=job.retryable)
+        body = {"status": "failed", "error": "the audit query failed", "reason": job.reason, **shown}
+        if job.retryable:
+            return _json(503, body, _retry(RETRY_AFTER_RETRYABLE_FAILURE))
+        return _json(502, body)
+    record = export.finish(chosen.log_bucket, job, admin.username)
+    url, expires = export.download_link(job, chosen.url_ttl_seconds)
+    metrics.emit("AuditExportsDelivered")
+    return _json(
+        200,
+        {
+            "status": "ready",
+            "url": url,
+            "expires_at": filters.iso(expires),
+            "expires_in_seconds": chosen.url_ttl_seconds,
+            "file_name": job.filters.file_name(),
+            "rows": record["rows"],
+            "unreadable_rows": record["unreadable_rows"],
+            "bytes": record["bytes"],
+            "sha256": record["sha256"],
+            **shown,
+        },
+    )
+
+
+def _retry(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(seconds)}
+
+
+def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        body=json.dumps({**body, "status_code": status}) + "\n",
+        status_code=status,
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
+    )
