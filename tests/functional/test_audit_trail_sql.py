@@ -1,0 +1,292 @@
+"""What the audit query returns, run on DuckDB over generated access logs.
+
+The query text is trail.sql, the one Athena runs; DuckDB runs it after sqlglot's
+translation, with the values as parameters, as the local stack does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.audit import duckdb_engine, filters, log_schema
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+DAY = {"from": "2026-11-27T00:00:00Z", "to": "2026-11-28T00:00:00Z"}
+COLUMNS = [
+    "time",
+    "user",
+    "on_behalf_of",
+    "authenticated",
+    "client_ip",
+    "method",
+    "path",
+    "patient_id",
+    "status",
+    "attempts",
+    "request_id",
+    "user_agent",
+]
+
+
+def entry(at: str = "2026-11-27 10:00:00.000", **fields: Any) -> dict[str, Any]:
+    """A log line as NGINX writes it, with every field of the schema."""
+    line: dict[str, Any] = {
+        "time": at.replace(" ", "T") + "+00:00",
+        "logged_at": at,
+        "request_id": "0" * 32,
+        "user": "nurse-joy",
+        "client_ip": "127.0.0.1",
+        "forwarded_for": "",
+        "viewer_address": "",
+        "method": "GET",
+        "path": "/hospitals",
+        "normalized_path": "/hospitals",
+        "query": "",
+        "patient_id": "",
+        "body_patient_id": "",
+        "status": 200,
+        "bytes_sent": 10,
+        "request_time": 0.01,
+        "upstream_addr": "127.0.0.1:9000",
+        "upstream_status": "200",
+        "upstream_response_time": "0.010",
+        "retry_budget": "",
+        "listener": "public",
+        "route": "hosp",
+        "user_agent": "curl/8.0",
+    }
+    line.update(fields)
+    assert set(line) == set(log_schema.NAMES)
+    return line
+
+
+def trail(tmp_path: Path, lines: Iterable[dict[str, Any] | str], **given: str) -> list[dict[str, str]]:
+    """The CSV rows of the trail for `given` filters over a log of `lines`."""
+    log = tmp_path / "access.json"
+    log.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
+    chosen = filters.parse({name: [value] for name, value in {**DAY, **given}.items()}, NOW)
+    out = tmp_path / "trail.csv"
+    duckdb_engine.export_csv(str(log), chosen.query_parameters(), out)
+    with out.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        assert reader.fieldnames == COLUMNS
+        return list(reader)
+
+
+def ids(rows: list[dict[str, str]]) -> list[str]:
+    return [row["request_id"] for row in rows]
+
+
+def rid(n: int) -> str:
+    return f"{n:032x}"
+
+
+def test_rows_come_oldest_first_with_the_columns_in_order(tmp_path: Path) -> None:
+    lines = [
+        entry("2026-11-27 10:00:02.000", request_id=rid(3)),
+        entry("2026-11-27 10:00:00.000", request_id=rid(2)),
+        entry("2026-11-27 10:00:00.000", request_id=rid(1)),
+    ]
+
+    rows = trail(tmp_path, lines)
+
+    assert ids(rows) == [rid(1), rid(2), rid(3)]
+    assert rows[0] == {
+        "time": "2026-11-27T10:00:00.000+00:00",
+        "user": "nurse-joy",
+        "on_behalf_of": "",
+        "authenticated": "true",
+        "client_ip": "127.0.0.1",
+        "method": "GET",
+        "path": "/hospitals",
+        "patient_id": "",
+        "status": "200",
+        "attempts": "1",
+        "request_id": rid(1),
+        "user_agent": "curl/8.0",
+    }
+
+
+def test_the_range_includes_from_and_excludes_to(tmp_path: Path) -> None:
+    lines = [
+        entry("2026-11-26 23:59:59.999", request_id=rid(1)),
+        entry("2026-11-27 00:00:00.000", request_id=rid(2)),
+        entry("2026-11-27 23:59:59.999", request_id=rid(3)),
+        entry("2026-11-28 00:00:00.000", request_id=rid(4)),
+        entry("2026-11-25 12:00:00.000", request_id=rid(5)),
+    ]
+
+    assert ids(trail(tmp_path, lines)) == [rid(2), rid(3)]
+
+
+def test_an_empty_trail_is_the_header_alone(tmp_path: Path) -> None:
+    rows = trail(tmp_path, [entry(user="someone-else")], user="nobody")
+
+    assert rows == []
+    assert (tmp_path / "trail.csv").read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"user": "alice"}, [1]),
+        ({"method": "post"}, [2]),
+        ({"path_prefix": "/notes"}, [2, 3]),
+        ({"status": "404"}, [3]),
+        ({"status": "4xx"}, [3, 4]),
+        ({"status": "2xx"}, [1, 2]),
+        ({"patient_id": "5"}, [1]),
+        ({"user": "bob", "status": "4xx"}, [3, 4]),
+        ({"user": "bob", "method": "GET", "status": "401"}, [4]),
+    ],
+)
+def test_each_filter_keeps_only_its_rows(tmp_path: Path, given: dict[str, str], expected: list[int]) -> None:
+    lines = [
+        entry("2026-11-27 10:00:01.000", request_id=rid(1), user="alice", path="/patients/5",
+              normalized_path="/patients/5"),
+        entry("2026-11-27 10:00:02.000", request_id=rid(2), user="bob", method="POST", path="/notes",
+              normalized_path="/notes", status=201, upstream_status="201"),
+        entry("2026-11-27 10:00:03.000", request_id=rid(3), user="bob", path="/notes/99", normalized_path="/notes/99",
+              status=404, upstream_status="404"),
+        entry("2026-11-27 10:00:04.000", request_id=rid(4), user="bob", status=401, upstream_status="401"),
+    ]  # fmt: skip
+
+    assert ids(trail(tmp_path, lines, **given)) == [rid(n) for n in expected]
+
+
+def test_filters_are_values_never_sql_or_patterns(tmp_path: Path) -> None:
+    lines = [
+        entry(request_id=rid(1), user="x' OR '1'='1"),
+        entry(request_id=rid(2), user="alice"),
+        entry(request_id=rid(3), user="a_ice"),
+        entry(request_id=rid(4), path="/notes%", normalized_path="/notes%"),
+        entry(request_id=rid(5), path="/notesX", normalized_path="/notesX"),
+    ]
+
+    assert ids(trail(tmp_path, lines, user="x' OR '1'='1")) == [rid(1)]
+    assert ids(trail(tmp_path, lines, user="a_ice")) == [rid(3)]
+    assert ids(trail(tmp_path, lines, path_prefix="/notes%")) == [rid(4)]
+    assert ids(trail(tmp_path, lines, user="'; DROP TABLE access_log; --")) == []
+
+
+def test_percent_encoded_paths_are_matched_on_the_normalized_path(tmp_path: Path) -> None:
+    lines = [entry(request_id=rid(1), path="/p%61tients/%35.json", normalized_path="/patients/5.json")]
+
+    rows = trail(tmp_path, lines, path_prefix="/patients/5", patient_id="5")
+
+    assert ids(rows) == [rid(1)]
+    assert rows[0]["path"] == "/p%61tients/%35.json"  # shown as sent
+    assert rows[0]["patient_id"] == "5"
+
+
+def test_the_body_patient_id_beats_a_misleading_header(tmp_path: Path) -> None:
+    note = entry(method="POST", path="/notes", normalized_path="/notes", patient_id="9", body_patient_id="7")
+
+    assert [row["patient_id"] for row in trail(tmp_path, [note])] == ["7"]
+    assert trail(tmp_path, [note], patient_id="9") == []
+    assert len(trail(tmp_path, [note], patient_id="7")) == 1
+
+
+def test_a_note_listing_names_the_patient_it_asked_for(tmp_path: Path) -> None:
+    listing = entry(path="/notes", normalized_path="/notes", query="view=full&patient_id=%31%32")
+
+    assert [row["patient_id"] for row in trail(tmp_path, [listing])] == ["12"]
+
+
+def test_a_line_missing_optional_fields_still_shows(tmp_path: Path) -> None:
+    line = entry(request_id=rid(1), path="/patients/3", normalized_path="/patients/3")
+    for optional in ("body_patient_id", "route", "listener", "viewer_address", "retry_budget"):
+        del line[optional]
+
+    rows = trail(tmp_path, [json.dumps(line)])
+
+    assert ids(rows) == [rid(1)]
+    assert rows[0]["patient_id"] == "3"
+
+
+@pytest.mark.parametrize("value", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"])
+def test_formula_like_values_are_read_back_as_text(tmp_path: Path, value: str) -> None:
+    line = entry(user=value, user_agent=value, path="/" + value, normalized_path="/" + value)
+
+    (row,) = trail(tmp_path, [line])
+
+    assert row["user"] == row["user_agent"] == "'" + value
+    assert row["path"] == "/" + value  # a path starts with /, so it is never a formula
+
+
+def test_an_unreadable_line_is_shown_whatever_the_filters(tmp_path: Path) -> None:
+    lines = [entry(request_id=rid(1), user="alice"), '{"time":"2026-11-27T10:00:00', "\x00\x01 not json"]
+
+    rows = trail(tmp_path, lines, user="bob", status="5xx")
+
+    assert [row["path"] for row in rows] == ["(unreadable log line)", "(unreadable log line)"]
+    assert {row["authenticated"] for row in rows} == {""}
+
+
+def test_a_note_the_worker_wrote_is_attributed_to_the_nurse(tmp_path: Path) -> None:
+    screen = rid(7)
+    lines = [
+        # The nurse's screen, the evening before the range: its day is still scanned.
+        entry("2026-11-26 23:59:00.000", request_id=screen, user="nurse-joy", method="POST",
+              path="/patients/4/screen", normalized_path="/patients/4/screen", route="interceptor"),
+        entry("2026-11-27 00:00:05.000", request_id=screen, user="notes-service", method="GET", path="/notes",
+              normalized_path="/notes", query="patient_id=4", listener="internal"),
+        entry("2026-11-27 00:00:06.000", request_id=screen, user="notes-service", method="POST", path="/notes",
+              normalized_path="/notes", body_patient_id="4", listener="internal", status=201, upstream_status="201"),
+        entry("2026-11-27 00:00:07.000", request_id=rid(8), user="notes-service", method="GET", path="/notes",
+              normalized_path="/notes", listener="internal"),
+    ]  # fmt: skip
+
+    rows = trail(tmp_path, lines)
+    by_nurse = trail(tmp_path, lines, user="nurse-joy")
+
+    assert [(r["user"], r["on_behalf_of"], r["patient_id"]) for r in rows] == [
+        ("notes-service", "nurse-joy", "4"),
+        ("notes-service", "nurse-joy", "4"),
+        ("notes-service", "", ""),
+    ]
+    assert [r["method"] for r in by_nurse] == ["GET", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("upstream_status", "attempts"), [("", "0"), ("200", "1"), ("502, 200", "2"), ("502 : 503, 200", "3")]
+)
+def test_attempts_count_every_try(tmp_path: Path, upstream_status: str, attempts: str) -> None:
+    (row,) = trail(tmp_path, [entry(upstream_status=upstream_status)])
+
+    assert row["attempts"] == attempts
+
+
+@pytest.mark.parametrize(
+    ("fields", "authenticated"),
+    [
+        ({"status": 200, "upstream_status": "200"}, "true"),
+        ({"status": 403, "upstream_status": "403"}, "true"),
+        ({"status": 401, "upstream_status": "401"}, "false"),
+        ({"user": "", "status": 401, "upstream_status": "401"}, "false"),
+        ({"status": 405, "upstream_status": ""}, ""),  # answered by the proxy: HOSP never judged it
+    ],
+)
+def test_authenticated_says_whether_hosp_accepted_the_claimed_user(
+    tmp_path: Path, fields: dict[str, Any], authenticated: str
+) -> None:
+    (row,) = trail(tmp_path, [entry(**fields)])
+
+    assert row["authenticated"] == authenticated
+
+
+@pytest.mark.parametrize(
+    ("viewer_address", "client"),
+    [("", "127.0.0.1"), ("203.0.113.9:46532", "203.0.113.9"), ("2001:db8::1:443", "2001:db8::1")],
+)
+def test_the_client_ip_is_the_viewer_cloudfront_saw(tmp_path: Path, viewer_address: str, client: str) -> None:
+    (row,) = trail(tmp_path, [entry(viewer_address=viewer_address)])
+
+    assert row["client_ip"] == client

@@ -1,0 +1,62 @@
+"""trail.sql's parameters: named in the file, positional for the engines, never pasted in."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from chalicelib.audit import query
+
+LITERALS_AND_COMMENTS = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
+
+
+def placeholders(sql: str) -> int:
+    """The `?`s the engines bind, outside string literals and comments."""
+    return LITERALS_AND_COMMENTS.sub("", sql).count("?")
+
+
+def test_every_named_parameter_becomes_one_placeholder_in_order() -> None:
+    sql, names = query.positional()
+
+    assert placeholders(sql) == len(names)
+    assert not re.search(r"(?<![:\w]):[a-z_]+\b", LITERALS_AND_COMMENTS.sub("", sql))
+    assert set(names) == {
+        "first_day",
+        "last_day",
+        "from_time",
+        "to_time",
+        "user",
+        "patient_id",
+        "method",
+        "path_prefix",
+        "status_low",
+        "status_high",
+    }
+
+
+def test_string_literals_and_comments_are_left_alone() -> None:
+    sql, _ = query.positional()
+
+    assert "'(^|&)patient_id=([^&]*)'" in sql  # a literal with what looks like a name in it
+    assert "-- The audit trail" in sql
+
+
+def test_a_missing_value_is_named() -> None:
+    with pytest.raises(KeyError, match="user"):
+        query.values({"first_day": "2026-11-27"})
+
+
+@pytest.mark.parametrize("value", ["", "O'Brien", "''", "'; DROP TABLE access_log; --", "\\'", "ünï"])
+def test_athena_literals_quote_strings_and_come_back_unchanged(value: str) -> None:
+    literal = query.athena_literal(value)
+
+    assert literal[0] == literal[-1] == "'"
+    assert "'" not in literal[1:-1].replace("''", "")
+    assert query.from_athena_literal(literal) == value
+
+
+def test_athena_literals_of_numbers_are_digits() -> None:
+    assert query.athena_literal(599) == "599"
+    with pytest.raises(TypeError):
+        query.athena_literal(True)
