@@ -222,7 +222,11 @@ def test_formula_like_values_are_read_back_as_text(tmp_path: Path, value: str) -
 
 
 def test_an_unreadable_line_is_shown_whatever_the_filters(tmp_path: Path) -> None:
-    lines = [entry(request_id=rid(1), user="alice"), '{"time":"2026-11-27T10:00:00', "\x00\x01 not json"]
+    lines: list[dict[str, Any] | str] = [
+        entry(request_id=rid(1), user="alice"),
+        '{"time":"2026-11-27T10:00:00',
+        "\x00\x01 not json",
+    ]
 
     rows = trail(tmp_path, lines, user="bob", status="5xx")
 
