@@ -12,9 +12,10 @@ at the first failure:
 2. the token's RS256 signature, by a key of the pool's JWKS. The algorithm is
    ours, never the token header's: `none`, HS256 (with the public key as the
    HMAC secret) and any other algorithm are refused;
-3. `iss` is the configured issuer, and the claims we rely on are present;
-4. `token_use` is "access" (an ID token is refused, saying to send the access
-   token) and `client_id` is the configured app client;
+3. `iss` is the configured issuer;
+4. the token is no ID token (refused saying to send the access token), carries
+   the claims we rely on (REQUIRED_CLAIMS), its `token_use` is "access" and its
+   `client_id` the configured app client;
 5. `exp` has not passed, and `iat` and `nbf`, when present, are not in the
    future, each with LEEWAY_SECONDS for clocks that differ.
 
