@@ -29,6 +29,10 @@ UNREADABLE_PATH = "(unreadable log line)"  # what trail.sql puts in `path` for s
 _PRESIGN_CONFIG = Config(signature_version="s3v4")
 
 
+class ExportGone(LookupError):
+    """The query finished but its file is no longer there (the results bucket expires them)."""
+
+
 @dataclass(frozen=True)
 class FileSummary:
     sha256: str
@@ -98,7 +102,12 @@ def finish(log_bucket: str, job: Job, delivered_to: str) -> dict[str, Any]:
         if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
             raise
     bucket, csv_key = job.output
-    summary = summarise(s3.get_object(Bucket=bucket, Key=csv_key)["Body"])
+    try:
+        summary = summarise(s3.get_object(Bucket=bucket, Key=csv_key)["Body"])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise ExportGone(job.job_id) from error
+        raise
     record = {
         "event": "audit_export",
         "job_id": job.job_id,

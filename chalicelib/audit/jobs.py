@@ -112,9 +112,9 @@ class AthenaEngine:
         sql, names = query.positional()
         # Only our own query in our own workgroup: GET /audit/{id} must not hand out
         # links to anything else Athena ran.
-        if execution.get("WorkGroup") != self.workgroup or execution.get("Query") != sql:
-            raise JobNotFound(job_id)
         literals = execution.get("ExecutionParameters") or []
+        if execution.get("WorkGroup") != self.workgroup or execution.get("Query") != sql or len(literals) != len(names):
+            raise JobNotFound(job_id)
         parameters = dict(zip(names, (query.from_athena_literal(v) for v in literals), strict=False))
         status = execution.get("Status", {})
         output = _split_s3_url(execution.get("ResultConfiguration", {}).get("OutputLocation", ""))

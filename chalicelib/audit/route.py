@@ -76,6 +76,8 @@ def _answer(headers: Mapping[str, str], handle: Handler) -> Response:  # noqa: P
             return _json(400, {"error": f"bad filter {bad.field!r}", "field": bad.field, "accepts": bad.accepts})
         except jobs.JobNotFound:
             return _json(404, {"error": "no audit export has this id"})
+        except export.ExportGone:
+            return _json(410, {"error": "this export's file has expired; ask again with GET /audit"})
         except jobs.Throttled as slow:
             logs.warning("audit_throttled", retry_after=slow.retry_after)
             return _json(429, {"error": "too many audit queries at once; try again shortly"}, _retry(slow.retry_after))

@@ -1,0 +1,42 @@
+"""The audit trail's buckets on the local AWS (moto): where the CSVs land, and the locked log bucket.
+
+In AWS they are infra/athena/audit.yaml's; here they are made to the same
+settings that matter to the code: the log bucket has Object Lock on (so every
+write needs a checksum, as in AWS), the results bucket is private.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.audit import settings
+
+RESULTS_BUCKET = "hosp-reliability-local-audit-results"
+LOG_BUCKET = "hosp-reliability-local-audit-log"
+
+
+def create(s3: Any) -> None:
+    """Make both buckets on the local S3 `s3` (a boto3 client); idempotent."""
+    existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    if RESULTS_BUCKET not in existing:
+        s3.create_bucket(Bucket=RESULTS_BUCKET)
+    if LOG_BUCKET not in existing:
+        s3.create_bucket(Bucket=LOG_BUCKET, ObjectLockEnabledForBucket=True)
+        s3.put_object_lock_configuration(
+            Bucket=LOG_BUCKET,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+            },
+        )
+
+
+def environment(access_log: str) -> dict[str, str]:
+    """The audit route's variables for the local stack: DuckDB over `access_log`, these buckets."""
+    return {
+        settings.AUDIT_ENGINE: "duckdb",
+        settings.AUDIT_LOCAL_LOG: access_log,
+        settings.AUDIT_RESULTS_BUCKET: RESULTS_BUCKET,
+        settings.AUDIT_RESULTS_PREFIX: settings.DEFAULT_RESULTS_PREFIX,
+        settings.AUDIT_LOG_BUCKET: LOG_BUCKET,
+    }

@@ -1,0 +1,416 @@
+"""GET /audit and GET /audit/{job_id} through the Chalice app, on the Athena engine.
+
+AWS is a moto server on a free loopback port: its Cognito signs the tokens (the
+local pool of local/cognito.py), its S3 holds the buckets, its Athena keeps the
+query executions. moto's Athena runs no SQL, so a test writes the CSV where
+Athena would; and it never fails, so botocore's Stubber plays Athena for the
+FAILED, CANCELLED and throttled cases. The query's semantics are tested on
+DuckDB (test_audit_trail_sql.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+import requests
+from botocore.stub import Stubber
+from chalice.test import Client
+
+import app
+from chalicelib import aws
+from chalicelib.audit import auth, query, settings
+from local import audit_buckets, cognito
+from local.processes import CommandServer, free_port
+
+MISSING_MOTO = "moto's server is not installed: .venv/bin/pip install -r requirements-dev.txt (moto[server])"
+WORKGROUP = "hosp-reliability-test-audit"
+DATABASE = "hosp_reliability_test"
+CSV = (
+    '"time","user","on_behalf_of","authenticated","client_ip","method","path","patient_id","status","attempts",'
+    '"request_id","user_agent"\n'
+    '"2026-11-27T10:00:00.000+00:00","nurse-joy","","true","203.0.113.9","GET","/patients/5","5","200","1",'
+    '"00000000000000000000000000000001","curl/8.0 ""quoted""\nsecond line"\n'
+    '"","","","","","","(unreadable log line)","",,,"",""\n'
+)
+
+
+@pytest.fixture(scope="module")
+def aws_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        pytest.fail(MISSING_MOTO, pytrace=False)
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with CommandServer(argv, port, tmp_path_factory.mktemp("moto") / "moto.log", health_path="/moto-api/") as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def pool(aws_url: str) -> cognito.LocalCognito:
+    return cognito.create(aws_url)
+
+
+@pytest.fixture(scope="module")
+def tokens(pool: cognito.LocalCognito) -> dict[str, str]:
+    return {user.username: cognito.sign_in(pool, user.username).access for user in cognito.DEMO_USERS}
+
+
+@pytest.fixture(scope="module")
+def boto(aws_url: str) -> dict[str, Any]:
+    """Clients of the moto server, for the tests' own set-up and checks."""
+    made = {
+        name: boto3.client(
+            name, endpoint_url=aws_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        for name in ("s3", "athena")
+    }
+    audit_buckets.create(made["s3"])
+    made["athena"].create_work_group(Name=WORKGROUP)
+    made["athena"].create_work_group(Name="someone-elses")
+    return made
+
+
+@pytest.fixture
+def configured(
+    aws_url: str, pool: cognito.LocalCognito, boto: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The app's environment for Athena against the moto server; fresh clients and keys."""
+    for name in settings.VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    environment = {
+        **pool.environment(),
+        settings.AUDIT_ENGINE: "athena",
+        settings.AUDIT_DATABASE: DATABASE,
+        settings.AUDIT_WORKGROUP: WORKGROUP,
+        settings.AUDIT_RESULTS_BUCKET: audit_buckets.RESULTS_BUCKET,
+        settings.AUDIT_LOG_BUCKET: audit_buckets.LOG_BUCKET,
+        settings.AUDIT_WAIT_SECONDS: "0",
+        "AWS_ENDPOINT_URL": aws_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    aws.reset()
+    auth.reset()
+    yield
+    aws.reset()
+    auth.reset()
+
+
+@pytest.fixture
+def athena_steps(aws_url: str) -> Iterator[None]:
+    """moto's query executions move QUEUED -> RUNNING -> SUCCEEDED one step per two status reads."""
+    transition = {"model_name": "athena::execution", "transition": {"progression": "manual", "times": 2}}
+    requests.post(f"{aws_url}/moto-api/state-manager/set-transition", json=transition, timeout=10).raise_for_status()
+    yield
+    requests.post(
+        f"{aws_url}/moto-api/state-manager/unset-transition", json={"model_name": "athena::execution"}, timeout=10
+    ).raise_for_status()
+
+
+def get(path: str, token: str | None = None, **headers: str) -> Any:
+    sent = {"Accept": "*/*", **headers}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    with Client(app.app) as client:
+        return client.http.get(path, headers=sent)
+
+
+def body(answer: Any) -> dict[str, Any]:
+    return dict(json.loads(answer.body))
+
+
+def athena_writes_the_csv(boto: dict[str, Any], job_id: str, text: str = CSV) -> None:
+    key = f"{settings.DEFAULT_RESULTS_PREFIX}{job_id}.csv"
+    boto["s3"].put_object(Bucket=audit_buckets.RESULTS_BUCKET, Key=key, Body=text.encode())
+
+
+def export_records(boto: dict[str, Any], job_id: str) -> dict[str, dict[str, Any]]:
+    listed = boto["s3"].list_objects_v2(Bucket=audit_buckets.LOG_BUCKET, Prefix="exports/").get("Contents", [])
+    found = {}
+    for item in listed:
+        if job_id in item["Key"]:
+            record = json.loads(boto["s3"].get_object(Bucket=audit_buckets.LOG_BUCKET, Key=item["Key"])["Body"].read())
+            found[record["event"]] = record
+    return found
+
+
+# --- who may ask ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("configured")
+def test_no_token_is_a_401_that_says_how_to_authenticate() -> None:
+    answer = get("/audit")
+
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert body(answer)["error"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_valid_token_of_someone_not_an_admin_is_a_403(tokens: dict[str, str]) -> None:
+    answer = get("/audit", tokens["audit-viewer"])
+
+    assert answer.status_code == 403
+
+
+@pytest.mark.usefixtures("configured")
+def test_the_token_is_checked_before_the_filters(tokens: dict[str, str]) -> None:
+    assert get("/audit?bogus=1").status_code == 401
+    assert get("/audit?bogus=1", tokens["audit-viewer"]).status_code == 403
+    assert get("/audit/not-a-job").status_code == 401
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize(
+    ("query_string", "field"),
+    [
+        ("from=2026-11-27", "from"),
+        ("to=2026-11-27T00:00:00%2B02:00", "to"),
+        ("user=a&user=b", "user"),
+        ("patient_id=5%27%3B--", "patient_id"),
+        ("status=5__", "status"),
+        ("limit=10", "limit"),
+    ],
+)
+def test_a_bad_filter_is_a_400_naming_it(tokens: dict[str, str], query_string: str, field: str) -> None:
+    answer = get(f"/audit?{query_string}", tokens["audit-admin"])
+
+    assert answer.status_code == 400
+    assert body(answer)["field"] == field
+    assert body(answer)["accepts"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_job_id_that_is_not_an_athena_id_is_a_404_without_asking_athena(tokens: dict[str, str]) -> None:
+    with Stubber(aws.client("athena")):  # no response queued: any call to Athena would fail the test
+        assert get("/audit/..%2F..%2Fetc", tokens["audit-admin"]).status_code == 404
+        assert get("/audit/DROP%20TABLE", tokens["audit-admin"]).status_code == 404
+
+
+@pytest.mark.usefixtures("configured")
+def test_another_workgroups_query_is_not_an_export(tokens: dict[str, str], boto: dict[str, Any]) -> None:
+    sql, _ = query.positional()
+    foreign = boto["athena"].start_query_execution(
+        QueryString=sql,
+        WorkGroup="someone-elses",
+        ResultConfiguration={"OutputLocation": f"s3://{audit_buckets.RESULTS_BUCKET}/audit/"},
+    )["QueryExecutionId"]
+
+    assert get(f"/audit/{foreign}", tokens["audit-admin"]).status_code == 404
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_link_longer_than_15_minutes_is_a_configuration_error(
+    tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.AUDIT_URL_TTL_SECONDS, "3600")
+
+    answer = get("/audit", tokens["audit-admin"])
+
+    assert answer.status_code == 503
+    assert any(settings.AUDIT_URL_TTL_SECONDS in problem for problem in body(answer)["problems"])
+
+
+# --- the export ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("configured", "athena_steps")
+def test_a_running_query_is_a_202_then_a_link_to_the_csv(
+    tokens: dict[str, str], boto: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.AUDIT_URL_TTL_SECONDS, "300")
+    before = datetime.now(UTC)
+
+    started = get("/audit?from=2026-11-27T00:00:00Z&to=2026-11-28T00:00:00Z&user=nurse-joy", tokens["audit-admin"])
+    job_id = body(started)["job_id"]
+
+    assert started.status_code == 202
+    assert started.headers["Retry-After"] == "2"
+    assert started.headers["Location"] == body(started)["poll"] == f"/audit/{job_id}"
+    assert body(started)["filters"] == {
+        "from": "2026-11-27T00:00:00.000Z",
+        "to": "2026-11-28T00:00:00.000Z",
+        "user": "nurse-joy",
+    }
+    # The parameters went to Athena as literals, apart from the SQL text.
+    execution = boto["athena"].get_query_execution(QueryExecutionId=job_id)["QueryExecution"]
+    assert "'nurse-joy'" in execution["ExecutionParameters"]
+    assert "nurse-joy" not in execution["Query"]
+
+    athena_writes_the_csv(boto, job_id)
+    answers = [get(f"/audit/{job_id}", tokens["audit-admin"]) for _ in range(6)]
+    done = next(a for a in answers if a.status_code != 202)
+
+    assert done.status_code == 200
+    ready = body(done)
+    assert ready["rows"] == 2
+    assert ready["unreadable_rows"] == 1
+    assert ready["sha256"] == hashlib.sha256(CSV.encode()).hexdigest()
+    assert ready["bytes"] == len(CSV.encode())
+    assert ready["file_name"] == "audit_20261127T000000Z_20261128T000000Z.csv"
+    assert ready["expires_in_seconds"] == 300
+    expires = datetime.fromisoformat(ready["expires_at"].replace("Z", "+00:00"))
+    assert before + timedelta(seconds=300) <= expires <= datetime.now(UTC) + timedelta(seconds=300)
+
+    link = urlsplit(ready["url"])
+    signed = parse_qs(link.query)
+    assert signed["X-Amz-Expires"] == ["300"]
+    assert signed["response-content-disposition"] == [f'attachment; filename="{ready["file_name"]}"']
+    download = requests.get(ready["url"], timeout=10)
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == ready["sha256"]
+
+    records = export_records(boto, job_id)
+    assert records["audit_export_started"]["requested_by"] == "audit-admin"
+    assert records["audit_export_started"]["filters"] == ready["filters"]
+    assert records["audit_export"]["sha256"] == ready["sha256"]
+    assert records["audit_export"]["rows"] == 2
+
+
+@pytest.mark.usefixtures("configured")
+def test_asking_again_for_a_finished_export_reads_its_record_not_the_file(
+    tokens: dict[str, str], boto: dict[str, Any]
+) -> None:
+    job_id = started_and_written(tokens, boto)
+    ready = get(f"/audit/{job_id}", tokens["audit-admin"])
+    athena_writes_the_csv(boto, job_id, CSV + '"changed",,,,,,,,,,,\n')
+
+    again = get(f"/audit/{job_id}", tokens["audit-admin"])
+
+    assert ready.status_code == again.status_code == 200
+    assert body(again)["sha256"] == body(ready)["sha256"] == hashlib.sha256(CSV.encode()).hexdigest()
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_finished_export_whose_file_has_expired_is_a_410(tokens: dict[str, str], boto: dict[str, Any]) -> None:
+    job_id = started_and_written(tokens, boto)
+    boto["s3"].delete_object(Bucket=audit_buckets.RESULTS_BUCKET, Key=f"audit/{job_id}.csv")  # the lifecycle rule
+
+    answer = get(f"/audit/{job_id}", tokens["audit-admin"])
+
+    assert answer.status_code == 410
+    assert "ask again" in body(answer)["error"]
+
+
+def started_and_written(tokens: dict[str, str], boto: dict[str, Any]) -> str:
+    """An export moto's Athena has finished (it does at once), with its CSV where Athena puts it."""
+    with Stubber(aws.client("athena")) as stub:  # the start only: the CSV is not there yet
+        stub.add_response("start_query_execution", {"QueryExecutionId": JOB})
+        stub.add_response("get_query_execution", stubbed_execution(JOB, "RUNNING"))
+        stub.add_response("get_query_execution", stubbed_execution(JOB, "RUNNING"))
+        assert get("/audit", tokens["audit-admin"]).status_code == 202
+    job_id = boto["athena"].start_query_execution(
+        QueryString=query.positional()[0],
+        WorkGroup=WORKGROUP,
+        ResultConfiguration={"OutputLocation": f"s3://{audit_buckets.RESULTS_BUCKET}/audit/"},
+        ExecutionParameters=stubbed_execution(JOB, "RUNNING")["QueryExecution"]["ExecutionParameters"],
+    )["QueryExecutionId"]
+    athena_writes_the_csv(boto, job_id)
+    return str(job_id)
+
+
+# --- Athena's failures, played by botocore's Stubber ---------------------------------------------
+
+
+def stubbed_execution(job_id: str, state: str, **status: Any) -> dict[str, Any]:
+    sql, _ = query.positional()
+    now = datetime.now(UTC)
+    parameters = {
+        "first_day": "2026-11-26",
+        "last_day": "2026-11-28",
+        "from_time": "2026-11-27 00:00:00.000",
+        "to_time": "2026-11-27 12:00:00.000",
+        "user": "",
+        "patient_id": "",
+        "method": "",
+        "path_prefix": "",
+        "status_low": 0,
+        "status_high": 999,
+    }
+    return {
+        "QueryExecution": {
+            "QueryExecutionId": job_id,
+            "Query": sql,
+            "WorkGroup": WORKGROUP,
+            "ExecutionParameters": [query.athena_literal(v) for v in query.values(parameters)],
+            "ResultConfiguration": {"OutputLocation": f"s3://{audit_buckets.RESULTS_BUCKET}/audit/{job_id}.csv"},
+            "Status": {"State": state, "SubmissionDateTime": now, **status},
+        }
+    }
+
+
+JOB = "0b9a4b5e-7d3c-4c47-9b8e-2f7d0e6c1a11"
+
+
+@pytest.fixture
+def athena_stub(configured: None) -> Iterator[Stubber]:
+    with Stubber(aws.client("athena")) as stub:
+        yield stub
+
+
+def test_a_failed_query_is_a_502_with_athenas_reason(athena_stub: Stubber, tokens: dict[str, str]) -> None:
+    reason = "Query exhausted resources at this scale factor"
+    athena_stub.add_response("get_query_execution", stubbed_execution(JOB, "FAILED", StateChangeReason=reason))
+
+    answer = get(f"/audit/{JOB}", tokens["audit-admin"])
+
+    assert answer.status_code == 502
+    assert body(answer)["reason"] == reason
+    assert body(answer)["filters"]["to"] == "2026-11-27T12:00:00.000Z"
+
+
+def test_a_failure_athena_calls_retryable_is_a_503_with_retry_after(
+    athena_stub: Stubber, tokens: dict[str, str]
+) -> None:
+    failed = stubbed_execution(JOB, "FAILED", AthenaError={"ErrorCategory": 1, "Retryable": True})
+    athena_stub.add_response("get_query_execution", failed)
+
+    answer = get(f"/audit/{JOB}", tokens["audit-admin"])
+
+    assert answer.status_code == 503
+    assert int(answer.headers["Retry-After"]) > 0
+
+
+def test_an_unknown_job_is_a_404(athena_stub: Stubber, tokens: dict[str, str]) -> None:
+    # What Athena answers for an id it does not know (moto answers a 500 instead).
+    athena_stub.add_client_error("get_query_execution", "InvalidRequestException", "not found", 400)
+
+    assert get(f"/audit/{JOB}", tokens["audit-admin"]).status_code == 404
+
+
+def test_a_cancelled_query_is_a_410(athena_stub: Stubber, tokens: dict[str, str]) -> None:
+    athena_stub.add_response("get_query_execution", stubbed_execution(JOB, "CANCELLED"))
+
+    assert get(f"/audit/{JOB}", tokens["audit-admin"]).status_code == 410
+
+
+def test_a_throttled_start_is_a_429_with_retry_after(athena_stub: Stubber, tokens: dict[str, str]) -> None:
+    athena_stub.add_client_error("start_query_execution", "TooManyRequestsException", "Rate exceeded", 400)
+
+    answer = get("/audit", tokens["audit-admin"])
+
+    assert answer.status_code == 429
+    assert answer.headers["Retry-After"] == "5"
+
+
+def test_athena_refusing_the_query_is_a_503_not_a_500(athena_stub: Stubber, tokens: dict[str, str]) -> None:
+    athena_stub.add_client_error("start_query_execution", "InternalServerException", "boom", 500)
+
+    answer = get("/audit", tokens["audit-admin"])
+
+    assert answer.status_code == 503
+    assert "InternalServerException" in body(answer)["reason"]
