@@ -8,12 +8,20 @@ what any of the stage's functions needs, and nothing of another stage:
 - the note worker receives them through the Lambda event source (which polls
   with the function's role), moves a job that can never succeed to the
   dead-letter queue itself, and reads the HOSP service account secret;
+- the audit route (API handler) runs its query in the stage's Athena
+  workgroup, which reads the access log table with the caller's credentials
+  and writes the CSV to the results bucket, and records each export in the
+  log bucket;
 - both write their logs, and both run in the VPC.
 
-Resource names are those infra/notes/queues.yaml creates for the stage.
-Region and account are `*` in every ARN: the policy files are static JSON,
-deployed unchanged to whichever account the stage lives in, and the stage's
-own names are what tells one stage's resources from another's.
+Resource names are those infra/notes/queues.yaml and infra/athena/audit.yaml
+create for the stage. Region and account are `*` in every ARN: the policy
+files are static JSON, deployed unchanged to whichever account the stage
+lives in, and the stage's own names are what tells one stage's resources
+from another's. S3 bucket names are global, so the audit buckets end in the
+account id, and their ARNs name it with the policy variable
+${aws:PrincipalAccount} (the account of the role making the request):
+another account's bucket of the same name pattern is out of reach.
 
     python -m infra.iam.policies            # rewrite .chalice/policy-<stage>.json
     python -m infra.iam.policies --check    # exit 1 if a committed file differs
@@ -31,6 +39,10 @@ from typing import Any
 
 APP_NAME = "hosp-reliability"
 STAGES = ("dev", "prod")
+# IAM replaces it with the account of the principal making the request.
+PRINCIPAL_ACCOUNT = "${aws:PrincipalAccount}"
+# Athena's output location in the results bucket (AUDIT_RESULTS_PREFIX).
+AUDIT_RESULTS_PREFIX = "audit/"
 CHALICE_DIR = Path(__file__).resolve().parents[2] / ".chalice"
 COMMAND = "python -m infra.iam.policies"
 
@@ -74,6 +86,50 @@ class StageResources:
         # Secrets Manager appends "-" and six random characters to the name in
         # the ARN; "??????" matches exactly those and nothing longer.
         return f"arn:aws:secretsmanager:*:*:secret:{self.service_secret}-??????"
+
+    # ------------------------------------------------- audit (infra/athena/audit.yaml)
+
+    @property
+    def audit_workgroup(self) -> str:
+        return f"{self.prefix}-audit"
+
+    @property
+    def audit_database(self) -> str:
+        # Athena's names hold lower case letters, digits and underscores only.
+        return f"{self.prefix.replace('-', '_')}_audit"
+
+    @property
+    def audit_table(self) -> str:
+        return "access_log"
+
+    def audit_log_bucket(self, account: str = PRINCIPAL_ACCOUNT) -> str:
+        """The audit trail's bucket (Object Lock) in `account`."""
+        return f"{self.prefix}-audit-log-{account}"
+
+    def audit_results_bucket(self, account: str = PRINCIPAL_ACCOUNT) -> str:
+        """Athena's output bucket in `account`."""
+        return f"{self.prefix}-audit-results-{account}"
+
+    @property
+    def audit_workgroup_arn(self) -> str:
+        return f"arn:aws:athena:*:*:workgroup/{self.audit_workgroup}"
+
+    @property
+    def audit_table_arns(self) -> list[str]:
+        """What Glue authorises a table read on: the account's catalog, the database, the table."""
+        return [
+            "arn:aws:glue:*:*:catalog",
+            f"arn:aws:glue:*:*:database/{self.audit_database}",
+            f"arn:aws:glue:*:*:table/{self.audit_database}/{self.audit_table}",
+        ]
+
+    @property
+    def audit_log_bucket_arn(self) -> str:
+        return f"arn:aws:s3:::{self.audit_log_bucket()}"
+
+    @property
+    def audit_results_bucket_arn(self) -> str:
+        return f"arn:aws:s3:::{self.audit_results_bucket()}"
 
     @property
     def log_group_arns(self) -> list[str]:
@@ -129,6 +185,68 @@ def statements(stage: str) -> list[Statement]:
                 "sqs:ChangeMessageVisibility",
             ],
             "Resource": [names.note_queue_arn],
+        },
+        # The audit route. Athena runs a query with the caller's credentials:
+        # it reads the table's definition from Glue and the log's objects
+        # from S3, and writes the CSV to the workgroup's output location. Both
+        # buckets use SSE-S3, so no KMS permission is needed.
+        {
+            "Sid": "RunAuditQueries",
+            "Effect": "Allow",
+            "Action": ["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:StopQueryExecution"],
+            "Resource": [names.audit_workgroup_arn],
+        },
+        {
+            # The table uses partition projection: Athena computes the
+            # partitions and never asks Glue for them (no glue:GetPartitions).
+            "Sid": "ReadAccessLogTable",
+            "Effect": "Allow",
+            "Action": ["glue:GetDatabase", "glue:GetTable"],
+            "Resource": names.audit_table_arns,
+        },
+        {
+            "Sid": "FindAuditBuckets",
+            "Effect": "Allow",
+            "Action": ["s3:GetBucketLocation"],
+            "Resource": [names.audit_log_bucket_arn, names.audit_results_bucket_arn],
+        },
+        {
+            # Athena lists each projected day's prefix. Not narrowed by an
+            # s3:prefix condition: S3 answers a GET of a missing export record
+            # with 404 only to a caller who may list the bucket, and with 403
+            # otherwise, and the route tells "not recorded yet" by the 404.
+            "Sid": "ListLogBucket",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [names.audit_log_bucket_arn],
+        },
+        {
+            "Sid": "ReadAccessLog",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"{names.audit_log_bucket_arn}/access/*"],
+        },
+        {
+            # Every export is itself recorded in the trail (Object Lock applies);
+            # later polls of the same export read its record back.
+            "Sid": "KeepExportRecords",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject"],
+            "Resource": [f"{names.audit_log_bucket_arn}/exports/*"],
+        },
+        {
+            "Sid": "ListAuditResults",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [names.audit_results_bucket_arn],
+        },
+        {
+            # Athena writes the CSV (in parts when it is large); the route
+            # reads it once to hash it and presigns a GET of it.
+            "Sid": "WriteAuditResults",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+            "Resource": [f"{names.audit_results_bucket_arn}/{AUDIT_RESULTS_PREFIX}*"],
         },
         {
             # Encrypted with aws/secretsmanager, so no kms:Decrypt is needed.
