@@ -9,19 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
+
+from chalicelib import aws
 from chalicelib.audit import settings
 
 RESULTS_BUCKET = "hosp-reliability-local-audit-results"
 LOG_BUCKET = "hosp-reliability-local-audit-log"
 
 
+def client(aws_url: str) -> Any:
+    """An S3 client of the local AWS at aws_url."""
+    return boto3.client(
+        "s3", endpoint_url=aws_url, region_name="eu-west-2",
+        aws_access_key_id="local", aws_secret_access_key="local",  # moto accepts any key; never a real one here
+        config=aws.CLIENT_CONFIG,
+    )  # fmt: skip
+
+
 def create(s3: Any) -> None:
     """Make both buckets on the local S3 `s3` (a boto3 client); idempotent."""
     existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    region = s3.meta.region_name
+    where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     if RESULTS_BUCKET not in existing:
-        s3.create_bucket(Bucket=RESULTS_BUCKET)
+        s3.create_bucket(Bucket=RESULTS_BUCKET, **where)
     if LOG_BUCKET not in existing:
-        s3.create_bucket(Bucket=LOG_BUCKET, ObjectLockEnabledForBucket=True)
+        s3.create_bucket(Bucket=LOG_BUCKET, ObjectLockEnabledForBucket=True, **where)
         s3.put_object_lock_configuration(
             Bucket=LOG_BUCKET,
             ObjectLockConfiguration={

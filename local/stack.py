@@ -30,7 +30,8 @@ from types import FrameType
 import requests
 
 from chalicelib import config
-from local import note_queue
+from chalicelib.audit import settings as audit_settings
+from local import audit_buckets, cognito, note_queue
 from local.hosp_standin.faults import DEFAULT_CONFIG, FaultConfigError, apply_update, parse_fault_flag
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS, NOTES_SERVICE_ACCOUNT
@@ -115,9 +116,11 @@ class Stack:
             interceptor=f"127.0.0.1:{ports.chalice}",
         )
         hosp = StandInProcess(run_dir, seed=seed, port=ports.hosp, startup_faults=fault_flags(faults))
+        self.chalice = self._chalice()
+        self.cognito: cognito.LocalCognito | None = None
         # In start order; stopped in reverse.
         self.members = [
-            Member("local AWS (moto)", self._moto(), after_start=self._create_queues),
+            Member("local AWS (moto)", self._moto(), after_start=self._set_up_aws),
             Member("HOSP stand-in", hosp, health=lambda: http_check(f"{hosp.url}/_sim/stats")),
             Member(
                 "NGINX proxy",
@@ -125,7 +128,7 @@ class Stack:
                 health=lambda: http_check(f"{self.proxy.url}/_proxy/health", reports_ok),
                 log=self.proxy.error_log,
             ),
-            Member("chalice local", self._chalice()),
+            Member("chalice local", self.chalice),
             Member("note worker", self._worker(), health=lambda: http_check(f"{self.worker_url}/health", reports_ok)),
         ]
 
@@ -145,7 +148,8 @@ class Stack:
         """What the Lambdas get in AWS, pointed at the local servers."""
         account = NOTES_SERVICE_ACCOUNT
         # Nothing the app reads comes from the shell (a stray NOTE_QUEUE_NAME, say).
-        inherited = {name: value for name, value in os.environ.items() if name not in config.VARIABLES}
+        ours = {*config.VARIABLES, *audit_settings.VARIABLES}
+        inherited = {name: value for name, value in os.environ.items() if name not in ours}
         return {
             **inherited,
             "STAGE": "local",
@@ -160,8 +164,18 @@ class Stack:
             "HOSP_SERVICE_STAFF_ID": str(account.staff_id),
         }
 
-    def _create_queues(self) -> None:
+    def _set_up_aws(self) -> None:
+        """The note queues, the audit buckets and the admins' user pool, on the fresh moto server.
+
+        The pool's ids are known only now, so chalice local, which starts later,
+        gets the audit settings here.
+        """
         note_queue.create(note_queue.client(self.aws_url), {"STAGE": "local"})
+        audit_buckets.create(audit_buckets.client(self.aws_url))
+        self.cognito = cognito.create(self.aws_url)
+        assert self.chalice.env is not None
+        self.chalice.env.update(self.cognito.environment())
+        self.chalice.env.update(audit_buckets.environment(str(self.proxy.access_log)))
 
     def _chalice(self) -> CommandServer:
         argv = [sys.executable, "-m", "local.chalice_local", "--no-autoreload"]
@@ -200,13 +214,17 @@ class Stack:
                 f"  NGINX internal  http://127.0.0.1:{p.internal}    (the Lambdas' way to HOSP)",
                 f"  chalice local   http://127.0.0.1:{p.chalice}    (the screen interceptor)",
                 f"  note worker     http://127.0.0.1:{p.worker}    (drains the note queue; GET /health counts)",
-                f"  local AWS       http://127.0.0.1:{p.aws}    (moto server: the note queues)",
+                f"  local AWS       http://127.0.0.1:{p.aws}    (moto server: note queues, audit buckets, Cognito)",
                 "Try:",
                 f"  curl -u {user} http://127.0.0.1:{p.proxy}/hospitals",
                 f"  curl -u {user} -H 'Content-Type: application/json' -d '{screen}' \\",
                 f"       http://127.0.0.1:{p.proxy}/patients/1/screen",
                 f"  curl -u {user} 'http://127.0.0.1:{p.proxy}/notes?patient_id=1'    # the note, moments later",
                 f"  curl http://127.0.0.1:{p.hosp}/_sim/stats",
+                "The audit trail (admins only; the token lasts an hour):",
+                f"  TOKEN=$(.venv/bin/python -m local.cognito token --user audit-admin --aws-url {self.aws_url})",
+                f"  curl -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:{p.proxy}/audit'",
+                "  curl -o audit.csv '<the url of the answer>'",
                 "Ctrl-C stops everything.",
             ]
         )
