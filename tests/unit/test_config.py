@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from chalicelib import config
+from chalicelib.audit import settings as audit_settings
 from local.processes import ROOT
 
 CHALICE_DIR = ROOT / ".chalice"
@@ -79,4 +80,4 @@ def test_every_configured_environment_variable_is_one_the_app_reads() -> None:
     scopes = [conf, *conf["stages"].values()]
     configured = {name for scope in scopes for name in scope.get("environment_variables", {})}
 
-    assert configured <= set(config.VARIABLES)
+    assert configured <= {*config.VARIABLES, *audit_settings.VARIABLES}
