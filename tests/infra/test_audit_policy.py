@@ -17,6 +17,7 @@ import pytest
 
 from infra.iam import policies
 from infra.iam.policies import PRINCIPAL_ACCOUNT, STAGES, StageResources
+from tests.infra import lambdas
 from tests.infra.cfn import ACCOUNT, INFRA, REGION, Deployed, as_list, decode, resources
 
 AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
@@ -188,3 +189,20 @@ def test_no_kms_permission_is_needed(policy: dict[str, Any], template: dict[str,
     assert not resources(template, "AWS::KMS::Key")
     actions = {a for s in policy["Statement"] for a in as_list(s["Action"])}
     assert not {a for a in actions if a.startswith("kms:")}
+
+
+def test_the_stages_audit_settings_name_what_the_policy_grants(stage: str) -> None:
+    """.chalice/config.json's audit values (those it sets) are the stack's names; the
+    buckets' account id is the deploying account's, so only its form is checked."""
+    names = StageResources(stage)
+    environment = lambdas.chalice_config(stage).environment_variables
+    expected = {
+        "AUDIT_DATABASE": re.escape(names.audit_database),
+        "AUDIT_WORKGROUP": re.escape(names.audit_workgroup),
+        "AUDIT_RESULTS_PREFIX": re.escape(policies.AUDIT_RESULTS_PREFIX),
+        "AUDIT_LOG_BUCKET": re.escape(names.audit_log_bucket("")) + "[0-9]{12}",
+        "AUDIT_RESULTS_BUCKET": re.escape(names.audit_results_bucket("")) + "[0-9]{12}",
+    }
+    for variable, pattern in expected.items():
+        if variable in environment:
+            assert re.fullmatch(pattern, environment[variable]), (variable, environment[variable])
