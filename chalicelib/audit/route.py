@@ -29,6 +29,13 @@ RETRY_AFTER_RETRYABLE_FAILURE = 30
 FIRST_POLL = 0.2  # seconds; doubled after each poll, up to LONGEST_POLL
 LONGEST_POLL = 2.0
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+# How Athena's JSON SerDe reports a line it cannot parse: the export fails rather
+# than skip it (docs/audit.md).
+UNREADABLE_LINE = re.compile(r"HIVE_BAD_DATA|HIVE_CURSOR_ERROR|JsonParseException|malformed JSON", re.IGNORECASE)
+UNREADABLE_LINE_HINT = (
+    "the trail holds a log line the table cannot read, in the object the reason names; "
+    "docs/audit.md says how to deal with it"
+)
 LOCAL_WORK_DIR = Path(tempfile.gettempdir()) / "hosp-reliability-audit"
 
 
@@ -125,6 +132,8 @@ def _finish(admin: auth.Principal, chosen: settings.ExportSettings, run: jobs.En
     if job.state != "SUCCEEDED" or not job.output[0]:
         logs.error("audit_query_failed", job_id=job.job_id, reason=job.reason, retryable=job.retryable)
         body = {"status": "failed", "error": "the audit query failed", "reason": job.reason, **shown}
+        if UNREADABLE_LINE.search(job.reason):
+            body["hint"] = UNREADABLE_LINE_HINT
         if job.retryable:
             return _json(503, body, _retry(RETRY_AFTER_RETRYABLE_FAILURE))
         return _json(502, body)

@@ -122,7 +122,7 @@ def get(path: str, token: str | None = None, **headers: str) -> Any:
     sent = {"Accept": "*/*", **headers}
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
-    with Client(app.app) as client:
+    with Client(app.app, stage_name="local") as client:
         return client.http.get(path, headers=sent)
 
 
@@ -371,6 +371,19 @@ def test_a_failed_query_is_a_502_with_athenas_reason(athena_stub: Stubber, token
     assert answer.status_code == 502
     assert body(answer)["reason"] == reason
     assert body(answer)["filters"]["to"] == "2026-11-27T12:00:00.000Z"
+
+
+def test_a_line_the_table_cannot_read_fails_the_export_with_a_hint(
+    athena_stub: Stubber, tokens: dict[str, str]
+) -> None:
+    reason = "HIVE_CURSOR_ERROR: Row is not a valid JSON Object - JSONException: s3://trail/access/day=2026-11-27/x.gz"
+    athena_stub.add_response("get_query_execution", stubbed_execution(JOB, "FAILED", StateChangeReason=reason))
+
+    answer = get(f"/audit/{JOB}", tokens["audit-admin"])
+
+    assert answer.status_code == 502
+    assert body(answer)["reason"] == reason
+    assert "docs/audit.md" in body(answer)["hint"]
 
 
 def test_a_failure_athena_calls_retryable_is_a_503_with_retry_after(

@@ -178,6 +178,8 @@ class Deployed:
             ("AWS::Glue::Database", ""): lambda: self.value(self._property(logical, "DatabaseInput")["Name"]),
             ("AWS::Glue::Table", ""): lambda: self.value(self._property(logical, "TableInput")["Name"]),
             ("AWS::Athena::WorkGroup", ""): lambda: self.value(self._property(logical, "Name")),
+            # Cognito makes up the pool's id ("<region>_<random>"); a stand-in of that shape.
+            ("AWS::Cognito::UserPool", ""): lambda: f"{REGION}_{logical}",
         }
         evaluate = attributes.get((type_, attribute))
         assert evaluate, f"tests/infra/cfn.py cannot evaluate {reference} ({type_})"

@@ -128,7 +128,7 @@ def _alarm(deployed: Deployed, metric: str) -> dict[str, Any]:
     found = [
         deployed.properties(logical)
         for logical in resources(deployed.template, "AWS::CloudWatch::Alarm")
-        if deployed.properties(logical)["MetricName"] == metric
+        if deployed.properties(logical).get("MetricName") == metric
     ]
     assert len(found) == 1, f"{len(found)} alarms on {metric}"
     return found[0]
@@ -547,3 +547,30 @@ def test_every_resource_name_is_the_stages(deployed: Deployed, stage: str) -> No
     ]
     for name in named:
         assert name.startswith(f"{prefix}-"), name
+
+
+def test_the_admins_sign_in_to_a_pool_of_their_own_with_no_self_sign_up(deployed: Deployed) -> None:
+    (pool,) = resources(deployed.template, "AWS::Cognito::UserPool")
+    (client,) = resources(deployed.template, "AWS::Cognito::UserPoolClient")
+    (group,) = resources(deployed.template, "AWS::Cognito::UserPoolGroup")
+
+    assert deployed.properties(pool)["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert deployed.properties(pool)["MfaConfiguration"] == "ON"
+    assert deployed.properties(client)["GenerateSecret"] is False
+    assert "ALLOW_USER_PASSWORD_AUTH" not in deployed.properties(client)["ExplicitAuthFlows"]
+    assert deployed.properties(group)["GroupName"] == "audit-admins"
+
+
+def test_a_line_the_table_cannot_read_fires_an_alarm(deployed: Deployed) -> None:
+    filters = [deployed.properties(f) for f in resources(deployed.template, "AWS::Logs::MetricFilter")]
+    (alarm,) = [
+        deployed.properties(a)
+        for a in resources(deployed.template, "AWS::CloudWatch::Alarm")
+        if "Metrics" in deployed.properties(a)
+    ]
+
+    assert sorted(f["FilterPattern"] for f in filters) == ["", '{ $.logged_at = "*" }']
+    expressions = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+    assert expressions == ["lines - readable"]
+    assert alarm["Threshold"] == 0
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
