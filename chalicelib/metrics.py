@@ -25,6 +25,9 @@ NOTES_WRITTEN = "NotesWritten"
 NOTES_ALREADY_PRESENT = "NotesAlreadyPresent"
 NOTE_JOBS_DEAD_LETTERED = "NoteJobsDeadLettered"
 NOTE_WRITE_TRANSIENT_FAILURES = "NoteWriteTransientFailures"
+AUDIT_EXPORTS_STARTED = "AuditExportsStarted"
+AUDIT_EXPORTS_DELIVERED = "AuditExportsDelivered"
+AUDIT_REFUSALS = "AuditRefusals"  # 401 and 403 answers of /audit
 
 
 def emit(name: str, value: float = 1, unit: str = "Count", **properties: Any) -> None:

@@ -69,9 +69,11 @@ def _answer(headers: Mapping[str, str], handle: Handler) -> Response:  # noqa: P
             return handle(admin, chosen, engine(chosen))
         except auth.Unauthorized as refused:
             logs.info("audit_refused", status=401, reason=refused.reason)
+            metrics.emit(metrics.AUDIT_REFUSALS, status=401)
             return _json(401, {"error": refused.reason}, {"WWW-Authenticate": refused.www_authenticate})
         except auth.Forbidden as refused:
             logs.info("audit_refused", status=403, reason=refused.reason)
+            metrics.emit(metrics.AUDIT_REFUSALS, status=403)
             return _json(403, {"error": refused.reason})
         except auth.KeysUnavailable as down:
             logs.error("audit_keys_unavailable", reason=str(down))
@@ -98,7 +100,7 @@ def _start(
 ) -> Response:
     wanted = filters.parse(params, datetime.now(UTC))
     job_id = run.start(wanted)
-    metrics.emit("AuditExportsStarted")
+    metrics.emit(metrics.AUDIT_EXPORTS_STARTED)
     export.record_start(chosen.log_bucket, run.job(job_id), admin.username)
     deadline = time.monotonic() + chosen.wait_seconds
     return _finish(admin, chosen, run, wait(run, job_id, deadline))
@@ -139,7 +141,7 @@ def _finish(admin: auth.Principal, chosen: settings.ExportSettings, run: jobs.En
         return _json(502, body)
     record = export.finish(chosen.log_bucket, job, admin.username)
     url, expires = export.download_link(job, chosen.url_ttl_seconds)
-    metrics.emit("AuditExportsDelivered")
+    metrics.emit(metrics.AUDIT_EXPORTS_DELIVERED)
     return _json(
         200,
         {

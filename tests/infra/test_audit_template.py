@@ -9,6 +9,7 @@ Deployed, rather than the template's text. cfn-lint runs on it with every other 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -574,3 +575,18 @@ def test_a_line_the_table_cannot_read_fires_an_alarm(deployed: Deployed) -> None
     assert expressions == ["lines - readable"]
     assert alarm["Threshold"] == 0
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_dashboard_shows_the_metrics_the_route_emits(deployed: Deployed) -> None:
+    from chalicelib import metrics  # noqa: PLC0415 - only this test needs the app's names
+
+    (dashboard,) = resources(deployed.template, "AWS::CloudWatch::Dashboard")
+    body = json.loads(deployed.properties(dashboard)["DashboardBody"])
+    shown = {
+        line[1]
+        for widget in body["widgets"]
+        for line in widget["properties"].get("metrics", [])
+        if line[0] == metrics.NAMESPACE
+    }
+
+    assert shown == {metrics.AUDIT_EXPORTS_STARTED, metrics.AUDIT_EXPORTS_DELIVERED, metrics.AUDIT_REFUSALS}
