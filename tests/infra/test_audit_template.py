@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import metrics
 from chalicelib.audit import log_schema, settings
 from infra.athena import table
 from infra.iam.policies import AUDIT_RESULTS_PREFIX, STAGES, StageResources
@@ -578,8 +579,6 @@ def test_a_line_the_table_cannot_read_fires_an_alarm(deployed: Deployed) -> None
 
 
 def test_the_dashboard_shows_the_metrics_the_route_emits(deployed: Deployed) -> None:
-    from chalicelib import metrics  # noqa: PLC0415 - only this test needs the app's names
-
     (dashboard,) = resources(deployed.template, "AWS::CloudWatch::Dashboard")
     body = json.loads(deployed.properties(dashboard)["DashboardBody"])
     shown = {
