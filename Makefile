@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test check lint typecheck bench bench-screen clean system-packages bench-packages
+.PHONY: run test check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench: $(STAMP) bench-packages
 # Other sizes: .venv/bin/python -m bench.screen_bench --help (bench/README.md).
 bench-screen: $(STAMP) system-packages
 	$(BIN)/python -m bench.screen_bench
+
+## bench-audit: the audit export (trail query vs DuckDB's plain COPY) and the route's memory (not run by CI)
+# Other sizes: .venv/bin/python -m bench.audit_bench --help (bench/README.md).
+bench-audit: $(STAMP)
+	$(BIN)/python -m bench.audit_bench
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
