@@ -16,14 +16,15 @@ WITH scanned AS (
     WHERE day BETWEEN :first_day AND :last_day
 ),
 
--- The requests the Lambdas made through the internal listener carry the request
--- id of the nurse's request that caused them (the screen). That request's user is
--- who the call was made for.
+-- The requests the Lambdas make through the internal listener (the interceptor's
+-- call to HOSP, the note worker's read and write) carry the request id of the
+-- nurse's screen that caused them. That screen's user is who they were made for.
+-- Only screens are looked up: they are few, so this stays small.
 origin AS (
     SELECT request_id, max("user") AS "user"
     FROM scanned
     WHERE listener = 'public'
-      AND request_id IN (SELECT request_id FROM scanned WHERE listener = 'internal')
+      AND route = 'interceptor'
     GROUP BY request_id
 ),
 
@@ -62,7 +63,7 @@ trail AS (
             ELSE s.client_ip
         END AS client
     FROM scanned AS s
-    LEFT JOIN origin AS o ON o.request_id = s.request_id
+    LEFT JOIN origin AS o ON s.listener = 'internal' AND o.request_id = s.request_id
 ),
 
 chosen AS (
