@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Make sure the system packages named as arguments (Debian package names) are
 # installed: install them with apt-get when running as root, otherwise say how.
-# Each argument is PACKAGE or PACKAGE:COMMAND when the command differs.
+# Each argument is PACKAGE, or PACKAGE:COMMAND when the command differs, or
+# PACKAGE:/PATH for a package that installs a file rather than a command.
 set -euo pipefail
 
 missing=()
 for spec in "$@"; do
     package=${spec%%:*}
     command=${spec#*:}
-    if ! PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v "$command" >/dev/null 2>&1; then
+    if [[ $command == /* ]]; then
+        [ -e "$command" ] || missing+=("$package")
+    elif ! PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v "$command" >/dev/null 2>&1; then
         missing+=("$package")
     fi
 done
