@@ -24,6 +24,10 @@ INSTALL_HINT = (
     "install it with `sudo apt-get install nginx` (Debian/Ubuntu), or run `make test`, "
     "which installs it when run as root"
 )
+NJS_INSTALL_HINT = (
+    "install it with `sudo apt-get install libnginx-mod-http-js` (Debian/Ubuntu), or run `make test`, "
+    "which installs it when run as root"
+)
 # Started by root, the workers run as this user, as production's run as the
 # distribution's nginx user: never as root.
 UNPRIVILEGED_USER = "nobody"
@@ -37,6 +41,13 @@ def nginx_binary() -> str:
     return system_binary("nginx", INSTALL_HINT)
 
 
+def njs_module(path: str = render.DEBIAN_NJS_MODULE) -> str:
+    """Path of NGINX's JavaScript module, which the access log needs (infra/nginx/templates/logging.conf)."""
+    if not Path(path).is_file():
+        raise ProcessError(f"NGINX's JavaScript module (njs) was not found at {path}: {NJS_INSTALL_HINT}")
+    return path
+
+
 @dataclass
 class NginxProxy(LoopbackServer):
     """One NGINX process in front of `upstream`, with the local variant and `tuning`."""
@@ -47,6 +58,7 @@ class NginxProxy(LoopbackServer):
     tuning: Tuning = field(default_factory=Tuning)
     internal_port: int = 0  # the Lambdas' listener; 0: a free port
     interceptor: str = "127.0.0.1:8000"  # where screens go (chalice local)
+    njs_module: str = render.DEBIAN_NJS_MODULE
     _worker_temp: Path | None = field(default=None, init=False, repr=False)
 
     @property
@@ -71,6 +83,7 @@ class NginxProxy(LoopbackServer):
             "listen": self.address,
             "internal_listen": f"127.0.0.1:{self.internal_port}",
             "interceptor": self.interceptor,
+            "njs_module": self.njs_module,
         }
         if os.geteuid() == 0:
             # The workers buffer large bodies to disk, so they need a temp
@@ -88,6 +101,7 @@ class NginxProxy(LoopbackServer):
 
     def check(self) -> str:
         """`nginx -t` on the rendered file; returns its output."""
+        njs_module(self.njs_module)
         done = subprocess.run(
             [nginx_binary(), "-t", "-c", str(self.config_path), "-e", str(self.error_log)],
             capture_output=True, text=True, check=False,

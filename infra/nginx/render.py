@@ -22,6 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# The access log's njs script (logging.conf): NGINX reads it from here when it
+# loads the configuration, so it ships with render.py (the EC2 proxy bundle).
+NJS_DIR = Path(__file__).resolve().parent / "njs"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 INCLUDE = re.compile(r"^(?P<indent>[ \t]*)include (?P<name>[\w./-]+\.conf);[ \t]*$", re.MULTILINE)
 HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
@@ -40,6 +43,10 @@ ORIGIN_MARGIN = 5.0
 SCREEN_MAX_BYTES = 4_000_000
 # Where the production variant finds the CA certificates (Amazon Linux 2023).
 SYSTEM_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
+# NGINX's JavaScript module: Debian's libnginx-mod-http-js (the local stack),
+# and nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/proxy.yaml).
+DEBIAN_NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+NGINX_ORG_NJS_MODULE = "/usr/lib64/nginx/modules/ngx_http_js_module.so"
 
 
 class RenderError(ValueError):
@@ -69,6 +76,9 @@ class Tuning:
     # up to a third may fail once. Raise both with the traffic (docs/proxy.md).
     retry_budget_rate: int = 20
     retry_budget_burst: int = 40
+    # The largest write body whose patient_id the access log reads; bodies up
+    # to it stay in NGINX's memory (docs/access-log.md).
+    body_scan_limit: int = 1024 * 1024
 
 
 TUNING_HELP: dict[str, str] = {
@@ -85,6 +95,7 @@ TUNING_HELP: dict[str, str] = {
     "host_header": "Host sent to HOSP, which builds its links from it; $http_host is the client's, port included",
     "retry_budget_rate": "retried requests per second",
     "retry_budget_burst": "retried requests allowed in a burst",
+    "body_scan_limit": "bytes: the largest write body kept in memory and read for the access log's body_patient_id",
 }
 
 
@@ -100,6 +111,7 @@ class ProxySettings:
     interceptor_tls: bool  # HTTPS to the interceptor (API Gateway), with its certificate checked
     interceptor_prefix: str  # path before /patients/..., e.g. API Gateway's stage "/api"
     ca_bundle: str  # CA certificates that check the interceptor's; "" without TLS
+    njs_module: str  # the ngx_http_js_module.so that load_module loads
     access_log: str
     error_log: str
     pid_path: str
@@ -123,6 +135,7 @@ class ProxySettings:
                 interceptor_tls=False,
                 interceptor_prefix="",
                 ca_bundle="",
+                njs_module=DEBIAN_NJS_MODULE,
                 access_log=str(run_dir / "access.json"),
                 error_log=str(run_dir / "error.log"),
                 pid_path=str(run_dir / "nginx.pid"),
@@ -139,6 +152,7 @@ class ProxySettings:
                 interceptor_tls=True,
                 interceptor_prefix="/api",
                 ca_bundle=SYSTEM_CA_BUNDLE,
+                njs_module=NGINX_ORG_NJS_MODULE,
                 access_log="/var/log/hosp-proxy/access.json",
                 error_log="/var/log/hosp-proxy/error.log",
                 pid_path="/run/nginx.pid",
@@ -188,8 +202,7 @@ def validate(s: ProxySettings) -> None:
     # NGINX reads a proxy_next_upstream_timeout of 0 as "no limit".
     if t.tries > 1 and round((t.deadline - t.try_timeout) * 1000) < 1:
         raise RenderError("deadline must be longer than one try's timeout (it bounds when retries may start)")
-    if t.access_log_buffer != "off" and not re.fullmatch(r"[1-9]\d*[km]?", t.access_log_buffer):
-        raise RenderError(f"access log buffer must be a size like 64k, or off; got {t.access_log_buffer!r}")
+    _validate_logging(t)
     # NGINX refuses burst=0 (no burst is written by leaving the parameter out).
     if t.retry_budget_rate < 1 or t.retry_budget_burst < 1:
         raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 1")
@@ -235,6 +248,9 @@ def values(s: ProxySettings) -> dict[str, str]:
         "interceptor_prefix": s.interceptor_prefix,
         "interceptor_timeout": _ms(t.interceptor_timeout),
         "trusted_certificates": s.ca_bundle,
+        "njs_module": s.njs_module,
+        "njs_dir": str(NJS_DIR),
+        "body_scan_limit": str(t.body_scan_limit),
         "screen_max_bytes": str(SCREEN_MAX_BYTES),
         "screen_length_regex": at_most(SCREEN_MAX_BYTES),
         "access_log": s.access_log,
@@ -312,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "interceptor",
         "interceptor_prefix",
         "ca_bundle",
+        "njs_module",
         "access_log",
         "error_log",
         "user",
@@ -346,6 +363,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interceptor", help="screen interceptor as HOST:PORT (production: API Gateway's host name:443)")
     p.add_argument("--interceptor-prefix", help="path before /patients/... at the interceptor (production: /api)")
     p.add_argument("--ca-bundle", help=f"CA certificates for the interceptor's TLS (production: {SYSTEM_CA_BUNDLE})")
+    p.add_argument(
+        "--njs-module",
+        help=f"NGINX's JavaScript module (local: {DEBIAN_NJS_MODULE}, production: {NGINX_ORG_NJS_MODULE})",
+    )
     p.add_argument("--access-log", help="JSON access log path")
     p.add_argument("--error-log", help="error log path")
     p.add_argument("--run-dir", default=".local/nginx", help="local variant: pid, temp files and default logs")
@@ -381,6 +402,13 @@ def at_most(limit: int) -> str:
             alternatives.append(digits[:position] + below + (f"[0-9]{{{rest}}}" if rest else ""))
     alternatives.append(digits)
     return "|".join(alternatives)
+
+
+def _validate_logging(t: Tuning) -> None:
+    if t.access_log_buffer != "off" and not re.fullmatch(r"[1-9]\d*[km]?", t.access_log_buffer):
+        raise RenderError(f"access log buffer must be a size like 64k, or off; got {t.access_log_buffer!r}")
+    if not 1 <= t.body_scan_limit <= MAX_BODY_BYTES:
+        raise RenderError(f"body scan limit must be between 1 and {MAX_BODY_BYTES} bytes, got {t.body_scan_limit}")
 
 
 def _port(listen: str) -> str:

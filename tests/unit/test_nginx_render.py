@@ -12,7 +12,8 @@ import pytest
 
 from infra.nginx import render
 from infra.nginx.render import ProxySettings, Tuning
-from local.nginx_proxy import nginx_binary, unprivileged_user
+from local.nginx_proxy import nginx_binary, njs_module, unprivileged_user
+from local.processes import ProcessError
 
 API_GATEWAY = "abc123.execute-api.eu-west-2.amazonaws.com:443"
 DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -34,6 +35,7 @@ def nginx_t(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "nginx.conf"
     path.write_text(config)
     (tmp_path / "tmp").mkdir(exist_ok=True)
+    njs_module()  # fails and says how to install it, rather than a dlopen() error from nginx -t
     return subprocess.run(
         [nginx_binary(), "-t", "-c", str(path), "-e", str(tmp_path / "error.log")],
         capture_output=True, text=True, check=False,
@@ -79,8 +81,9 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     logs = ["--access-log", str(tmp_path / "access.json"), "--error-log", str(tmp_path / "error.log")]
     user = " ".join(unprivileged_user())
     args = ["--variant", "production", "--upstream", "localhost:9000", "--user", user, "--output", str(output)]
-    # NGINX resolves the interceptor's name at start; the CA bundle's path is the distribution's.
-    args += ["--interceptor", "localhost:443", "--ca-bundle", DEBIAN_CA_BUNDLE]
+    # NGINX resolves the interceptor's name at start; the CA bundle's and the njs module's paths
+    # are the distribution's.
+    args += ["--interceptor", "localhost:443", "--ca-bundle", DEBIAN_CA_BUNDLE, "--njs-module", njs_module()]
 
     assert render.main(args + logs) == 0
     # nginx -t writes the pid file's directory only when it runs; keep it in tmp_path.
@@ -92,6 +95,38 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     assert "worker_rlimit_nofile 16384;" in config
     assert f"user {user};" in config
     assert "_temp_path" not in config  # the distribution's own temp paths
+
+
+def test_the_production_variant_loads_nginx_orgs_njs_module(tmp_path: Path) -> None:
+    # nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/proxy.yaml installs it).
+    production = ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY)
+
+    assert "load_module /usr/lib64/nginx/modules/ngx_http_js_module.so;" in render.render(production)
+    assert f"load_module {render.DEBIAN_NJS_MODULE};" in render.render(settings(tmp_path))
+
+
+def test_the_access_log_script_is_loaded_from_beside_the_renderer(tmp_path: Path) -> None:
+    config = render.render(settings(tmp_path))
+
+    assert f"js_path {render.NJS_DIR};" in config
+    assert (render.NJS_DIR / "access_log.js").is_file()
+    assert "js_import hosp_log from access_log.js;" in config
+
+
+def test_bodies_up_to_the_scan_limit_stay_in_memory(tmp_path: Path) -> None:
+    default = render.render(settings(tmp_path))
+    smaller = render.render(settings(tmp_path, body_scan_limit=65536))
+
+    assert "client_body_buffer_size 1048576;" in default
+    assert "js_var $hosp_body_scan_limit 1048576;" in default
+    assert "client_body_buffer_size 65536;" in smaller
+    assert "js_var $hosp_body_scan_limit 65536;" in smaller
+    assert nginx_t(smaller, tmp_path).returncode == 0
+
+
+def test_a_missing_njs_module_is_reported_with_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(ProcessError, match=r"apt-get install libnginx-mod-http-js"):
+        njs_module(str(tmp_path / "ngx_http_js_module.so"))
 
 
 def test_every_directive_comes_from_a_template(tmp_path: Path) -> None:
@@ -221,6 +256,8 @@ def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
         ({"retry_budget_rate": 0}, "budget"),
         ({"retry_budget_burst": 0}, "budget"),  # NGINX itself refuses burst=0
         ({"access_log_buffer": "lots"}, "buffer"),
+        ({"body_scan_limit": 0}, "body scan limit"),
+        ({"body_scan_limit": render.MAX_BODY_BYTES + 1}, "body scan limit"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path, change: dict[str, Any], message: str) -> None:

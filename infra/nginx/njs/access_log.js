@@ -1,0 +1,510 @@
+/*
+ * The access log's client-supplied text, and the patient a write's body names
+ * (docs/access-log.md). logging.conf imports this file; each exported function
+ * is one js_set variable, read when NGINX writes the request's log line.
+ *
+ * Client text. NGINX's escape=json writes bytes 0x80-0xFF as they are, so one
+ * byte that is not UTF-8 in a header or the path made the whole line invalid
+ * JSON. Here every valid UTF-8 sequence is kept as it is, every other byte
+ * becomes the four characters \xHH (lowercase hex), and a backslash becomes
+ * two backslashes. So the text is valid UTF-8 and the escaping can be undone:
+ * the byte 0xFF is written \xff, the four characters "\xff" are written \\xff.
+ * escape=json then escapes quotes and control characters, as before.
+ *
+ * body_patient_id. The top-level "patient_id" of a POST, PUT or PATCH whose
+ * body is a JSON object, as a JSON parser that keeps the last of duplicate
+ * keys reads it (HOSP is Rails; Ruby's JSON and Python's json both keep the
+ * last). The body itself is never logged.
+ *
+ * The scanner is bounded. njs has no garbage collector (what a request
+ * allocates is freed when it ends) and a worker runs one script at a time, so
+ * it reads the body's bytes once, in one loop, without recursion, JSON.parse
+ * or a regular expression per token, and allocates nothing per token: string
+ * contents are skipped with Buffer.indexOf, at memory speed. What costs
+ * JavaScript work (a token, an escape in a string, a byte of whitespace or of
+ * a number: a step) is capped at MAX_STEPS, and nesting at MAX_DEPTH.
+ */
+
+// What the log says when the body cannot tell: not read in full, not sent on,
+// larger than the scan limit, not JSON, not an object, past a bound, or a
+// patient_id that is neither a string nor a number.
+var UNKNOWN = '?';
+var WRITES = {POST: true, PUT: true, PATCH: true};
+// A screen names its patient in the path, and its body goes to the
+// interceptor (docs/screen.md): not scanned.
+var UNSCANNED_ROUTES = {'interceptor': true, 'screen-not-a-patient': true};
+// Ruby's JSON refuses more than 100 levels by default and Python's json
+// stops near its recursion limit of 1000: no body HOSP can parse is deeper.
+var MAX_DEPTH = 1000;
+// About 25 ms of a worker at most. A HOSP write body takes a few dozen
+// steps; a note's text is one string, and only its escapes count.
+var MAX_STEPS = 50000;
+
+var HEX = '0123456789abcdef';
+var QUOTE = 0x22;
+var BACKSLASH = 0x5c;
+var TAB = 0x09;
+var LF = 0x0a;
+var CR = 0x0d;
+// Characters JSON allows nowhere. Tab, LF and CR are whitespace between
+// tokens, and are not allowed inside strings either (checked there).
+var CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f]/;
+// The escapes \" \\ \/ \b \f \n \r \t by the byte after the backslash, and
+// what each decodes to, as client text (a backslash is written as two).
+var SIMPLE_ESCAPES = {0x22: '"', 0x5c: '\\\\', 0x2f: '/', 0x62: '\b', 0x66: '\f', 0x6e: '\n', 0x72: '\r', 0x74: '\t'};
+var SIMPLE_ESCAPE_CODES = {0x22: 0x22, 0x5c: 0x5c, 0x2f: 0x2f, 0x62: 0x08, 0x66: 0x0c, 0x6e: 0x0a, 0x72: 0x0d, 0x74: 0x09};
+var PATIENT_ID = 'patient_id';
+var LITERALS = {0x74: 'true', 0x66: 'false', 0x6e: 'null'};
+var HEX_VALUES = hexValues();
+
+// Tokens: a structural byte ({ } [ ] : ,) is its own token; any other byte
+// that starts none is an error.
+var STRING = 256;
+var NUMBER = 257;
+var LITERAL = 258; // true, false, null
+// What the scanner expects next.
+var VALUE = 0;
+var FIRST_VALUE = 1; // after "[": a value or "]"
+var FIRST_KEY = 2; // after "{": a key or "}"
+var KEY = 3;
+var COLON = 4;
+var AFTER_VALUE = 5; // "," or the end of the container
+
+function clientText(variable) {
+    return function (r) {
+        return escapeBytes(r.rawVariables[variable]);
+    };
+}
+
+function bodyPatientId(r) {
+    if (!WRITES[r.variables.hosp_log_method] || UNSCANNED_ROUTES[r.variables.hosp_route]) {
+        return '';
+    }
+    // NGINX sends a body on only once it has read all of it; one it refused
+    // (413) or that was cut short (400, 408) never reached HOSP.
+    if (!r.variables.upstream_addr) {
+        return UNKNOWN;
+    }
+    var body;
+    var size;
+    try {
+        body = r.requestBuffer;
+        size = body ? body.length : 0;
+    } catch (e) {
+        return UNKNOWN; // in a temporary file (larger than client_body_buffer_size), or empty
+    }
+    if (size === 0 || size > Number(r.variables.hosp_body_scan_limit)) {
+        return UNKNOWN;
+    }
+    try {
+        return patientIdOf(body);
+    } catch (e) {
+        r.error('body_patient_id: the scanner failed: ' + e);
+        return UNKNOWN;
+    }
+}
+
+/* Client text */
+
+// `bytes` (a Buffer; undefined for a variable that is not set) as client text.
+function escapeBytes(bytes) {
+    if (!bytes) {
+        return '';
+    }
+    var n = bytes.length;
+    var parts = [];
+    var start = 0;
+    var i = 0;
+    while (i < n) {
+        var b = bytes[i];
+        if (b < 0x80 && b !== BACKSLASH) {
+            i++;
+            continue;
+        }
+        if (b !== BACKSLASH) {
+            var size = sequenceLength(bytes, i, n);
+            if (size > 0) {
+                i += size;
+                continue;
+            }
+        }
+        parts.push(bytes.toString('utf8', start, i), b === BACKSLASH ? '\\\\' : hexByte(b));
+        i++;
+        start = i;
+    }
+    if (start === 0) {
+        return bytes.toString();
+    }
+    parts.push(bytes.toString('utf8', start, n));
+    return parts.join('');
+}
+
+// The length of the valid UTF-8 sequence at bytes[i] (RFC 3629: no overlong
+// form, no surrogate, nothing above U+10FFFF), or 0.
+function sequenceLength(bytes, i, n) {
+    var b = bytes[i];
+    var low = 0x80;
+    var high = 0xbf;
+    var size;
+    if (b >= 0xc2 && b <= 0xdf) {
+        size = 2;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        size = 3;
+        low = b === 0xe0 ? 0xa0 : 0x80;
+        high = b === 0xed ? 0x9f : 0xbf;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        size = 4;
+        low = b === 0xf0 ? 0x90 : 0x80;
+        high = b === 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (i + size > n || bytes[i + 1] < low || bytes[i + 1] > high) {
+        return 0;
+    }
+    for (var k = 2; k < size; k++) {
+        if (bytes[i + k] < 0x80 || bytes[i + k] > 0xbf) {
+            return 0;
+        }
+    }
+    return size;
+}
+
+function hexByte(b) {
+    return '\\x' + HEX[b >> 4] + HEX[b & 15];
+}
+
+/* body_patient_id */
+
+// The top-level patient_id of the JSON object in the body `b` (a Buffer): the
+// last one's value as client text, "" when there is none, UNKNOWN when the
+// body is not a JSON object or is past a bound. One loop, one token a turn,
+// with no function call per token: njs calls cost more than the work.
+function patientIdOf(b) {
+    var n = b.length;
+    // A byte order mark is not JSON text (RFC 8259, section 8.1).
+    if (n >= 3 && b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) {
+        return UNKNOWN;
+    }
+    try {
+        if (CONTROL.test(new TextDecoder('utf-8', {fatal: true}).decode(b))) {
+            return UNKNOWN;
+        }
+    } catch (e) {
+        return UNKNOWN; // not UTF-8, so not JSON
+    }
+
+    var p = 0;
+    var steps = 0;
+    var state = VALUE;
+    var objects = []; // per open container, whether it is an object
+    var depth = 0;
+    var isPatientId = false; // the last key read at depth 1
+    // The last top-level patient_id's value: its kind and bytes.
+    var found = 0;
+    var foundStart = 0;
+    var foundEnd = 0;
+    // The next backslash, tab, LF and CR at or after where each was last
+    // looked for (-1: none), so that the strings together read each once.
+    var nextBackslash = -2;
+    var nextTab = -2;
+    var nextLF = -2;
+    var nextCR = -2;
+    var c;
+    var token;
+    var end;
+    var escaped;
+    for (;;) {
+        while (p < n && ((c = b[p]) === 0x20 || c === LF || c === CR || c === TAB) && steps <= MAX_STEPS) {
+            p++;
+            steps++;
+        }
+        if (++steps > MAX_STEPS) {
+            return UNKNOWN;
+        }
+        if (p === n) {
+            break;
+        }
+        if (depth === 0 && state === AFTER_VALUE) {
+            return UNKNOWN; // text after the object
+        }
+
+        // One token: its kind (a structural byte is its own) and its end.
+        c = b[p];
+        token = c;
+        end = p + 1;
+        if (c === QUOTE) {
+            token = STRING;
+            var q = p + 1;
+            var close = b.indexOf(QUOTE, q);
+            escaped = false;
+            for (;;) {
+                if (close < 0) {
+                    return UNKNOWN;
+                }
+                if (nextBackslash !== -1 && nextBackslash < q) {
+                    nextBackslash = b.indexOf(BACKSLASH, q);
+                }
+                if (nextBackslash === -1 || nextBackslash > close) {
+                    break;
+                }
+                if (++steps > MAX_STEPS) {
+                    return UNKNOWN;
+                }
+                escaped = true;
+                var e = b[nextBackslash + 1];
+                if (e === 0x75) {
+                    var h = nextBackslash + 2;
+                    if (!(HEX_VALUES[b[h]] >= 0 && HEX_VALUES[b[h + 1]] >= 0 && HEX_VALUES[b[h + 2]] >= 0
+                          && HEX_VALUES[b[h + 3]] >= 0)) {
+                        return UNKNOWN;
+                    }
+                    q = h + 4;
+                } else if (SIMPLE_ESCAPES[e] !== undefined) {
+                    q = nextBackslash + 2;
+                } else {
+                    return UNKNOWN;
+                }
+                if (q > close) {
+                    close = b.indexOf(QUOTE, q); // that quote was escaped
+                }
+            }
+            // Tab, LF and CR are not allowed inside a string.
+            if (nextTab !== -1 && nextTab < p) {
+                nextTab = b.indexOf(TAB, p);
+            }
+            if (nextLF !== -1 && nextLF < p) {
+                nextLF = b.indexOf(LF, p);
+            }
+            if (nextCR !== -1 && nextCR < p) {
+                nextCR = b.indexOf(CR, p);
+            }
+            if ((nextTab !== -1 && nextTab < close) || (nextLF !== -1 && nextLF < close)
+                || (nextCR !== -1 && nextCR < close)) {
+                return UNKNOWN;
+            }
+            end = close + 1;
+        } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+            // RFC 8259: no leading zero, no "+", no bare ".".
+            token = NUMBER;
+            end = c === 0x2d ? p + 1 : p;
+            if (b[end] === 0x30) {
+                end++;
+            } else if (b[end] >= 0x31 && b[end] <= 0x39) {
+                while (b[end] >= 0x30 && b[end] <= 0x39 && steps <= MAX_STEPS) {
+                    end++;
+                    steps++;
+                }
+            } else {
+                return UNKNOWN;
+            }
+            if (b[end] === 0x2e) {
+                end++;
+                if (!(b[end] >= 0x30 && b[end] <= 0x39)) {
+                    return UNKNOWN;
+                }
+                while (b[end] >= 0x30 && b[end] <= 0x39 && steps <= MAX_STEPS) {
+                    end++;
+                    steps++;
+                }
+            }
+            if (b[end] === 0x65 || b[end] === 0x45) {
+                end++;
+                if (b[end] === 0x2b || b[end] === 0x2d) {
+                    end++;
+                }
+                if (!(b[end] >= 0x30 && b[end] <= 0x39)) {
+                    return UNKNOWN;
+                }
+                while (b[end] >= 0x30 && b[end] <= 0x39 && steps <= MAX_STEPS) {
+                    end++;
+                    steps++;
+                }
+            }
+            if (steps > MAX_STEPS) {
+                return UNKNOWN;
+            }
+        } else if (LITERALS[c] !== undefined) {
+            token = LITERAL;
+            var word = LITERALS[c];
+            for (var k = 1; k < word.length; k++) {
+                if (b[p + k] !== word.charCodeAt(k)) {
+                    return UNKNOWN;
+                }
+            }
+            end = p + word.length;
+        }
+
+        // Where the token may stand.
+        if (state === COLON) {
+            if (token !== 0x3a) {
+                return UNKNOWN;
+            }
+            state = VALUE;
+        } else if (state === AFTER_VALUE || (state === FIRST_KEY && token === 0x7d)
+                   || (state === FIRST_VALUE && token === 0x5d)) {
+            if (token === 0x2c && state === AFTER_VALUE) {
+                state = objects[depth - 1] ? KEY : VALUE;
+            } else if (token === (objects[depth - 1] ? 0x7d : 0x5d)) {
+                depth--;
+                state = AFTER_VALUE;
+            } else {
+                return UNKNOWN;
+            }
+        } else if (state === FIRST_KEY || state === KEY) {
+            if (token !== STRING) {
+                return UNKNOWN;
+            }
+            if (depth === 1) {
+                isPatientId = escaped ? decodesTo(b, p + 1, end - 1, PATIENT_ID) : isText(b, p + 1, end - 1, PATIENT_ID);
+            }
+            state = COLON;
+        } else {
+            // A value (VALUE, or FIRST_VALUE but "]"). The top level is an object.
+            if (depth === 0 ? token !== 0x7b : token < STRING && token !== 0x7b && token !== 0x5b) {
+                return UNKNOWN;
+            }
+            if (depth === 1 && isPatientId) {
+                found = token;
+                foundStart = p;
+                foundEnd = end;
+            }
+            if (token === 0x7b || token === 0x5b) {
+                if (depth === MAX_DEPTH) {
+                    return UNKNOWN;
+                }
+                objects[depth++] = token === 0x7b;
+                state = token === 0x7b ? FIRST_KEY : FIRST_VALUE;
+            } else {
+                state = AFTER_VALUE;
+            }
+        }
+        p = end;
+    }
+    if (depth !== 0 || state !== AFTER_VALUE) {
+        return UNKNOWN; // the object never closed, or the body is empty
+    }
+    if (found === STRING) {
+        return decode(b, foundStart + 1, foundEnd - 1);
+    }
+    if (found === NUMBER) {
+        return b.toString('utf8', foundStart, foundEnd); // the number as written
+    }
+    // true, false, null, an object and an array name no patient.
+    return found === 0 ? '' : UNKNOWN;
+}
+
+// Whether b[start] to b[end] are the bytes of the ASCII `text`.
+function isText(b, start, end, text) {
+    if (end - start !== text.length) {
+        return false;
+    }
+    for (var k = 0; k < text.length; k++) {
+        if (b[start + k] !== text.charCodeAt(k)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Whether the checked JSON string between b[start] and b[end] (its quotes
+// excluded) decodes to the ASCII `text`; compared without allocating.
+function decodesTo(b, start, end, text) {
+    var i = start;
+    for (var k = 0; k < text.length; k++) {
+        var unit = b[i];
+        if (unit === BACKSLASH) {
+            var e = b[i + 1];
+            if (e === 0x75) {
+                unit = hexValue(b, i + 2);
+                i += 6;
+            } else {
+                unit = SIMPLE_ESCAPE_CODES[e];
+                i += 2;
+            }
+        } else {
+            i++;
+        }
+        if (i > end || unit !== text.charCodeAt(k)) {
+            return false;
+        }
+    }
+    return i === end;
+}
+
+// The checked JSON string between b[start] and b[end] (its quotes excluded)
+// decoded, as client text: a backslash is written as two, and a lone
+// surrogate (a \uXXXX that UTF-8 cannot encode) as the three bytes of its
+// generalized UTF-8 form, which are not UTF-8, so \xHH each.
+function decode(b, start, end) {
+    var s = b.subarray(start, end);
+    var parts = [];
+    var i = 0;
+    for (;;) {
+        var escape = s.indexOf(BACKSLASH, i);
+        if (escape < 0) {
+            parts.push(s.toString('utf8', i));
+            return parts.join('');
+        }
+        parts.push(s.toString('utf8', i, escape));
+        var e = s[escape + 1];
+        if (e !== 0x75) {
+            parts.push(SIMPLE_ESCAPES[e]);
+            i = escape + 2;
+            continue;
+        }
+        var unit = hexValue(s, escape + 2);
+        i = escape + 6;
+        if (unit >= 0xd800 && unit <= 0xdbff && s[i] === BACKSLASH && s[i + 1] === 0x75) {
+            var low = hexValue(s, i + 2);
+            if (low >= 0xdc00 && low <= 0xdfff) {
+                parts.push(String.fromCodePoint(0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00)));
+                i += 6;
+                continue;
+            }
+        }
+        parts.push(codeUnit(unit));
+    }
+}
+
+function codeUnit(u) {
+    if (u === BACKSLASH) {
+        return '\\\\';
+    }
+    if (u >= 0xd800 && u <= 0xdfff) {
+        return hexByte(0xe0 | (u >> 12)) + hexByte(0x80 | ((u >> 6) & 0x3f)) + hexByte(0x80 | (u & 0x3f));
+    }
+    return String.fromCharCode(u);
+}
+
+function hexValue(b, p) {
+    return (HEX_VALUES[b[p]] << 12) | (HEX_VALUES[b[p + 1]] << 8) | (HEX_VALUES[b[p + 2]] << 4) | HEX_VALUES[b[p + 3]];
+}
+
+// The value of each hex digit, by its byte; -1 for any other byte.
+function hexValues() {
+    var values = [];
+    for (var b = 0; b < 256; b++) {
+        values.push(-1);
+    }
+    for (var d = 0; d < 10; d++) {
+        values[0x30 + d] = d;
+    }
+    for (var v = 10; v < 16; v++) {
+        values[0x61 + v - 10] = v;
+        values[0x41 + v - 10] = v;
+    }
+    return values;
+}
+
+export default {
+    user: clientText('remote_user'),
+    forwarded_for: clientText('http_x_forwarded_for'),
+    viewer_address: clientText('http_cloudfront_viewer_address'),
+    path: clientText('hosp_log_path'),
+    normalized_path: clientText('hosp_log_uri'),
+    query: clientText('hosp_log_args'),
+    patient_id: clientText('http_x_patient_id'),
+    body_patient_id: bodyPatientId,
+    user_agent: clientText('http_user_agent')
+};

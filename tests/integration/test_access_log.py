@@ -1,0 +1,620 @@
+"""The access log as the audit trail reads it: every field, valid UTF-8 JSON whatever a client sends.
+
+The real NGINX with the project's rendered config, in front of the real HOSP
+stand-in and of a small HTTP server standing in for the Chalice app (screens),
+all over loopback. Requests that must carry bytes a client
+library would clean up (raw bytes 0x80-0xFF, `%ff`, `//`) are written to a
+socket as they are. The schema is chalicelib.audit.log_schema; the escaping of
+client text and body_patient_id are described in docs/access-log.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import dataclasses
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import requests
+
+from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
+from infra.nginx.render import Tuning
+from local.nginx_proxy import NginxProxy
+from local.processes import free_port
+from tests.support import DEMO_AUTH, DEMO_PASSWORD, HOSP_IDLE_TIMEOUT, Hosp
+
+TEST_TUNING = Tuning(
+    tries=3,
+    connect_timeout=0.5,
+    try_timeout=2.0,
+    deadline=4.0,
+    write_timeout=4.0,
+    client_timeout=2.0,
+    keepalive_timeout=HOSP_IDLE_TIMEOUT / 2,
+    interceptor_timeout=4.0,
+    retry_budget_rate=1000,
+    retry_budget_burst=1000,
+    # The tests read the log right after each answer.
+    access_log_buffer="off",
+)
+SCAN_LIMIT = TEST_TUNING.body_scan_limit
+LOG_TIMEOUT = 5.0
+# Bytes that are not UTF-8, in every way: each byte 0x80-0xFF alone (lone
+# continuation bytes, lead bytes with nothing after them), overlong forms of
+# "/", an encoded surrogate, a code point above U+10FFFF, truncated sequences;
+# then valid UTF-8 of two, three and four bytes, and the text "\xff".
+NOT_UTF8 = (
+    bytes(range(0x80, 0x100))
+    + b"\xc0\xaf\xe0\x80\xaf\xf0\x80\x80\xaf\xed\xa0\x80\xf4\x90\x80\x80\xf8\x88\x80\x80\x80\xc3A\xe2\x82A\xf0\x9f\x98"
+)
+VALID_UTF8 = "é€😀".encode()
+PAYLOAD = NOT_UTF8 + VALID_UTF8 + b"\\xff\\"
+# Put in every body sent: it must never reach the log.
+BODY_TEXT = "body-text-that-is-never-logged"
+
+
+# --- a stand-in for the Chalice app ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Received:
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class App:
+    """Answers every request 200 with a JSON body (or as told), and keeps what it received."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.status = 200
+        self.drop = False  # close the connection without answering
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                app.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
+                if app.drop:
+                    self.close_connection = True
+                    return
+                answer = b'{"from":"app"}'
+                self.send_response(app.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.status = 200
+        self.drop = False
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[App]:
+    server = App()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fresh_app(app: App) -> App:
+    app.reset()
+    return app
+
+
+@pytest.fixture(scope="module")
+def proxy(hosp: Hosp, app: App, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
+    run_dir = tmp_path_factory.mktemp("nginx")
+    with NginxProxy(hosp.address, run_dir, tuning=TEST_TUNING, interceptor=f"127.0.0.1:{app.port}") as running:
+        yield running
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    head: str
+    body: bytes
+
+    @property
+    def request_id(self) -> str:
+        match = re.search(r"^X-Request-Id: ([0-9a-f]{32})\r?$", self.head, re.MULTILINE | re.IGNORECASE)
+        assert match, self.head
+        return match.group(1)
+
+
+def raw_request(port: int, data: bytes) -> RawAnswer:
+    """Send bytes as they are; read one answer (NGINX's all have a Content-Length)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        received = b""
+        while b"\r\n\r\n" not in received and (chunk := connection.recv(65536)):
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        text = head.decode("latin-1")
+        length = re.search(r"^Content-Length: (\d+)\r?$", text, re.MULTILINE | re.IGNORECASE)
+        while length and len(body) < int(length.group(1)) and (chunk := connection.recv(65536)):
+            body += chunk
+    return RawAnswer(int(text.split(" ", 2)[1]), text, body)
+
+
+def get_raw(
+    port: int, target: bytes, headers: dict[bytes, bytes] | None = None, method: bytes = b"GET", body: bytes = b""
+) -> RawAnswer:
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [name + b": " + value for name, value in (headers or {}).items()]
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    return raw_request(port, b"\r\n".join(lines) + b"\r\n\r\n" + body)
+
+
+def basic(user: bytes, password: bytes = b"pw") -> bytes:
+    return b"Basic " + base64.b64encode(user + b":" + password)
+
+
+def log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
+    """Every line of the log, each decoded as strict UTF-8 and then as JSON."""
+    return [json.loads(line.decode("utf-8")) for line in proxy.access_log.read_bytes().splitlines()]
+
+
+def logged(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
+    """The log line of a request. NGINX writes it just after the answer's last byte,
+    so the client may read first: wait briefly."""
+    deadline = time.monotonic() + LOG_TIMEOUT
+    while True:
+        found = [entry for entry in log_lines(proxy) if entry["request_id"] == request_id]
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access-log line for request {request_id}")
+        time.sleep(0.01)
+
+
+def client_text(raw: bytes) -> str:
+    """The documented escaping: valid UTF-8 kept, any other byte as \\xHH, a backslash as two."""
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def raw_bytes(text: str) -> bytes:
+    """The bytes a client-text field stands for (docs/access-log.md, "Client text")."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(int(text[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out += text[i].encode()
+            i += 1
+    return bytes(out)
+
+
+def assert_schema(entry: dict[str, Any]) -> None:
+    assert sorted(entry) == sorted(NAMES)
+    assert {f.name: json_type_of(entry[f.name]) for f in FIELDS} == {f.name: f.type.json for f in FIELDS}
+
+
+# --- client text: valid UTF-8 JSON, reversibly escaped ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "target", "headers", "sent"),
+    [
+        pytest.param("path", b"/hospitals/" + PAYLOAD, {}, b"/hospitals/" + PAYLOAD, id="path"),
+        pytest.param("normalized_path", b"/hospitals/" + PAYLOAD, {}, b"/hospitals/" + PAYLOAD, id="normalized_path"),
+        pytest.param("query", b"/hospitals?q=" + PAYLOAD, {}, b"q=" + PAYLOAD, id="query"),
+        pytest.param("user", b"/hospitals", {b"Authorization": basic(PAYLOAD)}, PAYLOAD, id="basic-user"),
+        pytest.param("forwarded_for", b"/hospitals", {b"X-Forwarded-For": PAYLOAD}, PAYLOAD, id="x-forwarded-for"),
+        pytest.param("patient_id", b"/hospitals", {b"X-Patient-Id": PAYLOAD}, PAYLOAD, id="x-patient-id"),
+        pytest.param(
+            "viewer_address", b"/hospitals", {b"CloudFront-Viewer-Address": PAYLOAD}, PAYLOAD, id="viewer-address"
+        ),
+        pytest.param("user_agent", b"/hospitals", {b"User-Agent": PAYLOAD}, PAYLOAD, id="user-agent"),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_logged_as_valid_json_from_which_they_can_be_recovered(
+    proxy: NginxProxy, fresh_hosp: Hosp, *, field: str, target: bytes, headers: dict[bytes, bytes], sent: bytes
+) -> None:
+    answer = get_raw(proxy.port, target, headers)
+
+    entry = logged(proxy, answer.request_id)  # every line decodes as strict UTF-8 JSON
+    assert entry[field] == client_text(sent)
+    assert raw_bytes(entry[field]) == sent
+    assert_schema(entry)
+
+
+def test_encoded_bytes_in_the_path_are_logged_apart_and_apart_from_their_text(
+    proxy: NginxProxy, fresh_hosp: Hosp
+) -> None:
+    spellings = [b"/patients/%ff", b"/patients/%fe", b"/patients/%5cxff", b"/patients/\\xff"]
+
+    entries = [logged(proxy, get_raw(proxy.port, target).request_id) for target in spellings]
+
+    normalized = [raw_bytes(entry["normalized_path"]) for entry in entries]
+    assert normalized == [b"/patients/\xff", b"/patients/\xfe", b"/patients/\\xff", b"/patients/\\xff"]
+    assert [entry["normalized_path"] for entry in entries] == [
+        "/patients/\\xff",
+        "/patients/\\xfe",
+        "/patients/\\\\xff",
+        "/patients/\\\\xff",
+    ]
+    assert [raw_bytes(entry["path"]) for entry in entries] == spellings
+
+
+def test_the_escaping_of_client_text_is_undone_by_the_documented_rule() -> None:
+    samples = [b"", b"plain", b"\\", b"\\\\xff", b"\xff", b"a\\xffb\xffc", PAYLOAD, bytes(range(256))]
+
+    assert [raw_bytes(client_text(sample)) for sample in samples] == samples
+    assert client_text(b"\xff") != client_text(b"\\xff")
+
+
+# --- the schema: every line has exactly the schema's fields, with its JSON types ----------------
+
+
+def assert_logged_with_schema(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
+    entry = logged(proxy, request_id)
+    assert_schema(entry)
+    return entry
+
+
+def test_a_normal_request_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    answer = requests.get(proxy.url + "/hospitals", params={"view": "full"}, headers=DEMO_AUTH, timeout=10)
+
+    entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
+    assert (entry["status"], entry["route"], entry["method"], entry["query"]) == (200, "hosp", "GET", "view=full")
+
+
+def test_logged_at_is_the_instant_of_time_in_utc_as_a_timestamp(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    answer = requests.get(proxy.url + "/hospitals", headers=DEMO_AUTH, timeout=10)
+
+    entry = logged(proxy, answer.headers["X-Request-Id"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", entry["logged_at"])
+    instant = datetime.fromisoformat(entry["time"]).astimezone(UTC)
+    assert entry["logged_at"] == instant.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def test_duckdb_reads_every_line_with_the_schemas_types(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    """The local audit query reads the log with duckdb_columns(); logged_at is a TIMESTAMP."""
+    request_id = requests.get(proxy.url + "/hospitals", headers=DEMO_AUTH, timeout=10).headers["X-Request-Id"]
+    logged(proxy, request_id)
+    columns = ", ".join(f"'{name}': '{kind}'" for name, kind in duckdb_columns().items())
+
+    relation = duckdb.sql(
+        f"SELECT request_id, logged_at, time FROM read_json('{proxy.access_log}', "
+        f"format = 'newline_delimited', columns = {{{columns}}})"
+    )
+    assert relation is not None
+    rows = relation.fetchall()
+
+    assert len(rows) == len(log_lines(proxy))
+    for _, logged_at, text in rows:
+        assert logged_at == datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+    assert request_id in [row[0] for row in rows]
+
+
+def test_a_method_outside_the_api_is_logged_with_the_schema_as_it_was_sent(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    answer = get_raw(proxy.port, b"/patients/%35?x=1", method=b"PROPFIND")
+
+    entry = assert_logged_with_schema(proxy, answer.request_id)
+    assert answer.status == 405
+    # Not the "GET /_proxy/error" NGINX's error page turns it into.
+    assert (entry["method"], entry["path"], entry["normalized_path"], entry["query"]) == (
+        "PROPFIND",
+        "/patients/%35",
+        "/patients/5",
+        "x=1",
+    )
+    assert (entry["status"], entry["body_patient_id"]) == (405, "")
+
+
+def test_a_body_over_the_limit_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    # Refused on its Content-Length, before a byte of the body is read.
+    answer = raw_request(
+        proxy.port,
+        b"PUT /patients/5 HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 99999999\r\n\r\n",
+    )
+
+    entry = assert_logged_with_schema(proxy, answer.request_id)
+    assert (answer.status, entry["status"], entry["method"], entry["normalized_path"]) == (
+        413,
+        413,
+        "PUT",
+        "/patients/5",
+    )
+    assert entry["body_patient_id"] == "?"  # never read, never sent on
+    assert fresh_hosp.received() == 0
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GARBAGE\r\n\r\n", b"G\xffT /patients/1 HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n"],
+)
+def test_a_malformed_request_is_logged_with_the_schema(
+    proxy: NginxProxy, fresh_hosp: Hosp, request_bytes: bytes
+) -> None:
+    answer = raw_request(proxy.port, request_bytes)
+
+    assert answer.status == 400
+    entry = assert_logged_with_schema(proxy, json.loads(answer.body)["request_id"])
+    assert entry["status"] == 400
+    assert entry["normalized_path"] == ""  # NGINX could not read the request
+
+
+def test_a_retried_request_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script("503")
+
+    answer = requests.get(proxy.url + "/patients/1", headers=DEMO_AUTH, timeout=10)
+
+    entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
+    assert (entry["status"], entry["upstream_status"], entry["retry_budget"]) == (200, "503 : 200", "PASSED")
+
+
+def test_a_screen_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+    answer = requests.post(proxy.url + "/patients/1/screen", data=b'{"images":[]}', headers=DEMO_AUTH, timeout=10)
+
+    entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
+    assert (entry["route"], entry["status"], entry["body_patient_id"]) == ("interceptor", 200, "")
+    assert [r.target for r in fresh_app.received] == ["/patients/1/screen"]
+
+
+# --- body_patient_id ----------------------------------------------------------------------------
+
+
+def note(patient_id: object) -> dict[str, object]:
+    return {"title": "X-ray", "body": BODY_TEXT, "patient_id": patient_id, "staff_id": 1}
+
+
+def sized(patient_id: int, size: int) -> bytes:
+    """A note body of exactly `size` bytes: its text is padded."""
+    body = json.dumps(note(patient_id)).encode()
+    padded = json.dumps({**note(patient_id), "body": BODY_TEXT + "x" * (size - len(body))}).encode()
+    assert len(padded) == size
+    return padded
+
+
+def deep(depth: int) -> bytes:
+    return b'{"patient_id": 1, "body": "' + BODY_TEXT.encode() + b'", "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "headers", "logged_value"),
+    [
+        pytest.param("POST", json.dumps(note(3)).encode(), {}, "3", id="a number"),
+        pytest.param("POST", json.dumps(note("0042")).encode(), {}, "0042", id="a string"),
+        pytest.param("POST", b'{"patient_id": 5.0, "body": "' + BODY_TEXT.encode() + b'"}', {}, "5.0", id="as written"),
+        pytest.param(
+            "POST",
+            b'{"patient_id": 1, "body": "' + BODY_TEXT.encode() + b'", "patient_id": "2"}',
+            {},
+            "2",
+            id="duplicate keys: the last",
+        ),
+        pytest.param(
+            "POST", b'{"patient\\u005fid": 4, "body": "' + BODY_TEXT.encode() + b'"}', {}, "4", id="escaped key"
+        ),
+        pytest.param(
+            "POST",
+            b'{"note": {"patient_id": 5}, "list": [{"patient_id": 6}], "body": "' + BODY_TEXT.encode() + b'"}',
+            {},
+            "",
+            id="nested patient_id ignored",
+        ),
+        pytest.param(
+            "POST",
+            b'{"body": "' + BODY_TEXT.encode() + b' \\"patient_id\\": 7", "patient_id": 8}',
+            {},
+            "8",
+            id="patient_id inside a string ignored",
+        ),
+        pytest.param(
+            "POST", b'{"body": "' + BODY_TEXT.encode() + b' \\"patient_id\\": 7"}', {}, "", id="only inside a string"
+        ),
+        pytest.param("POST", json.dumps(note(9)).encode(), {"X-Patient-Id": "10"}, "9", id="a misleading header"),
+        pytest.param(
+            "POST",
+            b'{"patient_id": "\\u00e9\\\\x\\ud800", "body": "' + BODY_TEXT.encode() + b'"}',
+            {},
+            "é\\\\x\\xed\\xa0\\x80",
+            id="string escapes, as client text",
+        ),
+        pytest.param("POST", json.dumps(note(None)).encode(), {}, "?", id="null names no patient"),
+        pytest.param("POST", deep(100_000), {}, "?", id="nested 100,000 deep"),
+        pytest.param("POST", deep(990), {}, "1", id="nested 990 deep"),
+        pytest.param("POST", b'{"patient_id": 3, "body": "' + BODY_TEXT.encode() + b'",}', {}, "?", id="malformed"),
+        pytest.param("POST", b'[{"patient_id": 3, "body": "' + BODY_TEXT.encode() + b'"}]', {}, "?", id="an array"),
+        pytest.param("POST", b'{"patient_id": "\xff", "body": "' + BODY_TEXT.encode() + b'"}', {}, "?", id="not UTF-8"),
+        pytest.param("POST", sized(11, SCAN_LIMIT), {}, "11", id="at the scan limit"),
+        pytest.param("POST", sized(12, SCAN_LIMIT + 1), {}, "?", id="over the scan limit"),
+        pytest.param("PATCH", json.dumps(note(13)).encode(), {}, "13", id="a PATCH"),
+        pytest.param("GET", b"", {}, "", id="a GET"),
+        pytest.param("DELETE", b"", {}, "", id="a DELETE"),
+    ],
+)
+def test_body_patient_id_is_the_top_level_patient_id_of_a_write(
+    proxy: NginxProxy, fresh_hosp: Hosp, *, method: str, body: bytes, headers: dict[str, str], logged_value: str
+) -> None:
+    answer = requests.request(
+        method, proxy.url + "/notes", data=body or None, headers={**DEMO_AUTH, **headers}, timeout=30
+    )
+
+    entry = logged(proxy, answer.headers["X-Request-Id"])
+    assert entry["body_patient_id"] == logged_value
+    assert entry["patient_id"] == headers.get("X-Patient-Id", "")
+    assert BODY_TEXT.encode() not in proxy.access_log.read_bytes()
+
+
+def test_the_scan_limit_is_a_render_setting(hosp: Hosp, fresh_hosp: Hosp, tmp_path: Path) -> None:
+    tuning = dataclasses.replace(TEST_TUNING, body_scan_limit=4096)
+    with NginxProxy(hosp.address, tmp_path, tuning=tuning) as small:
+        answers = [
+            requests.post(small.url + "/notes", data=sized(patient, size), headers=DEMO_AUTH, timeout=10)
+            for patient, size in ((18, 4096), (19, 4097))
+        ]
+        entries = [logged(small, answer.headers["X-Request-Id"]) for answer in answers]
+
+    assert [entry["body_patient_id"] for entry in entries] == ["18", "?"]
+
+
+# What the generated bodies are made of: patient_id keys in every spelling,
+# values of every kind, and what damages a body.
+KEYS = ('"patient_id"', '"patient\\u005fid"', '"\\u0070atient_id"', '"patient_ids"', '"Patient_id"', '"a"')
+SCALARS = (
+    "1", "-0", "12.5e3", "0.5", "true", "null",
+    '"7"', '"é"', '"?"', '""', '"patient_id"', '"a\\"b"', '"\\n\\t\\/"',
+    '"\\u00e9\\\\x"', '"\\ud800"', '"\\ud83d\\ude00"',
+)  # fmt: skip
+DAMAGE = (
+    b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b"0", b"-", b"e", b"t",
+    b"\x01", b"\xff", b"\xc3", b"NaN", b"/*c*/", codecs.BOM_UTF8,
+)  # fmt: skip
+
+
+class Literal(str):
+    """A JSON number, as written."""
+
+
+def reference_patient_id(body: bytes) -> str:
+    """body_patient_id as Python's json reads the body (it keeps the last of duplicate keys)."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    if body.startswith(codecs.BOM_UTF8):
+        return "?"
+    try:
+        value = json.loads(body.decode("utf-8"), parse_int=Literal, parse_float=Literal, parse_constant=refuse)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError too
+        return "?"
+    if not isinstance(value, dict):
+        return "?"
+    found = value.get("patient_id", "")
+    if isinstance(found, Literal):
+        return str(found)
+    if isinstance(found, str):
+        # A lone surrogate escape decodes to a surrogate, which UTF-8 cannot encode.
+        return client_text(found.encode("utf-8", "surrogatepass"))
+    return "?"
+
+
+def generated_bodies(count: int, seed: int) -> list[bytes]:
+    """JSON objects with patient_id keys in every place and spelling, half of them then damaged."""
+    rng = random.Random(seed)
+
+    def value(depth: int) -> str:
+        roll = rng.random()
+        if depth > 3 or roll < 0.5:
+            return rng.choice(SCALARS)
+        if roll < 0.75:
+            return "[" + ",".join(value(depth + 1) for _ in range(rng.randint(0, 3))) + "]"
+        return obj(depth + 1)
+
+    def obj(depth: int) -> str:
+        members = [rng.choice(KEYS) + rng.choice([":", " : "]) + value(depth) for _ in range(rng.randint(0, 4))]
+        return "{" + rng.choice([",", ", ", ",\n"]).join(members) + "}"
+
+    def damaged(text: str) -> bytes:
+        data = bytearray(text.encode())
+        for _ in range(rng.randint(1, 2)):
+            at = rng.randrange(len(data) + 1)
+            if rng.random() < 0.4 and data:
+                del data[min(at, len(data) - 1)]
+            else:
+                data[at:at] = rng.choice(DAMAGE)
+        return bytes(data)
+
+    bodies = []
+    for _ in range(count):
+        text = obj(0)
+        bodies.append(text.encode() if rng.random() < 0.5 else damaged(text))
+    return bodies
+
+
+def test_body_patient_id_agrees_with_pythons_json_on_generated_bodies(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    bodies = generated_bodies(300, seed=20261128)
+    with requests.Session() as session:
+        answers = [session.post(proxy.url + "/notes", data=body, headers=DEMO_AUTH, timeout=10) for body in bodies]
+
+    logged_values = [logged(proxy, answer.headers["X-Request-Id"])["body_patient_id"] for answer in answers]
+    expected = [reference_patient_id(body) for body in bodies]
+    assert [(b, v) for b, v, e in zip(bodies, logged_values, expected, strict=True) if v != e] == []
+    assert {"", "?"} < set(expected)  # the sample has bodies of every kind
+
+
+def test_a_chunked_body_is_scanned(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    body = json.dumps(note(14)).encode()
+    chunks = iter([body[:10], body[10:25], body[25:]])
+
+    answer = requests.post(proxy.url + "/notes", data=chunks, headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == 201
+    assert logged(proxy, answer.headers["X-Request-Id"])["body_patient_id"] == "14"
+
+
+def test_a_retried_put_is_scanned_after_its_retry(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    fresh_hosp.script("503", "502")
+    body = b'{"name": "Eastside", "patient_id": "15", "note": "' + BODY_TEXT.encode() + b'"}'
+
+    answer = requests.put(proxy.url + "/hospitals/1", data=body, headers=DEMO_AUTH, timeout=10)
+
+    entry = logged(proxy, answer.headers["X-Request-Id"])
+    assert entry["upstream_status"] == "503 : 502, 200"  # the body went through @hosp_retry
+    assert entry["body_patient_id"] == "15"
+
+
+def test_a_body_nested_100000_deep_leaves_the_worker_serving(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    started = time.monotonic()
+    deep_answer = requests.post(proxy.url + "/notes", data=deep(100_000), headers=DEMO_AUTH, timeout=10)
+    after = requests.get(proxy.url + "/hospitals", headers=DEMO_AUTH, timeout=10)
+
+    assert logged(proxy, deep_answer.headers["X-Request-Id"])["body_patient_id"] == "?"
+    assert after.status_code == 200
+    assert logged(proxy, after.headers["X-Request-Id"])["status"] == 200
+    assert time.monotonic() - started < LOG_TIMEOUT
+    assert "exited on signal" not in proxy.error_log.read_text()
+
+
+def test_the_body_text_and_the_password_never_reach_the_log(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    requests.post(proxy.url + "/notes", json=note(16), headers=DEMO_AUTH, timeout=10)
+    requests.put(proxy.url + "/hospitals/1", json={"name": BODY_TEXT}, headers=DEMO_AUTH, timeout=10)
+
+    whole_log = proxy.access_log.read_bytes()
+    assert BODY_TEXT.encode() not in whole_log
+    assert DEMO_PASSWORD.encode() not in whole_log
