@@ -57,7 +57,7 @@ class NginxProxy(LoopbackServer):
     port: int = 0
     tuning: Tuning = field(default_factory=Tuning)
     internal_port: int = 0  # the Lambdas' listener; 0: a free port
-    interceptor: str = "127.0.0.1:8000"  # where screens go (chalice local)
+    interceptor: str = "127.0.0.1:8000"  # where screens and /audit go (chalice local)
     njs_module: str = render.DEBIAN_NJS_MODULE
     _worker_temp: Path | None = field(default=None, init=False, repr=False)
 

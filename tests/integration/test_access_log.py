@@ -1,8 +1,8 @@
 """The access log as the audit trail reads it: every field, valid UTF-8 JSON whatever a client sends.
 
 The real NGINX with the project's rendered config, in front of the real HOSP
-stand-in and of a small HTTP server standing in for the Chalice app (screens),
-all over loopback. Requests that must carry bytes a client
+stand-in and of a small HTTP server standing in for the Chalice app (screens
+and /audit), all over loopback. Requests that must carry bytes a client
 library would clean up (raw bytes 0x80-0xFF, `%ff`, `//`) are written to a
 socket as they are. The schema is chalicelib.audit.log_schema; the escaping of
 client text and body_patient_id are described in docs/access-log.md.
@@ -395,6 +395,13 @@ def test_a_screen_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp,
     assert [r.target for r in fresh_app.received] == ["/patients/1/screen"]
 
 
+def test_an_audit_request_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+    answer = requests.get(proxy.url + "/audit", headers=DEMO_AUTH, timeout=10)
+
+    entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
+    assert (entry["route"], entry["status"], entry["normalized_path"]) == ("audit", 200, "/audit")
+
+
 # --- body_patient_id ----------------------------------------------------------------------------
 
 
@@ -618,3 +625,107 @@ def test_the_body_text_and_the_password_never_reach_the_log(proxy: NginxProxy, f
     whole_log = proxy.access_log.read_bytes()
     assert BODY_TEXT.encode() not in whole_log
     assert DEMO_PASSWORD.encode() not in whole_log
+
+
+# --- /audit goes to the Chalice app, never to HOSP -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "forwarded", "normalized"),
+    [
+        (b"/audit", "/audit", "/audit"),
+        (b"/audit/", "/audit/", "/audit/"),
+        (b"/audit/abc?from=2026-11-01&patient=%35", "/audit/abc?from=2026-11-01&patient=%35", "/audit/abc"),
+        (b"/%61udit", "/audit", "/audit"),
+        (b"//audit/", "/audit/", "/audit/"),
+        (b"/audit//exports/../x", "/audit/x", "/audit/x"),
+        (b"/x/../audit/a%20b?q", "/audit/a%20b?q", "/audit/a b"),
+    ],
+)
+def test_every_spelling_of_audit_reaches_the_app_with_its_credentials_and_never_hosp(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App, *, target: bytes, forwarded: str, normalized: str
+) -> None:
+    authorization = b"Bearer an.audit.token"
+
+    answer = get_raw(proxy.port, target, {b"Authorization": authorization})
+
+    assert (answer.status, answer.body) == (200, b'{"from":"app"}')
+    [received] = fresh_app.received
+    assert (received.method, received.target) == ("GET", forwarded)  # the normalized path, the query as sent
+    assert received.headers["Authorization"] == authorization.decode()
+    assert received.headers["X-Request-Id"] == answer.request_id
+    assert received.headers["Host"] == "127.0.0.1"
+    entry = logged(proxy, answer.request_id)
+    assert (entry["route"], entry["normalized_path"], entry["path"]) == (
+        "audit",
+        normalized,
+        target.split(b"?")[0].decode(),
+    )
+    assert fresh_hosp.received() == 0
+
+
+def test_a_write_to_audit_reaches_the_app_with_its_body(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+    body = json.dumps({"patient_id": 17, "reason": BODY_TEXT}).encode()
+
+    answer = requests.post(proxy.url + "/audit/exports", data=body, headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == 200
+    [received] = fresh_app.received
+    assert (received.method, received.target, received.body) == ("POST", "/audit/exports", body)
+    entry = logged(proxy, answer.headers["X-Request-Id"])
+    assert (entry["route"], entry["body_patient_id"]) == ("audit", "17")
+    assert fresh_hosp.received() == 0
+
+
+@pytest.mark.parametrize("target", ["/auditx", "/audit.json", "/auditing/1"])
+def test_a_path_that_only_starts_like_audit_goes_to_hosp(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App, target: str
+) -> None:
+    answer = requests.get(proxy.url + target, headers=DEMO_AUTH, timeout=10)
+
+    assert logged(proxy, answer.headers["X-Request-Id"])["route"] == "hosp"
+    assert fresh_hosp.received() == 1
+    assert fresh_app.received == []
+
+
+def test_the_internal_listener_sends_audit_to_hosp(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+    answer = requests.get(proxy.internal_url + "/audit", headers=DEMO_AUTH, timeout=10)
+
+    entry = logged(proxy, answer.headers["X-Request-Id"])
+    assert (entry["listener"], entry["route"]) == ("internal", "hosp")
+    assert fresh_hosp.received() == 1
+    assert fresh_app.received == []
+
+
+@pytest.mark.parametrize("failure", ["503", "drop"])
+def test_a_failing_audit_request_is_tried_once_and_never_at_hosp(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App, failure: str
+) -> None:
+    if failure == "drop":
+        fresh_app.drop = True
+    else:
+        fresh_app.status = int(failure)
+
+    answer = requests.get(proxy.url + "/audit/queries", headers=DEMO_AUTH, timeout=10)
+
+    assert answer.status_code == (502 if failure == "drop" else 503)
+    assert len(fresh_app.received) == 1
+    assert fresh_hosp.received() == 0
+    entry = logged(proxy, answer.headers["X-Request-Id"])
+    assert (entry["route"], entry["normalized_path"]) == ("audit", "/audit/queries")
+
+
+def test_requests_are_logged_as_they_arrived_even_when_the_proxy_answers(tmp_path: Path, hosp: Hosp) -> None:
+    """A /audit request the app cannot take is still logged as an audit request to its path."""
+    with NginxProxy(hosp.address, tmp_path, tuning=TEST_TUNING, interceptor=f"127.0.0.1:{free_port()}") as down:
+        answer = requests.get(down.url + "/audit/x", params={"q": "1"}, headers=DEMO_AUTH, timeout=10)
+        entry = logged(down, answer.headers["X-Request-Id"])
+
+    assert answer.status_code == 502
+    assert (entry["route"], entry["method"], entry["normalized_path"], entry["query"]) == (
+        "audit",
+        "GET",
+        "/audit/x",
+        "q=1",
+    )
+    assert_schema(entry)

@@ -129,6 +129,22 @@ def test_a_missing_njs_module_is_reported_with_how_to_install_it(tmp_path: Path)
         njs_module(str(tmp_path / "ngx_http_js_module.so"))
 
 
+def test_the_audit_api_is_routed_on_the_public_listener_only(tmp_path: Path) -> None:
+    config = render.render(settings(tmp_path))
+    public, internal = re.split(r"^\s*server \{$", config, flags=re.MULTILINE)[1:]
+
+    assert "location = /audit {" in public
+    assert "location ^~ /audit/ {" in public
+    assert "/audit" not in internal
+    assert "proxy_pass http://interceptor/audit/;" in public
+    # Production: API Gateway, over HTTPS, under its stage's prefix.
+    production = render.render(
+        ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY)
+    )
+    assert "proxy_pass https://interceptor/api/audit;" in production
+    assert "proxy_pass https://interceptor/api/audit/;" in production
+
+
 def test_every_directive_comes_from_a_template(tmp_path: Path) -> None:
     patterns = template_line_patterns()
     for variant_settings in (
