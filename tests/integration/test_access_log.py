@@ -248,6 +248,10 @@ def assert_schema(entry: dict[str, Any]) -> None:
             "viewer_address", b"/hospitals", {b"CloudFront-Viewer-Address": PAYLOAD}, PAYLOAD, id="viewer-address"
         ),
         pytest.param("user_agent", b"/hospitals", {b"User-Agent": PAYLOAD}, PAYLOAD, id="user-agent"),
+        # ASCII, which most text is, and written as it is, but for a backslash.
+        pytest.param("user_agent", b"/hospitals", {b"User-Agent": b"C:\\app\\x"}, b"C:\\app\\x", id="backslash"),
+        pytest.param("normalized_path", b"/hospitals/%01%7f%22", {}, b'/hospitals/\x01\x7f"', id="control characters"),
+        pytest.param("patient_id", b"/hospitals", {b"X-Patient-Id": b""}, b"", id="an empty header"),
     ],
 )
 def test_bytes_that_are_not_utf8_are_logged_as_valid_json_from_which_they_can_be_recovered(

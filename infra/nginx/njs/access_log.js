@@ -1,7 +1,9 @@
 /*
  * The access log's client-supplied text, and the patient a write's body names
  * (docs/access-log.md). logging.conf imports this file; each exported function
- * is one js_set variable, read when NGINX writes the request's log line.
+ * is one js_set variable, read when NGINX writes the request's log line, and
+ * only for a write's body or text that is not plain ASCII: logging.conf's maps
+ * write the rest as it is, without starting njs.
  *
  * Client text. NGINX's escape=json writes bytes 0x80-0xFF as they are, so one
  * byte that is not UTF-8 in a header or the path made the whole line invalid
