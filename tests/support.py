@@ -1,9 +1,17 @@
-"""Helpers shared by the tests: the HOSP stand-in as a process, demo credentials."""
+"""Helpers shared by the tests: the HOSP stand-in as a process, demo credentials, the whole stack."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS
+from local.processes import free_port
+from local.stack import Ports, Stack
 
 # The demo account the tests act as: a nurse (docs/hosp-api.yaml).
 DEMO_USER, DEMO_PASSWORD = DEMO_ACCOUNTS[0].username, DEMO_ACCOUNTS[0].password
@@ -25,3 +33,21 @@ class Hosp(StandInProcess):
     def received(self) -> int:
         """API requests HOSP received since the last reset."""
         return int(self.stats()["total"])
+
+
+@contextlib.contextmanager
+def whole_stack(run_dir: Path) -> Iterator[Stack]:
+    """The local stack as `make run` starts it, on free ports, with each access-log line written at once."""
+    # Stack.stop ignores SIGINT and SIGTERM from then on, as the program it serves does:
+    # give them back to pytest afterwards.
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    running = Stack(Ports(*(free_port() for _ in range(6))), run_dir, faults=None, seed=1)
+    # The tests read the access log right after each answer.
+    running.proxy.tuning = dataclasses.replace(running.proxy.tuning, access_log_buffer="off")
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

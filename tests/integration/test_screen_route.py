@@ -18,7 +18,6 @@ import dataclasses
 import http.client
 import json
 import re
-import signal
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -27,9 +26,8 @@ import pytest
 
 from infra.nginx.render import MAX_BODY_BYTES, SCREEN_MAX_BYTES
 from local.hosp_standin.stats import REQUEST_LOG_SIZE
-from local.processes import free_port
-from local.stack import Ports, Stack
-from tests.support import DEMO_AUTH
+from local.stack import Stack
+from tests.support import DEMO_AUTH, whole_stack
 
 SCREEN_PATH = "/patients/1/screen"
 IMAGE = base64.b64encode(b"chest x-ray, lateral view").decode()
@@ -65,19 +63,8 @@ class Answer:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # Stack.stop ignores SIGINT and SIGTERM from then on, as the program it serves does:
-    # give them back to pytest afterwards.
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    running = Stack(Ports(*(free_port() for _ in range(6))), tmp_path_factory.mktemp("stack"), faults=None, seed=1)
-    # The tests read the access log right after each answer: each line is written at once.
-    running.proxy.tuning = dataclasses.replace(running.proxy.tuning, access_log_buffer="off")
-    try:
-        running.start()
+    with whole_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
-    finally:
-        running.stop()
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
 
 
 @pytest.fixture(scope="module")
