@@ -247,6 +247,7 @@ class Stack:
                 raise RuntimeError(f"{name}: GET {url} answered {answer.status_code}: {answer.text[:200]}")
             print(f"ok  {name:16} GET {url}")
         self._smoke_screen(auth)
+        self._smoke_audit()
 
     def _smoke_screen(self, auth: dict[str, str]) -> None:
         url = f"{self.proxy.url}/patients/1/screen"
@@ -262,6 +263,23 @@ class Stack:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"screen: no note with request id {request_id} in HOSP after {SMOKE_NOTE_TIMEOUT:.0f} s")
+
+    def _smoke_audit(self) -> None:
+        """The admin's path: a token from the local Cognito, GET /audit, the CSV through its link."""
+        pool = cognito.find(self.aws_url)
+        token = cognito.sign_in(pool, "audit-admin").access
+        headers = {"Authorization": f"Bearer {token}"}
+        answer = requests.get(f"{self.proxy.url}/audit", headers=headers, timeout=30)
+        deadline = time.monotonic() + SMOKE_NOTE_TIMEOUT
+        while answer.status_code == 202 and time.monotonic() < deadline:
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
+            answer = requests.get(f"{self.proxy.url}{answer.json()['poll']}", headers=headers, timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(f"audit: GET /audit answered {answer.status_code}: {answer.text[:200]}")
+        download = requests.get(answer.json()["url"], timeout=30)
+        if download.status_code != 200 or not download.text.startswith('"time","user"'):
+            raise RuntimeError(f"audit: the CSV's link answered {download.status_code}: {download.text[:200]}")
+        print(f"ok  {'audit':16} GET {self.proxy.url}/audit, {answer.json()['rows']} rows through the link")
 
     def first_exited(self) -> str | None:
         for member in self.members:

@@ -32,6 +32,7 @@ def test_the_whole_local_stack_starts_answers_and_stops(tmp_path: Path) -> None:
     for server in (
         "proxy -> HOSP", "internal -> HOSP", "chalice local", "note worker", "HOSP stats", "local AWS",
         "screen -> note",  # a screen through the front door, and its note in HOSP
+        "audit",  # an admin's export through the front door, downloaded through its link
     ):  # fmt: skip
         assert f"ok  {server}" in done.stdout
     # No orphans: after the stack stopped, none of its ports answers any more.
