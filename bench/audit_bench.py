@@ -113,6 +113,7 @@ class Line:
     user: str
     method: str
     path: str
+    on_behalf_of: str = ""  # the nurse the note worker writes for (internal listener)
     normalized_path: str = ""
     query: str = ""
     patient_id: str = ""  # the X-Patient-Id header
@@ -169,6 +170,7 @@ def format_line(line: Line, ms: int, stamps: _Stamps, rng: random.Random) -> str
     upstream_addrs = _joined(upstream, [HOSP_ADDRESS] * attempts)
     return (
         f'{{"time":"{iso}","logged_at":"{sql}","request_id":"{line.request_id}","user":{_json_text(line.user)},'
+        f'"on_behalf_of":{_json_text(line.on_behalf_of)},'
         f'"client_ip":"{peer}","forwarded_for":"{viewer}","viewer_address":"{address}",'
         f'"method":"{line.method}","path":"{line.path}","normalized_path":"{line.normalized_path or line.path}",'
         f'"query":"{line.query}","patient_id":"{line.patient_id}","body_patient_id":"{line.body_patient_id}",'
@@ -221,9 +223,9 @@ def requests_of(rng: random.Random) -> list[Line]:
             Line(request_id, user, "POST", screen, listener="internal", user_agent=agent),
             Line(request_id, user, "POST", screen, route="interceptor", user_agent=agent, viewer=viewer),
             Line(request_id, SERVICE_USER, "GET", "/notes", query=f"patient_id={patient}", listener="internal",
-                 user_agent=INTERNAL_AGENT),
+                 on_behalf_of=user, user_agent=INTERNAL_AGENT),
             Line(request_id, SERVICE_USER, "POST", "/notes", body_patient_id=patient, status=201,
-                 upstream_status="201", listener="internal", user_agent=INTERNAL_AGENT),
+                 upstream_status="201", listener="internal", on_behalf_of=user, user_agent=INTERNAL_AGENT),
         ]  # fmt: skip
     status, upstream, budget = _outcome(rng)
     if status == 401 and rng.random() < 0.5:
@@ -347,7 +349,7 @@ def write_log(
 
 # The trail's 12 columns, each taken plainly from the nearest field of the log.
 PLAIN_COLUMNS = (
-    "\"time\", \"user\", '' AS on_behalf_of, '' AS authenticated, client_ip, method, path, patient_id, status, "
+    '"time", "user", on_behalf_of, \'\' AS authenticated, client_ip, method, path, patient_id, status, '
     "upstream_status AS attempts, request_id, user_agent"
 )
 

@@ -40,6 +40,8 @@ DEADLINE = 20.0
 BACKOFF_BASE = 15
 MAX_BACKOFF = 900
 PERMANENT_STATUSES = frozenset({400, 404, 409, 410, 422})
+# The header that tells the proxy whose note the service account writes (docs/access-log.md).
+ON_BEHALF_OF = "X-On-Behalf-Of"
 
 
 class TransientFailure(Exception):
@@ -213,6 +215,19 @@ def dead_letter(message: Message, reason: str, job: NoteJob | None) -> None:
     )
 
 
+def on_behalf_of_header(nurse: str) -> bytes | None:
+    """X-On-Behalf-Of for the nurse a note is written for: her user name as UTF-8 bytes.
+
+    The proxy logs it, on its internal listener only, as the row's on_behalf_of,
+    written the way it writes the nurse's own `user`, so that the audit trail's
+    user filter finds both. None when there is no name, or one with control
+    characters, which no header may carry.
+    """
+    if not nurse or any(ord(c) < 0x20 or ord(c) == 0x7F for c in nurse):
+        return None
+    return nurse.encode("utf-8")
+
+
 def _hosp(
     method: str,
     path: str,
@@ -228,6 +243,8 @@ def _hosp(
         "X-Request-Id": job.request_id,
         "X-Patient-Id": str(job.patient_id),
     }
+    if on_behalf_of := on_behalf_of_header(job.requested_by):
+        headers[ON_BEHALF_OF] = on_behalf_of
     if body is not None:
         headers["Content-Type"] = "application/json"
     try:

@@ -48,6 +48,7 @@ FIELDS: tuple[Field, ...] = (
     Field("logged_at", TIMESTAMP),
     Field("request_id", STRING),
     Field("user", STRING, client_text=True),
+    Field("on_behalf_of", STRING, client_text=True),
     Field("client_ip", STRING),
     Field("forwarded_for", STRING, client_text=True),
     Field("viewer_address", STRING, client_text=True),

@@ -8,30 +8,14 @@
 --
 -- Why the day range is wider than the time range: a line lands in the partition
 -- of the day it reached the archive, which is the day it was logged or a later
--- one; and a note the worker writes for a nurse is attributed through the nurse's
--- own request, which may be up to a day older (docs/audit.md).
-WITH scanned AS (
-    SELECT *
-    FROM access_log
-    WHERE day BETWEEN :first_day AND :last_day
-),
-
--- The requests the Lambdas make through the internal listener (the interceptor's
--- call to HOSP, the note worker's read and write) carry the request id of the
--- nurse's screen that caused them. That screen's user is who they were made for.
--- Only screens are looked up: they are few, so this stays small.
-origin AS (
-    SELECT request_id, max("user") AS "user"
-    FROM scanned
-    WHERE listener = 'public'
-      AND route = 'interceptor'
-    GROUP BY request_id
-),
-
-trail AS (
+-- one (docs/audit.md).
+--
+-- on_behalf_of is in the log: the note worker says whose note it writes as the
+-- service account (X-On-Behalf-Of), and the proxy logs that on its internal
+-- listener only, which only the Lambdas reach.
+WITH trail AS (
     SELECT
         s.*,
-        CASE WHEN s.listener = 'internal' THEN coalesce(o."user", '') ELSE '' END AS on_behalf_of,
         -- The patient record HOSP acted on, found the way HOSP's router finds it:
         -- the id in the (decoded, normalized) path; else the top-level patient_id
         -- of a write's JSON body; else the patient_id a note listing asked for.
@@ -62,8 +46,8 @@ trail AS (
             WHEN s.viewer_address <> '' THEN regexp_replace(s.viewer_address, ':[0-9]+$', '')
             ELSE s.client_ip
         END AS client
-    FROM scanned AS s
-    LEFT JOIN origin AS o ON s.listener = 'internal' AND o.request_id = s.request_id
+    FROM access_log AS s
+    WHERE s.day BETWEEN :first_day AND :last_day
 ),
 
 chosen AS (
@@ -90,7 +74,10 @@ chosen AS (
 SELECT
     CASE WHEN logged_at IS NULL THEN '' ELSE "time" END AS "time",
     CASE WHEN regexp_like("user", '^[-=+@\t\r]') THEN '''' || "user" ELSE coalesce("user", '') END AS "user",
-    CASE WHEN regexp_like(on_behalf_of, '^[-=+@\t\r]') THEN '''' || on_behalf_of ELSE on_behalf_of END AS on_behalf_of,
+    CASE
+        WHEN regexp_like(on_behalf_of, '^[-=+@\t\r]') THEN '''' || on_behalf_of
+        ELSE coalesce(on_behalf_of, '')
+    END AS on_behalf_of,
     authenticated,
     CASE WHEN regexp_like(client, '^[-=+@\t\r]') THEN '''' || client ELSE coalesce(client, '') END AS client_ip,
     coalesce(method, '') AS method,

@@ -42,6 +42,7 @@ def entry(at: str = "2026-11-27 10:00:00.000", **fields: Any) -> dict[str, Any]:
         "logged_at": at,
         "request_id": "0" * 32,
         "user": "nurse-joy",
+        "on_behalf_of": "",
         "client_ip": "127.0.0.1",
         "forwarded_for": "",
         "viewer_address": "",
@@ -237,18 +238,18 @@ def test_an_unreadable_line_is_shown_whatever_the_filters(tmp_path: Path) -> Non
 def test_a_note_the_worker_wrote_is_attributed_to_the_nurse(tmp_path: Path) -> None:
     screen = rid(7)
     lines = [
-        # The nurse's screen, the evening before the range: its day is still scanned.
-        entry("2026-11-26 23:59:00.000", request_id=screen, user="nurse-joy", method="POST",
+        entry("2026-11-27 00:00:04.000", request_id=screen, user="nurse-joy", method="POST",
               path="/patients/4/screen", normalized_path="/patients/4/screen", route="interceptor"),
-        entry("2026-11-27 00:00:05.000", request_id=screen, user="notes-service", method="GET", path="/notes",
-              normalized_path="/notes", query="patient_id=4", listener="internal"),
-        entry("2026-11-27 00:00:06.000", request_id=screen, user="notes-service", method="POST", path="/notes",
-              normalized_path="/notes", body_patient_id="4", listener="internal", status=201, upstream_status="201"),
+        entry("2026-11-27 00:00:05.000", request_id=screen, user="notes-service", on_behalf_of="nurse-joy",
+              method="GET", path="/notes", normalized_path="/notes", query="patient_id=4", listener="internal"),
+        entry("2026-11-27 00:00:06.000", request_id=screen, user="notes-service", on_behalf_of="nurse-joy",
+              method="POST", path="/notes", normalized_path="/notes", body_patient_id="4", listener="internal",
+              status=201, upstream_status="201"),
         entry("2026-11-27 00:00:07.000", request_id=rid(8), user="notes-service", method="GET", path="/notes",
               normalized_path="/notes", listener="internal"),
     ]  # fmt: skip
 
-    rows = trail(tmp_path, lines)
+    rows = trail(tmp_path, lines, user="notes-service")
     by_nurse = trail(tmp_path, lines, user="nurse-joy")
 
     assert [(r["user"], r["on_behalf_of"], r["patient_id"]) for r in rows] == [
@@ -256,7 +257,20 @@ def test_a_note_the_worker_wrote_is_attributed_to_the_nurse(tmp_path: Path) -> N
         ("notes-service", "nurse-joy", "4"),
         ("notes-service", "", ""),
     ]
-    assert [r["method"] for r in by_nurse] == ["GET", "POST"]
+    assert [(r["method"], r["user"]) for r in by_nurse] == [
+        ("POST", "nurse-joy"),
+        ("GET", "notes-service"),
+        ("POST", "notes-service"),
+    ]
+
+
+def test_a_line_from_before_on_behalf_of_was_logged_reads_as_nobody(tmp_path: Path) -> None:
+    line = entry(request_id=rid(1))
+    del line["on_behalf_of"]
+
+    (row,) = trail(tmp_path, [json.dumps(line)])
+
+    assert row["on_behalf_of"] == ""
 
 
 @pytest.mark.parametrize(

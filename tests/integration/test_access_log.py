@@ -733,3 +733,18 @@ def test_requests_are_logged_as_they_arrived_even_when_the_proxy_answers(tmp_pat
         "q=1",
     )
     assert_schema(entry)
+
+
+@pytest.mark.parametrize("nurse", [b"nurse-joy", "Zo\u00eb".encode(), b"DOMAIN\\joy", b"joy\xff"])
+def test_on_behalf_of_is_logged_from_the_internal_listener_only(
+    proxy: NginxProxy, fresh_hosp: Hosp, nurse: bytes
+) -> None:
+    headers = {b"Authorization": DEMO_AUTH["Authorization"].encode(), b"X-On-Behalf-Of": nurse}
+    internal = get_raw(int(proxy.internal_url.rsplit(":", 1)[1]), b"/hospitals", headers)
+    public = get_raw(proxy.port, b"/hospitals", headers)
+
+    from_internal = logged(proxy, internal.request_id)
+    from_public = logged(proxy, public.request_id)
+    assert raw_bytes(from_internal["on_behalf_of"]) == nurse
+    assert from_public["on_behalf_of"] == ""  # a client cannot claim to act for someone
+    assert_schema(from_internal)

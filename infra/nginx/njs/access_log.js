@@ -501,6 +501,7 @@ function hexValues() {
 
 export default {
     user: clientText('remote_user'),
+    on_behalf_of: clientText('http_x_on_behalf_of'),
     forwarded_for: clientText('http_x_forwarded_for'),
     viewer_address: clientText('http_cloudfront_viewer_address'),
     path: clientText('hosp_log_path'),
