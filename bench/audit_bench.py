@@ -11,7 +11,7 @@ internal one, errors and retries, formula-like user agents, a few unreadable lin
 then measures, each measurement in a process of its own so that its peak memory is
 its own, and alternating the runs:
   1. the export as the local route runs it (duckdb_engine.export_csv: trail.sql with
-     its joins and neutralising, written as CSV) next to DuckDB's plain COPY of the same
+     its derived columns and neutralising, written as CSV) next to DuckDB's plain COPY of the same
      rows, for the last two days;
   2. what the Lambda does after Athena, for CSVs of 10% and 100% of the records on a
      moto S3 server: export.finish (reads the CSV once to hash and count it, writes the
@@ -650,7 +650,7 @@ def export_table(result: ExportResult, facts: LogFacts, args: argparse.Namespace
         "connecting to DuckDB to the CSV written, with the modules imported and trail.sql translated by sqlglot "
         f"beforehand, as chalice local does once (median {series.median('trail', 'prepare_seconds'):.2f} s, not "
         "counted). CPU: user + system time of all the process's threads. The log is in the page cache.",
-        "A: duckdb_engine.export_csv(log, filters.query_parameters(), csv): trail.sql with its joins, the "
+        "A: duckdb_engine.export_csv(log, filters.query_parameters(), csv): trail.sql with "
         "patient and client expressions, the neutralised cells, every value quoted (FORCE_QUOTE, as Athena). "
         "B: COPY (SELECT the 12 columns plainly FROM read_json(log, the schema's columns, newline_delimited, "
         "ignore_errors) WHERE logged_at in the range ORDER BY logged_at) TO csv (HEADER).",
