@@ -650,7 +650,7 @@ def export_table(result: ExportResult, facts: LogFacts, args: argparse.Namespace
         "connecting to DuckDB to the CSV written, with the modules imported and trail.sql translated by sqlglot "
         f"beforehand, as chalice local does once (median {series.median('trail', 'prepare_seconds'):.2f} s, not "
         "counted). CPU: user + system time of all the process's threads. The log is in the page cache.",
-        "A: duckdb_engine.export_csv(log, filters.query_parameters(), csv): trail.sql with "
+        "A: duckdb_engine.export_csv(log, filters.query_parameters(), csv): trail.sql with the "
         "patient and client expressions, the neutralised cells, every value quoted (FORCE_QUOTE, as Athena). "
         "B: COPY (SELECT the 12 columns plainly FROM read_json(log, the schema's columns, newline_delimited, "
         "ignore_errors) WHERE logged_at in the range ORDER BY logged_at) TO csv (HEADER).",
