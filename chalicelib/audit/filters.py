@@ -68,7 +68,9 @@ class Filters:
         """The values of trail.sql's :names."""
         low, high = self.status_range()
         return {
-            "first_day": (self.start - timedelta(days=1)).date().isoformat(),
+            # A line is in the partition of the day it reached the archive: the day it
+            # was logged or a later one (docs/audit.md).
+            "first_day": self.start.date().isoformat(),
             "last_day": (self.end + timedelta(days=1)).date().isoformat(),
             "from_time": sql_time(self.start),
             "to_time": sql_time(self.end),

@@ -110,12 +110,12 @@ def test_the_span_may_be_exactly_the_maximum() -> None:
     assert chosen.end == end
 
 
-def test_the_query_scans_a_day_either_side_of_the_range() -> None:
+def test_the_query_scans_the_days_of_the_range_and_the_day_after() -> None:
     chosen = parse(params(from_="2026-11-27T00:00:00Z", to="2026-11-27T23:59:59.999Z"), NOW)
 
     values = chosen.query_parameters()
 
-    assert (values["first_day"], values["last_day"]) == ("2026-11-26", "2026-11-28")
+    assert (values["first_day"], values["last_day"]) == ("2026-11-27", "2026-11-28")
     assert (values["from_time"], values["to_time"]) == ("2026-11-27 00:00:00.000", "2026-11-27 23:59:59.999")
 
 
