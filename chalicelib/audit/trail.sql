@@ -32,6 +32,8 @@ WITH trail AS (
         -- another matter. Requests the proxy answered itself were never judged.
         CASE
             WHEN s.logged_at IS NULL THEN ''
+            -- /audit's own callers sign in with Cognito, not with HOSP.
+            WHEN s.route = 'audit' THEN ''
             WHEN s."user" = '' OR s.status = 401 THEN 'false'
             WHEN s.upstream_status = '' THEN ''
             ELSE 'true'
@@ -64,7 +66,9 @@ chosen AS (
         AND (:patient_id = '' OR patient = :patient_id)
         AND (:method = '' OR method = :method)
         AND (:path_prefix = '' OR starts_with(normalized_path, :path_prefix))
-        AND status BETWEEN :status_low AND :status_high
+        -- A line whose status is missing or not a number counts as status 0, so that
+        -- it is shown unless a status is asked for.
+        AND coalesce(status, 0) BETWEEN :status_low AND :status_high
        )
 )
 
@@ -80,7 +84,7 @@ SELECT
     END AS on_behalf_of,
     authenticated,
     CASE WHEN regexp_like(client, '^[-=+@\t\r]') THEN '''' || client ELSE coalesce(client, '') END AS client_ip,
-    coalesce(method, '') AS method,
+    CASE WHEN regexp_like(method, '^[-=+@\t\r]') THEN '''' || method ELSE coalesce(method, '') END AS method,
     CASE
         WHEN logged_at IS NULL THEN '(unreadable log line)'
         WHEN regexp_like(path, '^[-=+@\t\r]') THEN '''' || path
