@@ -5,6 +5,7 @@ with the file. The result is kept as the export's record in the log bucket
 (`exports/<day>/<job id>.json`, under Object Lock like the log itself), so later
 polls read the record instead of the file, and so that every export is itself
 part of the trail: who exported which filters, when, how many rows, which hash.
+Every link handed out adds a record of its own: who got it, and until when.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -93,17 +95,18 @@ def record_start(log_bucket: str, job: Job, requested_by: str) -> None:
 
 
 def finish(log_bucket: str, job: Job, delivered_to: str) -> dict[str, Any]:
-    """The finished export's record: read from the log bucket, or made now by reading the CSV once."""
+    """The finished export's record: read from the log bucket, or made now by reading the CSV once.
+
+    Two callers finishing the same export at once both read the file, but only
+    the first record is kept (a conditional write); the other reads it back.
+    """
     key = record_key(job)
-    s3 = aws.client("s3")
-    try:
-        return dict(json.loads(s3.get_object(Bucket=log_bucket, Key=key)["Body"].read()))
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-            raise
+    found = _record(log_bucket, key)
+    if found is not None:
+        return found
     bucket, csv_key = job.output
     try:
-        summary = summarise(s3.get_object(Bucket=bucket, Key=csv_key)["Body"])
+        summary = summarise(aws.client("s3").get_object(Bucket=bucket, Key=csv_key)["Body"])
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             raise ExportGone(job.job_id) from error
@@ -121,17 +124,49 @@ def finish(log_bucket: str, job: Job, delivered_to: str) -> dict[str, Any]:
         "sha256": summary.sha256,
         "file": f"s3://{bucket}/{csv_key}",
     }
+    if not _put_record(log_bucket, key, record, only_if_new=True):
+        return _record(log_bucket, key) or record  # another caller's record came first
     logs.info("audit_export", **{k: v for k, v in record.items() if k != "event"})
-    _put_record(log_bucket, key, record)
     return record
 
 
-def _put_record(bucket: str, key: str, record: dict[str, Any]) -> None:
+def record_delivery(log_bucket: str, job: Job, delivered_to: str, expires: datetime) -> None:
+    """Who was handed a link to the export, and until when: one record per link given."""
+    now = datetime.now(UTC)
+    record = {
+        "event": "audit_export_delivered",
+        "job_id": job.job_id,
+        "delivered_to": delivered_to,
+        "delivered_at": now.isoformat(),
+        "link_expires_at": expires.isoformat(),
+    }
+    logs.info("audit_export_delivered", **{k: v for k, v in record.items() if k != "event"})
+    _put_record(log_bucket, record_key(job, f".delivered.{now:%Y%m%dT%H%M%S%f}.{uuid.uuid4().hex[:8]}"), record)
+
+
+def _record(bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
+def _put_record(bucket: str, key: str, record: dict[str, Any], only_if_new: bool = False) -> bool:
+    """Write a record; False if `only_if_new` and the key already holds one."""
     body = (json.dumps(record, sort_keys=True) + "\n").encode()
-    # Object Lock buckets require an integrity checksum on every write.
-    aws.client("s3").put_object(
-        Bucket=bucket, Key=key, Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256"
-    )
+    condition = {"IfNoneMatch": "*"} if only_if_new else {}
+    try:
+        # Object Lock buckets require an integrity checksum on every write.
+        aws.client("s3").put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256", **condition
+        )
+    except ClientError as error:
+        if only_if_new and error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            return False
+        raise
+    return True
 
 
 def download_link(job: Job, ttl_seconds: int, now: datetime | None = None) -> tuple[str, datetime]:

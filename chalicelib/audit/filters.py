@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 DEFAULT_SPAN = timedelta(hours=24)
+# The years a range may touch: the trail cannot be older than the project, and a
+# date near year 1 or 9999 would overflow the arithmetic on the range.
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2999
 MAX_SPAN = timedelta(days=31)
 MAX_TEXT = 256  # characters, for user and path_prefix
 
@@ -139,9 +142,11 @@ def parse(params: Mapping[str, Sequence[str]], now: datetime) -> Filters:
     end = _time(one, "to") if "to" in one else now.astimezone(UTC)
     start = _time(one, "from") if "from" in one else end - DEFAULT_SPAN
     if start >= end:
-        raise BadFilter("from", "must be before to")
+        raise BadFilter("from", "must be before to (to is now when it is left out)")
     if end - start > MAX_SPAN:
-        raise BadFilter("to", f"must be at most {MAX_SPAN.days} days after from")
+        # Name the one the caller gave: with only `from`, `to` is now.
+        field, other = ("to", "from") if "to" in one else ("from", "to (now when left out)")
+        raise BadFilter(field, f"the range from from to to may be at most {MAX_SPAN.days} days; check {other}")
     return Filters(
         start=start,
         end=end,
@@ -153,14 +158,23 @@ def parse(params: Mapping[str, Sequence[str]], now: datetime) -> Filters:
     )
 
 
+UTC_TIME_ACCEPTS = (
+    f"an ISO 8601 time in UTC between the years {EARLIEST_YEAR} and {LATEST_YEAR}, like 2026-11-27T08:00:00Z "
+    "(in a URL, write +00:00 as %2B00:00: a bare + reads as a space)"
+)
+
+
 def _time(params: Mapping[str, str], name: str) -> datetime:
     value = params[name]
     if not _UTC_TIME.fullmatch(value):
-        raise BadFilter(name, "an ISO 8601 time in UTC, like 2026-11-27T08:00:00Z")
+        raise BadFilter(name, UTC_TIME_ACCEPTS)
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:  # the shape is right but the date is not (2026-02-30)
-        raise BadFilter(name, "an ISO 8601 time in UTC, like 2026-11-27T08:00:00Z") from None
+        raise BadFilter(name, UTC_TIME_ACCEPTS) from None
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        raise BadFilter(name, UTC_TIME_ACCEPTS)
+    return moment
 
 
 def _text(params: Mapping[str, str], name: str) -> str:

@@ -13,6 +13,7 @@ import json
 import re
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -93,6 +94,9 @@ def _answer(headers: Mapping[str, str], handle: Handler) -> Response:  # noqa: P
         except jobs.EngineUnavailable as down:
             logs.error("audit_engine_unavailable", reason=str(down))
             return _json(503, {"error": "the audit query service is unavailable", "reason": str(down)}, _retry(30))
+        except Exception:  # a fault of ours: logged with its traceback, answered as JSON like the rest
+            logs.error("audit_failed", failure=traceback.format_exc(limit=5))
+            return _json(500, {"error": "the audit route failed; the request id names it in the logs"})
 
 
 def _start(
@@ -141,6 +145,7 @@ def _finish(admin: auth.Principal, chosen: settings.ExportSettings, run: jobs.En
         return _json(502, body)
     record = export.finish(chosen.log_bucket, job, admin.username)
     url, expires = export.download_link(job, chosen.url_ttl_seconds)
+    export.record_delivery(chosen.log_bucket, job, admin.username, expires)
     metrics.emit(metrics.AUDIT_EXPORTS_DELIVERED)
     return _json(
         200,

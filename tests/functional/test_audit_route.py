@@ -10,6 +10,7 @@ DuckDB (test_audit_trail_sql.py).
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import importlib.util
 import json
@@ -27,7 +28,7 @@ from chalice.test import Client
 
 import app
 from chalicelib import aws
-from chalicelib.audit import auth, query, settings
+from chalicelib.audit import auth, export, jobs, query, settings
 from local import audit_buckets, cognito
 from local.processes import CommandServer, free_port
 
@@ -427,3 +428,45 @@ def test_athena_refusing_the_query_is_a_503_not_a_500(athena_stub: Stubber, toke
 
     assert answer.status_code == 503
     assert "InternalServerException" in body(answer)["reason"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_every_link_handed_out_is_recorded_with_whom_it_went_to(
+    tokens: dict[str, str], boto: dict[str, Any], pool: cognito.LocalCognito
+) -> None:
+    idp = cognito.client(pool.aws_url)
+    second = "audit-admin-two"
+    password = "Audit-admin-two-local-only-1"
+    idp.admin_create_user(UserPoolId=pool.pool_id, Username=second, MessageAction="SUPPRESS")
+    idp.admin_set_user_password(UserPoolId=pool.pool_id, Username=second, Password=password, Permanent=True)
+    idp.admin_add_user_to_group(UserPoolId=pool.pool_id, Username=second, GroupName=cognito.ADMIN_GROUP)
+    other = cognito.sign_in(pool, second, password).access
+    job_id = started_and_written(tokens, boto)
+
+    first = get(f"/audit/{job_id}", tokens["audit-admin"])
+    again = get(f"/audit/{job_id}", other)
+
+    assert first.status_code == again.status_code == 200
+    listed = boto["s3"].list_objects_v2(Bucket=audit_buckets.LOG_BUCKET, Prefix="exports/")["Contents"]
+    deliveries = [
+        json.loads(boto["s3"].get_object(Bucket=audit_buckets.LOG_BUCKET, Key=item["Key"])["Body"].read())
+        for item in listed
+        if job_id in item["Key"] and ".delivered." in item["Key"]
+    ]
+    assert sorted(d["delivered_to"] for d in deliveries) == ["audit-admin", second]
+    versions = boto["s3"].list_object_versions(Bucket=audit_buckets.LOG_BUCKET, Prefix="exports/").get("Versions", [])
+    finals = [v for v in versions if v["Key"].endswith(f"{job_id}.json")]
+    assert len(finals) == 1  # the export's record is written once, whoever finishes it
+
+
+@pytest.mark.usefixtures("configured")
+def test_two_callers_finishing_one_export_at_once_keep_one_record(tokens: dict[str, str], boto: dict[str, Any]) -> None:
+    job_id = started_and_written(tokens, boto)
+    job = jobs.AthenaEngine(DATABASE, WORKGROUP, audit_buckets.RESULTS_BUCKET, "audit/").job(job_id)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        records = list(pool.map(lambda n: export.finish(audit_buckets.LOG_BUCKET, job, f"caller-{n}"), range(4)))
+
+    versions = boto["s3"].list_object_versions(Bucket=audit_buckets.LOG_BUCKET, Prefix="exports/").get("Versions", [])
+    assert len([v for v in versions if v["Key"].endswith(f"{job_id}.json")]) == 1
+    assert len({record["completed_at"] for record in records}) == 1  # all four see the one kept

@@ -62,6 +62,11 @@ def test_every_filter_is_applied_as_given() -> None:
         ({"from": ["2026-11-28T10:00:00Z"], "to": ["2026-11-28T09:00:00Z"]}, "from"),  # after to
         ({"from": ["2026-11-28T09:00:00Z"], "to": ["2026-11-28T09:00:00Z"]}, "from"),  # empty range
         ({"from": ["2026-10-01T00:00:00Z"], "to": ["2026-11-28T00:00:00Z"]}, "to"),  # over the span
+        ({"from": ["2026-10-01T00:00:00Z"]}, "from"),  # over the span up to now: from is the one given
+        ({"to": ["0001-01-01T10:00Z"]}, "to"),  # would overflow
+        ({"from": ["9999-12-31T00:00Z"], "to": ["9999-12-31T23:59Z"]}, "to"),  # to is checked first
+        ({"to": ["1999-12-31T23:59:59Z"]}, "to"),
+        ({"to": ["2026-11-27T08:00:00 00:00"]}, "to"),  # a + sent bare in a URL
         ({"patient_id": ["5' OR '1'='1"]}, "patient_id"),
         ({"patient_id": ["05"]}, "patient_id"),
         ({"patient_id": ["\u0665"]}, "patient_id"),  # an Arabic-Indic five is not an id
@@ -91,15 +96,20 @@ def test_a_bad_filter_is_refused_naming_it(given: dict[str, list[str]], field: s
 @pytest.mark.parametrize(
     "value", ["'; DROP TABLE access_log; --", "a%", "_", "/* x */", "ünïcödé ✓", "a\\b", "x' OR ''='", "?", ":user"]
 )
-def test_text_filters_take_any_printable_value_and_never_change_the_sql(value: str) -> None:
+def test_text_filters_take_any_printable_value_and_go_only_into_parameters(value: str) -> None:
     chosen = parse({"user": [value], "path_prefix": ["/" + value]}, NOW)
     sql, names = query.positional()
 
     values = query.values(chosen.query_parameters())
+    literals = [query.athena_literal(v) for v in values]
 
     assert len(values) == len(names) == placeholders(sql)
-    assert query.positional() == (sql, names)  # the text does not depend on the values
-    assert chosen.user == value
+    by_name = dict(zip(names, values, strict=True))
+    assert by_name["user"] == value.replace("\\", "\\\\")  # as the log writes client text
+    assert by_name["path_prefix"] == "/" + value.replace("\\", "\\\\")
+    # Each value is one literal: its quotes doubled, so none can end the string early.
+    for literal in literals:
+        assert literal.isdigit() or "'" not in literal[1:-1].replace("''", "")
 
 
 def test_the_span_may_be_exactly_the_maximum() -> None:
