@@ -126,6 +126,20 @@ class Line:
     user_agent: str = BROWSERS[0]
     viewer: int = 0  # the viewer's address; 0: none (internal, or no CloudFront header)
 
+    @property
+    def query_patient_id(self) -> str:
+        """What NGINX logs as query_patient_id: a note listing's patient_id (docs/access-log.md).
+
+        The bench's queries are plain (patient_id=N, N a record id, nothing encoded): the
+        first non-blank value of the field is what NGINX logs."""
+        if self.method != "GET" or (self.normalized_path or self.path) != "/notes":
+            return ""
+        for item in self.query.split("&"):
+            key, _, value = item.partition("=")
+            if key == "patient_id" and value:
+                return value
+        return ""
+
 
 class _Stamps:
     """The two time texts of a millisecond stamp; the date formatted once per day."""
@@ -174,6 +188,7 @@ def format_line(line: Line, ms: int, stamps: _Stamps, rng: random.Random) -> str
         f'"client_ip":"{peer}","forwarded_for":"{viewer}","viewer_address":"{address}",'
         f'"method":"{line.method}","path":"{line.path}","normalized_path":"{line.normalized_path or line.path}",'
         f'"query":"{line.query}","patient_id":"{line.patient_id}","body_patient_id":"{line.body_patient_id}",'
+        f'"query_patient_id":"{line.query_patient_id}",'
         f'"status":{line.status},"bytes_sent":{_below(rng, 20000) if upstream else 150},'
         f'"request_time":{sum(seconds) + 0.001:.3f},"upstream_addr":"{upstream_addrs}",'
         f'"upstream_status":"{upstream}","upstream_response_time":"{upstream_times}",'

@@ -58,6 +58,7 @@ FIELDS: tuple[Field, ...] = (
     Field("query", STRING, client_text=True),
     Field("patient_id", STRING, client_text=True),
     Field("body_patient_id", STRING, client_text=True),
+    Field("query_patient_id", STRING, client_text=True),
     Field("status", INTEGER),
     Field("bytes_sent", BIG_INTEGER),
     Field("request_time", SECONDS),

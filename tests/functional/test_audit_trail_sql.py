@@ -52,6 +52,7 @@ def entry(at: str = "2026-11-27 10:00:00.000", **fields: Any) -> dict[str, Any]:
         "query": "",
         "patient_id": "",
         "body_patient_id": "",
+        "query_patient_id": "",
         "status": 200,
         "bytes_sent": 10,
         "request_time": 0.01,

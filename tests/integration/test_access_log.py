@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 import pytest
@@ -31,6 +32,7 @@ import requests
 
 from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
 from infra.nginx.render import Tuning
+from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
 from local.processes import free_port
 from tests.support import DEMO_AUTH, DEMO_PASSWORD, HOSP_IDLE_TIMEOUT, Hosp
@@ -188,8 +190,13 @@ def basic(user: bytes, password: bytes = b"pw") -> bytes:
 
 
 def log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
-    """Every line of the log, each decoded as strict UTF-8 and then as JSON."""
-    return [json.loads(line.decode("utf-8")) for line in proxy.access_log.read_bytes().splitlines()]
+    """Every line of the log, each decoded as strict UTF-8 and then as JSON.
+
+    A line NGINX is writing at that moment may be read in part (a write that
+    crosses a page of the file shows page by page): lines end with their
+    newline, and a last one without it is left for the next read."""
+    data = proxy.access_log.read_bytes()
+    return [json.loads(line.decode("utf-8")) for line in data[: data.rfind(b"\n") + 1].splitlines()]
 
 
 def logged(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
@@ -629,6 +636,170 @@ def test_the_body_text_and_the_password_never_reach_the_log(proxy: NginxProxy, f
     whole_log = proxy.access_log.read_bytes()
     assert BODY_TEXT.encode() not in whole_log
     assert DEMO_PASSWORD.encode() not in whole_log
+
+
+# --- query_patient_id ---------------------------------------------------------------------------
+
+
+def reference_query_patient_id(target: bytes) -> str:
+    """query_patient_id as the HOSP stand-in reads a note listing's target: urlsplit, then
+    Python's own parse_qs with its defaults, the first value (list_notes takes [0]), and
+    decimal's rule for ASCII digits (leading zeros dropped); any other value as client text.
+
+    The stand-in's http.server reads the target as Latin-1; here its bytes that are not
+    ASCII (which a client should have percent-encoded) are read as the bytes they are
+    (surrogateescape), as the log keeps them. unquote leaves such characters alone either
+    way, and none of them is a digit."""
+    query = urlsplit(target.decode("utf-8", "surrogateescape")).query
+    values = parse_qs(query).get("patient_id")
+    if not values:
+        return ""
+    if decimal(values[0]) is not None:
+        return values[0].lstrip("0") or "0"
+    return client_text(values[0].encode("utf-8", "surrogateescape"))
+
+
+LISTING_QUERIES = [
+    pytest.param(b"patient_id=5", id="plain"),
+    pytest.param(b"patient_id=05", id="a leading zero"),
+    pytest.param(b"patient_id=000", id="zeros"),
+    pytest.param(b"patient_id=%35", id="an encoded digit"),
+    pytest.param(b"patient%5Fid=2", id="an encoded key"),
+    pytest.param(b"patient_id=&patient_id=2", id="a blank value first"),
+    pytest.param(b"patient_id=2&patient_id=3", id="two values: the first"),
+    pytest.param(b"patient_id=5&view=full", id="first, then more"),
+    pytest.param(b"view=full&patient_id=0012&x=%zz", id="among others"),
+    pytest.param(b"&&patient_id=7&", id="empty fields"),
+    pytest.param(b"patient_id=%ff", id="not UTF-8 once decoded"),
+    pytest.param(b"patient_id=%e2%82A%f0%80%80%af%ed%a0%80", id="invalid sequences"),
+    pytest.param(b"patient_id=%zz", id="not an escape"),
+    pytest.param(b"patient_id=%", id="a lone percent"),
+    pytest.param(b"patient_id=%%35", id="percent before an escape"),
+    pytest.param(b"patient_id=5+", id="a plus after"),
+    pytest.param(b"patient_id=+5", id="a plus before"),
+    pytest.param(b"patient_id=%2B5", id="an encoded plus"),
+    pytest.param(b"patient+id=3", id="a plus in the key"),
+    pytest.param(b"a=1;patient_id=4", id="a semicolon is no separator"),
+    pytest.param(b"patient_id", id="no equals sign"),
+    pytest.param(b"patient_id=", id="no value"),
+    pytest.param(b"patient_id%3D5", id="an encoded equals sign"),
+    pytest.param(b"patient_id=1=2", id="an equals sign in the value"),
+    pytest.param(b"patient_id=%D9%A5", id="an Arabic-Indic digit"),
+    pytest.param("patient_id=\u0665".encode(), id="the same, not encoded"),
+    pytest.param(b"patient_id=%C3\xa9", id="an escape, then a raw byte"),
+    pytest.param(b"patient_id=\xff%5c\\x", id="a raw byte and backslashes"),
+    pytest.param(b"patient_id=%22%00%0a", id="a quote and control characters"),
+    pytest.param(b"PATIENT_ID=5", id="another case"),
+    pytest.param(b"patient_id=123456789012345678", id="18 digits"),
+    pytest.param(b"patient_id=5#x", id="a fragment after"),
+    pytest.param(b"x=1#&patient_id=5", id="in the fragment"),
+    pytest.param(b"patient_id=5?x", id="a question mark in the value"),
+    pytest.param(b"patient_id=" + b"9" * 4096, id="4 kB of digits"),
+    pytest.param(b"patient_id=" + b"%ff" * 1365, id="4 kB of escapes"),
+    pytest.param(b"x" + b"&" * 4000 + b"patient_id=%30%36", id="4,000 fields"),
+]
+
+
+@pytest.mark.parametrize("query", LISTING_QUERIES)
+def test_query_patient_id_is_the_patient_id_pythons_parse_qs_reads(
+    proxy: NginxProxy, fresh_hosp: Hosp, query: bytes
+) -> None:
+    target = b"/notes?" + query
+    expected = reference_query_patient_id(target)
+
+    answer = get_raw(proxy.port, target, {b"Authorization": DEMO_AUTH["Authorization"].encode()})
+
+    entry = logged(proxy, answer.request_id)  # every line decodes as strict UTF-8 JSON
+    assert_schema(entry)
+    assert entry["query_patient_id"] == expected
+    assert raw_bytes(entry["query"]) == target.partition(b"?")[2]  # the query itself, as sent
+    # The stand-in read the same: it lists a positive id's notes, or every note when
+    # none is asked for, and refuses any other value.
+    positive = expected.isascii() and expected.isdigit() and expected != "0"
+    assert answer.status == (200 if expected == "" or positive else 400)
+
+
+# What the generated queries are made of: patient_id in every spelling, values that
+# are digits or look like them, and every way of damaging a field.
+QUERY_KEYS = (
+    b"patient_id", b"patient%5Fid", b"patient%5fid", b"%70atient_id", b"patient_id%00", b"PATIENT_ID",
+    b"patient+id", b"patient_id+", b"patient_id\xff", b"x", b"",
+)  # fmt: skip
+QUERY_VALUES = (
+    b"5", b"05", b"0", b"", b"%35", b"+5", b"5+", b"%2B5", b"%ff", b"%zz", b"%", b"%e2%82", b"%C3%A9",
+    "\u0665".encode(), b"\xff", b"%C3\xa9", b"5#x", b"1=2", b"\\", b"%5C", b"9" * 19, b"0" * 20 + b"8",
+)  # fmt: skip
+QUERY_SEPARATORS = (b"&", b"&", b"&", b"&&", b";")
+
+
+def generated_queries(count: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+
+    def field() -> bytes:
+        if rng.random() < 0.1:
+            return rng.choice(QUERY_KEYS)  # no "="
+        return rng.choice(QUERY_KEYS) + b"=" + rng.choice(QUERY_VALUES)
+
+    queries = []
+    for _ in range(count):
+        fields = [field() for _ in range(rng.randint(0, 5))]
+        query = b""
+        for item in fields:
+            query += (rng.choice(QUERY_SEPARATORS) if query else b"") + item
+        queries.append(query)
+    return queries
+
+
+def test_query_patient_id_agrees_with_parse_qs_on_generated_queries(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    targets = [b"/notes?" + query for query in generated_queries(300, seed=20261128)]
+
+    entries = [logged(proxy, get_raw(proxy.port, target).request_id) for target in targets]
+
+    logged_values = [entry["query_patient_id"] for entry in entries]
+    expected = [reference_query_patient_id(target) for target in targets]
+    assert [(t, v, e) for t, v, e in zip(targets, logged_values, expected, strict=True) if v != e] == []
+    # The sample has every kind: none, digits, and other text.
+    assert "" in expected
+    assert any(value.isdigit() for value in expected)
+    assert any(value and not value.isdigit() for value in expected)
+
+
+def test_a_fragment_before_the_query_leaves_no_query(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    target = b"/notes#?patient_id=5"
+
+    answer = get_raw(proxy.port, target, {b"Authorization": DEMO_AUTH["Authorization"].encode()})
+
+    entry = logged(proxy, answer.request_id)
+    assert (entry["query"], entry["query_patient_id"]) == ("patient_id=5", "")
+    assert reference_query_patient_id(target) == ""
+    assert answer.status == 200  # the stand-in listed every note
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "logged_value"),
+    [
+        pytest.param(b"GET", b"/notes.json?patient_id=05", "5", id="json suffix"),
+        pytest.param(b"GET", b"//notes//?patient_id=05", "5", id="slashes"),
+        pytest.param(b"GET", b"/n%6ftes?patient_id=05", "5", id="an encoded path"),
+        pytest.param(b"HEAD", b"/notes?patient_id=05", "5", id="HEAD"),
+        pytest.param(b"GET", b"/notes", "", id="no query"),
+        pytest.param(b"POST", b"/notes?patient_id=05", "", id="a write"),
+        pytest.param(b"GET", b"/notes/5?patient_id=3", "", id="a note"),
+        pytest.param(b"GET", b"/notesx?patient_id=3", "", id="another path"),
+        pytest.param(b"GET", b"/hospitals?patient_id=3", "", id="hospitals"),
+        pytest.param(b"GET", b"/notes%0a?patient_id=3", "", id="a newline after the path"),
+    ],
+)
+def test_query_patient_id_is_logged_for_note_listings_only(
+    proxy: NginxProxy, fresh_hosp: Hosp, *, method: bytes, target: bytes, logged_value: str
+) -> None:
+    body = b'{"title": "t", "body": "' + BODY_TEXT.encode() + b'", "staff_id": 1}' if method == b"POST" else b""
+
+    answer = get_raw(proxy.port, target, {b"Authorization": DEMO_AUTH["Authorization"].encode()}, method, body)
+
+    entry = logged(proxy, answer.request_id)
+    assert_schema(entry)
+    assert entry["query_patient_id"] == logged_value
 
 
 # --- /audit goes to the Chalice app, never to HOSP -----------------------------------------------

@@ -1,9 +1,10 @@
 /*
- * The access log's client-supplied text, and the patient a write's body names
- * (docs/access-log.md). logging.conf imports this file; each exported function
- * is one js_set variable, read when NGINX writes the request's log line, and
- * only for a write's body or text that is not plain ASCII: logging.conf's maps
- * write the rest as it is, without starting njs.
+ * The access log's client-supplied text, the patient a write's body names and
+ * the patient a note listing's query names (docs/access-log.md). logging.conf
+ * imports this file; each exported function is one js_set variable, read when
+ * NGINX writes the request's log line, and only for a write's body, a note
+ * listing's query that is not plainly "patient_id=<digits>", or text that is
+ * not plain ASCII: logging.conf's maps write the rest, without starting njs.
  *
  * Client text. NGINX's escape=json writes bytes 0x80-0xFF as they are, so one
  * byte that is not UTF-8 in a header or the path made the whole line invalid
@@ -17,6 +18,11 @@
  * body is a JSON object, as a JSON parser that keeps the last of duplicate
  * keys reads it (HOSP is Rails; Ruby's JSON and Python's json both keep the
  * last). The body itself is never logged.
+ *
+ * query_patient_id. The patient_id a note listing asks for in its query, as
+ * HOSP's query parser reads it: Python's urllib.parse.parse_qs with its
+ * defaults, the first value, so that the audit query need decode nothing a
+ * client sent.
  *
  * The scanner is bounded. njs has no garbage collector (what a request
  * allocates is freed when it ends) and a worker runs one script at a time, so
@@ -56,6 +62,18 @@ var CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f]/;
 var SIMPLE_ESCAPES = {0x22: '"', 0x5c: '\\\\', 0x2f: '/', 0x62: '\b', 0x66: '\f', 0x6e: '\n', 0x72: '\r', 0x74: '\t'};
 var SIMPLE_ESCAPE_CODES = {0x22: 0x22, 0x5c: 0x5c, 0x2f: 0x2f, 0x62: 0x08, 0x66: 0x0c, 0x6e: 0x0a, 0x72: 0x0d, 0x74: 0x09};
 var PATIENT_ID = 'patient_id';
+var HASH = 0x23;
+var PERCENT = 0x25;
+var AMPERSAND = 0x26;
+var PLUS = 0x2b;
+var EQUALS = 0x3d;
+var QUESTION_MARK = 0x3f;
+var SPACE = 0x20;
+var ZERO = 0x30;
+var NINE = 0x39;
+// U+FFFD, what Python's decoding with errors='replace' puts for each invalid
+// UTF-8 sequence, in UTF-8.
+var REPLACEMENT = [0xef, 0xbf, 0xbd];
 var LITERALS = {0x74: 'true', 0x66: 'false', 0x6e: 'null'};
 var HEX_VALUES = hexValues();
 
@@ -174,6 +192,192 @@ function sequenceLength(bytes, i, n) {
 
 function hexByte(b) {
     return '\\x' + HEX[b >> 4] + HEX[b & 15];
+}
+
+/* query_patient_id */
+
+// The first non-blank value of the field patient_id in the query of the
+// request target, read as Python's parse_qs reads the query that
+// urllib.parse.urlsplit finds (HOSP's stand-in does exactly this): the query
+// is what follows the first "?" up to the first "#" (a fragment, which HTTP
+// servers drop; a "#" before any "?" leaves no query); fields are split on
+// "&" only; a field without "=", or with nothing after it, is skipped; "+" is
+// a space, and key and value are then percent-decoded as unquote() decodes
+// them (below). The value as the stand-in's list_notes takes it: ASCII digits
+// without their leading zeros ("0" if all are zeros), kept as text (an id may
+// have 18 digits, more than a JavaScript number holds exactly); any other
+// value as client text; "" when the query has no such field. One pass over
+// the target, whose length NGINX's header buffers bound (8 kB).
+function queryPatientId(r) {
+    try {
+        return listedPatientId(r.rawVariables.request_uri);
+    } catch (e) {
+        r.error('query_patient_id: the parser failed: ' + e);
+        return UNKNOWN;
+    }
+}
+
+function listedPatientId(target) {
+    if (!target) {
+        return '';
+    }
+    var n = target.length;
+    var start = -1;
+    for (var i = 0; i < n && start < 0; i++) {
+        if (target[i] === HASH) {
+            return '';
+        }
+        if (target[i] === QUESTION_MARK) {
+            start = i + 1;
+        }
+    }
+    if (start < 0) {
+        return '';
+    }
+    var end = target.indexOf(HASH, start);
+    if (end < 0) {
+        end = n;
+    }
+    var field = start;
+    while (field < end) {
+        var next = target.indexOf(AMPERSAND, field);
+        if (next < 0 || next > end) {
+            next = end;
+        }
+        var equals = field;
+        while (equals < next && target[equals] !== EQUALS) {
+            equals++;
+        }
+        if (equals + 1 < next && isPatientIdKey(target, field, equals)) {
+            return valueText(unquote(target, equals + 1, next));
+        }
+        field = next + 1;
+    }
+    return '';
+}
+
+// Whether the key target[start] to target[end] decodes to "patient_id". Each
+// of its ten characters takes one to three bytes ("%5F"), so a key of another
+// length is not decoded.
+function isPatientIdKey(target, start, end) {
+    if (end - start < PATIENT_ID.length || end - start > 3 * PATIENT_ID.length) {
+        return false;
+    }
+    var key = unquote(target, start, end);
+    if (key.length !== PATIENT_ID.length) {
+        return false;
+    }
+    for (var k = 0; k < key.length; k++) {
+        if (key[k] !== PATIENT_ID.charCodeAt(k)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// A decoded value (its bytes) as logged: ASCII digits without their leading
+// zeros, anything else as client text.
+function valueText(bytes) {
+    var first = -1;
+    for (var k = 0; k < bytes.length; k++) {
+        if (bytes[k] < ZERO || bytes[k] > NINE) {
+            return escapeBytes(Buffer.from(bytes));
+        }
+        if (first < 0 && bytes[k] !== ZERO) {
+            first = k;
+        }
+    }
+    return first < 0 ? '0' : Buffer.from(bytes.slice(first)).toString();
+}
+
+// The bytes of Python's unquote(text.replace('+', ' ')) for the field
+// b[start] to b[end], with its defaults (UTF-8, errors='replace'). unquote
+// takes the text in runs: each run of ASCII characters has its "%XX" escapes
+// (two hex digits, either case) turned into bytes, a "%" before anything else
+// kept, and is then decoded as UTF-8, each invalid sequence becoming U+FFFD;
+// characters that are not ASCII are kept as they are. Here the query's raw
+// bytes 0x80-0xFF (which a client should have percent-encoded) are kept as
+// the bytes they are, and written as client text.
+function unquote(b, start, end) {
+    var out = [];
+    var i = start;
+    while (i < end) {
+        var c = b[i];
+        if (c >= 0x80) {
+            out.push(c);
+            i++;
+            continue;
+        }
+        // One ASCII run: its bytes after the escapes, then decoded.
+        var run = [];
+        while (i < end && (c = b[i]) < 0x80) {
+            if (c === PERCENT && i + 2 < end && HEX_VALUES[b[i + 1]] >= 0 && HEX_VALUES[b[i + 2]] >= 0) {
+                run.push((HEX_VALUES[b[i + 1]] << 4) | HEX_VALUES[b[i + 2]]);
+                i += 3;
+            } else {
+                run.push(c === PLUS ? SPACE : c);
+                i++;
+            }
+        }
+        decodeReplacing(run, out);
+    }
+    return out;
+}
+
+// Appends to `out` the UTF-8 of `bytes` decoded as Python decodes with
+// errors='replace': valid sequences as they are, and U+FFFD for each maximal
+// part of an invalid one (a lead byte and the continuation bytes that may
+// follow it; any other byte alone), as the Unicode Standard recommends.
+function decodeReplacing(bytes, out) {
+    var n = bytes.length;
+    var i = 0;
+    while (i < n) {
+        var b = bytes[i];
+        if (b < 0x80) {
+            out.push(b);
+            i++;
+            continue;
+        }
+        var size = sequenceLength(bytes, i, n);
+        if (size > 0) {
+            for (var k = 0; k < size; k++) {
+                out.push(bytes[i + k]);
+            }
+            i += size;
+            continue;
+        }
+        out.push(REPLACEMENT[0], REPLACEMENT[1], REPLACEMENT[2]);
+        i += invalidLength(bytes, i, n);
+    }
+}
+
+// The length of the invalid sequence at bytes[i]: a lead byte of a 2-, 3- or
+// 4-byte sequence with the continuation bytes that may follow it there, or 1.
+function invalidLength(bytes, i, n) {
+    var b = bytes[i];
+    var low = 0x80;
+    var high = 0xbf;
+    var size;
+    if (b >= 0xc2 && b <= 0xdf) {
+        size = 2;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        size = 3;
+        low = b === 0xe0 ? 0xa0 : 0x80;
+        high = b === 0xed ? 0x9f : 0xbf;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        size = 4;
+        low = b === 0xf0 ? 0x90 : 0x80;
+        high = b === 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 1;
+    }
+    var k = 1;
+    while (k < size && i + k < n && bytes[i + k] >= low && bytes[i + k] <= high) {
+        low = 0x80;
+        high = 0xbf;
+        k++;
+    }
+    return k;
 }
 
 /* body_patient_id */
@@ -509,5 +713,6 @@ export default {
     query: clientText('hosp_log_args'),
     patient_id: clientText('http_x_patient_id'),
     body_patient_id: bodyPatientId,
+    query_patient_id: queryPatientId,
     user_agent: clientText('http_user_agent')
 };
