@@ -18,14 +18,23 @@ WITH trail AS (
         s.*,
         -- The patient record HOSP acted on, found the way HOSP's router finds it:
         -- the id in the (decoded, normalized) path; else the top-level patient_id
-        -- of a write's JSON body; else the patient_id a note listing asked for.
+        -- of a write's JSON body; else the patient_id a note listing asked for,
+        -- which NGINX decodes as HOSP's query parser does (query_patient_id), so
+        -- that nothing here decodes a client's bytes (a decoding that fails would
+        -- fail the whole export).
         -- The X-Patient-Id header is not used: HOSP does not act on it.
         CASE
             WHEN regexp_like(s.normalized_path, '^/+patients/+[1-9][0-9]{0,17}(\.json|/+screen(\.json)?)?/*$')
                 THEN regexp_extract(s.normalized_path, '^/+patients/+([1-9][0-9]{0,17})', 1)
             WHEN s.body_patient_id <> '' THEN s.body_patient_id
-            WHEN regexp_like(s.normalized_path, '^/+notes(\.json)?/*$')
-                THEN coalesce(url_decode(regexp_extract(s.query, '(^|&)patient_id=([^&]*)', 2)), '')
+            WHEN s.query_patient_id <> '' THEN s.query_patient_id
+            -- A line logged before query_patient_id was: a note listing's first
+            -- patient_id= value in its query, if it is ASCII digits as written (no
+            -- decoding), without leading zeros.
+            WHEN s.query_patient_id IS NULL AND regexp_like(s.normalized_path, '^/+notes(\.json)?/*$')
+                THEN coalesce(
+                    regexp_extract(regexp_extract(s.query, '(^|&)patient_id=([^&]*)', 2), '^0*([0-9]+)$', 1), ''
+                )
             ELSE ''
         END AS patient,
         -- The user is the name the request claimed; whether HOSP accepted it is

@@ -196,10 +196,72 @@ def test_the_body_patient_id_beats_a_misleading_header(tmp_path: Path) -> None:
     assert len(trail(tmp_path, [note], patient_id="7")) == 1
 
 
-def test_a_note_listing_names_the_patient_it_asked_for(tmp_path: Path) -> None:
-    listing = entry(path="/notes", normalized_path="/notes", query="view=full&patient_id=%31%32")
+def test_a_note_listing_names_the_patient_nginx_read_in_its_query(tmp_path: Path) -> None:
+    listing = entry(
+        path="/notes", normalized_path="/notes", query="view=full&patient_id=%30%31%32", query_patient_id="12"
+    )
 
     assert [row["patient_id"] for row in trail(tmp_path, [listing])] == ["12"]
+    assert len(trail(tmp_path, [listing], patient_id="12")) == 1
+
+
+def test_the_path_and_then_the_body_come_before_the_query(tmp_path: Path) -> None:
+    lines = [
+        entry(request_id=rid(1), path="/patients/3", normalized_path="/patients/3", query="patient_id=4",
+              query_patient_id="4"),
+        entry(request_id=rid(2), method="POST", path="/notes", normalized_path="/notes", query="patient_id=4",
+              body_patient_id="5", query_patient_id="4"),
+        entry(request_id=rid(3), path="/notes", normalized_path="/notes", query="patient_id=4", query_patient_id="4"),
+    ]  # fmt: skip
+
+    assert [row["patient_id"] for row in trail(tmp_path, lines)] == ["3", "5", "4"]
+
+
+@pytest.mark.parametrize(
+    ("query", "query_patient_id"),
+    [
+        ("patient_id=%ff", "\ufffd"),
+        ("patient_id=%zz", "%zz"),
+        ("patient_id=%", "%"),
+        ("patient_id=%e2%82", "\ufffd"),
+        # The text \xff and an encoded backslash: logged as client text, each backslash doubled.
+        ("patient_id=\\xff%5c", "\\\\xff\\\\"),
+    ],
+)
+def test_a_query_no_decoder_would_take_leaves_the_export_whole(
+    tmp_path: Path, query: str, query_patient_id: str
+) -> None:
+    lines = [
+        entry("2026-11-27 10:00:01.000", request_id=rid(1), path="/notes", normalized_path="/notes", query=query,
+              query_patient_id=query_patient_id),
+        entry("2026-11-27 10:00:02.000", request_id=rid(2), path="/patients/6", normalized_path="/patients/6"),
+    ]  # fmt: skip
+
+    rows = trail(tmp_path, lines)
+
+    assert [(row["request_id"], row["patient_id"]) for row in rows] == [(rid(1), query_patient_id), (rid(2), "6")]
+
+
+@pytest.mark.parametrize(
+    ("query", "patient"),
+    [
+        ("patient_id=12", "12"),
+        ("view=full&patient_id=0012&x=1", "12"),
+        ("patient_id=000", "0"),
+        ("patient_id=%ff&x=%zz", ""),
+        ("patient_id=%31%32", ""),  # not decoded
+        ("", ""),
+    ],
+)
+def test_a_note_listing_logged_before_query_patient_id_reads_its_plain_digits(
+    tmp_path: Path, query: str, patient: str
+) -> None:
+    line = entry(request_id=rid(1), path="/notes", normalized_path="/notes", query=query)
+    del line["query_patient_id"]
+
+    (row,) = trail(tmp_path, [json.dumps(line)])
+
+    assert row["patient_id"] == patient
 
 
 def test_a_line_missing_optional_fields_still_shows(tmp_path: Path) -> None:
@@ -242,7 +304,8 @@ def test_a_note_the_worker_wrote_is_attributed_to_the_nurse(tmp_path: Path) -> N
         entry("2026-11-27 00:00:04.000", request_id=screen, user="nurse-joy", method="POST",
               path="/patients/4/screen", normalized_path="/patients/4/screen", route="interceptor"),
         entry("2026-11-27 00:00:05.000", request_id=screen, user="notes-service", on_behalf_of="nurse-joy",
-              method="GET", path="/notes", normalized_path="/notes", query="patient_id=4", listener="internal"),
+              method="GET", path="/notes", normalized_path="/notes", query="patient_id=4", query_patient_id="4",
+              listener="internal"),
         entry("2026-11-27 00:00:06.000", request_id=screen, user="notes-service", on_behalf_of="nurse-joy",
               method="POST", path="/notes", normalized_path="/notes", body_patient_id="4", listener="internal",
               status=201, upstream_status="201"),

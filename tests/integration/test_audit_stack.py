@@ -20,12 +20,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import requests
 
 from local import audit_buckets, cognito
 from local.hosp_standin import api
+from local.hosp_standin.parsing import decimal
 from local.stack import Stack
 from tests.support import DEMO_AUTH, whole_stack
 
@@ -159,6 +161,68 @@ def test_the_patient_of_each_spelling_is_the_one_hosps_router_resolves(stack: St
     }
     shown = {row["user_agent"] for row in patient_5}
     assert {path for path in SPELLINGS if agents[path] in shown} == {p for p in SPELLINGS if hosp_patient(p) == "5"}
+
+
+# Spellings of a note listing's query. The stand-in's own query parser says which
+# patient each one asks for (the test below never hard-codes it); %ff, %zz and a
+# lone % are what no URL decoder takes.
+LISTING_QUERIES = [
+    "patient_id=5",
+    "patient_id=05",
+    "patient_id=%35",
+    "patient%5Fid=5",
+    "patient_id=&patient_id=5",
+    "patient_id=5&patient_id=6",
+    "view=full&patient_id=0005",
+    "a=1;patient_id=5",
+    "PATIENT_ID=5",
+    "patient_id=%ff",
+    "patient_id=%zz",
+    "patient_id=%",
+    "patient_id=5+",
+    "patient_id=%D9%A5",
+    "patient_id=6",
+]
+
+
+def hosp_listed_patient(query: str) -> str:
+    """The patient the stand-in's note listing reads in `query`, as its server and list_notes
+    read it (parse_qs, the first value, decimal): the id, or the value it refuses, or ''."""
+    values = parse_qs(query).get("patient_id")
+    if not values:
+        return ""
+    found = decimal(values[0])
+    return values[0] if found is None else str(found)
+
+
+def hosp_lists(query: str) -> bool:
+    """Whether the stand-in lists notes for `query` (a positive id, or none asked for) rather than answer 400."""
+    listed = hosp_listed_patient(query)
+    return listed == "" or (decimal(listed) or 0) > 0
+
+
+def test_a_note_listing_names_the_patient_hosps_query_parser_reads(stack: Stack, admin: str) -> None:
+    agents = {}
+    statuses = {}
+    for query in LISTING_QUERIES:
+        agents[query] = marked()
+        statuses[query] = send(
+            stack.ports.proxy, "GET", "/notes?" + query, headers={**DEMO_AUTH, "User-Agent": agents[query]}
+        )
+
+    _, rows = export(stack, admin)  # the export succeeds, whatever the queries held
+    _, patient_5 = export(stack, admin, patient_id="5")
+
+    by_agent = {row["user_agent"]: row for row in rows}
+    assert {query: by_agent[agents[query]]["patient_id"] for query in LISTING_QUERIES} == {
+        query: hosp_listed_patient(query) for query in LISTING_QUERIES
+    }
+    # The stand-in read the same: a positive id or none is a listing, anything else a 400.
+    assert statuses == {query: 200 if hosp_lists(query) else 400 for query in LISTING_QUERIES}
+    shown = {row["user_agent"] for row in patient_5}
+    assert {query for query in LISTING_QUERIES if agents[query] in shown} == {
+        query for query in LISTING_QUERIES if hosp_listed_patient(query) == "5"
+    }
 
 
 def test_a_note_write_names_the_body_patient_not_the_header(stack: Stack, admin: str) -> None:
