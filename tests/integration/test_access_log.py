@@ -192,9 +192,8 @@ def basic(user: bytes, password: bytes = b"pw") -> bytes:
 def log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
     """Every line of the log, each decoded as strict UTF-8 and then as JSON.
 
-    A line NGINX is writing at that moment may be read in part (a write that
-    crosses a page of the file shows page by page): lines end with their
-    newline, and a last one without it is left for the next read."""
+    A line NGINX is writing at that moment can be read in part: lines end with
+    their newline, and a last one without it is left for the next read."""
     data = proxy.access_log.read_bytes()
     return [json.loads(line.decode("utf-8")) for line in data[: data.rfind(b"\n") + 1].splitlines()]
 
