@@ -21,6 +21,7 @@ Faults (see faults.py) apply to API requests only, never to /_sim.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import socketserver
 import struct
@@ -101,6 +102,11 @@ class _Refused(Exception):
         self.status = status
 
 
+# Bytes that Python's str.split() takes for whitespace in a Latin-1 request line,
+# other than the space and tab that separate its three parts.
+NOT_A_SEPARATOR = re.compile(rb"[\x0b\x0c\x1c-\x1f\x85\xa0]")
+
+
 class HospRequestHandler(BaseHTTPRequestHandler):
     """One connection: reads requests in turn and answers each (or resets the connection)."""
 
@@ -131,6 +137,15 @@ class HospRequestHandler(BaseHTTPRequestHandler):
             if len(self.raw_requestline) > MAX_LINE_BYTES:
                 self.requestline = self.request_version = self.command = ""
                 self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                self.close_connection = True
+                return
+            if NOT_A_SEPARATOR.search(self.raw_requestline.rstrip(b"\r\n")):
+                # http.server splits the line with str.split(), which would also split on
+                # these bytes (read as Latin-1: NBSP, NEL, FS...) and so drop a trailing one:
+                # "/notes?patient_id=5\xa0" would list patient 5. Rails' servers split on
+                # spaces only, so the stand-in refuses the line instead.
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad request line")
                 self.close_connection = True
                 return
             if not self.parse_request():

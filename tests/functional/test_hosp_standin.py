@@ -872,3 +872,18 @@ def test_a_wrong_method_names_the_allowed_ones_and_counts_under_the_path(standin
     assert answer.status_code == 405
     assert answer.headers["Allow"] == "DELETE, GET, HEAD, PATCH, PUT"
     assert sim(standin, "stats")["by_route"] == {"POST /hospitals/{id}": 1}
+
+
+@pytest.mark.parametrize("extra", [b"\xa0", b"\x85", b"\x0b", b"\x1c"])
+def test_a_byte_pythons_split_takes_for_a_space_in_the_request_line_gets_400(
+    standin: RunningServer, extra: bytes
+) -> None:
+    """Such a byte would otherwise be dropped: /notes?patient_id=5<NBSP> would list patient 5."""
+    with socket.create_connection(("127.0.0.1", standin.port), timeout=10) as client:
+        client.sendall(b"GET /notes?patient_id=5" + extra + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert sim(standin, "stats")["total"] == 0
