@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from chalicelib import aws, logs
 from chalicelib.audit.jobs import Job
 
 CHUNK = 1 << 20
+CONFLICT_ATTEMPTS = 3  # of a conditional write that S3 reports as conflicting with another
+CONFLICT_PAUSE = 0.1  # seconds, times the attempt
 UNREADABLE_PATH = "(unreadable log line)"  # what trail.sql puts in `path` for such a line
 # Presigning needs no network; SigV4 so that the link works with KMS-encrypted objects.
 _PRESIGN_CONFIG = Config(signature_version="s3v4")
@@ -114,7 +117,7 @@ def finish(log_bucket: str, job: Job, delivered_to: str) -> dict[str, Any]:
     record = {
         "event": "audit_export",
         "job_id": job.job_id,
-        "delivered_to": delivered_to,
+        "first_delivered_to": delivered_to,
         "requested_at": job.submitted_at.isoformat(),
         "completed_at": datetime.now(UTC).isoformat(),
         "filters": job.filters.applied(),
@@ -157,16 +160,28 @@ def _put_record(bucket: str, key: str, record: dict[str, Any], only_if_new: bool
     """Write a record; False if `only_if_new` and the key already holds one."""
     body = (json.dumps(record, sort_keys=True) + "\n").encode()
     condition = {"IfNoneMatch": "*"} if only_if_new else {}
-    try:
-        # Object Lock buckets require an integrity checksum on every write.
-        aws.client("s3").put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256", **condition
-        )
-    except ClientError as error:
-        if only_if_new and error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-            return False
-        raise
-    return True
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            # Object Lock buckets require an integrity checksum on every write.
+            aws.client("s3").put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                ChecksumAlgorithm="SHA256",
+                **condition,
+            )
+            return True
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if only_if_new and code in ("PreconditionFailed", "412"):
+                return False  # the key holds a record already
+            # S3 answers 409 to a conditional write that met another write of the key in
+            # flight, and asks for a retry.
+            if not (only_if_new and code == "ConditionalRequestConflict" and attempt < CONFLICT_ATTEMPTS):
+                raise
+            time.sleep(CONFLICT_PAUSE * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def download_link(job: Job, ttl_seconds: int, now: datetime | None = None) -> tuple[str, datetime]:

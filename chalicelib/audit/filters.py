@@ -141,6 +141,8 @@ def parse(params: Mapping[str, Sequence[str]], now: datetime) -> Filters:
 
     end = _time(one, "to") if "to" in one else now.astimezone(UTC)
     start = _time(one, "from") if "from" in one else end - DEFAULT_SPAN
+    if start.year < EARLIEST_YEAR:  # `to` alone, early in EARLIEST_YEAR: the default range starts before it
+        raise BadFilter("to" if "from" not in one else "from", UTC_TIME_ACCEPTS)
     if start >= end:
         raise BadFilter("from", "must be before to (to is now when it is left out)")
     if end - start > MAX_SPAN:

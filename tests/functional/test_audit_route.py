@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 import requests
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from chalice.test import Client
 
@@ -470,3 +471,28 @@ def test_two_callers_finishing_one_export_at_once_keep_one_record(tokens: dict[s
     versions = boto["s3"].list_object_versions(Bucket=audit_buckets.LOG_BUCKET, Prefix="exports/").get("Versions", [])
     assert len([v for v in versions if v["Key"].endswith(f"{job_id}.json")]) == 1
     assert len({record["completed_at"] for record in records}) == 1  # all four see the one kept
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_conditional_write_s3_calls_conflicting_is_tried_again(tokens: dict[str, str], boto: dict[str, Any]) -> None:
+    job_id = started_and_written(tokens, boto)
+    job = jobs.AthenaEngine(DATABASE, WORKGROUP, audit_buckets.RESULTS_BUCKET, "audit/").job(job_id)
+    s3 = aws.client("s3")
+    real_put = s3.put_object
+    conflicts = iter([True])
+
+    def put_once_conflicting(**kwargs: Any) -> Any:
+        if kwargs.get("IfNoneMatch") and next(conflicts, False):
+            raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "retry"}}, "PutObject")
+        return real_put(**kwargs)
+
+    s3.put_object = put_once_conflicting
+    try:
+        record = export.finish(audit_buckets.LOG_BUCKET, job, "audit-admin")
+    finally:
+        s3.put_object = real_put
+
+    stored = json.loads(
+        boto["s3"].get_object(Bucket=audit_buckets.LOG_BUCKET, Key=export.record_key(job))["Body"].read()
+    )
+    assert stored["sha256"] == record["sha256"] == hashlib.sha256(CSV.encode()).hexdigest()

@@ -301,6 +301,6 @@ def test_a_note_the_worker_wrote_is_the_nurses_and_every_export_is_recorded(stac
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=audit_buckets.LOG_BUCKET, Prefix="exports/")["Contents"]]
     (record_key,) = [k for k in keys if k.endswith(f"{ready['job_id']}.json")]
     record = json.loads(s3.get_object(Bucket=audit_buckets.LOG_BUCKET, Key=record_key)["Body"].read())
-    assert record["delivered_to"] == "audit-admin"
+    assert record["first_delivered_to"] == "audit-admin"
     assert record["sha256"] == ready["sha256"]
     assert record["filters"] == ready["filters"]

@@ -66,6 +66,7 @@ def test_every_filter_is_applied_as_given() -> None:
         ({"to": ["0001-01-01T10:00Z"]}, "to"),  # would overflow
         ({"from": ["9999-12-31T00:00Z"], "to": ["9999-12-31T23:59Z"]}, "to"),  # to is checked first
         ({"to": ["1999-12-31T23:59:59Z"]}, "to"),
+        ({"to": ["2000-01-01T00:00Z"]}, "to"),  # its default range would start in 1999
         ({"to": ["2026-11-27T08:00:00 00:00"]}, "to"),  # a + sent bare in a URL
         ({"patient_id": ["5' OR '1'='1"]}, "patient_id"),
         ({"patient_id": ["05"]}, "patient_id"),
