@@ -159,27 +159,30 @@ function escapeBytes(bytes) {
     return parts.join('');
 }
 
-// The length of the valid UTF-8 sequence at bytes[i] (RFC 3629: no overlong
-// form, no surrogate, nothing above U+10FFFF), or 0.
-function sequenceLength(bytes, i, n) {
-    var b = bytes[i];
-    var low = 0x80;
-    var high = 0xbf;
-    var size;
+// The lead byte b of a UTF-8 sequence (RFC 3629: no overlong form, no
+// surrogate, nothing above U+10FFFF): [its size, the lowest and highest
+// allowed second byte], or null when b leads no sequence.
+function leadOf(b) {
     if (b >= 0xc2 && b <= 0xdf) {
-        size = 2;
-    } else if (b >= 0xe0 && b <= 0xef) {
-        size = 3;
-        low = b === 0xe0 ? 0xa0 : 0x80;
-        high = b === 0xed ? 0x9f : 0xbf;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        size = 4;
-        low = b === 0xf0 ? 0x90 : 0x80;
-        high = b === 0xf4 ? 0x8f : 0xbf;
-    } else {
+        return [2, 0x80, 0xbf];
+    }
+    if (b >= 0xe0 && b <= 0xef) {
+        return [3, b === 0xe0 ? 0xa0 : 0x80, b === 0xed ? 0x9f : 0xbf];
+    }
+    if (b >= 0xf0 && b <= 0xf4) {
+        return [4, b === 0xf0 ? 0x90 : 0x80, b === 0xf4 ? 0x8f : 0xbf];
+    }
+    return null;
+}
+
+// The length of the valid UTF-8 sequence at bytes[i], or 0.
+function sequenceLength(bytes, i, n) {
+    var lead = leadOf(bytes[i]);
+    if (lead === null) {
         return 0;
     }
-    if (i + size > n || bytes[i + 1] < low || bytes[i + 1] > high) {
+    var size = lead[0];
+    if (i + size > n || bytes[i + 1] < lead[1] || bytes[i + 1] > lead[2]) {
         return 0;
     }
     for (var k = 2; k < size; k++) {
@@ -354,23 +357,13 @@ function decodeReplacing(bytes, out) {
 // The length of the invalid sequence at bytes[i]: a lead byte of a 2-, 3- or
 // 4-byte sequence with the continuation bytes that may follow it there, or 1.
 function invalidLength(bytes, i, n) {
-    var b = bytes[i];
-    var low = 0x80;
-    var high = 0xbf;
-    var size;
-    if (b >= 0xc2 && b <= 0xdf) {
-        size = 2;
-    } else if (b >= 0xe0 && b <= 0xef) {
-        size = 3;
-        low = b === 0xe0 ? 0xa0 : 0x80;
-        high = b === 0xed ? 0x9f : 0xbf;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        size = 4;
-        low = b === 0xf0 ? 0x90 : 0x80;
-        high = b === 0xf4 ? 0x8f : 0xbf;
-    } else {
+    var lead = leadOf(bytes[i]);
+    if (lead === null) {
         return 1;
     }
+    var size = lead[0];
+    var low = lead[1];
+    var high = lead[2];
     var k = 1;
     while (k < size && i + k < n && bytes[i + k] >= low && bytes[i + k] <= high) {
         low = 0x80;
