@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -376,3 +377,9 @@ def log_tail(path: Path | None, lines: int = 15) -> str:
     if not last:
         return ""
     return f"\n  last lines of {path}:\n" + "\n".join(f"    {line}" for line in last)
+
+
+def moto_server(port: int, log: Path) -> CommandServer:
+    """The local AWS: moto in server mode on 127.0.0.1:port, up once its API answers."""
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return CommandServer(argv, port, log, health_path="/moto-api/")

@@ -44,6 +44,7 @@ from local.processes import (
     free_port,
     http_check,
     log_tail,
+    moto_server,
     port_in_use,
     port_user,
     reports_ok,
@@ -133,8 +134,7 @@ class Stack:
         ]
 
     def _moto(self) -> CommandServer:
-        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.aws)]
-        return CommandServer(argv, self.ports.aws, self.run_dir / "moto.log", health_path="/moto-api/")
+        return moto_server(self.ports.aws, self.run_dir / "moto.log")
 
     @property
     def aws_url(self) -> str:

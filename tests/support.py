@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS
-from local.processes import free_port
+from local.processes import free_port, moto_server
 from local.stack import Ports, Stack
 
 # The demo account the tests act as: a nurse (docs/hosp-api.yaml).
@@ -51,3 +54,15 @@ def whole_stack(run_dir: Path) -> Iterator[Stack]:
         running.stop()
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+MISSING_MOTO = "moto's server is not installed: .venv/bin/pip install -r requirements-dev.txt (moto[server])"
+
+
+@contextlib.contextmanager
+def local_aws(run_dir: Path) -> Iterator[str]:
+    """A moto server on a free loopback port, its log in run_dir; yields its URL."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        pytest.fail(MISSING_MOTO, pytrace=False)
+    with moto_server(free_port(), run_dir / "moto.log") as server:
+        yield server.url

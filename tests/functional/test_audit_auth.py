@@ -13,7 +13,6 @@ import base64
 import gzip
 import hashlib
 import hmac
-import importlib.util
 import json
 import subprocess
 import sys
@@ -30,21 +29,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib.audit import auth, settings
 from local import cognito
 from local.hosp_standin.store import DEMO_ACCOUNTS
-from local.processes import ROOT, CommandServer, free_port
+from local.processes import ROOT, free_port
+from tests.support import local_aws
 
-MISSING_MOTO = "moto's server is not installed: .venv/bin/pip install -r requirements-dev.txt (moto[server])"
 CLI_TIMEOUT = 60  # a bound for a loaded machine; the command takes a second or two
 
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
-        pytest.fail(MISSING_MOTO, pytrace=False)
-    port = free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with CommandServer(argv, port, log, health_path="/moto-api/") as server:
-        yield server.url
+    with local_aws(tmp_path_factory.mktemp("moto")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,9 +29,8 @@ import app
 from chalicelib import aws
 from chalicelib.audit import auth, export, jobs, query, settings
 from local import audit_buckets, cognito
-from local.processes import CommandServer, free_port
+from tests.support import local_aws
 
-MISSING_MOTO = "moto's server is not installed: .venv/bin/pip install -r requirements-dev.txt (moto[server])"
 WORKGROUP = "hosp-reliability-test-audit"
 DATABASE = "hosp_reliability_test"
 CSV = (
@@ -47,12 +44,8 @@ CSV = (
 
 @pytest.fixture(scope="module")
 def aws_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
-        pytest.fail(MISSING_MOTO, pytrace=False)
-    port = free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with CommandServer(argv, port, tmp_path_factory.mktemp("moto") / "moto.log", health_path="/moto-api/") as server:
-        yield server.url
+    with local_aws(tmp_path_factory.mktemp("moto")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
