@@ -27,11 +27,6 @@ EXPORT_RECORD = "exports/2026-11-28/0b5c2c1e-1d1a-4c1e-9a1e-0123456789ab.json"
 RESULT_CSV = "audit/0b5c2c1e-1d1a-4c1e-9a1e-0123456789ab.csv"
 
 
-@pytest.fixture(params=STAGES)
-def stage(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def policy(stage: str) -> dict[str, Any]:
     return policies.policy(stage)

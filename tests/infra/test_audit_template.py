@@ -19,7 +19,7 @@ import pytest
 from chalicelib import metrics
 from chalicelib.audit import log_schema, settings
 from infra.athena import table
-from infra.iam.policies import AUDIT_RESULTS_PREFIX, STAGES, StageResources
+from infra.iam.policies import AUDIT_RESULTS_PREFIX, StageResources
 from tests.infra.cfn import ACCOUNT, INFRA, REPO, Deployed, as_list, decode, resources
 
 AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
@@ -36,11 +36,6 @@ PROJECTED_DAY = "${day}"
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     return decode(AUDIT_TEMPLATE)
-
-
-@pytest.fixture(params=STAGES)
-def stage(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -34,11 +34,6 @@ VPC_ACTIONS = {
 }
 
 
-@pytest.fixture(params=STAGES)
-def stage(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def policy(stage: str) -> dict[str, Any]:
     return policies.policy(stage)

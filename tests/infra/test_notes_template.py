@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chalicelib import metrics
-from infra.iam.policies import STAGES, StageResources
+from infra.iam.policies import StageResources
 from tests.infra import lambdas
 from tests.infra.cfn import INFRA, Deployed, decode, resources
 
@@ -45,11 +45,6 @@ TOPIC = "arn:aws:sns:eu-west-2:123456789012:hosp-reliability-pager"
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     return decode(NOTES_TEMPLATE)
-
-
-@pytest.fixture(params=STAGES)
-def stage(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
