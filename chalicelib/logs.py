@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,16 @@ WITHHELD = "[withheld]"
 SECRET_FIELDS = frozenset({"authorization", "password", "secret", "images", "image", "body_bytes"})
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="")
+
+
+# The proxy's request ids: 32 hex digits (NGINX's $request_id).
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str:
+    """The X-Request-Id the proxy sent, or an id of our own for a call made around it."""
+    given = headers.get("x-request-id", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ import base64
 import binascii
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -37,15 +36,12 @@ FIRST_BACKOFF = 0.2  # seconds; doubled after each failed try
 # Not Accept-Encoding: HOSP's answer comes back unencoded, so that the
 # interceptor can read it; the nurse's client accepts that in any case.
 FORWARDED_HEADERS = ("authorization", "content-type", "accept", "user-agent")
-REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 PATIENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 def intercept(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.Answer:
     """HOSP's answer to the screen; queues its note job when the screen succeeded."""
-    request_id = headers.get("x-request-id", "")
-    if not REQUEST_ID.fullmatch(request_id):
-        request_id = uuid.uuid4().hex  # called around the proxy: an id of our own
+    request_id = logs.request_id_of(headers)
     with logs.request_context(request_id):
         metrics.emit(metrics.SCREENS_INTERCEPTED)
         if problems := config.problems():

@@ -14,7 +14,6 @@ import re
 import tempfile
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,6 @@ RETRY_AFTER_RUNNING = 2  # seconds a client should wait before polling again
 RETRY_AFTER_RETRYABLE_FAILURE = 30
 FIRST_POLL = 0.2  # seconds; doubled after each poll, up to LONGEST_POLL
 LONGEST_POLL = 2.0
-REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 # How Athena's JSON SerDe reports a line it cannot parse: the export fails rather
 # than skip it (docs/audit.md).
 UNREADABLE_LINE = re.compile(r"HIVE_BAD_DATA|HIVE_CURSOR_ERROR|JsonParseException|malformed JSON", re.IGNORECASE)
@@ -60,10 +58,7 @@ Handler = Callable[[auth.Principal, settings.ExportSettings, jobs.Engine], Respo
 
 
 def _answer(headers: Mapping[str, str], handle: Handler) -> Response:  # noqa: PLR0911 - one answer per refusal
-    request_id = headers.get("x-request-id", "")
-    if not REQUEST_ID.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
-    with logs.request_context(request_id):
+    with logs.request_context(logs.request_id_of(headers)):
         try:
             admin = auth.require_admin(headers.get("authorization"))
             chosen = settings.export()
