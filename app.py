@@ -6,7 +6,6 @@ from chalice import Chalice, Response
 from chalice.app import SQSEvent
 
 from chalicelib import config, health, note_worker, screen
-from chalicelib.audit import route as audit
 
 app = Chalice(app_name="hosp-reliability")
 # Every body is binary to API Gateway, so that HOSP's answers reach the nurse
@@ -32,8 +31,12 @@ def post_screen(patient_id: str) -> Response:
 
 # Admins only: the token is checked in chalicelib/audit/auth.py, not by an
 # authorizer, because `chalice local` does not check Cognito tokens' signatures.
+# The audit route is imported on its first call: its token check (PyJWT,
+# cryptography) would add about 40 ms to every cold start of the screen route.
 @app.route("/audit", methods=["GET"])
 def get_audit() -> Response:
+    from chalicelib.audit import route as audit  # noqa: PLC0415 - see above
+
     request = app.current_request
     assert request is not None
     params = request.query_params
@@ -42,6 +45,8 @@ def get_audit() -> Response:
 
 @app.route("/audit/{job_id}", methods=["GET"])
 def get_audit_job(job_id: str) -> Response:
+    from chalicelib.audit import route as audit  # noqa: PLC0415 - see above
+
     request = app.current_request
     assert request is not None
     return audit.status(job_id, request.headers)
