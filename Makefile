@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 system-packages:
-	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so
+	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so nodejs:node
 
 bench-packages: system-packages
 	@scripts/ensure-system-packages.sh haproxy wrk
