@@ -59,6 +59,8 @@ class NginxProxy(LoopbackServer):
     internal_port: int = 0  # the Lambdas' listener; 0: a free port
     interceptor: str = "127.0.0.1:8000"  # where screens and /audit go (chalice local)
     njs_module: str = render.DEBIAN_NJS_MODULE
+    # The X-Origin-Verify values the public listener accepts; (): no check, as `make run`.
+    origin_secrets: tuple[str, ...] = field(default=(), repr=False)
     _worker_temp: Path | None = field(default=None, init=False, repr=False)
 
     @property
@@ -84,6 +86,7 @@ class NginxProxy(LoopbackServer):
             "internal_listen": f"127.0.0.1:{self.internal_port}",
             "interceptor": self.interceptor,
             "njs_module": self.njs_module,
+            "origin_secrets": self.origin_secrets,
         }
         if os.geteuid() == 0:
             # The workers buffer large bodies to disk, so they need a temp

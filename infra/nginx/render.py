@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -47,6 +48,12 @@ SYSTEM_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
 # and nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/proxy.yaml).
 DEBIAN_NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
 NGINX_ORG_NJS_MODULE = "/usr/lib64/nginx/modules/ngx_http_js_module.so"
+# CloudFront's secret origin header (origin-policy.conf): the values the public
+# listener accepts, the current one and, during a rotation, the previous one.
+# The alphabet and length of infra/cloudfront/distribution.yaml's OriginSecret,
+# which also keep a value safe to write in a regular expression unescaped.
+MAX_ORIGIN_SECRETS = 2
+ORIGIN_SECRET = re.compile(r"[A-Za-z0-9_-]{32,}")
 
 
 class RenderError(ValueError):
@@ -118,6 +125,8 @@ class ProxySettings:
     temp_dir: str | None  # None: the distribution's own temp paths
     user: str | None = None  # None: no user directive (NGINX started by an ordinary user)
     max_open_files: int | None = None  # None: the system's limit
+    # The accepted X-Origin-Verify values, current first; (): no check (the local default).
+    origin_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     tuning: Tuning = Tuning()
 
     @classmethod
@@ -203,6 +212,7 @@ def validate(s: ProxySettings) -> None:
     if t.tries > 1 and round((t.deadline - t.try_timeout) * 1000) < 1:
         raise RenderError("deadline must be longer than one try's timeout (it bounds when retries may start)")
     _validate_logging(t)
+    _validate_origin_secrets(s.origin_secrets)
     # NGINX refuses burst=0 (no burst is written by leaving the parameter out).
     if t.retry_budget_rate < 1 or t.retry_budget_burst < 1:
         raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 1")
@@ -229,6 +239,9 @@ def copies(s: ProxySettings) -> dict[str, int]:
         "optional/retry-location.conf": int(retrying),
         "optional/retries-off.conf": int(not retrying),
         "optional/interceptor-tls.conf": int(s.interceptor_tls),
+        "optional/origin-secret-current.conf": int(len(s.origin_secrets) >= 1),
+        "optional/origin-secret-previous.conf": int(len(s.origin_secrets) >= 2),
+        "optional/origin-open.conf": int(not s.origin_secrets),
         "hosp-retry-peer.conf": _retry_peers(s.tuning),
     }
 
@@ -236,6 +249,7 @@ def copies(s: ProxySettings) -> dict[str, int]:
 def values(s: ProxySettings) -> dict[str, str]:
     """The value of every placeholder the templates may hold."""
     t = s.tuning
+    secrets = (*s.origin_secrets, "", "")
     return {
         "variant": s.variant,
         "upstream": s.upstream,
@@ -249,6 +263,8 @@ def values(s: ProxySettings) -> dict[str, str]:
         "interceptor_timeout": _ms(t.interceptor_timeout),
         "trusted_certificates": s.ca_bundle,
         "njs_module": s.njs_module,
+        "origin_secret_current": secrets[0],
+        "origin_secret_previous": secrets[1],
         "njs_dir": str(NJS_DIR),
         "body_scan_limit": str(t.body_scan_limit),
         "screen_max_bytes": str(SCREEN_MAX_BYTES),
@@ -316,7 +332,31 @@ def write(s: ProxySettings, output: Path) -> None:
         Path(s.temp_dir).mkdir(parents=True, exist_ok=True)
     for log in (s.access_log, s.error_log):
         Path(log).parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    if not s.origin_secrets:
+        output.write_text(text)
+        return
+    # The origin secrets are in it: readable by its owner only (root in
+    # production, whose NGINX master reads it; the workers do not).
+    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+
+
+def read_origin_secrets(path: Path) -> tuple[str, ...]:
+    """The accepted origin secrets from a file: one a line, the current one first.
+
+    Errors never quote a value. A file without any value is refused: an
+    --origin-secret-file that turned the check off would open the origin.
+    """
+    try:
+        lines = tuple(path.read_text().splitlines())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RenderError(f"cannot read the origin secret file {path}: {exc.__class__.__name__}") from exc
+    if not lines:
+        raise RenderError(f"the origin secret file {path} holds no value")
+    _validate_origin_secrets(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         "error_log",
         "user",
     )
-    paths = {name: getattr(args, name) for name in names}
+    paths: dict[str, object] = {name: getattr(args, name) for name in names}
     try:
+        if args.origin_secret_file is not None:
+            paths["origin_secrets"] = read_origin_secrets(Path(args.origin_secret_file))
         settings = ProxySettings.for_variant(
             args.variant,
             args.upstream,
@@ -348,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"wrote {args.output} ({settings.variant}: {settings.listen} -> {settings.upstream}, {tuning.tries} tries; "
-        f"screens -> {settings.interceptor}; internal {settings.internal_listen})"
+        f"screens -> {settings.interceptor}; internal {settings.internal_listen}; "
+        f"origin header {'checked' if settings.origin_secrets else 'not checked'})"
     )
     return 0
 
@@ -371,6 +414,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--error-log", help="error log path")
     p.add_argument("--run-dir", default=".local/nginx", help="local variant: pid, temp files and default logs")
     p.add_argument("--user", help="worker user (production: the distribution's nginx user)")
+    p.add_argument(
+        "--origin-secret-file",
+        help="file of the X-Origin-Verify values the public listener accepts, one a line: the current one, then "
+        "the previous one during a rotation; the output is then readable by its owner only (default: no check)",
+    )
     defaults = Tuning()
     for field in dataclasses.fields(Tuning):
         default = getattr(defaults, field.name)
@@ -409,6 +457,22 @@ def _validate_logging(t: Tuning) -> None:
         raise RenderError(f"access log buffer must be a size like 64k, or off; got {t.access_log_buffer!r}")
     if not 1 <= t.body_scan_limit <= MAX_BODY_BYTES:
         raise RenderError(f"body scan limit must be between 1 and {MAX_BODY_BYTES} bytes, got {t.body_scan_limit}")
+
+
+def _validate_origin_secrets(secrets: tuple[str, ...]) -> None:
+    if len(secrets) > MAX_ORIGIN_SECRETS:
+        raise RenderError(
+            f"at most {MAX_ORIGIN_SECRETS} origin secrets (the current one and the previous one), got {len(secrets)}"
+        )
+    for position, secret in enumerate(secrets, 1):
+        if not secret:
+            raise RenderError(f"origin secret {position} is empty")
+        if not ORIGIN_SECRET.fullmatch(secret):
+            # Never quote the value: render.py's errors end up in logs.
+            raise RenderError(
+                f"origin secret {position} must be at least 32 characters of A-Z, a-z, 0-9, _ and - "
+                "(infra/cloudfront/distribution.yaml's OriginSecret)"
+            )
 
 
 def _port(listen: str) -> str:

@@ -293,3 +293,112 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytes
     assert code == 2
     assert "upstream must be HOST:PORT" in capsys.readouterr().err
     assert not (tmp_path / "x.conf").exists()
+
+
+# --- CloudFront's secret origin header ------------------------------------------------------------
+
+CURRENT_SECRET = "c" * 20 + "-Current_Secret-" + "0" * 8
+PREVIOUS_SECRET = "p" * 20 + "-Previous_Secret" + "1" * 8
+
+
+def with_secrets(tmp_path: Path, *secrets: str) -> ProxySettings:
+    return dataclasses.replace(settings(tmp_path), origin_secrets=secrets)
+
+
+def test_origin_secrets_are_written_as_case_sensitive_map_entries_only(tmp_path: Path) -> None:
+    config = render.render(with_secrets(tmp_path, CURRENT_SECRET, PREVIOUS_SECRET))
+
+    assert nginx_t(config, tmp_path).returncode == 0
+    for secret in (CURRENT_SECRET, PREVIOUS_SECRET):
+        # A regular expression (~, not ~*): NGINX compares a map's plain strings ignoring case.
+        assert [line.strip() for line in config.splitlines() if secret in line] == [f'"~^public:{secret}\\z"  "";']
+    assert "default  refused;" in config
+    assert "# not included: optional/origin-open.conf" in config
+
+
+def test_without_origin_secrets_the_public_listener_is_open(tmp_path: Path) -> None:
+    config = render.render(settings(tmp_path))
+
+    assert "refused;" not in config.split("$hosp_origin {", 1)[1].split("}", 1)[0]
+    assert "# not included: optional/origin-secret-current.conf" in config
+    # The header is never passed on, checked or not: each set of proxy headers clears it (an
+    # inner proxy_set_header hides every outer one).
+    assert config.count('proxy_set_header X-Origin-Verify "";') == config.count("proxy_set_header Host ") > 1
+
+
+def test_origin_secret_directives_come_from_a_template(tmp_path: Path) -> None:
+    patterns = template_line_patterns()
+    for secrets in ((CURRENT_SECRET,), (CURRENT_SECRET, PREVIOUS_SECRET)):
+        lines = [line.strip() for line in render.render(with_secrets(tmp_path, *secrets)).splitlines()]
+        written = [line for line in lines if line and not line.startswith("#")]
+
+        assert [line for line in written if not any(p.fullmatch(line) for p in patterns)] == []
+
+
+@pytest.mark.parametrize(
+    ("secrets", "message"),
+    [
+        ((CURRENT_SECRET, PREVIOUS_SECRET, "t" * 40), "at most 2 origin secrets"),
+        (("",), "origin secret 1 is empty"),
+        ((CURRENT_SECRET, ""), "origin secret 2 is empty"),
+        (("s" * 31,), "at least 32 characters"),
+        (("s" * 31 + "$",), "at least 32 characters"),
+        (("s" * 31 + '"',), "at least 32 characters"),
+        ((CURRENT_SECRET + " ",), "at least 32 characters"),
+    ],
+)
+def test_bad_origin_secrets_are_refused_without_quoting_them(
+    tmp_path: Path, secrets: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(render.RenderError, match=message) as refused:
+        render.render(with_secrets(tmp_path, *secrets))
+
+    assert all(secret not in str(refused.value) for secret in secrets if secret)
+
+
+def test_cli_reads_the_origin_secrets_from_a_file_and_writes_a_config_only_its_owner_reads(tmp_path: Path) -> None:
+    secret_file = tmp_path / "origin-secrets"
+    secret_file.write_text(f"{CURRENT_SECRET}\n{PREVIOUS_SECRET}\n")
+    output = tmp_path / "out" / "nginx.conf"
+    args = ["--upstream", "127.0.0.1:9000", "--run-dir", str(tmp_path), "--output", str(output)]
+
+    assert render.main([*args, "--origin-secret-file", str(secret_file)]) == 0
+
+    config = output.read_text()
+    assert output.stat().st_mode & 0o777 == 0o600
+    assert f'"~^public:{CURRENT_SECRET}\\z"' in config
+    assert f'"~^public:{PREVIOUS_SECRET}\\z"' in config
+    assert nginx_t(config, tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "holds no value"),
+        (f"{CURRENT_SECRET}\n{PREVIOUS_SECRET}\n{'t' * 40}\n", "at most 2 origin secrets"),
+        (f"{CURRENT_SECRET}\n\n", "origin secret 2 is empty"),
+    ],
+)
+def test_cli_refuses_a_bad_origin_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    secret_file = tmp_path / "origin-secrets"
+    secret_file.write_text(content)
+    output = tmp_path / "nginx.conf"
+
+    code = render.main(
+        ["--upstream", "127.0.0.1:9000", "--origin-secret-file", str(secret_file), "--output", str(output)]
+    )
+
+    assert code == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert CURRENT_SECRET not in error
+    assert not output.exists()
+
+
+def test_cli_reports_a_missing_origin_secret_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--upstream", "127.0.0.1:9000", "--origin-secret-file", str(tmp_path / "none"), "--output", "x.conf"]
+
+    assert render.main(args) == 2
+    assert "cannot read the origin secret file" in capsys.readouterr().err
