@@ -6,8 +6,11 @@ import contextlib
 import dataclasses
 import importlib.util
 import signal
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +69,62 @@ def local_aws(run_dir: Path) -> Iterator[str]:
         pytest.fail(MISSING_MOTO, pytrace=False)
     with moto_server(free_port(), run_dir / "moto.log") as server:
         yield server.url
+
+
+@dataclasses.dataclass
+class Received:
+    method: str
+    path: str  # the request target as it arrived, query included
+    headers: dict[str, str]
+    body: bytes
+
+
+class RecordingServer:
+    """A loopback HTTP server standing in for the Chalice app (or HOSP): it keeps what it
+    received and answers 200 with a small JSON body, or the next of `statuses`, or
+    closes the connection without answering when `drop` is set."""
+
+    ANSWER = b'{"from":"recorder"}'
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.statuses: list[int] = []  # answered in order, then 200
+        self.drop = False
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
+                if recorder.drop:
+                    self.close_connection = True
+                    return
+                status = recorder.statuses.pop(0) if recorder.statuses else 200
+                answer = RecordingServer.ANSWER
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.statuses.clear()
+        self.drop = False
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

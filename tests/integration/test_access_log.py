@@ -17,11 +17,9 @@ import json
 import random
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,7 +33,7 @@ from infra.nginx.render import Tuning
 from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
 from local.processes import free_port
-from tests.support import DEMO_AUTH, DEMO_PASSWORD, HOSP_IDLE_TIMEOUT, Hosp
+from tests.support import DEMO_AUTH, DEMO_PASSWORD, HOSP_IDLE_TIMEOUT, Hosp, RecordingServer
 
 TEST_TUNING = Tuning(
     tries=3,
@@ -70,77 +68,23 @@ BODY_TEXT = "body-text-that-is-never-logged"
 # --- a stand-in for the Chalice app ------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Received:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class App:
-    """Answers every request 200 with a JSON body (or as told), and keeps what it received."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.status = 200
-        self.drop = False  # close the connection without answering
-        app = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def handle_any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                app.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
-                if app.drop:
-                    self.close_connection = True
-                    return
-                answer = b'{"from":"app"}'
-                self.send_response(app.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_any
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def reset(self) -> None:
-        self.received.clear()
-        self.status = 200
-        self.drop = False
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
-def app() -> Iterator[App]:
-    server = App()
+def app() -> Iterator[RecordingServer]:
+    server = RecordingServer()
     yield server
     server.close()
 
 
 @pytest.fixture
-def fresh_app(app: App) -> App:
+def fresh_app(app: RecordingServer) -> RecordingServer:
     app.reset()
     return app
 
 
 @pytest.fixture(scope="module")
-def proxy(hosp: Hosp, app: App, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
+def proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
     run_dir = tmp_path_factory.mktemp("nginx")
-    with NginxProxy(hosp.address, run_dir, tuning=TEST_TUNING, interceptor=f"127.0.0.1:{app.port}") as running:
+    with NginxProxy(hosp.address, run_dir, tuning=TEST_TUNING, interceptor=app.address) as running:
         yield running
 
 
@@ -397,15 +341,17 @@ def test_a_retried_request_is_logged_with_the_schema(proxy: NginxProxy, fresh_ho
     assert (entry["status"], entry["upstream_status"], entry["retry_budget"]) == (200, "503 : 200", "PASSED")
 
 
-def test_a_screen_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+def test_a_screen_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer) -> None:
     answer = requests.post(proxy.url + "/patients/1/screen", data=b'{"images":[]}', headers=DEMO_AUTH, timeout=10)
 
     entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
     assert (entry["route"], entry["status"], entry["body_patient_id"]) == ("interceptor", 200, "")
-    assert [r.target for r in fresh_app.received] == ["/patients/1/screen"]
+    assert [r.path for r in fresh_app.received] == ["/patients/1/screen"]
 
 
-def test_an_audit_request_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+def test_an_audit_request_is_logged_with_the_schema(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer
+) -> None:
     answer = requests.get(proxy.url + "/audit", headers=DEMO_AUTH, timeout=10)
 
     entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
@@ -817,15 +763,15 @@ def test_query_patient_id_is_logged_for_note_listings_only(
     ],
 )
 def test_every_spelling_of_audit_reaches_the_app_with_its_credentials_and_never_hosp(
-    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App, *, target: bytes, forwarded: str, normalized: str
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer, *, target: bytes, forwarded: str, normalized: str
 ) -> None:
     authorization = b"Bearer an.audit.token"
 
     answer = get_raw(proxy.port, target, {b"Authorization": authorization})
 
-    assert (answer.status, answer.body) == (200, b'{"from":"app"}')
+    assert (answer.status, answer.body) == (200, RecordingServer.ANSWER)
     [received] = fresh_app.received
-    assert (received.method, received.target) == ("GET", forwarded)  # the normalized path, the query as sent
+    assert (received.method, received.path) == ("GET", forwarded)  # the normalized path, the query as sent
     assert received.headers["Authorization"] == authorization.decode()
     assert received.headers["X-Request-Id"] == answer.request_id
     assert received.headers["Host"] == "127.0.0.1"
@@ -838,14 +784,16 @@ def test_every_spelling_of_audit_reaches_the_app_with_its_credentials_and_never_
     assert fresh_hosp.received() == 0
 
 
-def test_a_write_to_audit_reaches_the_app_with_its_body(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+def test_a_write_to_audit_reaches_the_app_with_its_body(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer
+) -> None:
     body = json.dumps({"patient_id": 17, "reason": BODY_TEXT}).encode()
 
     answer = requests.post(proxy.url + "/audit/exports", data=body, headers=DEMO_AUTH, timeout=10)
 
     assert answer.status_code == 200
     [received] = fresh_app.received
-    assert (received.method, received.target, received.body) == ("POST", "/audit/exports", body)
+    assert (received.method, received.path, received.body) == ("POST", "/audit/exports", body)
     entry = logged(proxy, answer.headers["X-Request-Id"])
     assert (entry["route"], entry["body_patient_id"]) == ("audit", "17")
     assert fresh_hosp.received() == 0
@@ -853,7 +801,7 @@ def test_a_write_to_audit_reaches_the_app_with_its_body(proxy: NginxProxy, fresh
 
 @pytest.mark.parametrize("target", ["/auditx", "/audit.json", "/auditing/1"])
 def test_a_path_that_only_starts_like_audit_goes_to_hosp(
-    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App, target: str
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer, target: str
 ) -> None:
     answer = requests.get(proxy.url + target, headers=DEMO_AUTH, timeout=10)
 
@@ -862,7 +810,9 @@ def test_a_path_that_only_starts_like_audit_goes_to_hosp(
     assert fresh_app.received == []
 
 
-def test_the_internal_listener_sends_audit_to_hosp(proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App) -> None:
+def test_the_internal_listener_sends_audit_to_hosp(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer
+) -> None:
     answer = requests.get(proxy.internal_url + "/audit", headers=DEMO_AUTH, timeout=10)
 
     entry = logged(proxy, answer.headers["X-Request-Id"])
@@ -873,12 +823,12 @@ def test_the_internal_listener_sends_audit_to_hosp(proxy: NginxProxy, fresh_hosp
 
 @pytest.mark.parametrize("failure", ["503", "drop"])
 def test_a_failing_audit_request_is_tried_once_and_never_at_hosp(
-    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: App, failure: str
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer, failure: str
 ) -> None:
     if failure == "drop":
         fresh_app.drop = True
     else:
-        fresh_app.status = int(failure)
+        fresh_app.statuses = [int(failure)]
 
     answer = requests.get(proxy.url + "/audit/queries", headers=DEMO_AUTH, timeout=10)
 

@@ -10,15 +10,12 @@ on. The secrets are made for each run: none is in the repository.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +24,7 @@ import requests
 
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from local.processes import free_port
-from tests.support import DEMO_AUTH, HOSP_IDLE_TIMEOUT, Hosp
+from tests.support import DEMO_AUTH, HOSP_IDLE_TIMEOUT, Hosp, RecordingServer
 
 TEST_TUNING = Tuning(
     tries=3,
@@ -53,69 +49,21 @@ RELOAD_TIMEOUT = 10.0
 LOG_TIMEOUT = 5.0
 
 
-@dataclasses.dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-class Recorder:
-    """Answers every request with a JSON body and the next scripted status (then 200); keeps what it received."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.statuses: list[int] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def handle_any(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.received.append(Received(self.command, self.path, dict(self.headers.items())))
-                status = recorder.statuses.pop(0) if recorder.statuses else 200
-                answer = b'{"from":"recorder"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_any
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def reset(self) -> None:
-        self.received.clear()
-        self.statuses.clear()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
-def app() -> Iterator[Recorder]:
-    server = Recorder()
+def app() -> Iterator[RecordingServer]:
+    server = RecordingServer()
     yield server
     server.close()
 
 
 @pytest.fixture
-def fresh_app(app: Recorder) -> Recorder:
+def fresh_app(app: RecordingServer) -> RecordingServer:
     app.reset()
     return app
 
 
 @pytest.fixture(scope="module")
-def proxy(hosp: Hosp, app: Recorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
+def proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
     """The proxy during a rotation: the current and the previous secret are both accepted."""
     with NginxProxy(
         hosp.address,
@@ -170,7 +118,7 @@ def assert_refused(answer: requests.Response) -> None:
     ],
 )
 def test_a_request_without_the_header_is_refused_before_any_routing(
-    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: Recorder, sent: tuple[str, str, bytes | None]
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer, sent: tuple[str, str, bytes | None]
 ) -> None:
     method, path, body = sent
     answer = get(proxy, path, method=method, data=body)
@@ -207,7 +155,7 @@ def test_a_wrong_value_is_refused(proxy: NginxProxy, fresh_hosp: Hosp, wrong: st
 
 @pytest.mark.parametrize("secret", [CURRENT, PREVIOUS], ids=["current", "previous"])
 def test_the_current_and_the_previous_secret_are_both_accepted(
-    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: Recorder, secret: str
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer, secret: str
 ) -> None:
     hosp_answer = get(proxy, secret=secret)
     screen = get(proxy, "/patients/1/screen", secret=secret, method="POST", data=b'{"images": []}')
@@ -254,7 +202,7 @@ def test_the_internal_listener_needs_no_header(proxy: NginxProxy, fresh_hosp: Ho
 # --- rotation -----------------------------------------------------------------------------------
 
 
-def test_after_a_rotation_the_old_secret_is_refused(hosp: Hosp, app: Recorder, tmp_path: Path) -> None:
+def test_after_a_rotation_the_old_secret_is_refused(hosp: Hosp, app: RecordingServer, tmp_path: Path) -> None:
     with NginxProxy(
         hosp.address, tmp_path, tuning=TEST_TUNING, interceptor=app.address, origin_secrets=(CURRENT, PREVIOUS)
     ) as proxy:
@@ -280,15 +228,15 @@ def test_after_a_rotation_the_old_secret_is_refused(hosp: Hosp, app: Recorder, t
 
 
 @pytest.fixture(scope="module")
-def hosp_recorder() -> Iterator[Recorder]:
-    server = Recorder()
+def hosp_recorder() -> Iterator[RecordingServer]:
+    server = RecordingServer()
     yield server
     server.close()
 
 
 @pytest.fixture(scope="module")
 def recording_proxy(
-    hosp_recorder: Recorder, app: Recorder, tmp_path_factory: pytest.TempPathFactory
+    hosp_recorder: RecordingServer, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NginxProxy]:
     """A proxy whose HOSP records the headers it receives."""
     with NginxProxy(
@@ -302,7 +250,7 @@ def recording_proxy(
 
 
 def test_the_header_never_reaches_hosp_or_the_app(
-    recording_proxy: NginxProxy, hosp_recorder: Recorder, fresh_app: Recorder
+    recording_proxy: NginxProxy, hosp_recorder: RecordingServer, fresh_app: RecordingServer
 ) -> None:
     hosp_recorder.reset()
     hosp_recorder.statuses = [502]  # the first GET fails once: its retry goes through @hosp_retry
