@@ -57,6 +57,7 @@ DEMO_ACCOUNT = DEMO_ACCOUNTS[0]
 USAGE_ERROR = 2
 SMOKE_IMAGE = "aGVsbG8gd29ybGQ="  # any base64 is an image to the stand-in
 SMOKE_NOTE_TIMEOUT = 15.0
+ACCESS_LOG_FLUSH = 1.0  # seconds: the access log's flush interval when buffered
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,9 @@ class Stack:
         """The admin's path: a token from the local Cognito, GET /audit, the CSV through its link."""
         pool = cognito.find(self.aws_url)
         token = cognito.sign_in(pool, "audit-admin").access
+        # NGINX writes buffered log lines at least once a second (access-log-buffered.conf):
+        # wait for the smoke's own requests to be in the file the export reads.
+        time.sleep(ACCESS_LOG_FLUSH + 0.5)
         headers = {"Authorization": f"Bearer {token}"}
         answer = requests.get(f"{self.proxy.url}/audit", headers=headers, timeout=30)
         deadline = time.monotonic() + SMOKE_NOTE_TIMEOUT
@@ -276,6 +280,8 @@ class Stack:
             answer = requests.get(f"{self.proxy.url}{answer.json()['poll']}", headers=headers, timeout=30)
         if answer.status_code != 200:
             raise RuntimeError(f"audit: GET /audit answered {answer.status_code}: {answer.text[:200]}")
+        if answer.json()["rows"] == 0:
+            raise RuntimeError("audit: the export holds none of the smoke's requests")
         download = requests.get(answer.json()["url"], timeout=30)
         if download.status_code != 200 or not download.text.startswith('"time","user"'):
             raise RuntimeError(f"audit: the CSV's link answered {download.status_code}: {download.text[:200]}")
