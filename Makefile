@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages
+.PHONY: run test check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages bundle
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 system-packages:
-	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so nodejs:node
+	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so nodejs:node shellcheck
 
 bench-packages: system-packages
 	@scripts/ensure-system-packages.sh haproxy wrk
@@ -58,6 +58,10 @@ bench-screen: $(STAMP) system-packages
 # Other sizes: .venv/bin/python -m bench.audit_bench --help (bench/README.md).
 bench-audit: $(STAMP)
 	$(BIN)/python -m bench.audit_bench
+
+## bundle: the proxy fleet's bootstrap bundle (infra/ec2/README.md), reproducible, with its sha256
+bundle:
+	$(PYTHON) -m infra.ec2.bundle --output dist/hosp-proxy-bundle.tar.gz
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
