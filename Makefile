@@ -11,12 +11,23 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages bundle
+.PHONY: run test checkov check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages bundle
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+# checkov in a virtual environment of its own: its pins conflict with the dev
+# requirements. Inside .venv so that `make clean` and .gitignore cover it.
+CHECKOV_VENV  := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP): requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)
 
 system-packages:
 	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so nodejs:node shellcheck
@@ -32,7 +43,7 @@ run: $(STAMP) system-packages
 # Most tests wait on sockets and timers, not on a core: four workers finish sooner
 # than one per core on a two-core machine, and their timing margins hold there.
 TEST_WORKERS ?= 4
-test: $(STAMP) system-packages
+test: $(STAMP) $(CHECKOV_STAMP) system-packages
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## check: lint, format, types, then tests (what CI should hold)
