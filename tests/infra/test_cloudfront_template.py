@@ -1,4 +1,4 @@
-"""infra/cloudfront/distribution.yaml: HTTPS only, no caching, security headers, an origin that outlasts the proxy.
+"""infra/cloudfront/distribution.yaml: HTTPS only, no caching, security headers, a private origin outlasting the proxy.
 
 Each test states a property of the deployed distribution, evaluated for each stage with
 tests/infra/cfn.py's Deployed, rather than the template's text. cfn-lint runs on it with
@@ -20,15 +20,32 @@ CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 ONE_YEAR = 365 * 24 * 3600
 EVERY_METHOD = {"GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE"}
 FUNCTION = "arn:aws:cloudfront::123456789012:function/hosp-reliability-prod-redirect"
-# A value given at deploy time only; it must never appear in the repository.
-SECRET = "a-secret-given-at-deploy-time-0123456789"
 PARAMETERS = {
     "DomainName": "hosp.new.example",
     "OldDomainNames": "hosp.old.example,www.hosp.old.example",
     "CertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f",
-    "OriginDomainName": "origin.hosp.new.example",
-    "OriginSecret": SECRET,
 }
+
+
+class Edge(Deployed):
+    """Deployed, plus what this template adds: a VPC origin and an imported value.
+
+    An import stays {"Fn::ImportValue": <export name>}, so a test compares it with the
+    network stack's export name (infra/network/network.yaml's contract).
+    """
+
+    def value(self, node: Any) -> Any:
+        if isinstance(node, dict) and list(node) == ["Fn::ImportValue"]:
+            return {"Fn::ImportValue": self.value(node["Fn::ImportValue"])}
+        return super().value(node)
+
+    def name(self, reference: str) -> Any:
+        logical, _, attribute = reference.partition(".")
+        if self.template["Resources"].get(logical, {}).get("Type") == "AWS::CloudFront::VpcOrigin":
+            # CloudFront makes up the VPC origin's id; the logical id stands in (Ref and Id).
+            assert attribute in ("", "Id"), reference
+            return f"vpc-origin-{logical}"
+        return super().name(reference)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +54,8 @@ def template() -> dict[str, Any]:
 
 
 @pytest.fixture
-def deployed(template: dict[str, Any], stage: str) -> Deployed:
-    return Deployed(template, Stage=stage, **PARAMETERS)
+def deployed(template: dict[str, Any], stage: str) -> Edge:
+    return Edge(template, Stage=stage, **PARAMETERS)
 
 
 # ------------------------------------------------------------------ helpers
@@ -101,7 +118,7 @@ def test_the_new_and_the_old_names_are_served(deployed: Deployed) -> None:
 
 
 def test_without_old_names_only_the_new_one_is_served(template: dict[str, Any]) -> None:
-    deployed = Deployed(template, Stage="prod", **{**PARAMETERS, "OldDomainNames": ""})
+    deployed = Edge(template, Stage="prod", **{**PARAMETERS, "OldDomainNames": ""})
     assert _config(deployed)["Aliases"] == [PARAMETERS["DomainName"]]
 
 
@@ -166,46 +183,83 @@ def test_the_origin_gets_host_authorization_and_the_viewer_address(deployed: Dep
 # ------------------------------------------------------------------ origin
 
 
-def test_the_origin_is_reached_over_https_only(deployed: Deployed) -> None:
+def _vpc_origin(deployed: Deployed, origin: dict[str, Any]) -> dict[str, Any]:
+    """The endpoint config of the template's VPC origin that `origin` uses."""
+    found = [
+        logical
+        for logical in resources(deployed.template, "AWS::CloudFront::VpcOrigin")
+        if deployed.name(f"{logical}.Id") == origin["VpcOriginConfig"]["VpcOriginId"]
+    ]
+    assert len(found) == 1, f"{origin['Id']} uses no VPC origin of the template"
+    config: dict[str, Any] = deployed.properties(found[0])["VpcOriginEndpointConfig"]
+    return config
+
+
+def test_every_origin_is_the_stages_private_alb_through_a_vpc_origin(deployed: Edge, stage: str) -> None:
+    """No public custom origin: CloudFront reaches the fleet only through the network
+    stack's internal ALB, exported as hosp-reliability-<stage>-OriginAlbArn."""
     for origin in _config(deployed)["Origins"]:
-        custom = origin["CustomOriginConfig"]
-        assert custom["OriginProtocolPolicy"] == "https-only"
-        assert custom["OriginSSLProtocols"] == ["TLSv1.2"]
+        assert "CustomOriginConfig" not in origin, origin["Id"]
+        endpoint = _vpc_origin(deployed, origin)
+        assert endpoint["Arn"] == {"Fn::ImportValue": f"hosp-reliability-{stage}-OriginAlbArn"}
 
 
-def test_cloudfront_waits_longer_than_the_proxys_slowest_answer(deployed: Deployed) -> None:
+def test_the_origin_is_reached_over_https_only_with_tls_1_2(deployed: Edge) -> None:
+    for origin in _config(deployed)["Origins"]:
+        endpoint = _vpc_origin(deployed, origin)
+        assert endpoint["OriginProtocolPolicy"] == "https-only"
+        assert endpoint["OriginSSLProtocols"] == ["TLSv1.2"]
+        assert endpoint["HTTPSPort"] == 443
+
+
+def test_the_origin_is_named_for_the_certificate_the_alb_presents(deployed: Edge) -> None:
+    """CloudFront checks the origin's certificate against this name (its SNI) or the
+    forwarded Host; the ALB presents a certificate for the public names."""
+    for origin in _config(deployed)["Origins"]:
+        assert origin["DomainName"] == PARAMETERS["DomainName"]
+
+
+def test_cloudfront_waits_longer_than_the_proxys_slowest_answer(deployed: Edge) -> None:
     """docs/proxy.md: the slowest answer plus a margin fits within the origin timeout, so
     CloudFront never gives up on a write HOSP may still commit."""
     config = _config(deployed)
     origins = _origins(config)
     for behaviour in _behaviours(config):
-        timeout = origins[behaviour["TargetOriginId"]]["CustomOriginConfig"]["OriginReadTimeout"]
+        timeout = origins[behaviour["TargetOriginId"]]["VpcOriginConfig"]["OriginReadTimeout"]
         assert timeout >= worst_case(Tuning()) + ORIGIN_MARGIN
         assert timeout >= Tuning().origin_timeout
 
 
-def test_the_origin_gets_the_secret_header(deployed: Deployed) -> None:
+def test_the_secret_header_comes_from_the_stages_secret(deployed: Edge, stage: str) -> None:
+    """A Secrets Manager dynamic reference to the "current" key of the network stack's
+    secret, resolved by CloudFormation: the value is in no parameter and no file."""
+    reference = f"{{{{resolve:secretsmanager:hosp-reliability/{stage}/origin-verify:SecretString:current}}}}"
     for origin in _config(deployed)["Origins"]:
-        values = [header["HeaderValue"] for header in origin["OriginCustomHeaders"]]
-        assert SECRET in values
+        headers = {header["HeaderName"]: header["HeaderValue"] for header in origin["OriginCustomHeaders"]}
+        assert headers == {"X-Origin-Verify": reference}
 
 
-def test_the_secret_is_a_hidden_parameter_and_not_in_the_template(template: dict[str, Any]) -> None:
-    config = one(template, "AWS::CloudFront::Distribution")["Properties"]["DistributionConfig"]
-    headers = [header for origin in config["Origins"] for header in origin["OriginCustomHeaders"]]
-    values = [header["HeaderValue"] for header in headers]
-    assert len(values) == 1
-    parameter = values[0]["Ref"]
-    assert template["Parameters"][parameter]["NoEcho"] is True
-    assert "Default" not in template["Parameters"][parameter]
-    assert SECRET not in DISTRIBUTION_TEMPLATE.read_text(encoding="utf-8")
+def test_no_parameter_carries_the_secret(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    assert not [name for name, spec in parameters.items() if spec.get("NoEcho")]
+    assert "OriginSecret" not in parameters
+
+
+def test_raising_the_secret_version_updates_the_distribution(template: dict[str, Any], stage: str) -> None:
+    """CloudFormation reads a dynamic reference again only for a resource it updates: a
+    new OriginSecretVersion must change the distribution, or a rotated secret would
+    never reach CloudFront."""
+    before = _config(Edge(template, Stage=stage, **PARAMETERS))
+    after = _config(Edge(template, Stage=stage, OriginSecretVersion="2", **PARAMETERS))
+    assert before != after
+    assert before["Origins"] == after["Origins"]
 
 
 # ---------------------------------------------------------------- redirect
 
 
 def test_the_redirect_function_runs_on_viewer_request_when_given(template: dict[str, Any], stage: str) -> None:
-    deployed = Deployed(template, Stage=stage, RedirectFunctionArn=FUNCTION, **PARAMETERS)
+    deployed = Edge(template, Stage=stage, RedirectFunctionArn=FUNCTION, **PARAMETERS)
     for behaviour in _behaviours(_config(deployed)):
         associations = as_list(behaviour["FunctionAssociations"])
         assert {"EventType": "viewer-request", "FunctionARN": FUNCTION} in associations
