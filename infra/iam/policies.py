@@ -1,20 +1,32 @@
-"""The IAM policy of each deployed stage's Lambdas, built from one definition.
+"""The IAM policy of each Lambda function of each deployed stage, built from one definition.
 
-Chalice gives every function of a stage a role with the stage's
-`.chalice/policy-<stage>.json` (`autogen_policy` is false), so the file grants
-what any of the stage's functions needs, and nothing of another stage:
+Every function gets a role of its own (Chalice's per-function `iam_policy_file`,
+with `autogen_policy` false), holding `.chalice/policy-<stage>-<function>.json`,
+which grants what that function does and nothing else:
 
-- the screen interceptor (API handler) sends note jobs to the note queue;
-- the note worker receives them through the Lambda event source (which polls
-  with the function's role), moves a job that can never succeed to the
-  dead-letter queue itself, and reads the HOSP service account secret;
-- the audit route (API handler) runs its query in the stage's Athena
-  workgroup, which reads the access log table with the caller's credentials
-  and writes the CSV to the results bucket, and records each export in the
-  log bucket;
-- both write their logs, and both run in the VPC.
+- api_handler serves every route. The screen route queues a note job on the
+  note queue. The audit route runs its query in the stage's Athena workgroup,
+  which reads the access log table with the caller's credentials and writes
+  the CSV to the results bucket, and records each export in the log bucket.
+- write_note consumes the note queue (the Lambda event source polls it with
+  the function's role), defers a job it will retry, moves a job that can
+  never succeed to the dead-letter queue itself, and reads the HOSP service
+  account secret.
+- Both write their own logs and run in the VPC.
 
-Resource names are those infra/notes/queues.yaml and infra/athena/audit.yaml
+It also writes each stage's REST API resource policy,
+`.chalice/policy-<stage>-rest-api.json` (`api_gateway_policy_file`): the API
+is PRIVATE and answers only requests that come through the stage's
+execute-api VPC endpoint, the one the proxy fleet uses; every other source is
+denied. The endpoint's id is the network stack's export, resolved by
+CloudFormation when the app stack is deployed.
+
+The lists follow the AWS calls each function makes (chalicelib's boto3
+clients): note_jobs.queue (screen route), audit.jobs and audit.export (audit
+route), note_worker and service_account (write_note).
+
+Resource names are those infra/notes/queues.yaml, infra/athena/audit.yaml and
+the app stack (infra/app/merge.json names the functions and their log groups)
 create for the stage. Region and account are `*` in every ARN: the policy
 files are static JSON, deployed unchanged to whichever account the stage
 lives in, and the stage's own names are what tells one stage's resources
@@ -23,7 +35,7 @@ account id, and their ARNs name it with the policy variable
 ${aws:PrincipalAccount} (the account of the role making the request):
 another account's bucket of the same name pattern is out of reach.
 
-    python -m infra.iam.policies            # rewrite .chalice/policy-<stage>.json
+    python -m infra.iam.policies            # rewrite .chalice/policy-<stage>-*.json
     python -m infra.iam.policies --check    # exit 1 if a committed file differs
 """
 
@@ -39,8 +51,19 @@ from typing import Any
 
 APP_NAME = "hosp-reliability"
 STAGES = ("dev", "prod")
+# Chalice's names of the app's functions: the one serving every route, and the
+# SQS handler of app.py (tests/infra/test_iam_policies.py checks the list).
+API_HANDLER = "api_handler"
+NOTE_WORKER = "write_note"
+FUNCTIONS = (API_HANDLER, NOTE_WORKER)
+# The file name part of the REST API's resource policy (no function has this name).
+REST_API = "rest-api"
 # IAM replaces it with the account of the principal making the request.
 PRINCIPAL_ACCOUNT = "${aws:PrincipalAccount}"
+# The network stack's export of the stage's execute-api interface endpoint.
+EXECUTE_API_ENDPOINT_EXPORT = "ExecuteApiVpcEndpointId"
+# API Gateway expands it to every stage, method and path of the API that holds the policy.
+WHOLE_API = "execute-api:/*"
 # Athena's output location in the results bucket (AUDIT_RESULTS_PREFIX).
 AUDIT_RESULTS_PREFIX = "audit/"
 CHALICE_DIR = Path(__file__).resolve().parents[2] / ".chalice"
@@ -60,6 +83,10 @@ class StageResources:
     def prefix(self) -> str:
         """Start of every function and queue name of the stage (Chalice: <app>-<stage>)."""
         return f"{APP_NAME}-{self.stage}"
+
+    def export(self, key: str) -> str:
+        """Name of a stack export of the stage (infra/network/network.yaml exports hosp-reliability-<stage>-<Key>)."""
+        return f"{self.prefix}-{key}"
 
     @property
     def note_queue(self) -> str:
@@ -131,59 +158,41 @@ class StageResources:
     def audit_results_bucket_arn(self) -> str:
         return f"arn:aws:s3:::{self.audit_results_bucket()}"
 
-    @property
-    def log_group_arns(self) -> list[str]:
-        groups = f"arn:aws:logs:*:*:log-group:/aws/lambda/{self.prefix}"
-        return [
-            # The API handler is named <app>-<stage>, with no suffix: its
-            # group (CreateLogGroup) and its streams.
-            groups,
-            f"{groups}:*",
-            # Every other function is <app>-<stage>-<name>: groups and streams.
-            f"{groups}-*",
-        ]
+    def function_name(self, function: str) -> str:
+        """Deployed name: the API handler is <app>-<stage>, every other <app>-<stage>-<function>
+        (Chalice's naming; infra/app/merge.json sets the same FunctionName)."""
+        return self.prefix if function == API_HANDLER else f"{self.prefix}-{function}"
+
+    def log_group(self, function: str) -> str:
+        return f"/aws/lambda/{self.function_name(function)}"
+
+    def log_streams_arn(self, function: str) -> str:
+        """The function's log streams. The app stack creates the group itself
+        (infra/app/merge.json, with its retention), so no function may create one."""
+        return f"arn:aws:logs:*:*:log-group:{self.log_group(function)}:*"
 
 
-def statements(stage: str) -> list[Statement]:
-    """The stage's statements, one per need, in a stable order."""
+def statements(stage: str, function: str) -> list[Statement]:
+    """What `function` of `stage` does, one statement per need, in a stable order."""
     names = StageResources(stage)
-    queues = [names.note_queue_arn, names.dead_letter_queue_arn]
+    own_logs: Statement = {
+        "Sid": "WriteOwnLogs",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": [names.log_streams_arn(function)],
+    }
+    found: list[Statement] = {API_HANDLER: _api_handler, NOTE_WORKER: _note_worker}[function](names)
+    return [own_logs, *found, _VPC_NETWORK_INTERFACES]
+
+
+def _api_handler(names: StageResources) -> list[Statement]:
     return [
         {
-            "Sid": "WriteOwnLogs",
+            # The screen route queues a note job (chalicelib/note_jobs.py) on
+            # the queue it looks up by name (NOTE_QUEUE_NAME).
+            "Sid": "QueueNoteJobs",
             "Effect": "Allow",
-            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": names.log_group_arns,
-        },
-        {
-            # The interceptor queues jobs; the worker moves a job that can
-            # never succeed to the dead-letter queue itself.
-            "Sid": "SendNoteJobs",
-            "Effect": "Allow",
-            "Action": ["sqs:SendMessage"],
-            "Resource": queues,
-        },
-        {
-            # Both Lambdas are given queue names (NOTE_QUEUE_NAME,
-            # NOTE_DEAD_LETTER_QUEUE_NAME) and look up their URLs.
-            "Sid": "FindNoteQueues",
-            "Effect": "Allow",
-            "Action": ["sqs:GetQueueUrl"],
-            "Resource": queues,
-        },
-        {
-            # ReceiveMessage, DeleteMessage and GetQueueAttributes are what the
-            # Lambda event source mapping needs to poll the queue with the
-            # function's role; ChangeMessageVisibility lets the worker time a
-            # job's next attempt. Nothing consumes the dead-letter queue.
-            "Sid": "ConsumeNoteJobs",
-            "Effect": "Allow",
-            "Action": [
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:GetQueueAttributes",
-                "sqs:ChangeMessageVisibility",
-            ],
+            "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"],
             "Resource": [names.note_queue_arn],
         },
         # The audit route. Athena runs a query with the caller's credentials:
@@ -248,6 +257,42 @@ def statements(stage: str) -> list[Statement]:
             "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
             "Resource": [f"{names.audit_results_bucket_arn}/{AUDIT_RESULTS_PREFIX}*"],
         },
+    ]
+
+
+def _note_worker(names: StageResources) -> list[Statement]:
+    return [
+        {
+            # ReceiveMessage, DeleteMessage and GetQueueAttributes are what the
+            # Lambda event source mapping needs to poll the queue with the
+            # function's role; ChangeMessageVisibility lets the worker time a
+            # job's next attempt. Nothing consumes the dead-letter queue.
+            "Sid": "ConsumeNoteJobs",
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+            ],
+            "Resource": [names.note_queue_arn],
+        },
+        {
+            # The worker looks both queues up by name: the note queue from the
+            # event's source ARN, the dead-letter queue from
+            # NOTE_DEAD_LETTER_QUEUE_NAME.
+            "Sid": "FindNoteQueues",
+            "Effect": "Allow",
+            "Action": ["sqs:GetQueueUrl"],
+            "Resource": [names.note_queue_arn, names.dead_letter_queue_arn],
+        },
+        {
+            # A job that can never succeed is moved at once, with its reason.
+            "Sid": "DeadLetterNoteJobs",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": [names.dead_letter_queue_arn],
+        },
         {
             # Encrypted with aws/secretsmanager, so no kms:Decrypt is needed.
             "Sid": "ReadHospServiceAccount",
@@ -255,58 +300,115 @@ def statements(stage: str) -> list[Statement]:
             "Action": ["secretsmanager:GetSecretValue"],
             "Resource": [names.service_secret_arn],
         },
-        {
-            # A Lambda in a VPC: Lambda creates and removes the function's
-            # network interfaces with the function's own role. These are the
-            # actions of AWS's AWSLambdaVPCAccessExecutionRole, which grants
-            # them on "*": DescribeNetworkInterfaces works only on "*", and the
-            # interfaces' ids are not known before Lambda creates them. This
-            # is the only statement with a "*" resource.
-            "Sid": "ManageVpcNetworkInterfaces",
-            "Effect": "Allow",
-            "Action": [
-                "ec2:CreateNetworkInterface",
-                "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeSubnets",
-                "ec2:DeleteNetworkInterface",
-                "ec2:AssignPrivateIpAddresses",
-                "ec2:UnassignPrivateIpAddresses",
-            ],
-            "Resource": "*",
-        },
     ]
 
 
-def policy(stage: str) -> Policy:
+# Every function runs in the VPC: Lambda creates and removes the function's
+# network interfaces with the function's own role. These are the actions of
+# AWS's AWSLambdaVPCAccessExecutionRole, which grants them on "*":
+# DescribeNetworkInterfaces and DescribeSubnets work only on "*", and the
+# interfaces' ids are not known before Lambda creates them. This is the only
+# statement with a "*" resource.
+_VPC_NETWORK_INTERFACES: Statement = {
+    "Sid": "ManageVpcNetworkInterfaces",
+    "Effect": "Allow",
+    "Action": [
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    ],
+    "Resource": "*",
+}
+
+
+def rest_api_policy(stage: str) -> Policy:
+    """The stage's REST API resource policy: only through the stage's execute-api endpoint.
+
+    The Deny makes the rule hold whatever else may ever allow a call (an Allow
+    for another principal added later): a request that did not come through
+    the endpoint is refused, and API Gateway checks this before the Lambda runs.
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return {"Version": "2012-10-17", "Statement": statements(stage)}
+    endpoint = {"Fn::ImportValue": StageResources(stage).export(EXECUTE_API_ENDPOINT_EXPORT)}
+    invoke = {"Principal": "*", "Action": "execute-api:Invoke", "Resource": WHOLE_API}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyAllButTheFleetsEndpoint",
+                "Effect": "Deny",
+                **invoke,
+                "Condition": {"StringNotEquals": {"aws:SourceVpce": endpoint}},
+            },
+            {
+                "Sid": "AllowTheFleetsEndpoint",
+                "Effect": "Allow",
+                **invoke,
+                "Condition": {"StringEquals": {"aws:SourceVpce": endpoint}},
+            },
+        ],
+    }
 
 
-def policy_file(stage: str) -> str:
-    """File name of the stage's policy in .chalice/ (its `iam_policy_file`)."""
-    return f"policy-{stage}.json"
+def policy(stage: str, function: str = API_HANDLER) -> Policy:
+    """The policy of one function of one stage; by default the API handler's, which
+    serves every route (the screen route and the audit route)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if function not in FUNCTIONS:
+        raise ValueError(f"unknown function {function!r}; functions: {', '.join(FUNCTIONS)}")
+    return {"Version": "2012-10-17", "Statement": statements(stage, function)}
 
 
-def render(stage: str) -> str:
-    return json.dumps(policy(stage), indent=2) + "\n"
+def policy_file(stage: str, function: str) -> str:
+    """File name of a function's policy in .chalice/ (its `iam_policy_file`); with
+    REST_API, the stage's REST API resource policy (its `api_gateway_policy_file`)."""
+    return f"policy-{stage}-{function}.json"
+
+
+def rest_api_policy_file(stage: str) -> str:
+    """File name of the stage's REST API resource policy in .chalice/ (its `api_gateway_policy_file`)."""
+    return f"policy-{stage}-{REST_API}.json"
+
+
+def render(stage: str, function: str) -> str:
+    """A file's content; `function` is a function's name or REST_API."""
+    document = rest_api_policy(stage) if function == REST_API else policy(stage, function)
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _files() -> list[tuple[str, str]]:
+    return [(stage, function) for stage in STAGES for function in (*FUNCTIONS, REST_API)]
 
 
 def stale_files(chalice_dir: Path) -> list[Path]:
-    """The stages' policy files whose content is not what `render` builds."""
+    """The policy files whose content is not what `render` builds, and policy files
+    no function uses any more (a left-over file would look deployed)."""
     stale = []
-    for stage in STAGES:
-        path = chalice_dir / policy_file(stage)
-        if not path.is_file() or path.read_text(encoding="utf-8") != render(stage):
+    for stage, function in _files():
+        path = chalice_dir / policy_file(stage, function)
+        if not path.is_file() or path.read_text(encoding="utf-8") != render(stage, function):
             stale.append(path)
-    return stale
+    return stale + unused_files(chalice_dir)
+
+
+def unused_files(chalice_dir: Path) -> list[Path]:
+    wanted = {policy_file(stage, function) for stage, function in _files()}
+    return sorted(p for p in chalice_dir.glob("policy-*.json") if p.name not in wanted)
 
 
 def write_all(chalice_dir: Path) -> list[Path]:
+    """Write every function's file and remove policy files no function uses."""
+    for path in unused_files(chalice_dir):
+        path.unlink()
     written = []
-    for stage in STAGES:
-        path = chalice_dir / policy_file(stage)
-        path.write_text(render(stage), encoding="utf-8")
+    for stage, function in _files():
+        path = chalice_dir / policy_file(stage, function)
+        path.write_text(render(stage, function), encoding="utf-8")
         written.append(path)
     return written
 

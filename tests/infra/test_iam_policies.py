@@ -1,8 +1,8 @@
-"""infra/iam/policies.py and the .chalice/policy-<stage>.json files it writes.
+"""infra/iam/policies.py and the .chalice/policy-<stage>-<function>.json files it writes.
 
-The committed files are the generated ones; each stage's policy grants what its Lambdas
-do, on the resources infra/notes/queues.yaml creates for that stage, and nothing of
-another stage. Grants are checked by evaluating IAM's wildcard matching against the ARNs
+The committed files are the generated ones; each function's policy grants what that
+function does, on the resources infra/notes/queues.yaml creates for its stage, and
+nothing of another function or another stage. Grants are checked by evaluating IAM's wildcard matching against the ARNs
 a deployment would have, not by comparing strings.
 """
 
@@ -18,7 +18,7 @@ import pytest
 
 from chalicelib import config as app_config
 from infra.iam import policies
-from infra.iam.policies import STAGES, StageResources
+from infra.iam.policies import API_HANDLER, FUNCTIONS, NOTE_WORKER, REST_API, STAGES, StageResources
 from tests.infra import lambdas
 from tests.infra.cfn import ACCOUNT, INFRA, REGION, Deployed, decode, resources
 
@@ -34,9 +34,25 @@ VPC_ACTIONS = {
 }
 
 
+@pytest.fixture(params=FUNCTIONS)
+def function(request: pytest.FixtureRequest) -> str:
+    """Each function of the app in turn."""
+    return str(request.param)
+
+
 @pytest.fixture
-def policy(stage: str) -> dict[str, Any]:
-    return policies.policy(stage)
+def policy(stage: str, function: str) -> dict[str, Any]:
+    return policies.policy(stage, function)
+
+
+@pytest.fixture
+def interceptor(stage: str) -> dict[str, Any]:
+    return policies.policy(stage, API_HANDLER)
+
+
+@pytest.fixture
+def worker(stage: str) -> dict[str, Any]:
+    return policies.policy(stage, NOTE_WORKER)
 
 
 @pytest.fixture
@@ -102,25 +118,71 @@ def test_check_names_a_file_that_differs_and_writing_fixes_it(
     assert policies.main(["--check", *directory]) == 1  # no files yet
     assert policies.main(directory) == 0
     assert policies.main(["--check", *directory]) == 0
-    edited = tmp_path / policies.policy_file("prod")
+    edited = tmp_path / policies.policy_file("prod", NOTE_WORKER)
     edited.write_text(edited.read_text().replace("GetSecretValue", "PutSecretValue"))
     capsys.readouterr()
     assert policies.main(["--check", *directory]) == 1
     assert str(edited) in capsys.readouterr().err
     assert policies.main(directory) == 0
-    assert json.loads(edited.read_text()) == policies.policy("prod")
+    assert json.loads(edited.read_text()) == policies.policy("prod", NOTE_WORKER)
 
 
-def test_each_stage_deploys_its_generated_policy_file(stage: str) -> None:
-    """Chalice uses iam_policy_file only with autogen_policy false; otherwise it writes its own."""
-    config = lambdas.chalice_config(stage)
+def test_a_left_over_policy_file_is_stale_and_writing_removes_it(tmp_path: Path) -> None:
+    """A file no function uses any more would look deployed; the check names it."""
+    directory = ["--chalice-dir", str(tmp_path)]
+    assert policies.main(directory) == 0
+    left_over = tmp_path / "policy-prod.json"
+    left_over.write_text("{}")
+    assert policies.stale_files(tmp_path) == [left_over]
+    assert policies.main(directory) == 0
+    assert not left_over.exists()
+
+
+def test_the_functions_are_the_apps(stage: str) -> None:
+    """One policy per function Chalice deploys: the API handler and every event handler."""
+    names = StageResources(stage)
+    assert sorted(names.function_name(f) for f in FUNCTIONS) == sorted(lambdas.function_names(stage))
+
+
+def test_each_function_deploys_its_generated_policy_file(stage: str, function: str) -> None:
+    """Chalice uses iam_policy_file only with autogen_policy false; otherwise it writes its own.
+    No stage-wide file: a function without its own would get no policy file and fail to
+    package, rather than share another function's grants."""
+    config = lambdas.chalice_config(stage, function)
     assert config.autogen_policy is False
-    assert config.iam_policy_file == policies.policy_file(stage)
+    assert config.iam_policy_file == policies.policy_file(stage, function)
+    on_disk = json.loads(lambdas.CHALICE_CONFIG.read_text())
+    assert "iam_policy_file" not in on_disk
+    assert "iam_policy_file" not in on_disk["stages"][stage]
 
 
-def test_an_unknown_stage_has_no_policy() -> None:
+def test_each_stage_deploys_its_rest_api_policy(stage: str) -> None:
+    config = lambdas.chalice_config(stage)
+    assert config.api_gateway_endpoint_type == "PRIVATE"
+    assert config.api_gateway_policy_file == policies.policy_file(stage, REST_API)
+
+
+def test_an_unknown_stage_or_function_has_no_policy() -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         policies.policy("staging")
+    with pytest.raises(ValueError, match="unknown stage"):
+        policies.rest_api_policy("staging")
+    with pytest.raises(ValueError, match="unknown function"):
+        policies.policy("dev", "authorizer")
+
+
+def test_the_rest_api_answers_only_through_the_stages_execute_api_endpoint(stage: str) -> None:
+    """A Deny for every other source, whatever may allow a call; the endpoint is the
+    network stack's export of the same stage."""
+    endpoint = {"Fn::ImportValue": f"hosp-reliability-{stage}-ExecuteApiVpcEndpointId"}
+    statements = policies.rest_api_policy(stage)["Statement"]
+    deny = [s for s in statements if s["Effect"] == "Deny"]
+    assert len(deny) == 1
+    assert deny[0]["Condition"] == {"StringNotEquals": {"aws:SourceVpce": endpoint}}
+    assert deny[0]["Action"] == "execute-api:Invoke"
+    assert deny[0]["Resource"] == "execute-api:/*"
+    for allow in (s for s in statements if s["Effect"] == "Allow"):
+        assert allow["Condition"] == {"StringEquals": {"aws:SourceVpce": endpoint}}, allow
 
 
 # ------------------------------------------------------------ least privilege
@@ -191,29 +253,45 @@ def test_a_stages_policy_names_and_reaches_no_other_stages_resources(policy: dic
 # ------------------------------------------------------ what each Lambda does
 
 
-def test_every_function_may_write_its_own_logs(policy: dict[str, Any], stage: str) -> None:
-    """Including the API handler, whose name has no suffix (<app>-<stage>)."""
-    for function in lambdas.function_names(stage):
-        group = _log_group_arn(function)
-        assert _allows(policy, "logs:CreateLogGroup", group), function
-        for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
-            assert _allows(policy, action, f"{group}:log-stream:2026/11/28/[$LATEST]0123abcd"), (function, action)
+def test_every_function_may_write_its_own_logs(policy: dict[str, Any], stage: str, function: str) -> None:
+    """Into the group the app stack creates for it (infra/app/merge.json): streams and
+    events, not groups. The API handler's name has no suffix (<app>-<stage>)."""
+    group = _log_group_arn(StageResources(stage).function_name(function))
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+        assert _allows(policy, action, f"{group}:log-stream:2026/11/28/[$LATEST]0123abcd"), action
+    assert not _allows(policy, "logs:CreateLogGroup", group)
 
 
-def test_logs_of_a_function_outside_the_stage_are_out_of_reach(policy: dict[str, Any], stage: str) -> None:
-    for outsider in (f"hosp-reliability-{stage}x", f"hosp-reliability-{stage}2-worker", "other-app-worker"):
+def test_logs_of_another_function_are_out_of_reach(policy: dict[str, Any], stage: str, function: str) -> None:
+    others = [f for f in lambdas.function_names(stage) if f != StageResources(stage).function_name(function)]
+    outsiders = [*others, f"hosp-reliability-{stage}x", f"hosp-reliability-{stage}2-worker", "other-app-worker"]
+    for outsider in outsiders:
         group = _log_group_arn(outsider)
         assert not _allows(policy, "logs:PutLogEvents", f"{group}:log-stream:x"), outsider
-        assert not _allows(policy, "logs:CreateLogGroup", group), outsider
 
 
-def test_the_interceptor_may_queue_note_jobs(policy: dict[str, Any], deployed: Deployed, stage: str) -> None:
-    queue = _queue_arn(deployed, StageResources(stage).note_queue)
+def test_the_interceptor_may_queue_note_jobs_and_nothing_else_of_the_worker(
+    interceptor: dict[str, Any], deployed: Deployed, stage: str
+) -> None:
+    names = StageResources(stage)
+    queue = _queue_arn(deployed, names.note_queue)
     for action in ("sqs:GetQueueUrl", "sqs:SendMessage"):
-        assert _allows(policy, action, queue), action
+        assert _allows(interceptor, action, queue), action
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
+        assert not _allows(interceptor, action, queue), action
+    assert not _allows(interceptor, "sqs:SendMessage", _queue_arn(deployed, names.dead_letter_queue))
+    assert not _allows(interceptor, "secretsmanager:GetSecretValue", _secret_arn(deployed))
 
 
-def test_the_worker_may_consume_note_jobs(policy: dict[str, Any], deployed: Deployed, stage: str) -> None:
+def test_the_worker_may_not_queue_jobs_nor_run_audit_queries(
+    worker: dict[str, Any], deployed: Deployed, stage: str
+) -> None:
+    names = StageResources(stage)
+    assert not _allows(worker, "sqs:SendMessage", _queue_arn(deployed, names.note_queue))
+    assert not any(a.startswith(("athena:", "glue:", "s3:")) for s in worker["Statement"] for a in s["Action"])
+
+
+def test_the_worker_may_consume_note_jobs(worker: dict[str, Any], deployed: Deployed, stage: str) -> None:
     """What the Lambda event source needs to poll (Receive, Delete, GetQueueAttributes),
     and what the worker does itself (look the queue up, defer a job)."""
     queue = _queue_arn(deployed, StageResources(stage).note_queue)
@@ -224,15 +302,15 @@ def test_the_worker_may_consume_note_jobs(policy: dict[str, Any], deployed: Depl
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueUrl",
     ):
-        assert _allows(policy, action, queue), action
+        assert _allows(worker, action, queue), action
 
 
 def test_the_worker_may_dead_letter_a_job_but_not_consume_dead_jobs(
-    policy: dict[str, Any], deployed: Deployed, stage: str
+    worker: dict[str, Any], policy: dict[str, Any], deployed: Deployed, stage: str
 ) -> None:
     dead = _queue_arn(deployed, StageResources(stage).dead_letter_queue)
-    assert _allows(policy, "sqs:GetQueueUrl", dead)
-    assert _allows(policy, "sqs:SendMessage", dead)
+    assert _allows(worker, "sqs:GetQueueUrl", dead)
+    assert _allows(worker, "sqs:SendMessage", dead)
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:PurgeQueue"):
         assert not _allows(policy, action, dead), action
 
@@ -246,10 +324,10 @@ def test_no_queue_may_be_created_changed_or_emptied(policy: dict[str, Any], depl
 
 
 def test_only_the_stages_service_account_secret_is_readable(
-    policy: dict[str, Any], deployed: Deployed, stage: str
+    worker: dict[str, Any], policy: dict[str, Any], deployed: Deployed, stage: str
 ) -> None:
     secret = _secret_arn(deployed)
-    assert _allows(policy, "secretsmanager:GetSecretValue", secret)
+    assert _allows(worker, "secretsmanager:GetSecretValue", secret)
     assert not _allows(policy, "secretsmanager:PutSecretValue", secret)
     prefix = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:hosp-reliability/{stage}"
     for other in (f"{prefix}/other-secret-AbC123", f"{prefix}/hosp-service-account-admin-AbC123"):
@@ -266,7 +344,7 @@ def test_the_lambdas_use_the_names_the_policy_grants(stage: str) -> None:
     """The stage's environment (.chalice/config.json) and chalicelib.config's defaults
     name the resources the policy covers."""
     names = StageResources(stage)
-    environment = {"STAGE": stage, **lambdas.chalice_config(stage).environment_variables}
+    environment = {"STAGE": stage, **lambdas.chalice_config(stage, NOTE_WORKER).environment_variables}
     assert app_config.note_queue_name(environment) == names.note_queue
     assert app_config.note_dead_letter_queue_name(environment) == names.dead_letter_queue
     secret = environment.get(app_config.HOSP_SERVICE_SECRET_ID)

@@ -1,0 +1,101 @@
+"""`make package STAGE=...`: the Chalice app of one stage as a CloudFormation template, checked.
+
+    python -m infra.app.package --stage dev     # dist/app-dev/sam.json and deployment.zip
+
+1. `chalice package --stage STAGE --merge-template infra/app/merge.json dist/app-STAGE/`
+   writes the SAM template and the code's zip. It needs no AWS credentials and no
+   network once the zip of the requirements is cached (.chalice/deployments/), but a
+   region: the template itself names none (it uses ${AWS::Region}), so any region does.
+2. cfn-lint (errors and warnings), then checkov (every check, skips only with a reason
+   next to them), on the template. The first failure stops it, with exit status 1.
+
+The tests run the same commands (tests/infra/test_chalice_package.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MERGE_TEMPLATE = REPO / "infra" / "app" / "merge.json"
+DIST = REPO / "dist"
+TEMPLATE_NAME = "sam.json"
+STAGES = ("dev", "prod")
+# Chalice asks boto3 for a region even though the template names none.
+PACKAGING_REGION = "eu-west-2"
+# checkov lives in a virtual environment of its own (Makefile: CHECKOV_VENV).
+CHECKOV = REPO / ".venv" / "checkov" / "bin" / "checkov"
+MISSING_CHECKOV = f"checkov is not installed at {CHECKOV}; `make checkov` (or `make test`) installs it."
+
+
+def output_dir(stage: str, dist: Path = DIST) -> Path:
+    return dist / f"app-{stage}"
+
+
+def chalice_package_command(stage: str, out: Path) -> list[str]:
+    chalice = Path(sys.executable).with_name("chalice")
+    return [str(chalice), "package", "--stage", stage, "--merge-template", str(MERGE_TEMPLATE), str(out)]
+
+
+def chalice_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", PACKAGING_REGION))
+    return env
+
+
+def checkov_command(templates: Sequence[Path], *, json_output: bool = False) -> list[str]:
+    """checkov on CloudFormation templates, offline (--skip-download: no call to its platform)."""
+    command = [str(CHECKOV), "--framework", "cloudformation", "--compact", "--skip-download"]
+    command += ["--output", "json"] if json_output else ["--quiet"]
+    for template in templates:
+        command += ["--file", str(template)]
+    return command
+
+
+def package(stage: str, out: Path) -> Path:
+    """Run `chalice package` for `stage` into `out` (emptied first); the template's path."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if out.exists():
+        shutil.rmtree(out)
+    command = chalice_package_command(stage, out)
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, cwd=REPO, env=chalice_environment(), check=True)
+    return out / TEMPLATE_NAME
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.app.package", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--dist", type=Path, default=DIST, help="default: %(default)s")
+    args = parser.parse_args(argv)
+    try:
+        template = package(args.stage, output_dir(args.stage, args.dist))
+    except subprocess.CalledProcessError as exc:
+        print(f"chalice package failed (exit {exc.returncode})", file=sys.stderr)
+        return 1
+    lint = [str(Path(sys.executable).with_name("cfn-lint")), str(template)]
+    print("+", " ".join(lint), flush=True)
+    if subprocess.run(lint, check=False).returncode != 0:
+        print(f"cfn-lint found problems in {template}", file=sys.stderr)
+        return 1
+    if not CHECKOV.exists():
+        print(MISSING_CHECKOV, file=sys.stderr)
+        return 1
+    scan = checkov_command([template])
+    print("+", " ".join(scan), flush=True)
+    if subprocess.run(scan, check=False).returncode != 0:
+        print(f"checkov failed checks in {template}", file=sys.stderr)
+        return 1
+    print(f"packaged {args.stage}: {template} (cfn-lint and checkov clean)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
