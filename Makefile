@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test checkov check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages bundle
+.PHONY: run test checkov package deploy check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages bundle
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ run: $(STAMP) system-packages
 TEST_WORKERS ?= 4
 test: $(STAMP) $(CHECKOV_STAMP) system-packages
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+## package: the Chalice app of STAGE (dev or prod) as a CloudFormation template in dist/app-STAGE/, linted and scanned
+# Offline: no AWS credentials (docs/runbooks/deploy.md).
+STAGE ?=
+package: $(STAMP) $(CHECKOV_STAMP)
+	$(BIN)/python -m infra.app.package --stage "$(STAGE)"
+
+## deploy: every stack of STAGE in order, then the URLs (DRY_RUN=1 prints the plan and touches nothing)
+deploy: package
+	$(BIN)/python -m infra.deploy --stage "$(STAGE)" $(if $(DRY_RUN),--dry-run)
 
 ## check: lint, format, types, then tests (what CI should hold)
 check: lint typecheck test
