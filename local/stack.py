@@ -7,6 +7,8 @@ Starts, each as a real server on loopback:
   chalice local   http://127.0.0.1:8000   (app.py, stage "local": the screen interceptor)
   note worker     http://127.0.0.1:8001   (local/note_worker_loop.py: the Lambda's handler, draining the queue)
   local AWS       http://127.0.0.1:5000   (moto in server mode; AWS_ENDPOINT_URL; the note queues)
+  NGINX edge      https://hosp.localhost:8443 (local/edge: CloudFront played in front of 8080;
+                  http://127.0.0.1:8088 answers 301 to HTTPS; clients trust .local/edge/ca.pem)
 Ctrl-C stops everything. `--smoke` starts the stack, checks one request through
 each server and stops again (the integration tests use it).
 
@@ -18,6 +20,9 @@ and answers its own health check, not merely once something accepts on its port.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import http.client
+import json
 import os
 import signal
 import sys
@@ -32,6 +37,9 @@ import requests
 from chalicelib import config
 from chalicelib.audit import settings as audit_settings
 from local import audit_buckets, cognito, note_queue
+from local.edge.server import HTTP_PORT as EDGE_HTTP_PORT
+from local.edge.server import HTTPS_PORT as EDGE_PORT
+from local.edge.server import LocalEdge, new_origin_secret
 from local.hosp_standin.faults import DEFAULT_CONFIG, FaultConfigError, apply_update, parse_fault_flag
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS, NOTES_SERVICE_ACCOUNT
@@ -68,9 +76,16 @@ class Ports:
     chalice: int
     worker: int
     aws: int
+    # The edge's HTTPS and plain-HTTP ports; 0: a free port, picked when the stack is built.
+    edge: int = 0
+    edge_http: int = 0
 
     def all(self) -> tuple[int, ...]:
-        return (self.hosp, self.proxy, self.internal, self.chalice, self.worker, self.aws)
+        return (self.hosp, self.proxy, self.internal, self.chalice, self.worker, self.aws, self.edge, self.edge_http)
+
+    def with_edge_ports(self) -> Ports:
+        """These ports, with free ones for the edge where none is set."""
+        return dataclasses.replace(self, edge=self.edge or free_port(), edge_http=self.edge_http or free_port())
 
 
 @dataclass
@@ -107,7 +122,7 @@ def ports_in_use(ports: Ports) -> list[str]:
 
 class Stack:
     def __init__(self, ports: Ports, run_dir: Path, faults: str | None, seed: int) -> None:
-        self.ports = ports
+        ports = self.ports = ports.with_edge_ports()
         self.run_dir = run_dir
         self.faults = faults
         self.proxy = NginxProxy(
@@ -116,6 +131,16 @@ class Stack:
             port=ports.proxy,
             internal_port=ports.internal,
             interceptor=f"127.0.0.1:{ports.chalice}",
+        )
+        # CloudFront in front of the proxy's public listener. That listener checks no
+        # origin secret in `make run` (the README's examples call it directly); the
+        # edge adds the run's secret all the same, as CloudFront does.
+        self.edge = LocalEdge(
+            origin=f"127.0.0.1:{ports.proxy}",
+            run_dir=run_dir / "edge",
+            origin_secret=new_origin_secret(),
+            port=ports.edge,
+            http_port=ports.edge_http,
         )
         hosp = StandInProcess(run_dir, seed=seed, port=ports.hosp, startup_faults=fault_flags(faults))
         self.chalice = self._chalice()
@@ -130,9 +155,18 @@ class Stack:
                 health=lambda: http_check(f"{self.proxy.url}/_proxy/health", reports_ok),
                 log=self.proxy.error_log,
             ),
+            Member("NGINX edge", self.edge, health=self._edge_reaches_the_proxy, log=self.edge.error_log),
             Member("chalice local", self.chalice),
             Member("note worker", self._worker(), health=lambda: http_check(f"{self.worker_url}/health", reports_ok)),
         ]
+
+    def _edge_reaches_the_proxy(self) -> bool:
+        """The proxy's health answer over HTTPS through the edge, its certificate checked."""
+        try:
+            status, _, body = self.edge.request("GET", "/_proxy/health")
+            return status == 200 and json.loads(body).get("status") == "ok"
+        except (OSError, http.client.HTTPException, ValueError):
+            return False
 
     def _moto(self) -> CommandServer:
         return moto_server(self.ports.aws, self.run_dir / "moto.log")
@@ -206,6 +240,7 @@ class Stack:
     def describe(self) -> str:
         p = self.ports
         user = f"{DEMO_ACCOUNT.username}:{DEMO_ACCOUNT.password}"
+        ca = self.edge.certificates.ca
         screen = f'{{"images": ["{SMOKE_IMAGE}"]}}'
         return "\n".join(
             [
@@ -216,8 +251,13 @@ class Stack:
                 f"  chalice local   http://127.0.0.1:{p.chalice}    (the screen interceptor)",
                 f"  note worker     http://127.0.0.1:{p.worker}    (drains the note queue; GET /health counts)",
                 f"  local AWS       http://127.0.0.1:{p.aws}    (moto server: note queues, audit buckets, Cognito)",
+                f"  NGINX edge      {self.edge.https_url}    (plays CloudFront; old name {self.edge.old_names[0]})",
+                f"  edge, plain     http://127.0.0.1:{p.edge_http}    (301 to HTTPS)",
                 "Try:",
                 f"  curl -u {user} http://127.0.0.1:{p.proxy}/hospitals",
+                f"  curl --cacert {ca} -u {user} {self.edge.https_url}/hospitals",
+                f"  curl -i --cacert {ca} 'https://{self.edge.host(self.edge.old_names[0])}/notes?patient_id=1'"
+                "    # 301 to the new name",
                 f"  curl -u {user} -H 'Content-Type: application/json' -d '{screen}' \\",
                 f"       http://127.0.0.1:{p.proxy}/patients/1/screen",
                 f"  curl -u {user} 'http://127.0.0.1:{p.proxy}/notes?patient_id=1'    # the note, moments later",
@@ -247,8 +287,24 @@ class Stack:
             if answer.status_code != 200:
                 raise RuntimeError(f"{name}: GET {url} answered {answer.status_code}: {answer.text[:200]}")
             print(f"ok  {name:16} GET {url}")
+        self._smoke_edge(auth)
         self._smoke_screen(auth)
         self._smoke_audit()
+
+    def _smoke_edge(self, auth: dict[str, str]) -> None:
+        """One request through the edge over HTTPS (the certificate checked against the local CA), and its 301."""
+        status, _, body = self.edge.request("GET", "/hospitals", headers=auth)
+        if status != 200:
+            raise RuntimeError(f"edge: GET {self.edge.https_url}/hospitals answered {status}: {body[:200]!r}")
+        print(f"ok  {'edge -> proxy':16} GET {self.edge.https_url}/hospitals")
+        plain = f"{self.edge.http_url}/hospitals"
+        answer = requests.get(plain, allow_redirects=False, timeout=10)
+        if (
+            answer.status_code != 301
+            or answer.headers.get("Location") != f"https://127.0.0.1:{self.ports.edge}/hospitals"
+        ):
+            raise RuntimeError(f"edge: GET {plain} answered {answer.status_code} to {answer.headers.get('Location')}")
+        print(f"ok  {'edge http->https':16} GET {plain}, 301")
 
     def _smoke_screen(self, auth: dict[str, str]) -> None:
         url = f"{self.proxy.url}/patients/1/screen"
@@ -316,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chalice-port", type=int, default=8000)
     parser.add_argument("--worker-port", type=int, default=8001, help="the local note worker's /health")
     parser.add_argument("--aws-port", type=int, default=5000)
+    parser.add_argument("--edge-port", type=int, default=EDGE_PORT, help="the edge's HTTPS (plays CloudFront)")
+    parser.add_argument("--edge-http-port", type=int, default=EDGE_HTTP_PORT, help="the edge's plain HTTP (301)")
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead (tests)")
     parser.add_argument("--run-dir", default=str(ROOT / ".local"), help="logs and rendered configs")
     parser.add_argument("--smoke", action="store_true", help="start, check each server once, stop")
@@ -331,11 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
 
     if args.free_ports:
-        ports = Ports(*(free_port() for _ in range(6)))
+        ports = Ports(*(free_port() for _ in range(8)))
     else:
         ports = Ports(
-            args.hosp_port, args.proxy_port, args.internal_port, args.chalice_port, args.worker_port, args.aws_port
-        )
+            args.hosp_port, args.proxy_port, args.internal_port, args.chalice_port, args.worker_port, args.aws_port,
+            args.edge_port, args.edge_http_port,
+        )  # fmt: skip
     if busy := ports_in_use(ports):
         print("local stack not started:\n" + "\n".join(f"  {line}" for line in busy), file=sys.stderr)
         return 1
