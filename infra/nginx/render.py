@@ -54,6 +54,18 @@ NGINX_ORG_NJS_MODULE = "/usr/lib64/nginx/modules/ngx_http_js_module.so"
 # which also keep a value safe to write in a regular expression unescaped.
 MAX_ORIGIN_SECRETS = 2
 ORIGIN_SECRET = re.compile(r"[A-Za-z0-9_-]{32,}")
+# The names the public listener answers (host-policy.conf): lowercase DNS
+# names, each label 1-63 letters, digits and hyphens, not starting or ending
+# with a hyphen, 253 characters at most, no final dot. They are written in a
+# regular expression with only their dots escaped.
+DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+PUBLIC_NAME = re.compile(rf"(?=.{{1,253}}\Z){DNS_LABEL}(?:\.{DNS_LABEL})*")
+
+
+PRODUCTION_NEEDS = (
+    "the production variant needs --public-name (at least one) and --origin-secret-file: in production the "
+    "public listener always checks both CloudFront's secret origin header and the Host (docs/proxy.md)"
+)
 
 
 class RenderError(ValueError):
@@ -127,6 +139,8 @@ class ProxySettings:
     max_open_files: int | None = None  # None: the system's limit
     # The accepted X-Origin-Verify values, current first; (): no check (the local default).
     origin_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # The Host names the public listener answers, the new domain first; (): any (the local default).
+    public_names: tuple[str, ...] = ()
     tuning: Tuning = Tuning()
 
     @classmethod
@@ -213,6 +227,7 @@ def validate(s: ProxySettings) -> None:
         raise RenderError("deadline must be longer than one try's timeout (it bounds when retries may start)")
     _validate_logging(t)
     _validate_origin_secrets(s.origin_secrets)
+    _validate_public_names(s.public_names, t.host_header)
     # NGINX refuses burst=0 (no burst is written by leaving the parameter out).
     if t.retry_budget_rate < 1 or t.retry_budget_burst < 1:
         raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 1")
@@ -223,6 +238,8 @@ def validate(s: ProxySettings) -> None:
             f"origin timeout of {t.origin_timeout:g} s: CloudFront would give up first. Lower write_timeout, "
             "deadline, tries or the timeouts per try (docs/proxy.md, 'Timeouts and the deadline')"
         )
+    if s.variant == "production" and not (s.public_names and s.origin_secrets):
+        raise RenderError(PRODUCTION_NEEDS)
 
 
 def copies(s: ProxySettings) -> dict[str, int]:
@@ -242,6 +259,9 @@ def copies(s: ProxySettings) -> dict[str, int]:
         "optional/origin-secret-current.conf": int(len(s.origin_secrets) >= 1),
         "optional/origin-secret-previous.conf": int(len(s.origin_secrets) >= 2),
         "optional/origin-open.conf": int(not s.origin_secrets),
+        "optional/public-names.conf": int(bool(s.public_names)),
+        "optional/public-names-checked.conf": int(bool(s.public_names)),
+        "optional/public-host.conf": int(bool(s.public_names)),
         "hosp-retry-peer.conf": _retry_peers(s.tuning),
     }
 
@@ -265,6 +285,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "njs_module": s.njs_module,
         "origin_secret_current": secrets[0],
         "origin_secret_previous": secrets[1],
+        "public_names_regex": "|".join(name.replace(".", r"\.") for name in s.public_names),
         "njs_dir": str(NJS_DIR),
         "body_scan_limit": str(t.body_scan_limit),
         "screen_max_bytes": str(SCREEN_MAX_BYTES),
@@ -276,7 +297,8 @@ def values(s: ProxySettings) -> dict[str, str]:
         "user": s.user or "",
         "max_open_files": str(s.max_open_files or ""),
         "access_log_buffer": t.access_log_buffer,
-        "host_header": t.host_header,
+        # With public names, HOSP's Host is the name matched (optional/public-host.conf).
+        "host_header": "$hosp_public_host_header" if s.public_names else t.host_header,
         "tries": str(t.tries),
         "retry_tries": str(t.tries - 1),
         "peers": str(_retry_peers(t)),
@@ -360,7 +382,10 @@ def read_origin_secrets(path: Path) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.variant == "production" and not (args.public_name and args.origin_secret_file is not None):
+        parser.error(PRODUCTION_NEEDS)  # exits 2
     tuning = Tuning(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Tuning)})
     names = (
         "listen",
@@ -374,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         "user",
     )
     paths: dict[str, object] = {name: getattr(args, name) for name in names}
+    if args.public_name:
+        paths["public_names"] = tuple(args.public_name)
     try:
         if args.origin_secret_file is not None:
             paths["origin_secrets"] = read_origin_secrets(Path(args.origin_secret_file))
@@ -391,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {args.output} ({settings.variant}: {settings.listen} -> {settings.upstream}, {tuning.tries} tries; "
         f"screens -> {settings.interceptor}; internal {settings.internal_listen}; "
-        f"origin header {'checked' if settings.origin_secrets else 'not checked'})"
+        f"origin header {'checked' if settings.origin_secrets else 'not checked'}; "
+        f"public names {', '.join(settings.public_names) if settings.public_names else 'not checked'})"
     )
     return 0
 
@@ -418,6 +446,13 @@ def _parser() -> argparse.ArgumentParser:
         "--origin-secret-file",
         help="file of the X-Origin-Verify values the public listener accepts, one a line: the current one, then "
         "the previous one during a rotation; the output is then readable by its owner only (default: no check)",
+    )
+    p.add_argument(
+        "--public-name",
+        action="append",
+        metavar="NAME",
+        help="a Host name the public listener answers, lowercase (repeat for each; the new domain first); any "
+        "other gets 421, and HOSP gets the name matched as Host. Required in production (default: any name)",
     )
     defaults = Tuning()
     for field in dataclasses.fields(Tuning):
@@ -473,6 +508,25 @@ def _validate_origin_secrets(secrets: tuple[str, ...]) -> None:
                 f"origin secret {position} must be at least 32 characters of A-Z, a-z, 0-9, _ and - "
                 "(infra/cloudfront/distribution.yaml's OriginSecret)"
             )
+
+
+def _validate_public_names(names: tuple[str, ...], host_header: str) -> None:
+    if names and host_header != Tuning().host_header:
+        raise RenderError(
+            "--host-header and --public-name both decide the Host HOSP gets: with public names HOSP gets the "
+            "name each request matched; leave --host-header out"
+        )
+    for name in names:
+        if not PUBLIC_NAME.fullmatch(name):
+            raise RenderError(
+                f"public name {name!r} must be a lowercase DNS name: labels of a-z, 0-9 and -, joined by dots, "
+                "no final dot, no port"
+            )
+        if re.fullmatch(r"[0-9.]+", name):
+            raise RenderError(f"public name {name!r} is an address, not a name")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RenderError(f"public name(s) given more than once: {', '.join(repeated)}")
 
 
 def _port(listen: str) -> str:

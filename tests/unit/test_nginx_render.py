@@ -17,6 +17,8 @@ from local.processes import ProcessError
 
 API_GATEWAY = "abc123.execute-api.eu-west-2.amazonaws.com:443"
 DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Production always checks the origin secret and the public names (render.py refuses it without them).
+PRODUCTION_CHECKS: dict[str, Any] = {"origin_secrets": ("s" * 40,), "public_names": ("hosp.example",)}
 
 
 def settings(tmp_path: Path, **tuning: Any) -> ProxySettings:
@@ -84,6 +86,9 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     # NGINX resolves the interceptor's name at start; the CA bundle's and the njs module's paths
     # are the distribution's.
     args += ["--interceptor", "localhost:443", "--ca-bundle", DEBIAN_CA_BUNDLE, "--njs-module", njs_module()]
+    secret_file = tmp_path / "origin-secrets"
+    secret_file.write_text("s" * 40 + "\n")
+    args += ["--origin-secret-file", str(secret_file), "--public-name", "hosp.example"]
 
     assert render.main(args + logs) == 0
     # nginx -t writes the pid file's directory only when it runs; keep it in tmp_path.
@@ -99,7 +104,9 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
 
 def test_the_production_variant_loads_nginx_orgs_njs_module(tmp_path: Path) -> None:
     # nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/proxy.yaml installs it).
-    production = ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY)
+    production = ProxySettings.for_variant(
+        "production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY, **PRODUCTION_CHECKS
+    )
 
     assert "load_module /usr/lib64/nginx/modules/ngx_http_js_module.so;" in render.render(production)
     assert f"load_module {render.DEBIAN_NJS_MODULE};" in render.render(settings(tmp_path))
@@ -139,7 +146,9 @@ def test_the_audit_api_is_routed_on_the_public_listener_only(tmp_path: Path) -> 
     assert "proxy_pass http://interceptor/audit/;" in public
     # Production: API Gateway, over HTTPS, under its stage's prefix.
     production = render.render(
-        ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY)
+        ProxySettings.for_variant(
+            "production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY, **PRODUCTION_CHECKS
+        )
     )
     assert "proxy_pass https://interceptor/api/audit;" in production
     assert "proxy_pass https://interceptor/api/audit/;" in production
@@ -150,7 +159,9 @@ def test_every_directive_comes_from_a_template(tmp_path: Path) -> None:
     for variant_settings in (
         settings(tmp_path),
         settings(tmp_path, tries=1, access_log_buffer="off"),
-        ProxySettings.for_variant("production", "hosp.internal:80", tmp_path, user="nginx", interceptor=API_GATEWAY),
+        ProxySettings.for_variant(
+            "production", "hosp.internal:80", tmp_path, user="nginx", interceptor=API_GATEWAY, **PRODUCTION_CHECKS
+        ),
     ):
         lines = [line.strip() for line in render.render(variant_settings).splitlines()]
         written = [line for line in lines if line and not line.startswith("#")]
@@ -255,7 +266,12 @@ def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
     with pytest.raises(render.RenderError, match="origin timeout"):
         render.render(settings(tmp_path, **change))
     production = ProxySettings.for_variant(
-        "production", "hosp:80", tmp_path, dataclasses.replace(Tuning(), **change), interceptor=API_GATEWAY
+        "production",
+        "hosp:80",
+        tmp_path,
+        dataclasses.replace(Tuning(), **change),
+        interceptor=API_GATEWAY,
+        **PRODUCTION_CHECKS,
     )
     with pytest.raises(render.RenderError, match="origin timeout"):
         render.render(production)
