@@ -1,0 +1,1 @@
+"""The proxy fleet on EC2: its template (proxy.yaml) and its bootstrap bundle."""
