@@ -53,7 +53,7 @@ package: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/python -m infra.app.package --stage "$(STAGE)"
 
 ## deploy: every stack of STAGE in order, then the URLs (DRY_RUN=1 prints the plan and touches nothing)
-deploy: package
+deploy: package bundle
 	$(BIN)/python -m infra.deploy --stage "$(STAGE)" $(if $(DRY_RUN),--dry-run)
 
 ## check: lint, format, types, then tests (what CI should hold)

@@ -1,0 +1,432 @@
+"""`make deploy STAGE=...`: every stack of a stage, in order, with its parameters; then the URLs.
+
+    python -m infra.deploy --stage dev --dry-run   # the plan: stacks, templates, parameters; touches nothing
+    python -m infra.deploy --stage dev             # deploys (the AWS CLI v2, with the operator's credentials)
+
+The stacks, in the order of docs/runbooks/deploy.md:
+
+1. network  infra/network/network.yaml      VPC pieces, load balancers, endpoints; exports the rest's inputs
+2. notes    infra/notes/queues.yaml         note queue, dead-letter queue, service account secret
+3. app      dist/app-<stage>/sam.json       the Chalice app (`make package`), its code uploaded to S3
+4. proxy    infra/ec2/proxy.yaml            the fleet; its bootstrap bundle (`make bundle`) uploaded to S3
+5. audit    infra/athena/audit.yaml         the audit trail over the fleet's access log
+6. app      (again, only its audit sign-in) the audit stack's Cognito issuer and client for GET /audit
+7. edge     infra/cloudfront/distribution.yaml
+
+A parameter's value comes from one of: the stage (Stage), the stage's file
+(infra/app/deploy-<stage>.json: the values only operators know, such as names and
+certificates), an earlier stack's output, or an upload to the artifact bucket. The
+plan is checked before anything runs: every template parameter without a default
+is given, and no parameter is given that a template does not have (CloudFormation
+would refuse the change set). Values of NoEcho parameters are never printed.
+
+Every command is printed before it runs, and the first one that fails stops the
+deploy (exit status 1). Each stack is deployed with `aws cloudformation deploy`,
+which creates a change set and waits for it; a stack with nothing to change is
+left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+APP_NAME = "hosp-reliability"
+STAGES = ("dev", "prod")
+STAGE_FILES = REPO / "infra" / "app"
+DIST = REPO / "dist"
+BUNDLE = DIST / "hosp-proxy-bundle.tar.gz"
+MASK = "****"
+# What an unfilled stage file holds: ids and accounts of zeros, names under example.
+PLACEHOLDER = re.compile(r"0{7}|(^|[.])example([.:]|$)", re.IGNORECASE)
+
+
+def stack_name(stage: str, key: str) -> str:
+    return f"{APP_NAME}-{stage}-{key}"
+
+
+def stage_file(stage: str) -> Path:
+    return STAGE_FILES / f"deploy-{stage}.json"
+
+
+def app_template(stage: str, dist: Path = DIST) -> Path:
+    """The packaged app of `stage` (python -m infra.app.package)."""
+    return dist / f"app-{stage}" / "sam.json"
+
+
+# ------------------------------------------------------------------ values
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output of an earlier stack of the stage; `default` when the stack does not exist yet."""
+
+    stack: str
+    key: str
+    default: str | None = None
+
+    def describe(self, stage: str) -> str:
+        text = f"<output {self.key} of {stack_name(stage, self.stack)}>"
+        return text if self.default is None else f"{text} (or {self.default!r} before it exists)"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file uploaded to the artifact bucket under a key with its sha256; its s3:// URI."""
+
+    path: Path
+    prefix: str
+
+    def key(self, stage: str) -> str:
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16] if self.path.is_file() else "<sha256>"
+        return f"{APP_NAME}/{stage}/{self.prefix}/{digest}{''.join(self.path.suffixes)}"
+
+
+Value = str | Output | Upload
+
+
+@dataclass
+class Step:
+    """One `aws cloudformation deploy` of one stack."""
+
+    key: str  # network, notes, app, proxy, audit, edge
+    template: Path
+    parameters: dict[str, Value]
+    title: str
+    packaged: bool = False  # code to upload with `aws cloudformation package` first
+    capabilities: tuple[str, ...] = ()
+    masked: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass
+class Plan:
+    stage: str
+    region: str
+    artifact_bucket: str
+    steps: list[Step]
+    placeholders: list[str]
+
+
+class PlanError(Exception):
+    """The plan cannot be deployed as it is; the message says why."""
+
+
+# ------------------------------------------------------------------- plan
+
+
+def load_stage_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PlanError(f"{path} does not exist: it holds the stage's region, bucket and parameters")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    for name in ("region", "artifact_bucket", "parameters"):
+        if name not in data:
+            raise PlanError(f"{path} has no {name!r}")
+    return data
+
+
+def template_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """A template's Parameters (YAML with CloudFormation's tags, or JSON)."""
+    if not path.is_file():
+        raise PlanError(f"{path} does not exist")
+    if path.suffix == ".json":
+        template = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        from cfnlint.decode import decode  # noqa: PLC0415 - a dev dependency, only needed here
+
+        template, matches = decode(str(path))
+        if matches or template is None:
+            raise PlanError(f"{path} cannot be read: {[str(m) for m in matches]}")
+    return dict(template.get("Parameters", {}))
+
+
+def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST) -> Plan:
+    """The stage's steps, checked against the templates; raises PlanError."""
+    if stage not in STAGES:
+        raise PlanError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    path = stage_path or stage_file(stage)
+    config = load_stage_file(path)
+    given: dict[str, dict[str, str]] = config["parameters"]
+    unknown_stacks = set(given) - {"network", "notes", "app", "proxy", "audit", "edge"}
+    if unknown_stacks:
+        raise PlanError(f"{path} names no stack {sorted(unknown_stacks)}")
+
+    def operator(key: str) -> dict[str, Value]:
+        return {name: str(value) for name, value in given.get(key, {}).items()}
+
+    edge = given.get("edge", {})
+    public_names = [edge.get("DomainName", ""), *filter(None, str(edge.get("OldDomainNames", "")).split(","))]
+    infra = REPO / "infra"
+    app = app_template(stage, dist)
+    audit_sign_in: dict[str, Value] = {
+        "AuditCognitoIssuer": Output("audit", "CognitoIssuer", default=""),
+        "AuditCognitoClientId": Output("audit", "AdminAppClientId", default=""),
+    }
+    steps = [
+        Step("network", infra / "network" / "network.yaml", {"Stage": stage, **operator("network")}, "network"),
+        Step("notes", infra / "notes" / "queues.yaml", {"Stage": stage, **operator("notes")}, "notes"),
+        Step(
+            "app",
+            app,
+            {"Stage": stage, **audit_sign_in, **operator("app")},
+            "app",
+            packaged=True,
+            capabilities=("CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"),
+        ),
+        Step(
+            "proxy",
+            infra / "ec2" / "proxy.yaml",
+            {
+                "Stage": stage,
+                "PublicNames": ",".join(filter(None, public_names)),
+                "InterceptorHost": Output("app", "ApiHost"),
+                "ProxyBundleS3Uri": Upload(BUNDLE, "proxy-bundle"),
+                **operator("proxy"),
+            },
+            "proxy",
+            capabilities=("CAPABILITY_IAM",),
+        ),
+        Step(
+            "audit",
+            infra / "athena" / "audit.yaml",
+            {"Stage": stage, "AccessLogGroupName": Output("proxy", "AccessLogGroupName"), **operator("audit")},
+            "audit",
+            capabilities=("CAPABILITY_IAM",),
+        ),
+        # The audit stack comes after the fleet whose log it reads, and GET /audit
+        # needs its user pool: the app is updated with it (nothing else changes).
+        Step(
+            "app",
+            app,
+            {
+                "Stage": stage,
+                "AuditCognitoIssuer": Output("audit", "CognitoIssuer"),
+                "AuditCognitoClientId": Output("audit", "AdminAppClientId"),
+                **operator("app"),
+            },
+            "app: the audit stack's sign-in for GET /audit",
+            packaged=True,
+            capabilities=("CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"),
+        ),
+        Step("edge", infra / "cloudfront" / "distribution.yaml", {"Stage": stage, **operator("edge")}, "edge"),
+    ]
+    for step in steps:
+        check_parameters(step)
+    packaged_stage = _packaged_stage(app)
+    if packaged_stage != stage:
+        raise PlanError(
+            f"{app} was packaged for stage {packaged_stage!r}, not {stage!r}; run make package STAGE={stage}"
+        )
+    placeholders = [
+        f"{key}.{name}"
+        for key, values in given.items()
+        for name, value in values.items()
+        if PLACEHOLDER.search(str(value))
+    ]
+    if PLACEHOLDER.search(str(config["artifact_bucket"])):
+        placeholders.append("artifact_bucket")
+    return Plan(stage, str(config["region"]), str(config["artifact_bucket"]), steps, placeholders)
+
+
+def check_parameters(step: Step) -> None:
+    """Every parameter without a default is given; nothing is given that the template lacks."""
+    declared = template_parameters(step.template)
+    missing = [name for name, spec in declared.items() if "Default" not in spec and name not in step.parameters]
+    extra = [name for name in step.parameters if name not in declared]
+    if missing:
+        raise PlanError(f"{step.title}: {step.template} needs {missing}, which the plan does not give")
+    if extra:
+        raise PlanError(f"{step.title}: {step.template} has no parameter {extra}")
+    step.masked = frozenset(name for name, spec in declared.items() if str(spec.get("NoEcho", "")).lower() == "true")
+
+
+def _packaged_stage(template: Path) -> str:
+    resources = json.loads(template.read_text(encoding="utf-8"))["Resources"]
+    return str(resources["APIHandler"]["Properties"]["Environment"]["Variables"].get("STAGE"))
+
+
+# ------------------------------------------------------------------ output
+
+
+def describe(plan: Plan, step: Step, name: str) -> str:
+    value = step.parameters[name]
+    if name in step.masked:
+        return MASK
+    if isinstance(value, Output):
+        return value.describe(plan.stage)
+    if isinstance(value, Upload):
+        return f"s3://{plan.artifact_bucket}/{value.key(plan.stage)} (upload of {_shown(value.path)})"
+    return value
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def print_plan(plan: Plan, out: Callable[[str], None] = print) -> None:
+    out(f"Deploy plan for stage {plan.stage}, region {plan.region}, artifacts in s3://{plan.artifact_bucket}")
+    for number, step in enumerate(plan.steps, 1):
+        where = f"{stack_name(plan.stage, step.key)} ({step.title}) from {_shown(step.template)}"
+        out(f"[{number}/{len(plan.steps)}] {where}")
+        for name in step.parameters:
+            out(f"    {name} = {describe(plan, step, name)}")
+    if plan.placeholders:
+        out(f"placeholder values still in {_shown(stage_file(plan.stage))}: {', '.join(plan.placeholders)}")
+
+
+# ----------------------------------------------------------------- deploy
+
+
+class StepFailed(Exception):
+    """A command failed; the deploy stops."""
+
+
+class Runner:
+    """Runs the AWS CLI; prints each command before it runs."""
+
+    def __init__(self, region: str, out: Callable[[str], None] = print) -> None:
+        self.region = region
+        self.out = out
+
+    def run(self, *args: str, capture: bool = False) -> str:
+        command = ["aws", *args, "--region", self.region]
+        self.out("+ " + " ".join(command))
+        result = subprocess.run(command, check=False, text=True, capture_output=capture)
+        if result.returncode != 0:
+            detail = (result.stderr or "").strip() if capture else ""
+            raise StepFailed(f"failed (exit {result.returncode}): {' '.join(command)} {detail}".strip())
+        return result.stdout if capture else ""
+
+    def outputs(self, stack: str) -> dict[str, str] | None:
+        """A stack's outputs; None when it does not exist."""
+        command = ["aws", "cloudformation", "describe-stacks", "--stack-name", stack, "--region", self.region]
+        self.out("+ " + " ".join(command))
+        result = subprocess.run([*command, "--output", "json"], check=False, text=True, capture_output=True)
+        if result.returncode != 0:
+            if "does not exist" in result.stderr:
+                return None
+            raise StepFailed(f"failed: {' '.join(command)}: {result.stderr.strip()}")
+        stacks = json.loads(result.stdout)["Stacks"]
+        return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def resolve(plan: Plan, step: Step, runner: Runner) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, value in step.parameters.items():
+        if isinstance(value, Output):
+            outputs = runner.outputs(stack_name(plan.stage, value.stack))
+            if outputs is None and value.default is not None:
+                values[name] = value.default
+                continue
+            if outputs is None or value.key not in outputs:
+                raise StepFailed(f"{step.title}: {value.describe(plan.stage)} is not there")
+            values[name] = outputs[value.key]
+        elif isinstance(value, Upload):
+            if not value.path.is_file():
+                raise StepFailed(f"{step.title}: {_shown(value.path)} does not exist (make bundle builds it)")
+            uri = f"s3://{plan.artifact_bucket}/{value.key(plan.stage)}"
+            runner.run("s3", "cp", "--only-show-errors", str(value.path), uri)
+            values[name] = uri
+        else:
+            values[name] = value
+    return values
+
+
+def deploy_step(plan: Plan, step: Step, runner: Runner, workdir: Path) -> None:
+    values = resolve(plan, step, runner)
+    for name, value in values.items():
+        runner.out(f"    {name} = {MASK if name in step.masked else value}")
+    template = step.template
+    if step.packaged:
+        template = workdir / f"{step.key}-packaged.json"
+        runner.run(
+            "cloudformation", "package", "--template-file", str(step.template),
+            "--s3-bucket", plan.artifact_bucket, "--s3-prefix", f"{APP_NAME}/{plan.stage}/{step.key}",
+            "--output-template-file", str(template), "--use-json",
+        )  # fmt: skip
+    # The values go in a file only the operator can read, never on a command line.
+    parameters = workdir / f"{step.key}-parameters.json"
+    parameters.write_text(json.dumps({"Parameters": values}), encoding="utf-8")
+    parameters.chmod(0o600)
+    command = [
+        "cloudformation", "deploy", "--stack-name", stack_name(plan.stage, step.key),
+        "--template-file", str(template), "--s3-bucket", plan.artifact_bucket,
+        "--s3-prefix", f"{APP_NAME}/{plan.stage}/templates",
+        "--parameter-overrides", f"file://{parameters}", "--no-fail-on-empty-changeset",
+        "--tags", f"app={APP_NAME}", f"stage={plan.stage}",
+    ]  # fmt: skip
+    if step.capabilities:
+        command += ["--capabilities", *step.capabilities]
+    runner.run(*command)
+
+
+def urls(plan: Plan, runner: Runner) -> list[str]:
+    """What to open once it is all deployed."""
+    edge = runner.outputs(stack_name(plan.stage, "edge")) or {}
+    app = runner.outputs(stack_name(plan.stage, "app")) or {}
+    domain = dict(plan.steps[-1].parameters).get("DomainName")
+    lines = []
+    if isinstance(domain, str) and domain:
+        lines.append(f"HOSP (new domain):          https://{domain}/")
+    if "DistributionDomainName" in edge:
+        lines.append(f"CloudFront distribution:    https://{edge['DistributionDomainName']}/")
+    if "EndpointURL" in app:
+        lines.append(f"Chalice API (private, VPC): {app['EndpointURL']}")
+    return lines
+
+
+def deploy(plan: Plan, runner: Runner) -> None:
+    if shutil.which("aws") is None:
+        raise StepFailed("the AWS CLI v2 (aws) is not installed: https://docs.aws.amazon.com/cli/")
+    if plan.placeholders:
+        raise StepFailed(
+            f"{_shown(stage_file(plan.stage))} still holds placeholder values ({', '.join(plan.placeholders)}); "
+            "put the stage's real values in it"
+        )
+    with tempfile.TemporaryDirectory(prefix="hosp-deploy-") as directory:
+        os.chmod(directory, 0o700)
+        for number, step in enumerate(plan.steps, 1):
+            runner.out(f"== [{number}/{len(plan.steps)}] {stack_name(plan.stage, step.key)}: {step.title}")
+            deploy_step(plan, step, runner, Path(directory))
+    runner.out("Deployed. URLs:")
+    for line in urls(plan, runner):
+        runner.out("  " + line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and deploy nothing")
+    parser.add_argument("--stage-file", type=Path, help="default: infra/app/deploy-<stage>.json")
+    parser.add_argument("--dist", type=Path, default=DIST, help="where make package put the app; default: dist/")
+    args = parser.parse_args(argv)
+    try:
+        plan = build_plan(args.stage, stage_path=args.stage_file, dist=args.dist)
+    except PlanError as exc:
+        print(f"cannot deploy {args.stage}: {exc}", file=sys.stderr)
+        return 1
+    print_plan(plan)
+    if args.dry_run:
+        print("dry run: nothing deployed")
+        return 0
+    try:
+        deploy(plan, Runner(plan.region))
+    except StepFailed as exc:
+        print(f"deploy of {args.stage} stopped: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
