@@ -20,7 +20,7 @@ from tests.infra.cfn import INFRA, Deployed, as_list, cfn_templates, decode, res
 
 NETWORK_TEMPLATE = INFRA / "network" / "network.yaml"
 
-# The exports of docs' shared contract (hosp-reliability-<Stage>-<Key>), exactly.
+# The exports the other stacks import (hosp-reliability-<Stage>-<Key>; infra/network/README.md), exactly.
 CONTRACT = (
     "FleetSecurityGroupId",
     "FleetSubnetIds",
