@@ -284,11 +284,18 @@ def test_the_lambdas_reach_only_the_internal_alb_and_the_endpoints(deployed: Dep
 
 def test_the_fleet_reaches_only_hosp_the_endpoints_and_s3(deployed: Deployed) -> None:
     fleet = _exported(deployed, "FleetSecurityGroupId")
-    reached = _egress(deployed, fleet)
-    assert ("cidr", "HospCidr") in reached
-    assert ("prefix-list", "S3PrefixListId") in reached
-    assert {kind for kind, _ in reached} == {"cidr", "prefix-list", "group"}
-    assert [peer for kind, peer in reached if kind == "cidr"] == ["HospCidr"]
+    (endpoints,) = {
+        _ref(group)
+        for endpoint in _present(deployed, "AWS::EC2::VPCEndpoint").values()
+        for group in endpoint["Properties"].get("SecurityGroupIds", [])
+    }
+    assert _egress(deployed, fleet) == {
+        ("cidr", "HospCidr"),
+        ("group", endpoints),
+        ("prefix-list", "S3PrefixListId"),
+    }
+    (hosp,) = [rule for owner, rule in _rules(deployed, "Egress") if owner == fleet and _ref(rule.get("CidrIp"))]
+    assert _ref(hosp["FromPort"]) == _ref(hosp["ToPort"]) == "HospPort"
 
 
 def test_the_endpoints_admit_only_the_lambdas_and_the_fleet(deployed: Deployed) -> None:
