@@ -16,6 +16,12 @@
  * Bytes of the request target that are not UTF-8 cannot be JavaScript text:
  * then every byte above 0x7f is handed over percent-encoded.
  *
+ * One difference from CloudFront that this file cannot remove: njs 0.7.9
+ * enumerates an object of more than 10 properties (for-in, Object.keys) in
+ * its hash order, not in creation order. redirect.js rebuilds the query with
+ * for-in, so past 10 distinct keys the redirect keeps every pair, and each
+ * key's values in order, but may reorder the keys.
+ *
  * A returned object with a statusCode is an answer: its status, its headers
  * (location becomes Location) and its body, if any, go to the viewer. Anything
  * else passes the viewer's request on, unchanged, to @origin.
