@@ -68,6 +68,7 @@ class ResponseHeader:
 class Distribution:
     """The parts of the distribution that the local edge plays."""
 
+    security_policy: str  # MinimumProtocolVersion, e.g. TLSv1.2_2021
     protocols: tuple[str, ...]
     ciphers: tuple[str, ...]
     headers: tuple[ResponseHeader, ...]
@@ -130,6 +131,7 @@ def distribution(path: Path = DISTRIBUTION) -> Distribution:
     # A custom origin or a VPC origin: both carry the timeouts.
     origin = origins[0].get("VpcOriginConfig") or origins[0].get("CustomOriginConfig") or {}
     return Distribution(
+        security_policy=policy_name,
         protocols=protocols,
         ciphers=ciphers,
         headers=response_headers(policy),

@@ -128,7 +128,7 @@ class LocalEdge(LoopbackServer):
             "https_port_suffix": https_suffix,
             "certificate": str(self.certificates.certificate),
             "certificate_key": str(self.certificates.key),
-            "security_policy": "TLSv1.2_2021",
+            "security_policy": source.security_policy,
             "ssl_protocols": " ".join(source.protocols),
             "ssl_ciphers": ":".join(source.ciphers),
             "origin": self.origin,
@@ -224,7 +224,7 @@ class LocalEdge(LoopbackServer):
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """One HTTPS request for `name` (the new name by default): (status, headers, body).
+        """One HTTPS request for `name` (the new name by default): (status, headers, body). `target` is ASCII.
 
         Connects to 127.0.0.1 itself: few resolvers other than curl's and the
         browsers' know that *.localhost is loopback.
