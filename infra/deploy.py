@@ -151,7 +151,7 @@ def template_parameters(path: Path) -> dict[str, dict[str, Any]]:
     return dict(template.get("Parameters", {}))
 
 
-def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST) -> Plan:
+def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST, bundle: Path = BUNDLE) -> Plan:
     """The stage's steps, checked against the templates; raises PlanError."""
     if stage not in STAGES:
         raise PlanError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -191,7 +191,7 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST)
                 "Stage": stage,
                 "PublicNames": ",".join(filter(None, public_names)),
                 "InterceptorHost": Output("app", "ApiHost"),
-                "ProxyBundleS3Uri": Upload(BUNDLE, "proxy-bundle"),
+                "ProxyBundleS3Uri": Upload(bundle, "proxy-bundle"),
                 **operator("proxy"),
             },
             "proxy",
@@ -387,8 +387,6 @@ def urls(plan: Plan, runner: Runner) -> list[str]:
 
 
 def deploy(plan: Plan, runner: Runner) -> None:
-    if shutil.which("aws") is None:
-        raise StepFailed("the AWS CLI v2 (aws) is not installed: https://docs.aws.amazon.com/cli/")
     if plan.placeholders:
         raise StepFailed(
             f"{_shown(stage_file(plan.stage))} still holds placeholder values ({', '.join(plan.placeholders)}); "
@@ -420,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print("dry run: nothing deployed")
         return 0
+    if shutil.which("aws") is None:
+        print("the AWS CLI v2 (aws) is not installed: https://docs.aws.amazon.com/cli/", file=sys.stderr)
+        return 1
     try:
         deploy(plan, Runner(plan.region))
     except StepFailed as exc:

@@ -1,0 +1,491 @@
+"""`make package`'s output for each stage, checkov on every template, and `make deploy`'s plan.
+
+Each stage is packaged once per test module (`chalice package` with infra/app/merge.json,
+exactly as `make package` runs it), with no AWS credentials in reach: packaging must need
+none. The first packaging on a machine downloads the Lambda platform's wheels of
+requirements.txt from the package index; later ones reuse .chalice/deployments/.
+
+The packaged templates are then checked the way CloudFormation would read them: cfn-lint,
+checkov (one run over them and every template under infra/), and properties: the functions
+run in the VPC on the network stack's exports, the API is private to the stage's
+execute-api endpoint, and the roles hold the generated per-function policies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from infra import deploy
+from infra.app import package
+from infra.iam import policies
+from infra.iam.policies import API_HANDLER, FUNCTIONS, NOTE_WORKER, STAGES, StageResources
+from tests.infra.cfn import INFRA, REPO, as_list, cfn_templates, decode, resources
+
+NETWORK_TEMPLATE = INFRA / "network" / "network.yaml"
+AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
+# Logical ids of the functions in Chalice's template.
+LOGICAL_IDS = {API_HANDLER: "APIHandler", NOTE_WORKER: "WriteNote"}
+# What AWS's AWSLambdaVPCAccessExecutionRole grants on "*" (tests/infra/test_iam_policies.py).
+VPC_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+APP_IDS = [f"dist/app-{stage}" for stage in STAGES]
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both stages packaged into <dist>/app-<stage>/, without AWS credentials."""
+    out = tmp_path_factory.mktemp("dist")
+    nowhere = str(out / "no-aws-config")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+    env |= {"AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_EC2_METADATA_DISABLED": "true"}
+    for stage in STAGES:
+        command = package.chalice_package_command(stage, package.output_dir(stage, out))
+        env_for_stage = env | {"AWS_DEFAULT_REGION": package.PACKAGING_REGION}
+        result = subprocess.run(command, cwd=REPO, env=env_for_stage, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"chalice package --stage {stage} failed:\n{result.stdout}\n{result.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def packaged(dist: Path) -> dict[str, Path]:
+    return {stage: package.output_dir(stage, dist) / package.TEMPLATE_NAME for stage in STAGES}
+
+
+@pytest.fixture
+def template(packaged: dict[str, Path], stage: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(packaged[stage].read_text(encoding="utf-8"))
+    return loaded
+
+
+def _imported(stage: str, key: str) -> dict[str, Any]:
+    """What the merge template writes for the network stack's export `key`."""
+    return {"Fn::ImportValue": {"Fn::Sub": f"hosp-reliability-${{Stage}}-{key}"}}
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = resources(template, "AWS::Serverless::Function") | resources(template, "AWS::Lambda::Function")
+    assert found, "the packaged template has no function"
+    return found
+
+
+def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every IAM statement of the template's roles and policies, with its resource's id."""
+    found = []
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        documents = [p["PolicyDocument"] for p in properties.get("Policies", [])]
+        if "PolicyDocument" in properties:
+            documents.append(properties["PolicyDocument"])
+        for document in documents:
+            found += [(name, statement) for statement in as_list(document["Statement"])]
+    return found
+
+
+# ----------------------------------------------------------------- packaging
+
+
+def test_each_stage_packages_offline_into_a_template_and_its_code(packaged: dict[str, Path]) -> None:
+    for template in packaged.values():
+        assert template.is_file()
+        assert (template.parent / "deployment.zip").is_file()
+
+
+@pytest.mark.parametrize("stage_", STAGES)
+def test_the_packaged_template_is_cfn_lint_clean(
+    cfnlint_api: ModuleType, packaged: dict[str, Path], stage_: str
+) -> None:
+    # The SAM transform is applied first, so the resources CloudFormation creates are linted.
+    assert [str(f) for f in cfnlint_api.lint_file(packaged[stage_])] == []
+
+
+def test_the_packaged_template_needs_only_the_stage(template: dict[str, Any]) -> None:
+    """Everything else has a default or comes from the network stack's exports."""
+    required = [name for name, spec in template["Parameters"].items() if "Default" not in spec]
+    assert required == ["Stage"]
+
+
+# ------------------------------------------------------------------ the VPC
+
+
+def test_every_function_runs_in_the_vpc_on_the_network_stacks_exports(template: dict[str, Any], stage: str) -> None:
+    for name, function in _functions(template).items():
+        vpc = function["Properties"].get("VpcConfig")
+        assert vpc, f"{name} is not in the VPC"
+        assert vpc["SecurityGroupIds"] == [_imported(stage, "LambdaSecurityGroupId")], name
+        assert vpc["SubnetIds"] == {"Fn::Split": [",", _imported(stage, "LambdaSubnetIds")]}, name
+
+
+def test_every_function_reaches_hosp_at_the_network_stacks_url(template: dict[str, Any], stage: str) -> None:
+    """No placeholder: HOSP_BASE_URL is the internal load balancer's, from the network stack."""
+    for name, function in _functions(template).items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["HOSP_BASE_URL"] == _imported(stage, "HospBaseUrl"), name
+        assert variables["STAGE"] == stage
+
+
+def test_every_imported_export_is_one_the_network_stack_exports(template: dict[str, Any], stage: str) -> None:
+    """The names agree with infra/network/network.yaml's Export Names, not just with the contract."""
+    network = decode(NETWORK_TEMPLATE)
+    exported = {_export_name(o["Export"]["Name"], stage) for o in network["Outputs"].values() if "Export" in o}
+    imported = {_export_name(name, stage) for name in _imports(template)}
+    assert {f"hosp-reliability-{stage}-{key}" for key in ("LambdaSubnetIds", "ExecuteApiVpcEndpointId")} <= imported
+    assert imported <= exported, sorted(imported - exported)
+
+
+def _export_name(name: Any, stage: str) -> str:
+    """An export's name for `stage`: a literal, or a Fn::Sub of ${Stage}."""
+    text = name["Fn::Sub"] if isinstance(name, dict) else name
+    assert isinstance(text, str), name
+    return text.replace("${Stage}", stage)
+
+
+def _imports(node: Any) -> list[Any]:
+    """The argument of every Fn::ImportValue in `node`."""
+    if isinstance(node, list):
+        return [found for item in node for found in _imports(item)]
+    if not isinstance(node, dict):
+        return []
+    if set(node) == {"Fn::ImportValue"}:
+        return [node["Fn::ImportValue"]]
+    return [found for value in node.values() for found in _imports(value)]
+
+
+def test_the_functions_are_named_as_their_policies_and_log_groups_expect(template: dict[str, Any], stage: str) -> None:
+    names = StageResources(stage)
+    groups = {
+        json.dumps(group["Properties"]["LogGroupName"]): group
+        for group in resources(template, "AWS::Logs::LogGroup").values()
+    }
+    for function, logical in LOGICAL_IDS.items():
+        deployed_name = template["Resources"][logical]["Properties"]["FunctionName"]
+        assert deployed_name["Fn::Sub"].replace("${Stage}", stage) == names.function_name(function)
+        group = groups[json.dumps({"Fn::Sub": "/aws/lambda/" + deployed_name["Fn::Sub"]})]
+        assert "RetentionInDays" in group["Properties"]
+        assert group["DeletionPolicy"] == "Retain"
+        # Created before the function, which may not create it itself.
+        assert f"{logical}LogGroup" in as_list(template["Resources"][logical]["DependsOn"])
+
+
+def test_the_audit_route_is_given_the_audit_stacks_names(template: dict[str, Any], stage: str) -> None:
+    """The buckets are computed the way infra/athena/audit.yaml names them (it is deployed
+    after the app and exports nothing); its user pool comes in as parameters."""
+    audit = decode(AUDIT_TEMPLATE)
+    bucket_names = {json.dumps(b["Properties"]["BucketName"]) for b in resources(audit, "AWS::S3::Bucket").values()}
+    variables = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    for variable in ("AUDIT_LOG_BUCKET", "AUDIT_RESULTS_BUCKET"):
+        assert json.dumps(variables[variable]) in bucket_names, variable
+    assert variables["AUDIT_COGNITO_ISSUER"] == {"Ref": "AuditCognitoIssuer"}
+    assert variables["AUDIT_COGNITO_CLIENT_ID"] == {"Ref": "AuditCognitoClientId"}
+    assert variables["AUDIT_WORKGROUP"] == StageResources(stage).audit_workgroup
+
+
+def test_only_the_worker_is_given_the_service_account_secret(template: dict[str, Any]) -> None:
+    api = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    worker = template["Resources"]["WriteNote"]["Properties"]["Environment"]["Variables"]
+    assert "HOSP_SERVICE_SECRET_ID" in worker
+    assert "HOSP_SERVICE_SECRET_ID" not in api
+    assert not [name for name in worker if name.startswith("AUDIT_")]
+
+
+# ------------------------------------------------------------ the private API
+
+
+def test_the_api_is_private_to_the_stages_execute_api_endpoint(template: dict[str, Any], stage: str) -> None:
+    api = one_api(template)["Properties"]
+    assert api["EndpointConfiguration"] == {
+        "Type": "PRIVATE",
+        "VPCEndpointIds": [_imported(stage, "ExecuteApiVpcEndpointId")],
+    }
+    endpoint = {"Fn::ImportValue": f"hosp-reliability-{stage}-ExecuteApiVpcEndpointId"}
+    statements = api["DefinitionBody"]["x-amazon-apigateway-policy"]["Statement"]
+    denies = [s for s in statements if s["Effect"] == "Deny"]
+    assert [d["Condition"] for d in denies] == [{"StringNotEquals": {"aws:SourceVpce": endpoint}}]
+    assert denies[0]["Resource"] == "execute-api:/*"
+    assert denies[0]["Principal"] == "*"
+    for allow in (s for s in statements if s["Effect"] == "Allow"):
+        assert allow["Condition"] == {"StringEquals": {"aws:SourceVpce": endpoint}}, allow
+
+
+def one_api(template: dict[str, Any]) -> dict[str, Any]:
+    apis = resources(template, "AWS::Serverless::Api")
+    assert list(apis) == ["RestAPI"]
+    return apis["RestAPI"]
+
+
+def test_the_fleet_is_given_the_apis_host(template: dict[str, Any]) -> None:
+    """proxy.yaml's InterceptorHost comes from this output (infra/deploy.py)."""
+    host = template["Outputs"]["ApiHost"]["Value"]["Fn::Sub"]
+    assert host == "${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+
+
+# -------------------------------------------------------------------- IAM
+
+
+def test_each_function_has_its_own_role_with_its_generated_policy(template: dict[str, Any], stage: str) -> None:
+    roles = []
+    for function, logical in LOGICAL_IDS.items():
+        role = template["Resources"][logical]["Properties"]["Role"]["Fn::GetAtt"][0]
+        roles.append(role)
+        documents = [p["PolicyDocument"] for p in template["Resources"][role]["Properties"]["Policies"]]
+        assert documents == [policies.policy(stage, function)], function
+    assert len(set(roles)) == len(FUNCTIONS)
+
+
+def test_no_statement_has_a_wildcard_action(template: dict[str, Any]) -> None:
+    statements = _statements(template)
+    assert statements
+    for resource, statement in statements:
+        assert "NotAction" not in statement, resource
+        for action in as_list(statement.get("Action", [])):
+            assert "*" not in action, f"{resource}: {action}"
+
+
+def test_only_the_vpc_network_interface_actions_are_granted_on_any_resource(template: dict[str, Any]) -> None:
+    for resource, statement in _statements(template):
+        if "*" in as_list(statement.get("Resource", [])):
+            assert set(as_list(statement["Action"])) <= VPC_ACTIONS, resource
+
+
+# ------------------------------------------------------------------ checkov
+
+
+def _checkov_targets(packaged: dict[str, Path]) -> list[Path]:
+    return [*cfn_templates(), *packaged.values()]
+
+
+@pytest.fixture(scope="module")
+def checkov_report(packaged: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """One checkov run over every template under infra/ and both packaged stages; results by file."""
+    if not package.CHECKOV.exists():
+        pytest.fail(package.MISSING_CHECKOV, pytrace=False)
+    targets = _checkov_targets(packaged)
+    command = package.checkov_command(targets, json_output=True)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    assert result.stdout.strip(), result.stderr
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    by_file: dict[str, dict[str, Any]] = {
+        str(path.resolve()): {"failed": [], "skipped": [], "passed": 0} for path in targets
+    }
+    for report in reports:
+        assert report["check_type"] == "cloudformation", report["check_type"]
+        assert report["summary"]["parsing_errors"] == 0, report["summary"]
+        for kind in ("failed", "skipped"):
+            for check in report["results"][f"{kind}_checks"]:
+                by_file[_target_of(check, targets)][kind].append(check)
+        for check in report["results"]["passed_checks"]:
+            by_file[_target_of(check, targets)]["passed"] += 1
+    return by_file
+
+
+def _target_of(check: dict[str, Any], targets: list[Path]) -> str:
+    """The scanned file a result belongs to (checkov reports paths relative to its cwd)."""
+    reported = (REPO / check["file_path"].lstrip("/")).resolve()
+    by_path = {str(t.resolve()): t for t in targets}
+    if str(reported) in by_path:
+        return str(reported)
+    absolute = Path(check.get("file_abs_path", "")).resolve()
+    assert str(absolute) in by_path, f"checkov reported a file it was not given: {check['file_path']}"
+    return str(absolute)
+
+
+@pytest.mark.parametrize("path", cfn_templates(), ids=lambda p: str(p.relative_to(REPO)))
+def test_template_passes_checkov(checkov_report: dict[str, dict[str, Any]], path: Path) -> None:
+    report = checkov_report[str(path.resolve())]
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["failed"]]
+    assert failed == []
+    assert report["passed"] > 0, "checkov checked nothing in it"
+
+
+@pytest.mark.parametrize("stage_", STAGES)
+def test_the_packaged_template_passes_checkov(
+    checkov_report: dict[str, dict[str, Any]], packaged: dict[str, Path], stage_: str
+) -> None:
+    report = checkov_report[str(packaged[stage_].resolve())]
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["failed"]]
+    assert failed == []
+    assert report["passed"] > 0
+
+
+def test_every_skipped_check_has_a_written_reason(checkov_report: dict[str, dict[str, Any]]) -> None:
+    """As checkov itself read them: each skip carries its comment."""
+    for path, report in checkov_report.items():
+        for check in report["skipped"]:
+            reason = (check.get("check_result", {}).get("suppress_comment") or "").strip()
+            assert len(reason) >= 20, f"{path}: {check['check_id']} on {check['resource']} is skipped without a reason"
+
+
+# ------------------------------------------------------------- deploy plan
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "hosp-proxy-bundle.tar.gz"
+    path.write_bytes(b"bundle")
+    return path
+
+
+@pytest.fixture
+def plan(dist: Path, bundle: Path, stage: str) -> deploy.Plan:
+    return deploy.build_plan(stage, dist=dist, bundle=bundle)
+
+
+def test_the_plan_deploys_every_stack_in_the_contracts_order(plan: deploy.Plan, stage: str) -> None:
+    assert [step.key for step in plan.steps] == ["network", "notes", "app", "proxy", "audit", "app", "edge"]
+    assert plan.steps[2].template == plan.steps[5].template
+    assert plan.steps[2].template.name == package.TEMPLATE_NAME
+    assert deploy.stack_name(stage, "app") == f"hosp-reliability-{stage}-app"
+
+
+def test_every_parameter_without_a_default_is_given_by_the_plan(plan: deploy.Plan) -> None:
+    for step in plan.steps:
+        declared = deploy.template_parameters(step.template)
+        required = {name for name, spec in declared.items() if "Default" not in spec}
+        assert required <= set(step.parameters), (step.title, sorted(required - set(step.parameters)))
+        assert set(step.parameters) <= set(declared), (step.title, sorted(set(step.parameters) - set(declared)))
+
+
+def test_a_missing_operator_value_stops_the_plan(dist: Path, bundle: Path, tmp_path: Path, stage: str) -> None:
+    values = json.loads(deploy.stage_file(stage).read_text())
+    del values["parameters"]["edge"]["CertificateArn"]
+    edited = tmp_path / "stage.json"
+    edited.write_text(json.dumps(values))
+    with pytest.raises(deploy.PlanError, match="CertificateArn"):
+        deploy.build_plan(stage, stage_path=edited, dist=dist, bundle=bundle)
+
+
+def test_a_parameter_the_template_lacks_stops_the_plan(dist: Path, bundle: Path, tmp_path: Path, stage: str) -> None:
+    values = json.loads(deploy.stage_file(stage).read_text())
+    values["parameters"]["notes"]["AlarmTopic"] = "arn:aws:sns:eu-west-2:123456789012:alarms"
+    edited = tmp_path / "stage.json"
+    edited.write_text(json.dumps(values))
+    with pytest.raises(deploy.PlanError, match="AlarmTopic"):
+        deploy.build_plan(stage, stage_path=edited, dist=dist, bundle=bundle)
+
+
+def test_another_stages_package_stops_the_plan(dist: Path, bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "app-prod").symlink_to(package.output_dir("dev", dist), target_is_directory=True)
+    with pytest.raises(deploy.PlanError, match="packaged for stage 'dev'"):
+        deploy.build_plan("prod", dist=tmp_path, bundle=bundle)
+
+
+def test_the_dry_run_prints_the_plan_and_runs_nothing(
+    dist: Path, stage: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_process(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the dry run ran {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    assert deploy.main(["--stage", stage, "--dry-run", "--dist", str(dist)]) == 0
+    printed = capsys.readouterr().out
+    stacks = re.findall(r"^\[\d/7\] (\S+)", printed, re.M)
+    expected = ["network", "notes", "app", "proxy", "audit", "app", "edge"]
+    assert stacks == [f"hosp-reliability-{stage}-{key}" for key in expected]
+    assert f"    InterceptorHost = <output ApiHost of hosp-reliability-{stage}-app>" in printed
+    assert f"    AccessLogGroupName = <output AccessLogGroupName of hosp-reliability-{stage}-proxy>" in printed
+    assert "dry run: nothing deployed" in printed
+
+
+def test_no_echo_values_are_masked(tmp_path: Path) -> None:
+    template = tmp_path / "t.json"
+    template.write_text(
+        json.dumps({"Parameters": {"Token": {"Type": "String", "NoEcho": True}, "Name": {"Type": "String"}}})
+    )
+    step = deploy.Step("edge", template, {"Token": "s3cr3t-value-never-shown", "Name": "shown"}, "edge")
+    deploy.check_parameters(step)
+    plan = deploy.Plan("dev", "eu-west-2", "bucket", [step], [])
+    lines: list[str] = []
+    deploy.print_plan(plan, lines.append)
+    assert "    Token = ****" in lines
+    assert "    Name = shown" in lines
+    assert "s3cr3t" not in "\n".join(lines)
+
+
+class FakeRunner(deploy.Runner):
+    """Records the AWS CLI commands; stacks answer with canned outputs; fails on request."""
+
+    def __init__(self, outputs: dict[str, dict[str, str]], fail_on: str | None = None) -> None:
+        self.lines: list[str] = []
+        super().__init__("eu-west-2", self.lines.append)
+        self.stack_outputs = outputs
+        self.fail_on = fail_on
+        self.commands: list[list[str]] = []
+        self.parameter_files: list[dict[str, Any]] = []
+
+    def run(self, *args: str, capture: bool = False) -> str:
+        self.commands.append(list(args))
+        for arg in args:
+            if arg.startswith("file://"):
+                self.parameter_files.append(json.loads(Path(arg.removeprefix("file://")).read_text()))
+        if self.fail_on and self.fail_on in args:
+            raise deploy.StepFailed(f"failed: {self.fail_on}")
+        return ""
+
+    def outputs(self, stack: str) -> dict[str, str] | None:
+        return self.stack_outputs.get(stack)
+
+
+def _deployable(plan: deploy.Plan) -> deploy.Plan:
+    plan.placeholders = []
+    return plan
+
+
+def _outputs(stage: str) -> dict[str, dict[str, str]]:
+    return {
+        f"hosp-reliability-{stage}-app": {"ApiHost": "abc123.execute-api.eu-west-2.amazonaws.com", "EndpointURL": "x"},
+        f"hosp-reliability-{stage}-proxy": {"AccessLogGroupName": f"/hosp-reliability/{stage}/proxy-access"},
+        f"hosp-reliability-{stage}-audit": {
+            "CognitoIssuer": "https://cognito-idp.eu-west-2.amazonaws.com/p",
+            "AdminAppClientId": "c",
+        },
+        f"hosp-reliability-{stage}-edge": {"DistributionDomainName": "d111.cloudfront.net"},
+    }
+
+
+def test_a_deploy_runs_each_stack_in_order_with_its_resolved_parameters(plan: deploy.Plan, stage: str) -> None:
+    runner = FakeRunner(_outputs(stage))
+    deploy.deploy(_deployable(plan), runner)
+    deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if c[:2] == ["cloudformation", "deploy"]]
+    expected = ["network", "notes", "app", "proxy", "audit", "app", "edge"]
+    assert deployed == [f"hosp-reliability-{stage}-{key}" for key in expected]
+    proxy = runner.parameter_files[3]["Parameters"]
+    assert proxy["InterceptorHost"] == "abc123.execute-api.eu-west-2.amazonaws.com"
+    assert re.fullmatch(
+        rf"s3://{plan.artifact_bucket}/hosp-reliability/{stage}/proxy-bundle/[0-9a-f]{{16}}\.tar\.gz",
+        proxy["ProxyBundleS3Uri"],
+    )
+    assert runner.parameter_files[5]["Parameters"]["AuditCognitoClientId"] == "c"
+    # The app's code goes up with `aws cloudformation package` before each of its deploys.
+    assert sum(c[:2] == ["cloudformation", "package"] for c in runner.commands) == 2
+    assert "  CloudFront distribution:    https://d111.cloudfront.net/" in runner.lines
+
+
+def test_a_deploy_stops_at_the_first_failure(plan: deploy.Plan, stage: str) -> None:
+    runner = FakeRunner(_outputs(stage), fail_on=f"hosp-reliability-{stage}-notes")
+    with pytest.raises(deploy.StepFailed):
+        deploy.deploy(_deployable(plan), runner)
+    deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if "--stack-name" in c]
+    assert deployed == [f"hosp-reliability-{stage}-network", f"hosp-reliability-{stage}-notes"]
+
+
+def test_a_deploy_refuses_placeholder_values(plan: deploy.Plan, stage: str) -> None:
+    """The committed stage files hold documentation values until operators fill them in."""
+    assert plan.placeholders
+    runner = FakeRunner(_outputs(stage))
+    with pytest.raises(deploy.StepFailed, match="placeholder"):
+        deploy.deploy(plan, runner)
+    assert runner.commands == []
