@@ -309,6 +309,18 @@ def test_the_endpoints_admit_only_the_lambdas_and_the_fleet(deployed: Deployed) 
     assert _admitted(deployed, str(group)) == {(443, "group", fleet), (443, "group", lambdas)}
 
 
+def test_only_the_fleet_may_reach_the_internet_and_only_when_asked(template: dict[str, Any]) -> None:
+    """FleetHttpsToInternet (nginx.org's packages at boot, through a NAT gateway the VPC
+    provides) adds HTTPS to any address on the fleet's group, and nothing else anywhere."""
+    closed = Network(template, Stage="prod", **PARAMETERS)
+    opened = Network(template, Stage="prod", FleetHttpsToInternet="true", **PARAMETERS)
+    fleet = _exported(opened, "FleetSecurityGroupId")
+    added = [(owner, rule) for owner, rule in _rules(opened, "Egress") if (owner, rule) not in _rules(closed, "Egress")]
+    assert [(owner, rule["FromPort"], rule["ToPort"], rule["CidrIp"]) for owner, rule in added] == [
+        (fleet, 443, 443, "0.0.0.0/0")
+    ]
+
+
 def test_nothing_routes_to_the_internet(deployed: Deployed) -> None:
     for type_ in ("AWS::EC2::NatGateway", "AWS::EC2::InternetGateway", "AWS::EC2::Route", "AWS::EC2::EIP"):
         assert not _present(deployed, type_), type_
