@@ -7,6 +7,10 @@ dns_refresh.py) and infra/ec2/bundle/ (install.sh and the files it installs),
 under their repository paths: an instance unpacks it into /opt/hosp-proxy and
 runs /opt/hosp-proxy/infra/ec2/bundle/install.sh (infra/ec2/README.md).
 
+With --packages DIR it also holds DIR's RPM files and signing keys (*.rpm, *.key)
+under packages/: install.sh then installs NGINX and njs from them instead of from
+nginx.org, for a fleet without a route to the internet (infra/ec2/README.md).
+
 The same tree gives the same bytes, whoever builds it and whenever: entries in
 sorted order, fixed times, owner root, modes 0755 for directories and scripts
 (a file starting with #!) and 0644 for everything else (whatever the checkout's umask), and a
@@ -35,6 +39,11 @@ EXCLUDED_DIRS = frozenset({"__pycache__"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", "~", ".swp")
 
 
+# Where --packages files go in the bundle, and which of them are taken.
+PACKAGES = "packages"
+PACKAGE_SUFFIXES = (".rpm", ".key")
+
+
 def members(root: Path = REPO) -> list[str]:
     """The bundle's paths (files and directories), relative to root, in the bundle's order."""
     found: set[str] = set()
@@ -48,12 +57,28 @@ def members(root: Path = REPO) -> list[str]:
     return sorted(found)
 
 
-def build(output: Path, root: Path = REPO) -> str:
+def packages(directory: Path) -> dict[str, Path]:
+    """The bundle names (packages/NAME) of directory's RPM files and keys."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    found = {
+        f"{PACKAGES}/{path.name}": path
+        for path in directory.iterdir()
+        if path.is_file() and path.name.endswith(PACKAGE_SUFFIXES)
+    }
+    if not any(name.endswith(".rpm") for name in found):
+        raise FileNotFoundError(f"{directory} holds no .rpm file")
+    return found
+
+
+def build(output: Path, root: Path = REPO, package_dir: Path | None = None) -> str:
     """Write the bundle to output; return its sha256 (hex)."""
+    sources = {name: root / name for name in members(root)}
+    if package_dir is not None:
+        sources |= {PACKAGES: package_dir, **packages(package_dir)}
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in members(root):
-            path = root / name
+        for name, path in sorted(sources.items()):
             info = tarfile.TarInfo(name)
             info.mtime = MTIME
             info.uid = info.gid = 0
@@ -65,7 +90,7 @@ def build(output: Path, root: Path = REPO) -> str:
             else:
                 data = path.read_bytes()
                 info.size = len(data)
-                info.mode = 0o755 if data.startswith(b"#!") else 0o644
+                info.mode = 0o755 if data.startswith(b"#!") and not name.startswith(PACKAGES) else 0o644
                 tar.addfile(info, io.BytesIO(data))
     compressed = io.BytesIO()
     # filename="" and mtime=0: the gzip header names no file and no time.
@@ -98,9 +123,15 @@ def _parents(source: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, type=Path, help="the tar.gz to write")
+    parser.add_argument(
+        "--packages",
+        type=Path,
+        help="a directory of RPM files (nginx, nginx-module-njs) and their signing key (*.key) to ship "
+        "in the bundle, installed instead of nginx.org's repository",
+    )
     args = parser.parse_args(argv)
     try:
-        digest = build(args.output)
+        digest = build(args.output, package_dir=args.packages)
     except (OSError, ValueError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 1

@@ -260,6 +260,43 @@ def test_the_bundle_holds_infra_nginx_and_the_bundle_files_and_nothing_else(tmp_
     }
 
 
+def test_packages_ship_under_packages_and_keep_the_build_reproducible(tmp_path: Path) -> None:
+    """bundle.py --packages: nginx.org's RPMs and key for a fleet without a route to it."""
+    shipped = tmp_path / "rpms"
+    shipped.mkdir()
+    (shipped / "nginx-1.28.0-1.amzn2023.ngx.x86_64.rpm").write_bytes(b"\xed\xab\xee\xdb nginx")
+    (shipped / "nginx-module-njs-1.28.0+0.9.0-1.amzn2023.ngx.x86_64.rpm").write_bytes(b"\xed\xab\xee\xdb njs")
+    (shipped / "nginx_signing.key").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
+    (shipped / "notes.txt").write_text("not shipped")
+
+    first = bundle.build(tmp_path / "a.tar.gz", package_dir=shipped)
+    os.utime(shipped / "nginx_signing.key", (1_700_000_000, 1_700_000_000))
+    second = bundle.build(tmp_path / "b.tar.gz", package_dir=shipped)
+
+    assert first == second
+    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        names = [info.name for info in tar.getmembers()]
+        modes = {info.name: info.mode for info in tar.getmembers()}
+    assert [n for n in names if n.startswith("packages")] == [
+        "packages",
+        "packages/nginx-1.28.0-1.amzn2023.ngx.x86_64.rpm",
+        "packages/nginx-module-njs-1.28.0+0.9.0-1.amzn2023.ngx.x86_64.rpm",
+        "packages/nginx_signing.key",
+    ]
+    assert modes["packages/nginx_signing.key"] == 0o644
+    # install.sh takes them from where the bundle puts them, with signatures checked.
+    install = INSTALL_SH.read_text()
+    assert 'shipped=("$root"/packages/*.rpm)' in install
+    assert 'rpm --import "$key"' in install
+    assert "localpkg_gpgcheck=True" in install
+
+
+def test_packages_without_an_rpm_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "rpms").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no \.rpm file"):
+        bundle.build(tmp_path / "a.tar.gz", package_dir=tmp_path / "rpms")
+
+
 def test_the_builder_prints_the_bundles_sha256(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "dist" / "hosp-proxy-bundle.tar.gz"
 

@@ -48,10 +48,23 @@ require ORIGIN_SECRET_ARN '^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:s
 require ACCESS_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 require ERROR_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 
-# --- packages: NGINX and njs from nginx.org (nginx.repo says why); the AWS
-# CLI comes with the AMI.
-install -m 0644 "$bundle/nginx.repo" /etc/yum.repos.d/nginx.repo
-dnf install -y nginx nginx-module-njs python3 amazon-cloudwatch-agent logrotate
+# --- packages: NGINX and njs are nginx.org's (nginx.repo says why); the AWS
+# CLI comes with the AMI, the rest from Amazon Linux's repositories. A bundle
+# built with `bundle.py --packages DIR` carries nginx.org's RPMs and signing
+# key in packages/, for a fleet without a route to nginx.org; dnf then checks
+# their signatures against that key (localpkg_gpgcheck), as it would the
+# repository's.
+shipped=("$root"/packages/*.rpm)
+if [ -e "${shipped[0]}" ]; then
+    for key in "$root"/packages/*.key; do
+        [ ! -e "$key" ] || rpm --import "$key"
+    done
+    dnf install -y --setopt=localpkg_gpgcheck=True \
+        "${shipped[@]}" python3 amazon-cloudwatch-agent logrotate
+else
+    install -m 0644 "$bundle/nginx.repo" /etc/yum.repos.d/nginx.repo
+    dnf install -y nginx nginx-module-njs python3 amazon-cloudwatch-agent logrotate
+fi
 
 install -d -m 0755 /etc/hosp-proxy /var/log/hosp-proxy
 # AL2023 boots with SELinux permissive; should it be enforcing, NGINX needs
