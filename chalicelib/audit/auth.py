@@ -23,11 +23,16 @@ Then the user must be in the admin group (`cognito:groups`), else `Forbidden`
 (403). Missing settings raise settings.AuditConfigError (503), and signing keys
 that cannot be fetched KeysUnavailable (503).
 
-Signing keys are fetched from the JWKS URL on first use and kept for the life
-of the process. A token signed with a key id we do not hold makes us fetch
-them again (Cognito publishes a new key before signing with it), but at most
-once per REFETCH_INTERVAL, failed fetches included: tokens with made-up key
-ids cannot make us hammer Cognito.
+In AWS the signing keys are given at deploy (AUDIT_COGNITO_JWKS, the pool's
+JWKS document): the Lambdas run in private subnets with no route to Cognito's
+JWKS URL, and a user pool keeps its signing keys. A token signed with a key
+not in that document is refused; a malformed document is a configuration
+error (503). Without it (locally, against moto), signing keys are fetched
+from the JWKS URL on first use and kept for the life of the process. A token
+signed with a key id we do not hold makes us fetch them again (a pool could
+publish a new key before signing with it), but at most once per
+REFETCH_INTERVAL, failed fetches included: tokens with made-up key ids cannot
+make us hammer Cognito.
 
 Reasons are our own fixed words, safe to show: never the token, nor a claim's value.
 """
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -115,11 +121,14 @@ def require_admin(
     configured JWKS URL).
     """
     cognito = settings.cognito()
-    _check_jwks_url(cognito.jwks_url)
+    if cognito.jwks:
+        configured = configured_keys(cognito.jwks)  # a malformed document is a 503 before anything else
+        keys = keys or configured
+    else:
+        _check_jwks_url(cognito.jwks_url)
+        keys = keys or signing_keys(cognito.jwks_url)
     token = bearer_token(authorization_header)
-    claims = verify_access_token(
-        token, cognito, keys or signing_keys(cognito.jwks_url), time.time() if now is None else now
-    )
+    claims = verify_access_token(token, cognito, keys, time.time() if now is None else now)
     principal = _principal(claims)
     if cognito.admin_group not in principal.groups:
         raise Forbidden("the user is not in the group that may read the audit trail")
@@ -306,6 +315,28 @@ class SigningKeys:
         self._keys = keys
 
 
+class ConfiguredKeys(SigningKeys):
+    """The signing keys of a JWKS document given at deploy: never fetched, never refreshed."""
+
+    def __init__(self, keys: dict[str, jwt.PyJWK]) -> None:
+        super().__init__(url="")
+        self._keys = keys
+
+    def get(self, kid: str) -> jwt.PyJWK | None:
+        return self._keys.get(kid)
+
+
+@functools.cache
+def configured_keys(document: str) -> ConfiguredKeys:
+    """The keys of the AUDIT_COGNITO_JWKS document; raises AuditConfigError when it holds none."""
+    try:
+        return ConfiguredKeys(parse_jwks(json.loads(document)))
+    except ValueError:  # json.JSONDecodeError is one too
+        raise settings.AuditConfigError(
+            [f"{settings.AUDIT_COGNITO_JWKS} must be the user pool's JWKS document (JSON with RS256 keys)"]
+        ) from None
+
+
 @functools.cache
 def signing_keys(url: str) -> SigningKeys:
     """The process's cache of the signing keys at `url`."""
@@ -315,3 +346,4 @@ def signing_keys(url: str) -> SigningKeys:
 def reset() -> None:
     """Forget the cached keys (tests that start a new user pool call this)."""
     signing_keys.cache_clear()
+    configured_keys.cache_clear()

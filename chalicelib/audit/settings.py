@@ -21,6 +21,9 @@ AUDIT_LOCAL_LOG = "AUDIT_LOCAL_LOG"  # DuckDB engine: the proxy's access log fil
 AUDIT_URL_TTL_SECONDS = "AUDIT_URL_TTL_SECONDS"  # presigned URL lifetime, at most 900
 AUDIT_COGNITO_ISSUER = "AUDIT_COGNITO_ISSUER"  # https://cognito-idp.<region>.amazonaws.com/<pool id>
 AUDIT_COGNITO_JWKS_URL = "AUDIT_COGNITO_JWKS_URL"  # default: <issuer>/.well-known/jwks.json
+# The pool's JWKS document itself, given at deploy; when set the keys are never fetched
+# (in AWS the Lambdas run in private subnets with no route to Cognito's JWKS URL).
+AUDIT_COGNITO_JWKS = "AUDIT_COGNITO_JWKS"
 AUDIT_COGNITO_CLIENT_ID = "AUDIT_COGNITO_CLIENT_ID"  # the app client whose access tokens are accepted
 AUDIT_ADMIN_GROUP = "AUDIT_ADMIN_GROUP"  # default audit-admins
 AUDIT_WAIT_SECONDS = "AUDIT_WAIT_SECONDS"  # how long GET /audit waits for the query before a 202
@@ -35,6 +38,7 @@ VARIABLES = (
     AUDIT_URL_TTL_SECONDS,
     AUDIT_COGNITO_ISSUER,
     AUDIT_COGNITO_JWKS_URL,
+    AUDIT_COGNITO_JWKS,
     AUDIT_COGNITO_CLIENT_ID,
     AUDIT_ADMIN_GROUP,
     AUDIT_WAIT_SECONDS,
@@ -49,6 +53,7 @@ DEFAULT_RESULTS_PREFIX = "audit/"
 class CognitoSettings:
     issuer: str
     jwks_url: str
+    jwks: str  # the JWKS document given at deploy, "" when the keys are fetched from jwks_url
     client_id: str
     admin_group: str
 
@@ -65,6 +70,7 @@ def cognito(environ: Mapping[str, str] | None = None) -> CognitoSettings:
     return CognitoSettings(
         issuer=issuer,
         jwks_url=env.get(AUDIT_COGNITO_JWKS_URL, "").strip() or f"{issuer}/.well-known/jwks.json",
+        jwks=env.get(AUDIT_COGNITO_JWKS, "").strip(),
         client_id=client_id,
         admin_group=env.get(AUDIT_ADMIN_GROUP, "").strip() or DEFAULT_ADMIN_GROUP,
     )

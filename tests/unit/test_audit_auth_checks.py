@@ -377,3 +377,36 @@ def test_one_key_cache_per_jwks_url_per_process() -> None:
     assert auth.signing_keys(url) is auth.signing_keys(url)
     assert auth.signing_keys(url) is not auth.signing_keys(url + "?other")
     auth.reset()
+
+
+# --- keys given at deploy (AUDIT_COGNITO_JWKS) ---------------------------------------------------
+
+
+def test_keys_given_at_deploy_verify_tokens_and_are_never_fetched(
+    configured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unreachable JWKS URL: a fetch would fail, so a success proves none happened.
+    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS_URL, "https://127.0.0.1:9/none")
+    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS, json.dumps({"keys": [public_jwk(KEY)]}))
+
+    assert auth.require_admin(f"Bearer {token()}", now=NOW).username == "audit-admin"
+
+    other = new_key()  # a key the document does not hold: refused
+    with pytest.raises(auth.Unauthorized):
+        auth.require_admin(f"Bearer {token(key=other, kid='other')}", now=NOW)
+
+
+@pytest.mark.parametrize(
+    "document",
+    ["not json", "{}", '{"keys": []}', json.dumps({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]})],
+)
+def test_a_malformed_jwks_given_at_deploy_is_a_configuration_error(
+    configured: None, monkeypatch: pytest.MonkeyPatch, document: str
+) -> None:
+    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS, document)
+
+    with pytest.raises(settings.AuditConfigError) as error:
+        auth.require_admin(f"Bearer {token()}", now=NOW)
+    assert error.value.problems == [
+        f"{settings.AUDIT_COGNITO_JWKS} must be the user pool's JWKS document (JSON with RS256 keys)"
+    ]
