@@ -15,12 +15,14 @@ The tests run the same commands (tests/infra/test_chalice_package.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 MERGE_TEMPLATE = REPO / "infra" / "app" / "merge.json"
@@ -31,6 +33,8 @@ STAGES = ("dev", "prod")
 PACKAGING_REGION = "eu-west-2"
 # checkov lives in a virtual environment of its own (Makefile: CHECKOV_VENV).
 CHECKOV = REPO / ".venv" / "checkov" / "bin" / "checkov"
+# A skip's reason is a sentence, not a placeholder.
+MIN_SKIP_REASON = 20
 MISSING_CHECKOV = f"checkov is not installed at {CHECKOV}; `make checkov` (or `make test`) installs it."
 
 
@@ -56,6 +60,41 @@ def checkov_command(templates: Sequence[Path], *, json_output: bool = False) -> 
     for template in templates:
         command += ["--file", str(template)]
     return command
+
+
+def scan(templates: Sequence[Path], cwd: Path = REPO) -> list[dict[str, Any]]:
+    """checkov's JSON reports (one per framework run) for `templates`."""
+    if not CHECKOV.exists():
+        raise FileNotFoundError(MISSING_CHECKOV)
+    command = checkov_command(templates, json_output=True)
+    print("+", " ".join(command), flush=True)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False, timeout=600)
+    if not result.stdout.strip():
+        raise RuntimeError(f"checkov printed no report (exit {result.returncode}): {result.stderr.strip()}")
+    reports = json.loads(result.stdout)
+    return reports if isinstance(reports, list) else [reports]
+
+
+def scan_problems(reports: Sequence[dict[str, Any]]) -> list[str]:
+    """What makes a scan fail: failed checks, skips without a reason, files checkov could not
+    parse, or nothing checked (checkov itself exits 0 on a file it cannot parse)."""
+    problems = []
+    for report in reports:
+        summary = report["summary"]
+        if summary["parsing_errors"]:
+            problems.append(f"checkov could not parse {summary['parsing_errors']} file(s)")
+        if not summary["passed"] and not summary["failed"]:
+            problems.append("checkov checked nothing")
+        problems += [
+            f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
+            for c in report["results"]["failed_checks"]
+        ]
+        problems += [
+            f"{c['check_id']} {c['resource']} ({c['file_path']}) is skipped without a reason"
+            for c in report["results"]["skipped_checks"]
+            if len((c.get("check_result", {}).get("suppress_comment") or "").strip()) < MIN_SKIP_REASON
+        ]
+    return problems
 
 
 def package(stage: str, out: Path) -> Path:
@@ -85,13 +124,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if subprocess.run(lint, check=False).returncode != 0:
         print(f"cfn-lint found problems in {template}", file=sys.stderr)
         return 1
-    if not CHECKOV.exists():
-        print(MISSING_CHECKOV, file=sys.stderr)
+    try:
+        reports = scan([template])
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(exc, file=sys.stderr)
         return 1
-    scan = checkov_command([template])
-    print("+", " ".join(scan), flush=True)
-    if subprocess.run(scan, check=False).returncode != 0:
-        print(f"checkov failed checks in {template}", file=sys.stderr)
+    for report in reports:
+        summary = report["summary"]
+        counts = f"{summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped"
+        print(f"checkov: {counts}")
+    problems = scan_problems(reports)
+    for problem in problems:
+        print(f"checkov: {problem}", file=sys.stderr)
+    if problems:
         return 1
     print(f"packaged {args.stage}: {template} (cfn-lint and checkov clean)")
     return 0

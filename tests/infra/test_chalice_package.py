@@ -273,11 +273,7 @@ def checkov_report(packaged: dict[str, Path]) -> dict[str, dict[str, Any]]:
     if not package.CHECKOV.exists():
         pytest.fail(package.MISSING_CHECKOV, pytrace=False)
     targets = _checkov_targets(packaged)
-    command = package.checkov_command(targets, json_output=True)
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
-    assert result.stdout.strip(), result.stderr
-    reports = json.loads(result.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
+    reports = package.scan(targets)
     by_file: dict[str, dict[str, Any]] = {
         str(path.resolve()): {"failed": [], "skipped": [], "passed": 0} for path in targets
     }

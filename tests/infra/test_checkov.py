@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ from infra.app import package
 from tests.infra.cfn import INFRA, REPO, cfn_templates, decode
 
 MERGE_TEMPLATE = package.MERGE_TEMPLATE
-# A skip's reason: a sentence, not a placeholder.
-MIN_REASON = 20
+MIN_REASON = package.MIN_SKIP_REASON
 # checkov's inline form in a YAML comment: checkov:skip=CKV_AWS_1:the reason
 _INLINE_SKIP = re.compile(r"checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 
@@ -110,11 +108,28 @@ def test_checkov_fails_an_unsafe_template_and_honours_a_reasoned_skip(tmp_path: 
             }
         )
     )
-    command = package.checkov_command([template], json_output=True)
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=300)
-    assert result.returncode == 1, result.stderr
-    report = json.loads(result.stdout)
+    (report,) = package.scan([template], cwd=tmp_path)
     failed = {(c["resource"], c["check_id"]) for c in report["results"]["failed_checks"]}
     assert ("AWS::SQS::Queue.Queue", "CKV_AWS_27") in failed
     skipped = {(c["check_id"], c["check_result"]["suppress_comment"]) for c in report["results"]["skipped_checks"]}
     assert skipped == {("CKV_AWS_158", reason)}
+    assert any("CKV_AWS_27 AWS::SQS::Queue.Queue" in p for p in package.scan_problems([report]))
+
+
+def test_a_scan_fails_on_what_checkov_lets_pass() -> None:
+    """checkov exits 0 on a file it cannot parse and records a skip without a comment as
+    readily as one with: `make package` and the tests fail on both."""
+    report: dict[str, Any] = {
+        "summary": {"passed": 0, "failed": 0, "skipped": 1, "parsing_errors": 1},
+        "results": {
+            "failed_checks": [],
+            "skipped_checks": [
+                {"check_id": "CKV_AWS_18", "resource": "AWS::S3::Bucket.B", "file_path": "/t.yaml", "check_result": {}}
+            ],
+        },
+    }
+    assert package.scan_problems([report]) == [
+        "checkov could not parse 1 file(s)",
+        "checkov checked nothing",
+        "CKV_AWS_18 AWS::S3::Bucket.B (/t.yaml) is skipped without a reason",
+    ]
