@@ -106,7 +106,7 @@ class Step:
     parameters: dict[str, Value]
     title: str
     packaged: bool = False  # code to upload with `aws cloudformation package` first
-    capabilities: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()  # from the template (check_parameters)
     masked: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -137,7 +137,12 @@ def load_stage_file(path: Path) -> dict[str, Any]:
 
 
 def template_parameters(path: Path) -> dict[str, dict[str, Any]]:
-    """A template's Parameters (YAML with CloudFormation's tags, or JSON)."""
+    """A template's Parameters."""
+    return dict(read_template(path).get("Parameters", {}))
+
+
+def read_template(path: Path) -> dict[str, Any]:
+    """A template (YAML with CloudFormation's tags, or JSON)."""
     if not path.is_file():
         raise PlanError(f"{path} does not exist")
     if path.suffix == ".json":
@@ -148,7 +153,23 @@ def template_parameters(path: Path) -> dict[str, dict[str, Any]]:
         template, matches = decode(str(path))
         if matches or template is None:
             raise PlanError(f"{path} cannot be read: {[str(m) for m in matches]}")
-    return dict(template.get("Parameters", {}))
+    return dict(template)
+
+
+# IAM resources whose name the template may set (CAPABILITY_NAMED_IAM then).
+_IAM_NAMES = {"RoleName", "PolicyName", "ManagedPolicyName", "UserName", "GroupName", "InstanceProfileName"}
+
+
+def capabilities(template: dict[str, Any]) -> tuple[str, ...]:
+    """What `aws cloudformation deploy` must acknowledge for the template."""
+    found = []
+    iam = [r for r in template.get("Resources", {}).values() if str(r.get("Type", "")).startswith("AWS::IAM::")]
+    if iam:
+        named = any(_IAM_NAMES & set(r.get("Properties", {})) and r["Type"] != "AWS::IAM::Policy" for r in iam)
+        found.append("CAPABILITY_NAMED_IAM" if named else "CAPABILITY_IAM")
+    if "Transform" in template:
+        found.append("CAPABILITY_AUTO_EXPAND")
+    return tuple(found)
 
 
 def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST, bundle: Path = BUNDLE) -> Plan:
@@ -182,7 +203,6 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
             {"Stage": stage, **audit_sign_in, **operator("app")},
             "app",
             packaged=True,
-            capabilities=("CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"),
         ),
         Step(
             "proxy",
@@ -195,14 +215,12 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
                 **operator("proxy"),
             },
             "proxy",
-            capabilities=("CAPABILITY_IAM",),
         ),
         Step(
             "audit",
             infra / "athena" / "audit.yaml",
             {"Stage": stage, "AccessLogGroupName": Output("proxy", "AccessLogGroupName"), **operator("audit")},
             "audit",
-            capabilities=("CAPABILITY_IAM",),
         ),
         # The audit stack comes after the fleet whose log it reads, and GET /audit
         # needs its user pool: the app is updated with it (nothing else changes).
@@ -217,7 +235,6 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
             },
             "app: the audit stack's sign-in for GET /audit",
             packaged=True,
-            capabilities=("CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"),
         ),
         Step("edge", infra / "cloudfront" / "distribution.yaml", {"Stage": stage, **operator("edge")}, "edge"),
     ]
@@ -249,6 +266,7 @@ def check_parameters(step: Step) -> None:
     if extra:
         raise PlanError(f"{step.title}: {step.template} has no parameter {extra}")
     step.masked = frozenset(name for name, spec in declared.items() if str(spec.get("NoEcho", "")).lower() == "true")
+    step.capabilities = capabilities(read_template(step.template))
 
 
 def _packaged_stage(template: Path) -> str:

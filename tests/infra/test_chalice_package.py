@@ -485,3 +485,14 @@ def test_a_deploy_refuses_placeholder_values(plan: deploy.Plan, stage: str) -> N
     with pytest.raises(deploy.StepFailed, match="placeholder"):
         deploy.deploy(plan, runner)
     assert runner.commands == []
+
+
+def test_each_stack_acknowledges_the_capabilities_its_template_needs(plan: deploy.Plan) -> None:
+    """IAM resources need CAPABILITY_IAM (NAMED_IAM when named), the app's SAM transform
+    CAPABILITY_AUTO_EXPAND; CloudFormation refuses the change set otherwise."""
+    by_key = {step.key: step.capabilities for step in plan.steps}
+    assert by_key["app"] == ("CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND")
+    assert by_key["proxy"] == ("CAPABILITY_IAM",)
+    named = {"Resources": {"R": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "r"}}}}
+    assert deploy.capabilities(named) == ("CAPABILITY_NAMED_IAM",)
+    assert deploy.capabilities({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}) == ()
