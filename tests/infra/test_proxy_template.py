@@ -214,11 +214,15 @@ def test_instances_read_the_origin_secret_and_no_other(proxy: dict[str, Any]) ->
 
 
 def test_a_rolling_update_keeps_the_fleet_serving(proxy: dict[str, Any]) -> None:
-    """An update replaces instances while one serves, and stops at an instance that fails
-    to bootstrap (it never signals) instead of rolling a broken bundle over the fleet."""
+    """An update launches each new instance before an old one goes (as many in service as
+    desired), and stops at an instance that fails to bootstrap (it never signals) instead
+    of rolling a broken bundle over the fleet."""
     group = one(proxy, "AWS::AutoScaling::AutoScalingGroup")
     rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
-    assert int(rolling["MinInstancesInService"]) >= 1
+    assert rolling["MinInstancesInService"] == {"Ref": "DesiredCapacity"}
+    assert int(rolling["MaxBatchSize"]) == 1
+    defaults = proxy["Parameters"]
+    assert int(defaults["DesiredCapacity"]["Default"]) < int(defaults["MaxSize"]["Default"])
     assert rolling["WaitOnResourceSignals"] is True
     assert "ResourceSignal" in group["CreationPolicy"]
 
