@@ -8,7 +8,7 @@ inlines each `include NAME.conf;` (so the output is one self-contained file,
 runnable with `nginx -c FILE`), decides how many copies of each included file
 go in (the files under optional/ are in or out, the retry peer is repeated
 once per retry), and then fills the `{{name}}` placeholders with values, in
-one pass. Standard library only: the EC2 user data runs this script with the
+one pass. Standard library only: the fleet's bootstrap (infra/ec2/bundle/) runs this script with the
 system python3.
 """
 
@@ -45,7 +45,7 @@ SCREEN_MAX_BYTES = 4_000_000
 # Where the production variant finds the CA certificates (Amazon Linux 2023).
 SYSTEM_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
 # NGINX's JavaScript module: Debian's libnginx-mod-http-js (the local stack),
-# and nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/proxy.yaml).
+# and nginx.org's nginx-module-njs on Amazon Linux 2023 (installed by infra/ec2/bundle/install.sh).
 DEBIAN_NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
 NGINX_ORG_NJS_MODULE = "/usr/lib64/nginx/modules/ngx_http_js_module.so"
 # CloudFront's secret origin header (origin-policy.conf): the values the public

@@ -103,7 +103,7 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
 
 
 def test_the_production_variant_loads_nginx_orgs_njs_module(tmp_path: Path) -> None:
-    # nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/proxy.yaml installs it).
+    # nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/bundle/install.sh installs it).
     production = ProxySettings.for_variant(
         "production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY, **PRODUCTION_CHECKS
     )
