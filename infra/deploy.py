@@ -10,12 +10,13 @@ The stacks, in the order of docs/runbooks/deploy.md:
 3. app      dist/app-<stage>/sam.json       the Chalice app (`make package`), its code uploaded to S3
 4. proxy    infra/ec2/proxy.yaml            the fleet; its bootstrap bundle (`make bundle`) uploaded to S3
 5. audit    infra/athena/audit.yaml         the audit trail over the fleet's access log
-6. app      (again, only its audit sign-in) the audit stack's Cognito issuer and client for GET /audit
+6. app      (again, only its audit sign-in) the audit stack's Cognito issuer, client and keys for GET /audit
 7. edge     infra/cloudfront/distribution.yaml
 
 A parameter's value comes from one of: the stage (Stage), the stage's file
 (infra/app/deploy-<stage>.json: the values only operators know, such as names and
-certificates), an earlier stack's output, or an upload to the artifact bucket. The
+certificates), an earlier stack's output, an upload to the artifact bucket, or the
+audit user pool's public keys (fetched here: the functions have no route to them). The
 plan is checked before anything runs: every template parameter without a default
 is given, and no parameter is given that a template does not have (CloudFormation
 would refuse the change set). Values of NoEcho parameters are never printed.
@@ -41,6 +42,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import requests
+
+from chalicelib.audit import auth
 
 REPO = Path(__file__).resolve().parents[1]
 APP_NAME = "hosp-reliability"
@@ -94,7 +99,22 @@ class Upload:
         return f"{APP_NAME}/{stage}/{self.prefix}/{digest}{''.join(self.path.suffixes)}"
 
 
-Value = str | Output | Upload
+@dataclass(frozen=True)
+class Jwks:
+    """The JWKS document of the user pool whose issuer is `issuer`, fetched here at deploy.
+
+    The functions run in private subnets with no route to Cognito's JWKS URL, so the
+    deploy (on the operator's machine) fetches the pool's public keys and passes them
+    as a parameter (AUDIT_COGNITO_JWKS). An empty issuer gives an empty document.
+    """
+
+    issuer: Output
+
+    def describe(self, stage: str) -> str:
+        return f"<the JWKS document at {self.issuer.describe(stage)}/.well-known/jwks.json>"
+
+
+Value = str | Output | Upload | Jwks
 
 
 @dataclass
@@ -193,6 +213,7 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
     audit_sign_in: dict[str, Value] = {
         "AuditCognitoIssuer": Output("audit", "CognitoIssuer", default=""),
         "AuditCognitoClientId": Output("audit", "AdminAppClientId", default=""),
+        "AuditCognitoJwks": Jwks(Output("audit", "CognitoIssuer", default="")),
     }
     steps = [
         Step("network", infra / "network" / "network.yaml", {"Stage": stage, **operator("network")}, "network"),
@@ -231,6 +252,7 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
                 "Stage": stage,
                 "AuditCognitoIssuer": Output("audit", "CognitoIssuer"),
                 "AuditCognitoClientId": Output("audit", "AdminAppClientId"),
+                "AuditCognitoJwks": Jwks(Output("audit", "CognitoIssuer")),
                 **operator("app"),
             },
             "app: the audit stack's sign-in for GET /audit",
@@ -281,7 +303,7 @@ def describe(plan: Plan, step: Step, name: str) -> str:
     value = step.parameters[name]
     if name in step.masked:
         return MASK
-    if isinstance(value, Output):
+    if isinstance(value, (Output, Jwks)):
         return value.describe(plan.stage)
     if isinstance(value, Upload):
         return f"s3://{plan.artifact_bucket}/{value.key(plan.stage)} (upload of {_shown(value.path)})"
@@ -326,6 +348,21 @@ class Runner:
             raise StepFailed(f"failed (exit {result.returncode}): {' '.join(command)} {detail}".strip())
         return result.stdout if capture else ""
 
+    def jwks(self, issuer: str) -> str:
+        """The user pool's JWKS document, compact, checked to hold its RS256 signing keys."""
+        url = f"{issuer.rstrip('/')}/.well-known/jwks.json"
+        if not url.startswith("https://"):
+            raise StepFailed(f"the issuer {issuer!r} is not an https URL")
+        self.out(f"+ GET {url}")
+        try:
+            answer = requests.get(url, timeout=(5, 10))
+            answer.raise_for_status()
+            document = answer.json()
+            auth.parse_jwks(document)
+        except (requests.RequestException, ValueError) as exc:
+            raise StepFailed(f"could not read the user pool's keys at {url}: {exc}") from None
+        return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
     def outputs(self, stack: str) -> dict[str, str] | None:
         """A stack's outputs; None when it does not exist."""
         command = ["aws", "cloudformation", "describe-stacks", "--stack-name", stack, "--region", self.region]
@@ -339,17 +376,23 @@ class Runner:
         return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 
 
+def resolve_output(plan: Plan, step: Step, value: Output, runner: Runner) -> str:
+    outputs = runner.outputs(stack_name(plan.stage, value.stack))
+    if outputs is None and value.default is not None:
+        return value.default
+    if outputs is None or value.key not in outputs:
+        raise StepFailed(f"{step.title}: {value.describe(plan.stage)} is not there")
+    return outputs[value.key]
+
+
 def resolve(plan: Plan, step: Step, runner: Runner) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, value in step.parameters.items():
         if isinstance(value, Output):
-            outputs = runner.outputs(stack_name(plan.stage, value.stack))
-            if outputs is None and value.default is not None:
-                values[name] = value.default
-                continue
-            if outputs is None or value.key not in outputs:
-                raise StepFailed(f"{step.title}: {value.describe(plan.stage)} is not there")
-            values[name] = outputs[value.key]
+            values[name] = resolve_output(plan, step, value, runner)
+        elif isinstance(value, Jwks):
+            issuer = resolve_output(plan, step, value.issuer, runner)
+            values[name] = runner.jwks(issuer) if issuer else ""
         elif isinstance(value, Upload):
             if not value.path.is_file():
                 raise StepFailed(f"{step.title}: {_shown(value.path)} does not exist (make bundle builds it)")

@@ -21,8 +21,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jwt
 import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chalicelib.audit import auth
 from infra import deploy
 from infra.app import package
 from infra.iam import policies
@@ -190,6 +194,7 @@ def test_the_audit_route_is_given_the_audit_stacks_names(template: dict[str, Any
         assert json.dumps(variables[variable]) in bucket_names, variable
     assert variables["AUDIT_COGNITO_ISSUER"] == {"Ref": "AuditCognitoIssuer"}
     assert variables["AUDIT_COGNITO_CLIENT_ID"] == {"Ref": "AuditCognitoClientId"}
+    assert variables["AUDIT_COGNITO_JWKS"] == {"Ref": "AuditCognitoJwks"}
     assert variables["AUDIT_WORKGROUP"] == StageResources(stage).audit_workgroup
 
 
@@ -434,6 +439,9 @@ class FakeRunner(deploy.Runner):
     def outputs(self, stack: str) -> dict[str, str] | None:
         return self.stack_outputs.get(stack)
 
+    def jwks(self, issuer: str) -> str:
+        return f"<keys of {issuer}>"
+
 
 def _deployable(plan: deploy.Plan) -> deploy.Plan:
     plan.placeholders = []
@@ -465,6 +473,14 @@ def test_a_deploy_runs_each_stack_in_order_with_its_resolved_parameters(plan: de
         proxy["ProxyBundleS3Uri"],
     )
     assert runner.parameter_files[5]["Parameters"]["AuditCognitoClientId"] == "c"
+    assert runner.parameter_files[5]["Parameters"]["AuditCognitoJwks"] == (
+        "<keys of https://cognito-idp.eu-west-2.amazonaws.com/p>"
+    )
+    # Before the audit stack exists (a first deploy), the app gets no keys and no issuer.
+    first_app = plan.steps[2]
+    before_audit = {k: v for k, v in _outputs(stage).items() if not k.endswith("-audit")}
+    resolved = deploy.resolve(plan, first_app, FakeRunner(before_audit))
+    assert resolved["AuditCognitoJwks"] == resolved["AuditCognitoIssuer"] == ""
     # The app's code goes up with `aws cloudformation package` before each of its deploys.
     assert sum(c[:2] == ["cloudformation", "package"] for c in runner.commands) == 2
     assert "  CloudFront distribution:    https://d111.cloudfront.net/" in runner.lines
@@ -496,3 +512,50 @@ def test_each_stack_acknowledges_the_capabilities_its_template_needs(plan: deplo
     named = {"Resources": {"R": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "r"}}}}
     assert deploy.capabilities(named) == ("CAPABILITY_NAMED_IAM",)
     assert deploy.capabilities({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}) == ()
+
+
+class _Answer:
+    """What requests.get returns, for Cognito's JWKS URL (Cognito is unreachable here)."""
+
+    def __init__(self, document: Any, status: int = 200) -> None:
+        self.document, self.status_code = document, status
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise requests.HTTPError(f"{self.status_code}")
+
+    def json(self) -> Any:
+        if isinstance(self.document, str):
+            raise ValueError("not JSON")
+        return self.document
+
+
+def _rsa_jwk() -> dict[str, Any]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return {**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}
+
+
+def test_the_deploy_passes_the_user_pools_keys_as_the_route_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    document = {"keys": [_rsa_jwk()]}
+    asked: list[str] = []
+
+    def get(url: str, timeout: Any) -> _Answer:
+        asked.append(url)
+        return _Answer(document)
+
+    monkeypatch.setattr(deploy.requests, "get", get)
+
+    text = deploy.Runner("eu-west-2", lambda line: None).jwks("https://cognito-idp.eu-west-2.amazonaws.com/pool/")
+
+    assert asked == ["https://cognito-idp.eu-west-2.amazonaws.com/pool/.well-known/jwks.json"]
+    assert json.loads(text) == document
+    keys = auth.configured_keys(text)  # what the route does with AUDIT_COGNITO_JWKS
+    assert keys.get("k1") is not None
+
+
+@pytest.mark.parametrize("answer", [_Answer({"keys": []}), _Answer("<html>"), _Answer({}, status=503)])
+def test_a_user_pool_without_readable_keys_stops_the_deploy(monkeypatch: pytest.MonkeyPatch, answer: _Answer) -> None:
+    monkeypatch.setattr(deploy.requests, "get", lambda url, timeout: answer)
+    with pytest.raises(deploy.StepFailed, match="could not read the user pool's keys"):
+        deploy.Runner("eu-west-2", lambda line: None).jwks("https://cognito-idp.eu-west-2.amazonaws.com/pool")
