@@ -14,17 +14,31 @@ from app import app
 ACCEPT_JSON = {"Accept": "application/json"}
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_health_reports_a_placeholder_hosp_url_without_revealing_it(stage: str) -> None:
-    with Client(app, stage_name=stage) as client:
+def test_health_reports_a_placeholder_hosp_url_without_revealing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.dev.example.internal")
+    with Client(app, stage_name="dev") as client:
         answer = client.http.get("/health", headers=ACCEPT_JSON)
 
-    # The stages hold example URLs until the real proxies exist: not healthy, correctly.
     assert answer.status_code == 503
     body = json.loads(answer.body)
     assert body["status"] == "misconfigured"
     assert body["problems"] == ["HOSP_BASE_URL is a placeholder host name, not a real HOSP proxy"]
     assert_reveals_no_address(answer.body)
+    assert b"hosp-proxy" not in answer.body
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_health_of_a_stage_configured_without_its_network_says_the_url_is_not_set(
+    monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """Outside a deploy (which sets HOSP_BASE_URL from the network stack), a stage's
+    configuration holds no URL: /health says so rather than calling anyone."""
+    monkeypatch.delenv("HOSP_BASE_URL", raising=False)
+    with Client(app, stage_name=stage) as client:
+        answer = client.http.get("/health", headers=ACCEPT_JSON)
+
+    assert answer.status_code == 503
+    assert json.loads(answer.body) == {"status": "misconfigured", "problems": ["HOSP_BASE_URL is not set"]}
 
 
 def test_local_stage_with_a_hosp_url_is_ok_and_names_only_the_stage(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,24 +61,38 @@ def test_real_hosts_are_not_placeholders(host: str) -> None:
     assert config.problems({"HOSP_BASE_URL": f"http://{host}:8080"}) == []
 
 
-def test_each_deployable_stage_has_its_own_policy_file_and_a_hosp_url() -> None:
+def test_each_function_of_each_deployable_stage_has_its_own_policy_file() -> None:
     conf = chalice_config()
 
     assert conf["autogen_policy"] is False
     for stage in ("dev", "prod"):
+        functions = conf["stages"][stage]["lambda_functions"]
+        assert set(functions) == {"api_handler", "write_note"}
+        files = [functions[name]["iam_policy_file"] for name in functions]
+        assert len(set(files)) == len(files), "each function has a policy of its own"
+        for name in files:
+            policy = json.loads((CHALICE_DIR / name).read_text())
+            # "*" only where AWS allows nothing narrower: a VPC Lambda's network interfaces
+            # (tests/infra/test_iam_policies.py checks the policies in full).
+            unscoped = [s for s in policy["Statement"] if s["Resource"] == "*"]
+            vpc_actions = ("NetworkInterface", "PrivateIpAddresses", "DescribeSubnets")
+            assert all(
+                action.startswith("ec2:") and any(part in action for part in vpc_actions)
+                for s in unscoped
+                for action in s["Action"]
+            )
+
+
+def test_no_stage_holds_a_hosp_url_of_its_own() -> None:
+    """The deployed stages get HOSP_BASE_URL from the network stack's export at deploy
+    (infra/app/merge.json; tests/infra/test_chalice_package.py checks the packaged output),
+    so the configuration alone says it is not set, never a made-up URL."""
+    conf = chalice_config()
+    for stage in ("dev", "prod"):
         stage_conf = conf["stages"][stage]
-        policy = json.loads((CHALICE_DIR / stage_conf["iam_policy_file"]).read_text())
-        # "*" only where AWS allows nothing narrower: a VPC Lambda's network interfaces
-        # (tests/infra/test_iam_policies.py checks the policies in full).
-        unscoped = [s for s in policy["Statement"] if s["Resource"] == "*"]
-        vpc_actions = ("NetworkInterface", "PrivateIpAddresses", "DescribeSubnets")
-        assert all(
-            action.startswith("ec2:") and any(part in action for part in vpc_actions)
-            for s in unscoped
-            for action in s["Action"]
-        )
-        # Until the real proxies exist the URLs are placeholders, and /health says so.
-        assert all("placeholder" in problem for problem in config.problems(stage_conf["environment_variables"]))
+        scopes = [stage_conf, *stage_conf["lambda_functions"].values()]
+        variables = {k: v for scope in scopes for k, v in scope.get("environment_variables", {}).items()}
+        assert config.problems(variables) == ["HOSP_BASE_URL is not set"]
 
 
 def test_every_configured_environment_variable_is_one_the_app_reads() -> None:
