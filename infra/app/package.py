@@ -83,7 +83,7 @@ def scan_problems(reports: Sequence[dict[str, Any]]) -> list[str]:
         summary = report["summary"]
         if summary["parsing_errors"]:
             problems.append(f"checkov could not parse {summary['parsing_errors']} file(s)")
-        if not summary["passed"] and not summary["failed"]:
+        if not summary["passed"] and not summary["failed"] and not summary["skipped"]:
             problems.append("checkov checked nothing")
         problems += [
             f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"

@@ -309,7 +309,9 @@ def test_template_passes_checkov(checkov_report: dict[str, dict[str, Any]], path
     report = checkov_report[str(path.resolve())]
     failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["failed"]]
     assert failed == []
-    assert report["passed"] > 0, "checkov checked nothing in it"
+    # A file checkov did not read gives no result at all; one whose every applicable check
+    # is skipped (with its reason) was read.
+    assert report["passed"] + len(report["skipped"]) > 0, "checkov checked nothing in it"
 
 
 @pytest.mark.parametrize("stage_", STAGES)
