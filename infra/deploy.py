@@ -46,6 +46,7 @@ from typing import Any
 import requests
 
 from chalicelib.audit import auth
+from infra.cloudfront import function
 
 REPO = Path(__file__).resolve().parents[1]
 APP_NAME = "hosp-reliability"
@@ -54,6 +55,7 @@ STAGE_FILES = REPO / "infra" / "app"
 DIST = REPO / "dist"
 BUNDLE = DIST / "hosp-proxy-bundle.tar.gz"
 MASK = "****"
+PUBLISH = "publish"  # the stage file's RedirectFunctionArn that has make deploy publish the function
 # What an unfilled stage file holds: ids and accounts of zeros, names under example.
 PLACEHOLDER = re.compile(r"0{7}|(^|[.])example([.:]|$)", re.IGNORECASE)
 
@@ -114,7 +116,23 @@ class Jwks:
         return f"<the JWKS document at {self.issuer.describe(stage)}/.well-known/jwks.json>"
 
 
-Value = str | Output | Upload | Jwks
+@dataclass(frozen=True)
+class RedirectFunction:
+    """The old-domain redirect with the stage's names, published as the stage's CloudFront Function.
+
+    Given when the stage file's edge section says `"RedirectFunctionArn": "publish"`
+    (docs/runbooks/domain-migration.md, step 6); its value is the published function's ARN.
+    """
+
+    old_hosts: tuple[str, ...]
+    new_host: str
+
+    def describe(self, stage: str) -> str:
+        names = f"{', '.join(self.old_hosts)} -> {self.new_host}"
+        return f"<ARN of {function.function_name(stage)} published from infra/cloudfront/redirect.js ({names})>"
+
+
+Value = str | Output | Upload | Jwks | RedirectFunction
 
 
 @dataclass
@@ -207,7 +225,14 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
         return {name: str(value) for name, value in given.get(key, {}).items()}
 
     edge = given.get("edge", {})
-    public_names = [edge.get("DomainName", ""), *filter(None, str(edge.get("OldDomainNames", "")).split(","))]
+    old_names = [name.strip() for name in str(edge.get("OldDomainNames", "")).split(",") if name.strip()]
+    public_names = [edge.get("DomainName", ""), *old_names]
+    edge_values = operator("edge")
+    if edge.get("RedirectFunctionArn") == PUBLISH:
+        if not old_names:
+            raise PlanError(f"{path}: the redirect is published for OldDomainNames, which is empty")
+        function.with_names(old_names, str(edge.get("DomainName", "")))  # refuses a file it cannot fill
+        edge_values["RedirectFunctionArn"] = RedirectFunction(tuple(old_names), str(edge["DomainName"]))
     infra = REPO / "infra"
     app = app_template(stage, dist)
     audit_sign_in: dict[str, Value] = {
@@ -258,7 +283,7 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
             "app: the audit stack's sign-in for GET /audit",
             packaged=True,
         ),
-        Step("edge", infra / "cloudfront" / "distribution.yaml", {"Stage": stage, **operator("edge")}, "edge"),
+        Step("edge", infra / "cloudfront" / "distribution.yaml", {"Stage": stage, **edge_values}, "edge"),
     ]
     for step in steps:
         check_parameters(step)
@@ -303,7 +328,7 @@ def describe(plan: Plan, step: Step, name: str) -> str:
     value = step.parameters[name]
     if name in step.masked:
         return MASK
-    if isinstance(value, (Output, Jwks)):
+    if isinstance(value, (Output, Jwks, RedirectFunction)):
         return value.describe(plan.stage)
     if isinstance(value, Upload):
         return f"s3://{plan.artifact_bucket}/{value.key(plan.stage)} (upload of {_shown(value.path)})"
@@ -347,6 +372,32 @@ class Runner:
             detail = (result.stderr or "").strip() if capture else ""
             raise StepFailed(f"failed (exit {result.returncode}): {' '.join(command)} {detail}".strip())
         return result.stdout if capture else ""
+
+    def publish_function(self, name: str, code: str) -> str:
+        """Creates or updates the CloudFront Function `name` with `code`, publishes it; its ARN."""
+        config = f"Comment=hosp-reliability old-domain redirect,Runtime={function.RUNTIME}"
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "redirect.js"
+            path.write_text(code, encoding="utf-8")
+            code_arg = f"fileb://{path}"
+            try:
+                etag = json.loads(self.run("cloudfront", "describe-function", "--name", name, capture=True))["ETag"]
+            except StepFailed as exc:
+                if "NoSuchFunctionExists" not in str(exc):
+                    raise
+                created = self.run(
+                    "cloudfront", "create-function", "--name", name,
+                    "--function-config", config, "--function-code", code_arg, capture=True,
+                )  # fmt: skip
+                etag = json.loads(created)["ETag"]
+            else:
+                updated = self.run(
+                    "cloudfront", "update-function", "--name", name, "--if-match", etag,
+                    "--function-config", config, "--function-code", code_arg, capture=True,
+                )  # fmt: skip
+                etag = json.loads(updated)["ETag"]
+        published = self.run("cloudfront", "publish-function", "--name", name, "--if-match", etag, capture=True)
+        return str(json.loads(published)["FunctionSummary"]["FunctionMetadata"]["FunctionARN"])
 
     def jwks(self, issuer: str) -> str:
         """The user pool's JWKS document, compact, checked to hold its RS256 signing keys."""
@@ -393,6 +444,9 @@ def resolve(plan: Plan, step: Step, runner: Runner) -> dict[str, str]:
         elif isinstance(value, Jwks):
             issuer = resolve_output(plan, step, value.issuer, runner)
             values[name] = runner.jwks(issuer) if issuer else ""
+        elif isinstance(value, RedirectFunction):
+            code = function.with_names(list(value.old_hosts), value.new_host)
+            values[name] = runner.publish_function(function.function_name(plan.stage), code)
         elif isinstance(value, Upload):
             if not value.path.is_file():
                 raise StepFailed(f"{step.title}: {_shown(value.path)} does not exist (make bundle builds it)")

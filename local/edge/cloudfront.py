@@ -13,7 +13,6 @@ the template computes with an intrinsic function is refused, not guessed.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from infra.cloudfront import function
 from local.processes import ROOT
 
 CLOUDFRONT = ROOT / "infra" / "cloudfront"
@@ -228,20 +228,13 @@ def _literal(mapping: dict[str, Any], key: str) -> Any:
 def redirect_module(old_hosts: list[str], new_host: str, path: Path = REDIRECT_FUNCTION) -> str:
     """redirect.js as an ES module njs can import: its names filled, its text otherwise unchanged.
 
-    The names go in as the deploy and the tests put them (tests/infra/test_cloudfront_redirect.py):
-    the JSON value of the `var OLD_HOSTS = ...;` and `var NEW_HOST = ...;` lines replaced. A CloudFront
-    Function is a script with a top-level `handler`; njs imports modules, so one line is added
-    after it that exports that handler, and nothing else.
+    The names go in as the deploy puts them (infra/cloudfront/function.py). A CloudFront
+    Function is a script with a top-level `handler`; njs imports modules, so one line is
+    added after it that exports that handler, and nothing else.
     """
-    source = path.read_text(encoding="utf-8")
-    names: dict[str, list[str] | str] = {"OLD_HOSTS": old_hosts, "NEW_HOST": new_host}
-    for name, value in names.items():
-        line = f"var {name} = {json.dumps(value)};"
-        # A replacement template: its backslashes doubled so that they stay literal.
-        source, count = re.subn(rf"^var {name} = .*;$", line.replace("\\", "\\\\"), source, flags=re.M)
-        if count != 1:
-            raise EdgeSourceError(f"{path} must have exactly one `var {name} = ...;` line, found {count}")
-    if not re.search(r"^function handler\(event\)", source, flags=re.M):
-        raise EdgeSourceError(f"{path} defines no top-level function handler(event)")
+    try:
+        source = function.with_names(old_hosts, new_host, path)
+    except function.FunctionSourceError as exc:
+        raise EdgeSourceError(str(exc)) from exc
     export = "// Added by local/edge: the handler, for njs's import.\nexport default { handler: handler };\n"
     return f"{source.rstrip()}\n\n{export}"

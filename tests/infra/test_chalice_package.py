@@ -29,9 +29,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib.audit import auth
 from infra import deploy
 from infra.app import package
+from infra.cloudfront import function as cloudfront_function
 from infra.iam import policies
 from infra.iam.policies import API_HANDLER, FUNCTIONS, NOTE_WORKER, STAGES, StageResources
 from tests.infra.cfn import INFRA, REPO, as_list, cfn_templates, decode, resources
+from tests.infra.test_cloudfront_redirect import _event as redirect_event
+from tests.infra.test_cloudfront_redirect import _run as run_function
 
 NETWORK_TEMPLATE = INFRA / "network" / "network.yaml"
 AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
@@ -561,3 +564,74 @@ def test_a_user_pool_without_readable_keys_stops_the_deploy(monkeypatch: pytest.
     monkeypatch.setattr(deploy.requests, "get", lambda url, timeout: answer)
     with pytest.raises(deploy.StepFailed, match="could not read the user pool's keys"):
         deploy.Runner("eu-west-2", lambda line: None).jwks("https://cognito-idp.eu-west-2.amazonaws.com/pool")
+
+
+# ------------------------------------------------------------- the redirect function
+
+
+class CloudFrontRunner(FakeRunner):
+    """FakeRunner that answers CloudFront's function commands as the AWS CLI does."""
+
+    def __init__(self, outputs: dict[str, dict[str, str]], existing: bool) -> None:
+        super().__init__(outputs)
+        self.existing = existing
+        self.published_code: list[str] = []
+
+    def run(self, *args: str, capture: bool = False) -> str:
+        super().run(*args, capture=capture)
+        if args[:2] == ("cloudfront", "describe-function"):
+            if not self.existing:
+                raise deploy.StepFailed("An error occurred (NoSuchFunctionExists) when calling DescribeFunction")
+            return json.dumps({"ETag": "E-OLD"})
+        if args[:2] in (("cloudfront", "create-function"), ("cloudfront", "update-function")):
+            code = args[args.index("--function-code") + 1].removeprefix("fileb://")
+            self.published_code.append(Path(code).read_text(encoding="utf-8"))
+            return json.dumps({"ETag": "E-NEW"})
+        if args[:2] == ("cloudfront", "publish-function"):
+            assert args[args.index("--if-match") + 1] == "E-NEW"
+            arn = "arn:aws:cloudfront::123456789012:function/hosp-reliability-dev-old-domain-redirect"
+            return json.dumps({"FunctionSummary": {"FunctionMetadata": {"FunctionARN": arn}}})
+        return ""
+
+
+def _publishing_plan(dist: Path, bundle: Path, tmp_path: Path, stage: str) -> deploy.Plan:
+    values = json.loads(deploy.stage_file(stage).read_text())
+    values["parameters"]["edge"].update(
+        DomainName="hosp.new.test", OldDomainNames="hosp.old.test, www.hosp.old.test", RedirectFunctionArn="publish"
+    )
+    edited = tmp_path / "stage.json"
+    edited.write_text(json.dumps(values))
+    return _deployable(deploy.build_plan(stage, stage_path=edited, dist=dist, bundle=bundle))
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["created", "updated"])
+def test_the_deploy_publishes_the_redirect_with_the_stages_names_and_attaches_it(
+    dist: Path, bundle: Path, tmp_path: Path, stage: str, existing: bool
+) -> None:
+    plan = _publishing_plan(dist, bundle, tmp_path, stage)
+    runner = CloudFrontRunner(_outputs(stage), existing=existing)
+
+    deploy.deploy(plan, runner)
+
+    verbs = [c[1] for c in runner.commands if c[0] == "cloudfront"]
+    assert verbs == ["describe-function", "update-function" if existing else "create-function", "publish-function"]
+    assert runner.parameter_files[-1]["Parameters"]["RedirectFunctionArn"].endswith("old-domain-redirect")
+    # The code published is redirect.js with the stage's names, and it redirects them.
+    (code,) = runner.published_code
+    assert code == cloudfront_function.with_names(["hosp.old.test", "www.hosp.old.test"], "hosp.new.test")
+    published = tmp_path / "published.js"
+    published.write_text(code, encoding="utf-8")
+    answer = run_function(redirect_event(host="WWW.hosp.old.test", method="POST", uri="/notes"), published)
+    assert answer["statusCode"] == 308
+    assert answer["headers"]["location"] == {"value": "https://hosp.new.test/notes"}
+
+
+def test_publishing_the_redirect_without_old_names_stops_the_plan(
+    dist: Path, bundle: Path, tmp_path: Path, stage: str
+) -> None:
+    values = json.loads(deploy.stage_file(stage).read_text())
+    values["parameters"]["edge"].update(OldDomainNames="", RedirectFunctionArn="publish")
+    edited = tmp_path / "stage.json"
+    edited.write_text(json.dumps(values))
+    with pytest.raises(deploy.PlanError, match="OldDomainNames"):
+        deploy.build_plan(stage, stage_path=edited, dist=dist, bundle=bundle)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from infra.cloudfront import function
 from tests.infra.cfn import INFRA
 
 FUNCTION = INFRA / "cloudfront" / "redirect.js"
@@ -191,16 +192,8 @@ def test_a_request_without_host_passes_through() -> None:
 
 
 def _with_names(old_hosts: list[str], new_host: str, path: Path) -> Path:
-    """The function with other names, filled in the way README.md says the deploy does:
-    the JSON value of the `var OLD_HOSTS` and `var NEW_HOST` lines replaced."""
-    source = FUNCTION.read_text(encoding="utf-8")
-    names: dict[str, list[str] | str] = {"OLD_HOSTS": old_hosts, "NEW_HOST": new_host}
-    for name, value in names.items():
-        line = f"var {name} = {json.dumps(value)};"
-        # A replacement template: its backslashes doubled so that they stay literal.
-        source, count = re.subn(rf"^var {name} = .*;$", line.replace("\\", "\\\\"), source, flags=re.M)
-        assert count == 1, f"redirect.js must have exactly one `var {name} = ...;` line"
-    path.write_text(source, encoding="utf-8")
+    """The function with other names, filled in as the deploy fills them."""
+    path.write_text(function.with_names(old_hosts, new_host), encoding="utf-8")
     return path
 
 
