@@ -128,8 +128,12 @@ def test_a_scan_fails_on_what_checkov_lets_pass() -> None:
             ],
         },
     }
-    assert package.scan_problems([report]) == [
+    empty: dict[str, Any] = {
+        "summary": {"passed": 0, "failed": 0, "skipped": 0, "parsing_errors": 0},
+        "results": {"failed_checks": [], "skipped_checks": []},
+    }
+    assert package.scan_problems([report, empty]) == [
         "checkov could not parse 1 file(s)",
-        "checkov checked nothing",
         "CKV_AWS_18 AWS::S3::Bucket.B (/t.yaml) is skipped without a reason",
+        "checkov checked nothing",
     ]
