@@ -107,7 +107,29 @@ def load_template(path: Path = DISTRIBUTION) -> dict[str, Any]:
         raise EdgeSourceError(f"cannot read {path}: {exc}") from exc
     if not isinstance(template, dict) or not isinstance(template.get("Resources"), dict):
         raise EdgeSourceError(f"{path} is not a CloudFormation template")
-    return template
+    return _with_defaults(template)
+
+
+def _with_defaults(template: dict[str, Any]) -> dict[str, Any]:
+    """The template as deployed with its parameters' defaults: each `{"Ref": P}` of a
+    parameter with a default is replaced by that default (the edge plays a stage that
+    overrides nothing)."""
+    defaults = {
+        name: spec["Default"]
+        for name, spec in (template.get("Parameters") or {}).items()
+        if isinstance(spec, dict) and "Default" in spec
+    }
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"Ref"} and node["Ref"] in defaults:
+                return defaults[node["Ref"]]
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return {**template, "Resources": resolve(template["Resources"])}
 
 
 def distribution(path: Path = DISTRIBUTION) -> Distribution:

@@ -7,6 +7,7 @@ every other template (test_cfn_templates.py).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -134,9 +135,29 @@ def test_answers_carry_hsts_for_a_year_with_subdomains(deployed: Deployed) -> No
             "ResponseHeadersPolicyConfig",
         )
         hsts = policy["SecurityHeadersConfig"]["StrictTransportSecurity"]
-        assert hsts["AccessControlMaxAgeSec"] >= ONE_YEAR
+        assert int(hsts["AccessControlMaxAgeSec"]) >= ONE_YEAR
         assert hsts["IncludeSubdomains"] is True
         assert hsts["Override"] is True
+
+
+def test_hsts_can_be_shortened_for_the_domain_moves_roll_back_window(template: dict[str, Any]) -> None:
+    """docs/runbooks/domain-migration.md lowers it while the old name could still go back
+    to plain HTTP; the default, which every stage file keeps, is a year."""
+    parameter = template["Parameters"]["HstsMaxAgeSeconds"]
+    assert parameter["Default"] >= ONE_YEAR
+    assert parameter["MinValue"] >= 300
+    deployed = Edge(template, Stage="prod", **{**PARAMETERS, "HstsMaxAgeSeconds": 300})
+    (behaviour,) = _behaviours(_config(deployed))
+    policy = _policy(
+        deployed,
+        "AWS::CloudFront::ResponseHeadersPolicy",
+        behaviour["ResponseHeadersPolicyId"],
+        "ResponseHeadersPolicyConfig",
+    )
+    assert int(policy["SecurityHeadersConfig"]["StrictTransportSecurity"]["AccessControlMaxAgeSec"]) == 300
+    for stage in ("dev", "prod"):
+        edge = json.loads((INFRA / "app" / f"deploy-{stage}.json").read_text())["parameters"]["edge"]
+        assert "HstsMaxAgeSeconds" not in edge
 
 
 def test_answers_carry_the_usual_security_headers(deployed: Deployed) -> None:
