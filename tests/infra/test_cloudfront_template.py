@@ -146,7 +146,7 @@ def test_hsts_can_be_shortened_for_the_domain_moves_roll_back_window(template: d
     parameter = template["Parameters"]["HstsMaxAgeSeconds"]
     assert parameter["Default"] >= ONE_YEAR
     assert parameter["MinValue"] >= 300
-    deployed = Edge(template, Stage="prod", **{**PARAMETERS, "HstsMaxAgeSeconds": 300})
+    deployed = Edge(template, Stage="prod", **{**PARAMETERS, "HstsMaxAgeSeconds": "300"})
     (behaviour,) = _behaviours(_config(deployed))
     policy = _policy(
         deployed,
