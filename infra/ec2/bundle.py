@@ -24,6 +24,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -45,16 +46,44 @@ PACKAGE_SUFFIXES = (".rpm", ".key")
 
 
 def members(root: Path = REPO) -> list[str]:
-    """The bundle's paths (files and directories), relative to root, in the bundle's order."""
+    """The bundle's paths (files and directories), relative to root, in the bundle's order.
+
+    In a git checkout, only the files git tracks: a file left in the tree (a rendered
+    nginx.conf, a secret written for a test, a cache) never ships. Elsewhere (an
+    exported tree), every regular file but dot-files and build leftovers.
+    """
     found: set[str] = set()
+    tracked = _tracked(root)
     for source in SOURCES:
         top = root / source
         if not top.is_dir():
             raise FileNotFoundError(f"{top} is not a directory")
         found.update(_parents(source))
         for path in _walk(top):
-            found.add(path.relative_to(root).as_posix())
-    return sorted(found)
+            name = path.relative_to(root).as_posix()
+            if tracked is None or path.is_dir() or name in tracked:
+                found.add(name)
+    files = {name for name in found if (root / name).is_file()}
+    # Directories that hold nothing shipped (say, only untracked files) are left out too.
+    return sorted(name for name in found if name in files or any(f.startswith(name + "/") for f in files))
+
+
+def _tracked(root: Path) -> set[str] | None:
+    """The files git tracks under SOURCES, relative to root; None when root is not a checkout."""
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--full-name", "--", *SOURCES],
+            capture_output=True,
+            check=True,
+        ).stdout
+        top = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, check=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if Path(top).resolve() != root.resolve():
+        return None  # root is inside another checkout (a copy under a test's tmp dir, say)
+    return {name for name in listed.decode("utf-8").split("\0") if name}
 
 
 def packages(directory: Path) -> dict[str, Path]:
@@ -107,7 +136,7 @@ def _walk(directory: Path) -> Iterator[Path]:
         if path.is_symlink():
             raise ValueError(f"{path} is a symbolic link; the bundle holds regular files only")
         if path.is_dir():
-            if path.name not in EXCLUDED_DIRS:
+            if path.name not in EXCLUDED_DIRS and not path.name.startswith("."):
                 yield path
                 yield from _walk(path)
         elif not path.name.startswith(".") and not path.name.endswith(EXCLUDED_SUFFIXES):

@@ -681,3 +681,25 @@ def test_the_bundle_unpacks_with_its_scripts_runnable(tmp_path: Path) -> None:
     # The bundle's layout is the repository's: render-nginx.sh finds render.py beside it.
     assert (root / "infra" / "ec2" / "bundle" / ".." / ".." / "nginx" / "render.py").resolve().is_file()
     assert not (root / "infra" / "nginx" / "__pycache__").exists()
+
+
+def test_in_a_checkout_only_tracked_files_ship(tmp_path: Path) -> None:
+    """A rendered config, a secret or a cache left in the tree never goes to the fleet."""
+    checkout = tmp_path / "checkout"
+    for source in bundle.SOURCES:
+        shutil.copytree(bundle.REPO / source, checkout / source, ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "tree"], check=True)
+    leftovers = ["infra/nginx/nginx.conf", "infra/ec2/bundle/origin-secret", "infra/nginx/.pytest_cache/v/x"]
+    for name in leftovers:
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text("left behind\n")
+
+    shipped = bundle.members(checkout)
+
+    assert not set(leftovers) & set(shipped)
+    assert "infra/nginx/.pytest_cache" not in shipped
+    assert "infra/nginx/render.py" in shipped
+    assert "infra/ec2/bundle/install.sh" in shipped
