@@ -27,13 +27,24 @@ route), note_worker and service_account (write_note).
 
 Resource names are those infra/notes/queues.yaml, infra/athena/audit.yaml and
 the app stack (infra/app/merge.json names the functions and their log groups)
-create for the stage. Region and account are `*` in every ARN: the policy
-files are static JSON, deployed unchanged to whichever account the stage
-lives in, and the stage's own names are what tells one stage's resources
-from another's. S3 bucket names are global, so the audit buckets end in the
-account id, and their ARNs name it with the policy variable
-${aws:PrincipalAccount} (the account of the role making the request):
-another account's bucket of the same name pattern is out of reach.
+create for the stage, in the account and region the app stack is deployed to.
+
+Every ARN with a region and an account field names both: it is written as
+`{"Fn::Sub": "arn:aws:<service>:${AWS::Region}:${AWS::AccountId}:<resource>"}`,
+which CloudFormation fills in with the app stack's own region and account when
+it creates the role (the policy files reach AWS only through `chalice package`
+and the app stack, as the REST API policy's `Fn::ImportValue` does). IAM's
+policy variables cannot do this: AWS allows a variable in a Resource ARN only
+in its resource part, after the fifth colon, never in the region or account
+field (IAM User Guide, "IAM policy elements: Variables and tags", Resource
+element), so neither `${aws:PrincipalAccount}` nor `${aws:RequestedRegion}`
+may stand there. S3 ARNs have no region or account field; bucket names are
+global, so the audit buckets end in the account id, and their ARNs name it
+with ${aws:PrincipalAccount} (the account of the role making the request) in
+the bucket name, the resource part, where a variable is allowed: another
+account's bucket of the same name pattern is out of reach. Those ARNs are
+plain strings, never inside a Fn::Sub, which would take the variable for one
+of its own.
 
     python -m infra.iam.policies            # rewrite .chalice/policy-<stage>-*.json
     python -m infra.iam.policies --check    # exit 1 if a committed file differs
@@ -58,8 +69,12 @@ NOTE_WORKER = "write_note"
 FUNCTIONS = (API_HANDLER, NOTE_WORKER)
 # The file name part of the REST API's resource policy (no function has this name).
 REST_API = "rest-api"
-# IAM replaces it with the account of the principal making the request.
+# IAM replaces it with the account of the principal making the request (allowed in
+# an ARN's resource part only: the S3 bucket names).
 PRINCIPAL_ACCOUNT = "${aws:PrincipalAccount}"
+# CloudFormation replaces them with the app stack's region and account.
+STACK_REGION = "${AWS::Region}"
+STACK_ACCOUNT = "${AWS::AccountId}"
 # The network stack's export of the stage's execute-api interface endpoint.
 EXECUTE_API_ENDPOINT_EXPORT = "ExecuteApiVpcEndpointId"
 # API Gateway expands it to every stage, method and path of the API that holds the policy.
@@ -71,6 +86,13 @@ COMMAND = "python -m infra.iam.policies"
 
 Statement = dict[str, Any]
 Policy = dict[str, Any]
+# A Resource entry: "*", an S3 ARN, or {"Fn::Sub": ARN in the stack's region and account}.
+Resource = str | dict[str, str]
+
+
+def stack_arn(service: str, resource: str) -> dict[str, str]:
+    """The ARN of `resource` of `service` in the app stack's region and account."""
+    return {"Fn::Sub": f"arn:aws:{service}:{STACK_REGION}:{STACK_ACCOUNT}:{resource}"}
 
 
 @dataclass(frozen=True)
@@ -101,18 +123,18 @@ class StageResources:
         return f"{APP_NAME}/{self.stage}/hosp-service-account"
 
     @property
-    def note_queue_arn(self) -> str:
-        return f"arn:aws:sqs:*:*:{self.note_queue}"
+    def note_queue_arn(self) -> Resource:
+        return stack_arn("sqs", self.note_queue)
 
     @property
-    def dead_letter_queue_arn(self) -> str:
-        return f"arn:aws:sqs:*:*:{self.dead_letter_queue}"
+    def dead_letter_queue_arn(self) -> Resource:
+        return stack_arn("sqs", self.dead_letter_queue)
 
     @property
-    def service_secret_arn(self) -> str:
+    def service_secret_arn(self) -> Resource:
         # Secrets Manager appends "-" and six random characters to the name in
         # the ARN; "??????" matches exactly those and nothing longer.
-        return f"arn:aws:secretsmanager:*:*:secret:{self.service_secret}-??????"
+        return stack_arn("secretsmanager", f"secret:{self.service_secret}-??????")
 
     # ------------------------------------------------- audit (infra/athena/audit.yaml)
 
@@ -138,16 +160,16 @@ class StageResources:
         return f"{self.prefix}-audit-results-{account}"
 
     @property
-    def audit_workgroup_arn(self) -> str:
-        return f"arn:aws:athena:*:*:workgroup/{self.audit_workgroup}"
+    def audit_workgroup_arn(self) -> Resource:
+        return stack_arn("athena", f"workgroup/{self.audit_workgroup}")
 
     @property
-    def audit_table_arns(self) -> list[str]:
+    def audit_table_arns(self) -> list[Resource]:
         """What Glue authorises a table read on: the account's catalog, the database, the table."""
         return [
-            "arn:aws:glue:*:*:catalog",
-            f"arn:aws:glue:*:*:database/{self.audit_database}",
-            f"arn:aws:glue:*:*:table/{self.audit_database}/{self.audit_table}",
+            stack_arn("glue", "catalog"),
+            stack_arn("glue", f"database/{self.audit_database}"),
+            stack_arn("glue", f"table/{self.audit_database}/{self.audit_table}"),
         ]
 
     @property
@@ -166,10 +188,10 @@ class StageResources:
     def log_group(self, function: str) -> str:
         return f"/aws/lambda/{self.function_name(function)}"
 
-    def log_streams_arn(self, function: str) -> str:
+    def log_streams_arn(self, function: str) -> Resource:
         """The function's log streams. The app stack creates the group itself
         (infra/app/merge.json, with its retention), so no function may create one."""
-        return f"arn:aws:logs:*:*:log-group:{self.log_group(function)}:*"
+        return stack_arn("logs", f"log-group:{self.log_group(function)}:*")
 
 
 def statements(stage: str, function: str) -> list[Statement]:
@@ -200,9 +222,11 @@ def _api_handler(names: StageResources) -> list[Statement]:
         # from S3, and writes the CSV to the workgroup's output location. Both
         # buckets use SSE-S3, so no KMS permission is needed.
         {
+            # chalicelib/audit/jobs.py starts a query and follows it
+            # (start_query_execution, get_query_execution); it stops none.
             "Sid": "RunAuditQueries",
             "Effect": "Allow",
-            "Action": ["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:StopQueryExecution"],
+            "Action": ["athena:StartQueryExecution", "athena:GetQueryExecution"],
             "Resource": [names.audit_workgroup_arn],
         },
         {

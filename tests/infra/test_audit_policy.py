@@ -4,8 +4,10 @@ Athena runs the route's query with the route's own credentials, so the policy gr
 Athena does on its behalf (read the table and the log, write the CSV) and what the route
 does itself (start and follow the query, record the export in the trail, read and presign
 the CSV). Grants are checked by evaluating IAM's matching, policy variable included,
-against the ARNs the audit stack would have, not by comparing strings. The rest of the
-policy is checked in test_iam_policies.py.
+against the ARNs the audit stack would have, not by comparing strings; each Resource is
+first given the value CloudFormation gives it in the app stack (ACCOUNT, REGION). The
+Athena actions granted are the Athena calls chalicelib makes. The rest of the policy is
+checked in test_iam_policies.py.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import pytest
 from infra.iam import policies
 from infra.iam.policies import PRINCIPAL_ACCOUNT, STAGES, StageResources
 from tests.infra import lambdas
-from tests.infra.cfn import ACCOUNT, INFRA, REGION, Deployed, as_list, decode, resources
+from tests.infra.cfn import ACCOUNT, INFRA, REGION, REPO, Deployed, as_list, decode, resources
 
 AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
 OTHER_ACCOUNT = "999999999999"
 DAY_OBJECT = "access/day=2026-11-28/hosp-reliability-access-log-1-2026-11-28-10-00-00-abc.gz"
 EXPORT_RECORD = "exports/2026-11-28/0b5c2c1e-1d1a-4c1e-9a1e-0123456789ab.json"
 RESULT_CSV = "audit/0b5c2c1e-1d1a-4c1e-9a1e-0123456789ab.csv"
+# A boto3 Athena call in chalicelib: aws.client("athena").<operation>(
+_ATHENA_CALL = re.compile(r"""client\(\s*["']athena["']\s*\)\s*\.\s*([a-z_]+)\(""")
+# The app stack, deployed in ACCOUNT and REGION: what CloudFormation makes of a policy's Fn::Sub.
+_APP_STACK = Deployed({"Resources": {}})
 
 
 @pytest.fixture
@@ -66,6 +72,24 @@ def _arns(deployed: Deployed) -> dict[str, str]:
     }
 
 
+def athena_actions_called() -> set[str]:
+    """The IAM actions of the boto3 Athena operations chalicelib calls (start_query_execution
+    is athena:StartQueryExecution)."""
+    calls = {
+        operation
+        for path in (REPO / "chalicelib").rglob("*.py")
+        for operation in _ATHENA_CALL.findall(path.read_text(encoding="utf-8"))
+    }
+    assert calls, "chalicelib makes no Athena call: the pattern no longer finds them"
+    return {"athena:" + "".join(word.title() for word in call.split("_")) for call in calls}
+
+
+def _deployed(resource: Any, account: str = ACCOUNT) -> str:
+    """A Resource entry as IAM evaluates it for a role of `account` in the app stack: the
+    stack's Fn::Sub filled in, then ${aws:PrincipalAccount} replaced with the role's account."""
+    return str(_APP_STACK.value(resource)).replace(PRINCIPAL_ACCOUNT, account)
+
+
 def _matches(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
     """IAM's wildcard match: `*` any run of characters, `?` any one."""
     regex = "".join({"*": ".*", "?": "."}.get(c, re.escape(c)) for c in pattern)
@@ -78,7 +102,7 @@ def _allows(policy: dict[str, Any], action: str, resource: str, *, account: str 
     return any(
         statement["Effect"] == "Allow"
         and any(_matches(a, action, ignore_case=True) for a in as_list(statement["Action"]))
-        and any(_matches(r.replace(PRINCIPAL_ACCOUNT, account), resource) for r in as_list(statement["Resource"]))
+        and any(_matches(_deployed(r, account), resource) for r in as_list(statement["Resource"]))
         for statement in policy["Statement"]
     )
 
@@ -87,8 +111,15 @@ def _allows(policy: dict[str, Any], action: str, resource: str, *, account: str 
 
 
 def test_the_route_may_run_and_follow_queries_in_its_workgroup(policy: dict[str, Any], arns: dict[str, str]) -> None:
-    for action in ("athena:StartQueryExecution", "athena:GetQueryExecution", "athena:StopQueryExecution"):
+    for action in ("athena:StartQueryExecution", "athena:GetQueryExecution"):
         assert _allows(policy, action, arns["workgroup"]), action
+
+
+def test_the_athena_actions_granted_are_the_calls_the_route_makes(policy: dict[str, Any]) -> None:
+    """Nothing the code never does: no StopQueryExecution, no GetQueryResults (the route
+    reads the CSV from S3)."""
+    granted = {a for s in policy["Statement"] for a in as_list(s["Action"]) if a.startswith("athena:")}
+    assert granted == athena_actions_called() == {"athena:StartQueryExecution", "athena:GetQueryExecution"}
 
 
 def test_athena_may_read_the_tables_definition_for_the_route(policy: dict[str, Any], arns: dict[str, str]) -> None:
@@ -143,7 +174,12 @@ def test_the_route_reads_only_the_logs_and_its_own_records(policy: dict[str, Any
 def test_the_route_cannot_change_the_table_or_the_workgroup(policy: dict[str, Any], arns: dict[str, str]) -> None:
     for action in ("glue:UpdateTable", "glue:DeleteTable", "glue:CreateTable", "glue:GetPartitions"):
         assert not _allows(policy, action, arns["table"]), action
-    for action in ("athena:UpdateWorkGroup", "athena:DeleteWorkGroup", "athena:GetQueryResults"):
+    for action in (
+        "athena:UpdateWorkGroup",
+        "athena:DeleteWorkGroup",
+        "athena:GetQueryResults",
+        "athena:StopQueryExecution",
+    ):
         assert not _allows(policy, action, arns["workgroup"]), action
 
 
@@ -173,8 +209,7 @@ def test_a_stage_reaches_no_audit_resource_of_another_stage(
                 reached = [
                     s["Sid"]
                     for s in policy["Statement"]
-                    if s["Resource"] != "*"
-                    and any(_matches(r.replace(PRINCIPAL_ACCOUNT, ACCOUNT), candidate) for r in as_list(s["Resource"]))
+                    if s["Resource"] != "*" and any(_matches(_deployed(r), candidate) for r in as_list(s["Resource"]))
                 ]
                 assert not reached, (candidate, reached)
 

@@ -3,7 +3,8 @@
 The committed files are the generated ones; each function's policy grants what that
 function does, on the resources infra/notes/queues.yaml creates for its stage, and
 nothing of another function or another stage. Grants are checked by evaluating IAM's wildcard matching against the ARNs
-a deployment would have, not by comparing strings.
+a deployment would have, not by comparing strings: each Resource is first given the value CloudFormation gives it
+when the app stack is deployed in ACCOUNT and REGION.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ import pytest
 
 from chalicelib import config as app_config
 from infra.iam import policies
-from infra.iam.policies import API_HANDLER, FUNCTIONS, NOTE_WORKER, REST_API, STAGES, StageResources
+from infra.iam.policies import (
+    API_HANDLER,
+    FUNCTIONS,
+    NOTE_WORKER,
+    PRINCIPAL_ACCOUNT,
+    REST_API,
+    STACK_ACCOUNT,
+    STACK_REGION,
+    STAGES,
+    StageResources,
+)
 from tests.infra import lambdas
 from tests.infra.cfn import ACCOUNT, INFRA, REGION, Deployed, decode, resources
 
@@ -69,8 +80,17 @@ def _matches(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
     return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
 
 
-def _as_list(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else value
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# The app stack, deployed in ACCOUNT and REGION: what CloudFormation makes of a policy's Fn::Sub.
+_APP_STACK = Deployed({"Resources": {}})
+
+
+def _deployed(resource: Any) -> str:
+    """A Resource entry as IAM receives it from the app stack."""
+    return str(_APP_STACK.value(resource))
 
 
 def _allows(policy: dict[str, Any], action: str, resource: str) -> bool:
@@ -79,7 +99,7 @@ def _allows(policy: dict[str, Any], action: str, resource: str) -> bool:
     return any(
         statement["Effect"] == "Allow"
         and any(_matches(a, action, ignore_case=True) for a in _as_list(statement["Action"]))
-        and any(_matches(r, resource) for r in _as_list(statement["Resource"]))
+        and any(_matches(_deployed(r), resource) for r in _as_list(statement["Resource"]))
         for statement in policy["Statement"]
     )
 
@@ -214,17 +234,48 @@ def test_only_the_vpc_network_interface_actions_are_granted_on_any_resource(poli
 
 
 def test_every_named_resource_belongs_to_the_stage(policy: dict[str, Any], stage: str) -> None:
+    """Named for this stage, and in the account (and region) the app stack is deployed to:
+    a resource of the same name in another account is out of reach. S3 ARNs have no region
+    or account field; the bucket name carries the account instead."""
     names = StageResources(stage)
     # Queues, functions, buckets and the workgroup are named <app>-<stage>...; the secret
     # <app>/<stage>/...; the Glue database <app>_<stage>_audit (Athena allows no "-").
     owned = (f":{names.prefix}", f"/{names.prefix}", f":secret:{names.service_secret}-", f"/{names.audit_database}")
     # Glue authorises a table read on the account's one Data Catalog as well: no stage owns it,
     # and it grants nothing on another database or table.
-    shared = {"arn:aws:glue:*:*:catalog"}
+    shared = {f"arn:aws:glue:{REGION}:{ACCOUNT}:catalog"}
+    for statement in policy["Statement"]:
+        if statement["Resource"] == "*":  # the network-interface actions only (test above)
+            continue
+        for resource in _as_list(statement["Resource"]):
+            arn = _deployed(resource)
+            where = f"{statement['Sid']}: {resource}"
+            if arn not in shared:
+                assert any(mark in arn for mark in owned), where
+            _, _, service, region, account, name = arn.split(":", 5)
+            if service == "s3":
+                assert (region, account) == ("", ""), where
+                assert name.split("/")[0].endswith(f"-{PRINCIPAL_ACCOUNT}"), where
+            else:
+                assert (region, account) == (REGION, ACCOUNT), where
+
+
+def test_the_account_and_region_are_the_app_stacks(policy: dict[str, Any]) -> None:
+    """IAM allows a policy variable in an ARN's resource part only (after the fifth colon),
+    never in the region or account field, so those come from CloudFormation's pseudo
+    parameters; an IAM variable inside a Fn::Sub would be taken for one of CloudFormation's."""
     for statement in policy["Statement"]:
         for resource in _as_list(statement["Resource"]):
-            if resource != "*" and resource not in shared:
-                assert any(mark in resource for mark in owned), f"{statement['Sid']}: {resource}"
+            where = f"{statement['Sid']}: {resource}"
+            if isinstance(resource, dict):
+                assert list(resource) == ["Fn::Sub"], where
+                arn = resource["Fn::Sub"]
+                fields = re.escape(f":{STACK_REGION}:{STACK_ACCOUNT}:")
+                assert re.match(rf"arn:aws:[a-z0-9-]+{fields}[^$]", arn), where
+                assert re.findall(r"\$\{([^}]*)\}", arn) == ["AWS::Region", "AWS::AccountId"], where
+            elif resource != "*":
+                assert "${" not in ":".join(resource.split(":")[:5]), where
+                assert "AWS::" not in resource, where
 
 
 def test_a_stages_policy_names_and_reaches_no_other_stages_resources(policy: dict[str, Any], stage: str) -> None:
@@ -247,7 +298,7 @@ def test_a_stages_policy_names_and_reaches_no_other_stages_resources(policy: dic
             if statement["Resource"] == "*":
                 continue
             for arn in arns:
-                assert not any(_matches(r, arn) for r in statement["Resource"]), (statement["Sid"], arn)
+                assert not any(_matches(_deployed(r), arn) for r in statement["Resource"]), (statement["Sid"], arn)
 
 
 # ------------------------------------------------------ what each Lambda does
@@ -349,4 +400,4 @@ def test_the_lambdas_use_the_names_the_policy_grants(stage: str) -> None:
     assert app_config.note_dead_letter_queue_name(environment) == names.dead_letter_queue
     secret = environment.get(app_config.HOSP_SERVICE_SECRET_ID)
     if secret is not None:  # the name, or the full ARN
-        assert secret == names.service_secret or _matches(names.service_secret_arn, secret), secret
+        assert secret == names.service_secret or _matches(_deployed(names.service_secret_arn), secret), secret
