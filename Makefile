@@ -52,9 +52,11 @@ STAGE ?=
 package: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/python -m infra.app.package --stage "$(STAGE)"
 
-## deploy: every stack of STAGE in order, then the URLs (DRY_RUN=1 prints the plan and touches nothing)
+## deploy: every stack of STAGE in order, then the URLs (DRY_RUN=1 prints the plan and touches nothing;
+## ONLY=edge or ONLY=app,edge deploys those stacks alone)
+ONLY ?=
 deploy: package bundle
-	$(BIN)/python -m infra.deploy --stage "$(STAGE)" $(if $(DRY_RUN),--dry-run)
+	$(BIN)/python -m infra.deploy --stage "$(STAGE)" $(if $(DRY_RUN),--dry-run) $(if $(ONLY),--only "$(ONLY)")
 
 ## check: lint, format, types, then tests (what CI should hold)
 check: lint typecheck test
@@ -81,8 +83,10 @@ bench-audit: $(STAMP)
 	$(BIN)/python -m bench.audit_bench
 
 ## bundle: the proxy fleet's bootstrap bundle (infra/ec2/README.md), reproducible, with its sha256
+# BUNDLE_PACKAGES=DIR ships DIR's nginx.org RPMs and signing key in it, for a fleet without internet access.
+BUNDLE_PACKAGES ?=
 bundle:
-	$(PYTHON) -m infra.ec2.bundle --output dist/hosp-proxy-bundle.tar.gz
+	$(PYTHON) -m infra.ec2.bundle --output dist/hosp-proxy-bundle.tar.gz $(if $(BUNDLE_PACKAGES),--packages "$(BUNDLE_PACKAGES)")
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -37,6 +37,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ import requests
 
 from chalicelib.audit import auth
 from infra.cloudfront import function
+from infra.ec2.bundle import PACKAGES as BUNDLE_PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
 APP_NAME = "hosp-reliability"
@@ -287,6 +289,7 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
     ]
     for step in steps:
         check_parameters(step)
+    check_fleet_packages(given.get("network", {}), bundle)
     packaged_stage = _packaged_stage(app)
     if packaged_stage != stage:
         raise PlanError(
@@ -314,6 +317,26 @@ def check_parameters(step: Step) -> None:
         raise PlanError(f"{step.title}: {step.template} has no parameter {extra}")
     step.masked = frozenset(name for name, spec in declared.items() if str(spec.get("NoEcho", "")).lower() == "true")
     step.capabilities = capabilities(read_template(step.template))
+
+
+def check_fleet_packages(network: dict[str, Any], bundle: Path) -> None:
+    """The fleet installs NGINX and njs from the bundle's packages/ or from nginx.org; the
+    network stack gives it no route to nginx.org unless FleetHttpsToInternet is true (with a
+    NAT gateway of the VPC). Without either, every instance fails its bootstrap."""
+    if str(network.get("FleetHttpsToInternet", "false")).lower() == "true" or not bundle.is_file():
+        return  # a missing bundle is reported when it is uploaded
+    try:
+        with tarfile.open(bundle) as archive:
+            names = archive.getnames()
+    except (OSError, tarfile.TarError) as exc:
+        raise PlanError(f"{_shown(bundle)} is not a bundle ({exc}); make bundle builds it") from None
+    if any(name.startswith(f"{BUNDLE_PACKAGES}/") and name.endswith(".rpm") for name in names):
+        return
+    raise PlanError(
+        f"{_shown(bundle)} carries no NGINX packages and the network stack gives the fleet no route to "
+        "nginx.org: build it with make bundle BUNDLE_PACKAGES=<dir of the RPMs> (infra/ec2/README.md), "
+        'or set the network\'s "FleetHttpsToInternet": "true" with a NAT gateway in the VPC'
+    )
 
 
 def _packaged_stage(template: Path) -> str:
@@ -501,6 +524,16 @@ def urls(plan: Plan, runner: Runner) -> list[str]:
     return lines
 
 
+def only(plan: Plan, keys: Sequence[str]) -> Plan:
+    """The plan's steps of the stacks `keys` only, in the plan's order (a roll-back, a fix of one
+    stack); the others are left as they are. Raises PlanError on a key that is no stack."""
+    unknown = sorted(set(keys) - {step.key for step in plan.steps})
+    if unknown:
+        raise PlanError(f"no stack {unknown}; stacks: {', '.join(dict.fromkeys(s.key for s in plan.steps))}")
+    plan.steps = [step for step in plan.steps if step.key in keys]
+    return plan
+
+
 def deploy(plan: Plan, runner: Runner) -> None:
     if plan.placeholders:
         raise StepFailed(
@@ -523,9 +556,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and deploy nothing")
     parser.add_argument("--stage-file", type=Path, help="default: infra/app/deploy-<stage>.json")
     parser.add_argument("--dist", type=Path, default=DIST, help="where make package put the app; default: dist/")
+    parser.add_argument("--bundle", type=Path, default=BUNDLE, help=f"the fleet's bundle; default: {_shown(BUNDLE)}")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated stacks (network, notes, app, proxy, audit, edge) to deploy, the others left alone",
+    )
     args = parser.parse_args(argv)
     try:
-        plan = build_plan(args.stage, stage_path=args.stage_file, dist=args.dist)
+        plan = build_plan(args.stage, stage_path=args.stage_file, dist=args.dist, bundle=args.bundle)
+        if args.only:
+            plan = only(plan, [key.strip() for key in args.only.split(",") if key.strip()])
     except PlanError as exc:
         print(f"cannot deploy {args.stage}: {exc}", file=sys.stderr)
         return 1

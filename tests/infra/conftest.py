@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from infra.app import package
+from infra.ec2.bundle import PACKAGES
 from infra.iam.policies import STAGES
-from tests.infra.cfn import import_cfnlint
+from tests.infra.cfn import REPO, import_cfnlint
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +26,31 @@ def cfnlint_api() -> ModuleType:
 def stage(request: pytest.FixtureRequest) -> str:
     """Each deployable stage in turn."""
     return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both stages packaged into <dist>/app-<stage>/, without AWS credentials."""
+    out = tmp_path_factory.mktemp("dist")
+    nowhere = str(out / "no-aws-config")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+    env |= {"AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_EC2_METADATA_DISABLED": "true"}
+    for stage in STAGES:
+        command = package.chalice_package_command(stage, package.output_dir(stage, out))
+        env_for_stage = env | {"AWS_DEFAULT_REGION": package.PACKAGING_REGION}
+        result = subprocess.run(command, cwd=REPO, env=env_for_stage, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"chalice package --stage {stage} failed:\n{result.stdout}\n{result.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for dist/hosp-proxy-bundle.tar.gz: a tar.gz that carries NGINX's packages,
+    as a fleet without internet access needs (infra/deploy.py checks it)."""
+    path = tmp_path_factory.mktemp("bundle") / "hosp-proxy-bundle.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name in ("infra/ec2/bundle/install.sh", f"{PACKAGES}/nginx.rpm"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            archive.addfile(info, io.BytesIO(b"x"))
+    return path

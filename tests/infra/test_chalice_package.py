@@ -14,7 +14,6 @@ execute-api endpoint, and the roles hold the generated per-function policies.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -50,21 +49,6 @@ VPC_ACTIONS = {
     "ec2:UnassignPrivateIpAddresses",
 }
 APP_IDS = [f"dist/app-{stage}" for stage in STAGES]
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both stages packaged into <dist>/app-<stage>/, without AWS credentials."""
-    out = tmp_path_factory.mktemp("dist")
-    nowhere = str(out / "no-aws-config")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
-    env |= {"AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_EC2_METADATA_DISABLED": "true"}
-    for stage in STAGES:
-        command = package.chalice_package_command(stage, package.output_dir(stage, out))
-        env_for_stage = env | {"AWS_DEFAULT_REGION": package.PACKAGING_REGION}
-        result = subprocess.run(command, cwd=REPO, env=env_for_stage, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, f"chalice package --stage {stage} failed:\n{result.stdout}\n{result.stderr}"
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -338,13 +322,6 @@ def test_every_skipped_check_has_a_written_reason(checkov_report: dict[str, dict
 # ------------------------------------------------------------- deploy plan
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bundle") / "hosp-proxy-bundle.tar.gz"
-    path.write_bytes(b"bundle")
-    return path
-
-
 @pytest.fixture
 def plan(dist: Path, bundle: Path, stage: str) -> deploy.Plan:
     return deploy.build_plan(stage, dist=dist, bundle=bundle)
@@ -390,13 +367,13 @@ def test_another_stages_package_stops_the_plan(dist: Path, bundle: Path, tmp_pat
 
 
 def test_the_dry_run_prints_the_plan_and_runs_nothing(
-    dist: Path, stage: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    dist: Path, bundle: Path, stage: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_process(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"the dry run ran {args}")
 
     monkeypatch.setattr(subprocess, "run", no_process)
-    assert deploy.main(["--stage", stage, "--dry-run", "--dist", str(dist)]) == 0
+    assert deploy.main(["--stage", stage, "--dry-run", "--dist", str(dist), "--bundle", str(bundle)]) == 0
     printed = capsys.readouterr().out
     stacks = re.findall(r"^\[\d/7\] (\S+)", printed, re.M)
     expected = ["network", "notes", "app", "proxy", "audit", "app", "edge"]

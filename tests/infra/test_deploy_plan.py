@@ -1,0 +1,90 @@
+"""infra/deploy.py's checks before anything runs, and deploying some stacks alone.
+
+The plan is built from the stages packaged offline and a stand-in bundle (the `dist`
+and `bundle` fixtures of conftest.py); nothing here calls AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import deploy
+from tests.infra.test_chalice_package import FakeRunner, _deployable, _outputs
+
+
+def _stage_file(tmp_path: Path, stage: str, **network: str) -> Path:
+    values: dict[str, Any] = json.loads(deploy.stage_file(stage).read_text())
+    values["parameters"]["network"].update(network)
+    path = tmp_path / "stage.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def _tarball(path: Path, names: list[str]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            archive.addfile(info, io.BytesIO(b"x"))
+    return path
+
+
+# ------------------------------------------------------------ NGINX for the fleet
+
+
+def test_a_bundle_without_packages_for_a_fleet_without_internet_stops_the_plan(
+    dist: Path,
+    tmp_path: Path,
+    stage: str,
+) -> None:
+    """Every instance would fail its bootstrap: dnf could not reach nginx.org."""
+    plain = _tarball(tmp_path / "plain.tar.gz", ["infra/ec2/bundle/install.sh"])
+    with pytest.raises(deploy.PlanError, match="BUNDLE_PACKAGES"):
+        deploy.build_plan(stage, stage_path=_stage_file(tmp_path, stage), dist=dist, bundle=plain)
+
+
+def test_a_bundle_with_packages_or_a_route_to_nginx_org_passes(dist: Path, tmp_path: Path, stage: str) -> None:
+    plain = _tarball(tmp_path / "plain.tar.gz", ["infra/ec2/bundle/install.sh"])
+    packaged = _tarball(tmp_path / "rpms.tar.gz", ["infra/ec2/bundle/install.sh", "packages/nginx-1.28.0.rpm"])
+    deploy.build_plan(stage, stage_path=_stage_file(tmp_path, stage), dist=dist, bundle=packaged)
+    internet = _stage_file(tmp_path, stage, FleetHttpsToInternet="true")
+    deploy.build_plan(stage, stage_path=internet, dist=dist, bundle=plain)
+
+
+# ----------------------------------------------------------------- --only
+
+
+def test_only_deploys_the_named_stacks_and_leaves_the_others(
+    dist: Path,
+    bundle: Path,
+    tmp_path: Path,
+    stage: str,
+) -> None:
+    internet = _stage_file(tmp_path, stage, FleetHttpsToInternet="true")
+    plan = deploy.only(deploy.build_plan(stage, stage_path=internet, dist=dist, bundle=bundle), ["edge"])
+    runner = FakeRunner(_outputs(stage))
+
+    deploy.deploy(_deployable(plan), runner)
+
+    deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if c[:2] == ["cloudformation", "deploy"]]
+    assert deployed == [f"hosp-reliability-{stage}-edge"]
+    assert not any(c[:2] == ["cloudformation", "package"] for c in runner.commands)
+
+
+def test_only_an_unknown_stack_stops_before_anything_runs(
+    dist: Path,
+    bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    internet = _stage_file(tmp_path, "dev", FleetHttpsToInternet="true")
+    arguments = ["--stage", "dev", "--stage-file", str(internet), "--dist", str(dist), "--bundle", str(bundle)]
+    code = deploy.main([*arguments, "--only", "edg"])
+    assert code == 1
+    assert "no stack ['edg']" in capsys.readouterr().err
