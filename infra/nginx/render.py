@@ -60,6 +60,14 @@ ORIGIN_SECRET = re.compile(r"[A-Za-z0-9_-]{32,}")
 # regular expression with only their dots escaped.
 DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 PUBLIC_NAME = re.compile(rf"(?=.{{1,253}}\Z){DNS_LABEL}(?:\.{DNS_LABEL})*")
+# The scheme and port HOSP and the app are told the viewer used
+# (forwarded-headers.conf), never the client's own X-Forwarded-*. With public
+# names (production) both listeners are reached only through a load balancer's
+# HTTPS listener on 443: the public one by CloudFront's VPC origin, the internal
+# one by the Lambdas (the network stack's HospBaseUrl is https). Without them
+# (local), the listener's own scheme and port.
+VIEWER_SCHEME, VIEWER_PORT = "https", "443"
+LISTENER_SCHEME, LISTENER_PORT = "$scheme", "$server_port"
 
 
 PRODUCTION_NEEDS = (
@@ -299,6 +307,8 @@ def values(s: ProxySettings) -> dict[str, str]:
         "access_log_buffer": t.access_log_buffer,
         # With public names, HOSP's Host is the name matched (optional/public-host.conf).
         "host_header": "$hosp_public_host_header" if s.public_names else t.host_header,
+        "forwarded_proto": VIEWER_SCHEME if s.public_names else LISTENER_SCHEME,
+        "forwarded_port": VIEWER_PORT if s.public_names else LISTENER_PORT,
         "tries": str(t.tries),
         "retry_tries": str(t.tries - 1),
         "peers": str(_retry_peers(t)),
@@ -452,7 +462,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="a Host name the public listener answers, lowercase (repeat for each; the new domain first); any "
-        "other gets 421, and HOSP gets the name matched as Host. Required in production (default: any name)",
+        "other gets 421, and HOSP gets the name matched as Host, with X-Forwarded-Proto https and X-Forwarded-Port "
+        "443 on both listeners. Required in production (default: any name; the listener's own scheme and port)",
     )
     defaults = Tuning()
     for field in dataclasses.fields(Tuning):

@@ -1,0 +1,407 @@
+"""Forwarding headers: HOSP and the Chalice app get the proxy's own, never a client's.
+
+HOSP is a Rails app: Rack builds a request's own URL, and so every "url" in
+HOSP's answers, from Forwarded, X-Forwarded-Host, -Proto, -Scheme, -Ssl and
+-Port before Host. The real NGINX, rendered as production renders it (public
+names and an origin secret) and as `make run` does (neither), in front of
+recording servers in HOSP's and the app's places, all over loopback. Requests
+are written byte for byte on a socket, so that a field can be sent twice and
+in any case, as a client may send it.
+
+The HOSP stand-in builds its links from Host alone and always writes
+"http://" (local/hosp_standin/server.py): it cannot show the scheme. So these
+tests check the headers HOSP receives, and `rack_base_url` computes from them
+the base URL Rack would build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from infra.nginx import render
+from infra.nginx.render import Tuning
+from local.nginx_proxy import NginxProxy
+from tests.support import DEMO_AUTH, HOSP_IDLE_TIMEOUT, Received, RecordingServer
+
+TEST_TUNING = Tuning(
+    tries=3,
+    connect_timeout=0.5,
+    try_timeout=2.0,
+    deadline=4.0,
+    write_timeout=4.0,
+    client_timeout=2.0,
+    keepalive_timeout=HOSP_IDLE_TIMEOUT / 2,
+    interceptor_timeout=4.0,
+    retry_budget_rate=1000,
+    retry_budget_burst=1000,
+    access_log_buffer="off",
+)
+PUBLIC_NAME = "hosp.example"
+INTERNAL_NAME = "internal.hosp.example"  # the Lambdas' HospBaseUrl host (infra/network/network.yaml)
+SECRET = secrets.token_urlsafe(32)
+AUTHORIZATION = DEMO_AUTH["Authorization"].encode()
+CLIENT_FORWARDED_FOR = "203.0.113.9"
+# Every request, on either listener, through every path that leads out of the proxy.
+HOSP_ROUTES = [
+    (b"GET", b"/hospitals", b""),  # the first attempt, over the keep-alive pool
+    (b"POST", b"/notes", b"{}"),  # @hosp_once
+]
+APP_ROUTES = [  # public listener only
+    (b"POST", b"/patients/1/screen", b'{"images": []}'),  # the screen interceptor
+    (b"GET", b"/audit", b""),  # the audit trail's API
+    (b"GET", b"/audit/notes", b""),
+]
+
+
+def forged(proto: bytes) -> list[tuple[bytes, bytes]]:
+    """A client's forwarding fields: case variants, a field sent twice, lists; `proto` is never the proxy's.
+
+    NGINX writes its own fields first and the client's after them, and the
+    recording server keeps the last value of a name (in the case it was
+    sent): a client's field passed on would show.
+    """
+    return [
+        (b"X-Forwarded-Host", b"evil.example"),
+        (b"x-forwarded-host", b"evil-lower.example"),
+        (b"X-FORWARDED-HOST", b"evil-upper.example"),
+        (b"X-Forwarded-Host", b"evil-again.example, evil-list.example"),
+        (b"Forwarded", b"host=evil.example;proto=" + proto),
+        (b"forwarded", b'for=192.0.2.1;host="evil-lower.example:8443";proto=' + proto),
+        (b"X-Forwarded-Proto", proto),
+        (b"x-forwarded-proto", proto + b", gopher"),
+        (b"X-Forwarded-Proto", proto),
+        (b"X-Forwarded-Port", b"8443"),
+        (b"x-FORWARDED-port", b"1"),
+        (b"X-Forwarded-Port", b"8443"),
+        (b"X-Forwarded-Server", b"evil.example"),
+        (b"X-Forwarded-Scheme", proto),
+        (b"X-Forwarded-Ssl", b"on" if proto == b"https" else b"off"),
+        (b"X-Forwarded-Prefix", b"/evil"),
+        # Rack reads X_Forwarded_Host as X-Forwarded-Host; NGINX drops a name with an underscore.
+        (b"X_Forwarded_Host", b"evil-underscore.example"),
+        (b"X-Forwarded-For", CLIENT_FORWARDED_FOR.encode()),
+    ]
+
+
+@dataclasses.dataclass
+class Render:
+    """One rendered proxy and what it must tell HOSP and the app."""
+
+    proxy: NginxProxy
+    host: bytes  # the public listener's Host
+    secret: str | None
+    proto: str  # the proxy's X-Forwarded-Proto
+    public_port: str  # the proxy's X-Forwarded-Port, per listener
+    internal_port: str
+    forged_proto: bytes  # a client's, never the proxy's
+    base_url: str  # the public listener's requests' URL, as Rack builds it
+
+
+@dataclasses.dataclass
+class PublicNamesProxy(NginxProxy):
+    """NginxProxy with render.py's public names as well."""
+
+    public_names: tuple[str, ...] = ()
+
+    def settings(self) -> render.ProxySettings:
+        return dataclasses.replace(super().settings(), public_names=self.public_names)
+
+
+def send(
+    port: int,
+    host: bytes,
+    method: bytes = b"GET",
+    target: bytes = b"/hospitals",
+    body: bytes = b"",
+    *,
+    secret: str | None = None,
+    fields: Sequence[tuple[bytes, bytes]] = (),
+) -> int:
+    """Send one request as written and return its status; the proxy closes the connection."""
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    if secret is not None:
+        lines.append(b"X-Origin-Verify: " + secret.encode())
+    lines += [b"Host: " + host, b"Connection: close", b"Authorization: " + AUTHORIZATION]
+    lines += [name + b": " + value for name, value in fields]
+    if body or method == b"POST":
+        lines.append(b"Content-Length: %d" % len(body))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return int(received.split(b" ", 2)[1])
+
+
+def forwarding(received: Received) -> list[tuple[str, str]]:
+    """The forwarding fields an upstream received, as named and valued."""
+    return sorted(
+        (name, value)
+        for name, value in received.headers.items()
+        if name.lower().replace("_", "-").startswith("x-forwarded-") or name.lower() == "forwarded"
+    )
+
+
+def rack_base_url(headers: Mapping[str, str]) -> str:
+    """The base URL Rack's Request#base_url builds from these headers, reached over plain HTTP.
+
+    Rack's order (rack/request.rb, Rack 3's defaults): the scheme from
+    X-Forwarded-Ssl "on", else Forwarded's proto=, else X-Forwarded-Proto's
+    first entry, else X-Forwarded-Scheme, else the connection's (http); the
+    host from Forwarded's host=, else X-Forwarded-Host's last entry, else
+    Host; the port from that host, else X-Forwarded-Port, else the scheme's.
+    """
+    h = {name.lower(): value.strip() for name, value in headers.items()}
+    forwarded: dict[str, str] = {}
+    for element in h.get("forwarded", "").split(","):
+        for pair in element.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if value:
+                forwarded[key.lower()] = value.strip('"')
+    if h.get("x-forwarded-ssl") == "on":
+        scheme = "https"
+    else:
+        proto = h.get("x-forwarded-proto", "").split(",")[0].strip()
+        scheme = forwarded.get("proto") or proto or h.get("x-forwarded-scheme") or "http"
+    authority = forwarded.get("host") or h.get("x-forwarded-host", "").split(",")[-1].strip() or h["host"]
+    host, _, port = authority.partition(":")
+    port = port or h.get("x-forwarded-port", "") or {"http": "80", "https": "443"}[scheme]
+    default = port == {"http": "80", "https": "443"}[scheme]
+    return f"{scheme}://{host}" if default else f"{scheme}://{host}:{port}"
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hosp_recorder() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def app_recorder() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def recorders(hosp_recorder: RecordingServer, app_recorder: RecordingServer) -> tuple[RecordingServer, RecordingServer]:
+    hosp_recorder.reset()
+    app_recorder.reset()
+    return hosp_recorder, app_recorder
+
+
+@pytest.fixture(scope="module")
+def production(
+    hosp_recorder: RecordingServer, app_recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Render]:
+    """As production renders it: public names and an origin secret."""
+    with PublicNamesProxy(
+        hosp_recorder.address,
+        tmp_path_factory.mktemp("nginx-forwarded-production"),
+        tuning=TEST_TUNING,
+        interceptor=app_recorder.address,
+        origin_secrets=(SECRET,),
+        public_names=(PUBLIC_NAME,),
+    ) as proxy:
+        yield Render(
+            proxy, PUBLIC_NAME.encode(), SECRET, "https", "443", "443", b"http", base_url=f"https://{PUBLIC_NAME}"
+        )
+
+
+@pytest.fixture(scope="module")
+def local(
+    hosp_recorder: RecordingServer, app_recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Render]:
+    """As `make run` renders it: no public names, no origin secret."""
+    with NginxProxy(
+        hosp_recorder.address,
+        tmp_path_factory.mktemp("nginx-forwarded-local"),
+        tuning=TEST_TUNING,
+        interceptor=app_recorder.address,
+    ) as proxy:
+        yield Render(
+            proxy,
+            f"127.0.0.1:{proxy.port}".encode(),
+            None,
+            "http",
+            str(proxy.port),
+            str(proxy.internal_port),
+            b"https",
+            base_url=f"http://127.0.0.1:{proxy.port}",
+        )
+
+
+@pytest.fixture(params=["production", "local"])
+def rendered(request: pytest.FixtureRequest) -> Render:
+    return request.getfixturevalue(request.param)
+
+
+def expected(proto: str, port: str) -> list[tuple[str, str]]:
+    return [
+        ("X-Forwarded-For", f"{CLIENT_FORWARDED_FOR}, 127.0.0.1"),
+        ("X-Forwarded-Port", port),
+        ("X-Forwarded-Proto", proto),
+    ]
+
+
+# --- a client's values never reach HOSP or the app -----------------------------------------------
+
+
+def test_a_clients_forwarding_headers_reach_neither_hosp_nor_the_app_on_the_public_listener(
+    rendered: Render, recorders: tuple[RecordingServer, RecordingServer]
+) -> None:
+    hosp, app = recorders
+    fields = forged(rendered.forged_proto)
+    statuses = [
+        send(rendered.proxy.port, rendered.host, *route, secret=rendered.secret, fields=fields)
+        for route in HOSP_ROUTES + APP_ROUTES
+    ]
+    hosp.statuses = [502]  # a first attempt that fails: its retry goes through @hosp_retry
+    statuses.append(send(rendered.proxy.port, rendered.host, secret=rendered.secret, fields=fields))
+
+    assert statuses == [200] * 6
+    assert [(r.method, r.path) for r in hosp.received] == [
+        ("GET", "/hospitals"),
+        ("POST", "/notes"),
+        ("GET", "/hospitals"),
+        ("GET", "/hospitals"),
+    ]
+    assert [r.path for r in app.received] == ["/patients/1/screen", "/audit", "/audit/notes"]
+    for received in hosp.received + app.received:
+        assert forwarding(received) == expected(rendered.proto, rendered.public_port), received
+        assert not any("evil" in value for value in received.headers.values()), received
+    for received in hosp.received:
+        assert rack_base_url(received.headers) == rendered.base_url
+
+
+def test_a_clients_forwarding_headers_never_reach_hosp_on_the_internal_listener(
+    rendered: Render, recorders: tuple[RecordingServer, RecordingServer]
+) -> None:
+    hosp, _ = recorders
+    fields = forged(rendered.forged_proto)
+    statuses = [
+        send(rendered.proxy.internal_port, INTERNAL_NAME.encode(), *route, fields=fields) for route in HOSP_ROUTES
+    ]
+
+    assert statuses == [200, 200]
+    assert [(r.method, r.path) for r in hosp.received] == [("GET", "/hospitals"), ("POST", "/notes")]
+    for received in hosp.received:
+        assert forwarding(received) == expected(rendered.proto, rendered.internal_port), received
+        assert received.headers["Host"] == INTERNAL_NAME
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param((b"X-Forwarded-Host", b"evil.example"), id="x-forwarded-host"),
+        pytest.param((b"x-forwarded-host", b"evil.example"), id="x-forwarded-host-lowercase"),
+        pytest.param((b"Forwarded", b"host=evil.example"), id="forwarded-host"),
+        pytest.param((b"FORWARDED", b"proto=http;host=evil.example:80"), id="forwarded-uppercase"),
+        pytest.param((b"X-Forwarded-Proto", b"http"), id="x-forwarded-proto"),
+        pytest.param((b"X-Forwarded-Scheme", b"http"), id="x-forwarded-scheme"),
+        pytest.param((b"X-Forwarded-Port", b"80"), id="x-forwarded-port"),
+        pytest.param((b"X-Forwarded-Ssl", b"off"), id="x-forwarded-ssl"),
+        pytest.param((b"X_Forwarded_Host", b"evil.example"), id="underscore"),
+    ],
+)
+def test_in_production_no_single_field_changes_the_url_hosp_builds(
+    production: Render, recorders: tuple[RecordingServer, RecordingServer], field: tuple[bytes, bytes]
+) -> None:
+    hosp, _ = recorders
+    status = send(production.proxy.port, production.host, secret=production.secret, fields=[field])
+
+    assert status == 200
+    [received] = hosp.received
+    assert rack_base_url(received.headers) == f"https://{PUBLIC_NAME}"
+    assert forwarding(received) == [
+        ("X-Forwarded-For", "127.0.0.1"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Proto", "https"),
+    ]
+
+
+# --- the scheme and port the proxy tells -----------------------------------------------------------
+
+
+def test_in_production_hosp_and_the_app_are_told_https_on_443_on_both_listeners(
+    production: Render, recorders: tuple[RecordingServer, RecordingServer]
+) -> None:
+    hosp, app = recorders
+    public = send(production.proxy.port, b"HOSP.Example:8080", secret=SECRET)
+    screen = send(production.proxy.port, b"hosp.example", b"POST", b"/patients/1/screen", b"{}", secret=SECRET)
+    internal = send(production.proxy.internal_port, INTERNAL_NAME.encode())
+
+    assert (public, screen, internal) == (200, 200, 200)
+    [from_public, from_internal] = hosp.received
+    [from_screen] = app.received
+    for received in (from_public, from_screen, from_internal):
+        assert (received.headers["X-Forwarded-Proto"], received.headers["X-Forwarded-Port"]) == ("https", "443")
+    # What a Rails HOSP builds its links from: https and the public name, or the Lambdas' name.
+    assert rack_base_url(from_public.headers) == f"https://{PUBLIC_NAME}"
+    assert rack_base_url(from_internal.headers) == f"https://{INTERNAL_NAME}"
+
+
+def test_locally_hosp_and_the_app_are_told_http_and_the_listeners_port(
+    local: Render, recorders: tuple[RecordingServer, RecordingServer]
+) -> None:
+    hosp, app = recorders
+    public = send(local.proxy.port, b"localhost")
+    audit = send(local.proxy.port, b"localhost", b"GET", b"/audit")
+    internal = send(local.proxy.internal_port, b"127.0.0.1")
+
+    assert (public, audit, internal) == (200, 200, 200)
+    [from_public, from_internal] = hosp.received
+    [from_audit] = app.received
+    for received, port in (
+        (from_public, local.proxy.port),
+        (from_audit, local.proxy.port),
+        (from_internal, local.proxy.internal_port),
+    ):
+        assert (received.headers["X-Forwarded-Proto"], received.headers["X-Forwarded-Port"]) == ("http", str(port))
+    assert rack_base_url(from_public.headers) == f"http://localhost:{local.proxy.port}"
+    assert rack_base_url(from_internal.headers) == f"http://127.0.0.1:{local.proxy.internal_port}"
+
+
+def test_rack_base_url_follows_racks_order() -> None:
+    # The model the tests above rely on, against the attacks they close.
+    assert rack_base_url({"Host": "hosp.example"}) == "http://hosp.example"
+    assert (
+        rack_base_url({"Host": "hosp.example", "X-Forwarded-Host": "a.example, evil.example"}) == "http://evil.example"
+    )
+    assert (
+        rack_base_url({"Host": "hosp.example", "Forwarded": "host=evil.example;proto=https"}) == "https://evil.example"
+    )
+    assert rack_base_url({"Host": "hosp.example", "X-Forwarded-Proto": "https"}) == "https://hosp.example"
+    assert rack_base_url({"Host": "hosp.example", "X-Forwarded-Ssl": "on"}) == "https://hosp.example"
+    assert rack_base_url({"Host": "h.example", "X-Forwarded-Port": "8443", "X-Forwarded-Proto": "https"}) == (
+        "https://h.example:8443"
+    )
+    assert rack_base_url({"Host": "h.example:8080", "X-Forwarded-Port": "443"}) == "http://h.example:8080"
+
+
+def test_the_production_render_writes_fixed_values_and_the_local_one_the_listeners(tmp_path: Path) -> None:
+    base = render.ProxySettings.for_variant(
+        "local", "127.0.0.1:9000", tmp_path, TEST_TUNING, interceptor="127.0.0.1:8000"
+    )
+    named = render.render(dataclasses.replace(base, public_names=(PUBLIC_NAME,)))
+    plain = render.render(base)
+
+    # Once for HOSP (the http block), once in each of the three locations that proxy to the app.
+    for config, proto, port in ((named, "https", "443"), (plain, "$scheme", "$server_port")):
+        assert config.count(f"proxy_set_header X-Forwarded-Proto {proto};") == 4
+        assert config.count(f"proxy_set_header X-Forwarded-Port {port};") == 4
+        for name in ("X-Forwarded-Host", "X-Forwarded-Server", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "Forwarded"):
+            assert config.count(f'proxy_set_header {name} "";') == 4
+        # NGINX's defaults: a field name with an underscore is dropped, never passed on.
+        assert not re.search(r"^\s*(underscores_in_headers|ignore_invalid_headers)\b", config, re.MULTILINE)
