@@ -17,6 +17,7 @@ import pytest
 
 from infra.nginx.render import ORIGIN_MARGIN, Tuning, worst_case
 from tests.infra.cfn import INFRA, Deployed, as_list, cfn_templates, decode, resources
+from tests.infra.test_audit_policy import athena_actions_called
 
 NETWORK_TEMPLATE = INFRA / "network" / "network.yaml"
 
@@ -181,6 +182,28 @@ def _attributes(resource: dict[str, Any], deployed: Deployed, key: str) -> dict[
     return {attribute["Key"]: str(attribute["Value"]) for attribute in evaluated}
 
 
+def _endpoint_groups(deployed: Deployed) -> dict[str, set[str]]:
+    """The security groups of each interface endpoint, by logical id."""
+    return {
+        name: {str(_ref(group)) for group in endpoint["Properties"].get("SecurityGroupIds", [])}
+        for name, endpoint in _present(deployed, "AWS::EC2::VPCEndpoint").items()
+        if endpoint["Properties"].get("VpcEndpointType") == "Interface"
+    }
+
+
+def _execute_api_groups(deployed: Deployed) -> set[str]:
+    """The groups of the endpoint the private Chalice API admits (ExecuteApiVpcEndpointId)."""
+    groups = _endpoint_groups(deployed)[_exported(deployed, "ExecuteApiVpcEndpointId")]
+    assert groups
+    return groups
+
+
+def _other_endpoint_groups(deployed: Deployed) -> set[str]:
+    """The groups of every interface endpoint but the execute-api one."""
+    api = _exported(deployed, "ExecuteApiVpcEndpointId")
+    return {group for name, groups in _endpoint_groups(deployed).items() if name != api for group in groups}
+
+
 def _slowest_answer() -> float:
     """docs/proxy.md: the proxy's slowest answer with its defaults, plus the margin."""
     return worst_case(Tuning()) + ORIGIN_MARGIN
@@ -267,31 +290,25 @@ def test_the_load_balancers_reach_only_the_fleet_on_its_listeners(deployed: Depl
 
 
 def test_the_lambdas_reach_only_the_internal_alb_and_the_endpoints(deployed: Deployed) -> None:
+    """The endpoints of the AWS services they call; not the execute-api one."""
     lambdas = _exported(deployed, "LambdaSecurityGroupId")
     (internal_group,) = _groups_of(_load_balancer(deployed, "InternalAlbDnsName"))
-    endpoints = {
-        _ref(group)
-        for endpoint in _present(deployed, "AWS::EC2::VPCEndpoint").values()
-        for group in endpoint["Properties"].get("SecurityGroupIds", [])
-    }
-    assert len(endpoints) == 1
+    (endpoints,) = _other_endpoint_groups(deployed)
     assert _egress(deployed, lambdas) == {
         ("group", internal_group),
-        ("group", endpoints.pop()),
+        ("group", endpoints),
         ("prefix-list", "S3PrefixListId"),
     }
 
 
 def test_the_fleet_reaches_only_hosp_the_endpoints_and_s3(deployed: Deployed) -> None:
     fleet = _exported(deployed, "FleetSecurityGroupId")
-    (endpoints,) = {
-        _ref(group)
-        for endpoint in _present(deployed, "AWS::EC2::VPCEndpoint").values()
-        for group in endpoint["Properties"].get("SecurityGroupIds", [])
-    }
+    (endpoints,) = _other_endpoint_groups(deployed)
+    (api,) = _execute_api_groups(deployed)
     assert _egress(deployed, fleet) == {
         ("cidr", "HospCidr"),
         ("group", endpoints),
+        ("group", api),
         ("prefix-list", "S3PrefixListId"),
     }
     (hosp,) = [rule for owner, rule in _rules(deployed, "Egress") if owner == fleet and _ref(rule.get("CidrIp"))]
@@ -299,14 +316,34 @@ def test_the_fleet_reaches_only_hosp_the_endpoints_and_s3(deployed: Deployed) ->
 
 
 def test_the_endpoints_admit_only_the_lambdas_and_the_fleet(deployed: Deployed) -> None:
-    (group,) = {
-        _ref(group)
-        for endpoint in _present(deployed, "AWS::EC2::VPCEndpoint").values()
-        for group in endpoint["Properties"].get("SecurityGroupIds", [])
-    }
+    (group,) = _other_endpoint_groups(deployed)
     fleet = _exported(deployed, "FleetSecurityGroupId")
     lambdas = _exported(deployed, "LambdaSecurityGroupId")
     assert _admitted(deployed, str(group)) == {(443, "group", fleet), (443, "group", lambdas)}
+
+
+def test_the_execute_api_endpoint_admits_only_the_fleet(deployed: Deployed) -> None:
+    """The private API (the screen route, /audit) is called through the fleet's NGINX and
+    its access log; its endpoint's groups admit the fleet alone and serve no other endpoint."""
+    fleet = _exported(deployed, "FleetSecurityGroupId")
+    groups = _execute_api_groups(deployed)
+    for group in groups:
+        assert _admitted(deployed, group) == {(443, "group", fleet)}, group
+        assert _egress(deployed, group) == set(), group
+    assert not groups & _other_endpoint_groups(deployed)
+
+
+def test_the_lambdas_have_no_path_to_the_private_api(deployed: Deployed) -> None:
+    """Neither side lets the connection through: the Lambdas' group sends nothing to the
+    execute-api endpoint's groups nor to an address range (which could hold the endpoint's
+    interfaces), and those groups admit nothing of the Lambdas'."""
+    lambdas = _exported(deployed, "LambdaSecurityGroupId")
+    groups = _execute_api_groups(deployed)
+    reached = _egress(deployed, lambdas)
+    assert not {("group", group) for group in groups} & reached
+    assert not {peer for peer in reached if peer[0] == "cidr"}
+    for group in groups:
+        assert not {peer for _, kind, peer in _admitted(deployed, group) if kind != "group" or peer == lambdas}
 
 
 def test_only_the_fleet_may_reach_the_internet_and_only_when_asked(template: dict[str, Any]) -> None:
@@ -469,6 +506,11 @@ def test_endpoint_policies_name_their_actions_and_the_stages_resources(deployed:
                 assert ":123456789012:" in resource, (service, resource)
                 if service != "execute-api":
                     assert f"hosp-reliability-{stage}-" in resource or f"hosp-reliability/{stage}/" in resource
+
+
+def test_the_athena_endpoint_allows_only_the_calls_the_code_makes(deployed: Deployed) -> None:
+    (policy,) = [e["PolicyDocument"] for s, e in _interface_endpoints(deployed).items() if s == "athena"]
+    assert {a for statement in policy["Statement"] for a in as_list(statement["Action"])} == athena_actions_called()
 
 
 # ------------------------------------------------------------ origin secret
