@@ -29,6 +29,15 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 # Clocks of a client and of this machine may differ a little.
 BACKDATE = datetime.timedelta(minutes=5)
 CA_NAME = "hosp-reliability local edge CA"
+# What the local CA may sign, whoever trusts it: localhost and names under it, loopback addresses.
+NAME_CONSTRAINTS = x509.NameConstraints(
+    permitted_subtrees=[
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_network("127.0.0.0/8")),
+        x509.IPAddress(ipaddress.ip_network("::1/128")),
+    ],
+    excluded_subtrees=None,
+)
 PRIVATE = 0o600
 
 
@@ -56,7 +65,16 @@ class EdgeCertificates:
         return self.directory / "server-key.pem"
 
     def ensure(self, dns_names: tuple[str, ...], ip_addresses: tuple[str, ...]) -> None:
-        """A valid CA and a server certificate for these names, made only where needed."""
+        """A valid CA and a server certificate for these names, made only where needed.
+
+        The names must be loopback ones (localhost and names under .localhost, loopback
+        addresses): the CA may sign nothing else (NAME_CONSTRAINTS), so trusting it, as the
+        README says to, cannot make a browser or curl trust it for any real domain.
+        """
+        outside = [n for n in dns_names if n != "localhost" and not n.endswith(".localhost")]
+        outside += [a for a in ip_addresses if not ipaddress.ip_address(a).is_loopback]
+        if outside:
+            raise ValueError(f"the local CA signs loopback names only, not {outside}")
         self.directory.mkdir(parents=True, exist_ok=True)
         now = _now()
         ca = _read_ca(self.ca, self.ca_key, now)
@@ -89,6 +107,11 @@ def _read_ca(
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
         return None
     if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return None
+    try:  # a CA made before it was constrained is made again
+        if cert.extensions.get_extension_for_class(x509.NameConstraints).value != NAME_CONSTRAINTS:
+            return None
+    except x509.ExtensionNotFound:
         return None
     return cert, key
 
@@ -130,6 +153,7 @@ def _new_ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurveP
         .not_valid_after(now + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(NAME_CONSTRAINTS, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )

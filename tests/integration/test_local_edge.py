@@ -282,6 +282,29 @@ def test_certificates_are_kept_across_runs_and_made_again_when_needed(
     assert certs.ca_key.stat().st_mode & 0o777 == 0o600
 
 
+def test_the_local_ca_cannot_vouch_for_a_real_domain(tmp_path: Path) -> None:
+    """A developer trusts the local CA (README): even with its key, a certificate it signs for
+    another name does not verify, by OpenSSL's own name-constraint check."""
+    certs = EdgeCertificates(tmp_path)
+    certs.ensure(NAMES, IP_ADDRESSES)
+    ca = x509.load_pem_x509_certificate(certs.ca.read_bytes())
+    ca_key = certificates.serialization.load_pem_private_key(certs.ca_key.read_bytes(), password=None)
+    now = datetime.datetime.now(datetime.UTC)
+    for names, verifies in ((("hosp.localhost",), True), (("bank.example",), False), (("localhost.example",), False)):
+        cert, _ = certificates._new_server(ca, ca_key, names, (), now)  # type: ignore[arg-type]
+        path = tmp_path / f"{names[0]}.pem"
+        path.write_bytes(cert.public_bytes(certificates.serialization.Encoding.PEM))
+        result = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(certs.ca), str(path)], capture_output=True, text=True, check=False
+        )
+        assert (result.returncode == 0) is verifies, (names, result.stdout, result.stderr)
+        if not verifies:
+            assert "permitted subtree violation" in result.stdout + result.stderr
+
+    with pytest.raises(ValueError, match="loopback names only"):
+        certs.ensure(("hosp.example.org",), IP_ADDRESSES)
+
+
 # --- plain HTTP -------------------------------------------------------------------------------------
 
 
