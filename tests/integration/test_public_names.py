@@ -3,9 +3,16 @@
 The real NGINX rendered with public names (render.py --public-name;
 ProxySettings.public_names) and an origin secret, as production renders it,
 in front of the real HOSP stand-in (which builds its answers' "url" fields
-from Host) and, to see the exact Host HOSP receives, of a recording server in
-HOSP's place; and the proxy as `make run` renders it, without public names.
+from Host) and, to see the exact headers HOSP receives, of a recording server
+in HOSP's place; and the proxy as `make run` renders it, without public names.
 All over loopback; the odd requests are written byte for byte on a socket.
+
+The stand-in writes every link as "http://" + Host: it reads no
+X-Forwarded-Proto (local/hosp_standin/server.py), so its links show the host
+HOSP was given, never the scheme. HOSP itself (Rails) takes the scheme and
+port from X-Forwarded-Proto and X-Forwarded-Port: the recording server shows
+that a production render sends https and 443 (tests/integration/
+test_forwarded_headers.py covers a client's own forwarding headers).
 """
 
 from __future__ import annotations
@@ -133,10 +140,12 @@ def assert_refused(proxy: NginxProxy, answer: Answer, status: int, message: str,
     assert (entry["upstream_addr"], entry["upstream_status"]) == ("", "")
 
 
-def hosp_links(answer: Answer) -> set[str]:
-    """The scheme and host of every "url" in a HOSP listing."""
+def hosp_link_hosts(answer: Answer) -> set[str]:
+    """The host (and port) of every "url" in the stand-in's listing; its scheme is always http."""
     assert answer.status == 200, answer
-    return {re.sub(r"^(https?://[^/]*)/.*$", r"\1", item["url"]) for item in answer.json()}
+    links = [item["url"] for item in answer.json()]
+    assert all(link.startswith("http://") for link in links), links
+    return {re.sub(r"^http://([^/]*)/.*$", r"\1", link) for link in links}
 
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -238,7 +247,7 @@ def test_each_public_name_is_answered_and_hosp_builds_its_links_from_the_name(
 ) -> None:
     answer = request(proxy.port, host)
 
-    assert hosp_links(answer) == {f"http://{name}"}
+    assert hosp_link_hosts(answer) == {name}
     assert fresh_hosp.received() == 1
     entry = log_entry(proxy, answer.header("X-Request-Id"))
     assert (entry["route"], entry["status"], entry["listener"]) == ("hosp", 200, "public")
@@ -270,6 +279,11 @@ def test_hosp_receives_the_matched_name_lowercase_without_a_port_never_the_clien
         ("GET", "/hospitals"),
     ]
     assert [r.headers["Host"] for r in recorder.received] == [name] * 4
+    # With the scheme and port of CloudFront's viewer, fixed: a Rails HOSP builds https://{name}/...
+    for received in recorder.received:
+        assert (received.headers["X-Forwarded-Proto"], received.headers["X-Forwarded-Port"]) == ("https", "443")
+        assert "X-Forwarded-Host" not in received.headers
+        assert "Forwarded" not in received.headers
 
 
 def test_an_absolute_form_request_is_judged_by_its_target_not_its_host_header(
@@ -459,6 +473,9 @@ def test_without_public_names_hosp_gets_the_clients_host_as_before(
 
     assert answer.status == 200, answer
     assert [r.headers["Host"] for r in recorder.received] == ["Anything.Example:8080"]
+    [received] = recorder.received
+    port = str(open_recording_proxy.port)
+    assert (received.headers["X-Forwarded-Proto"], received.headers["X-Forwarded-Port"]) == ("http", port)
 
 
 @pytest.mark.parametrize(
@@ -499,7 +516,7 @@ def test_an_http_0_9_request_names_no_host_and_gets_only_the_json_body(
 def test_without_public_names_hosp_links_carry_the_clients_host(open_proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     answer = request(open_proxy.port, b"127.0.0.1:8080", secret=None)
 
-    assert hosp_links(answer) == {"http://127.0.0.1:8080"}
+    assert hosp_link_hosts(answer) == {"127.0.0.1:8080"}
 
 
 # --- production: rendered with both checks, or not at all -------------------------------------------
@@ -529,6 +546,9 @@ def test_a_production_render_with_public_names_and_a_secret_passes_nginx_t(tmp_p
     assert r'"~^public:(?<hosp_matched_name>hosp\.example|old-hosp\.example)\z"' in config
     assert '"1:public:"  misdirected;' in config
     assert "proxy_set_header Host $hosp_public_host_header;" in config
+    assert "proxy_set_header X-Forwarded-Proto https;" in config
+    assert "proxy_set_header X-Forwarded-Port 443;" in config
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" not in config
 
 
 @pytest.mark.parametrize(
