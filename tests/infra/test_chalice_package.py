@@ -74,16 +74,57 @@ def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Every IAM statement of the template's roles and policies, with its resource's id."""
+    """Every IAM statement of the template's roles and policies, with its resource's id.
+
+    A grant whose statements the template does not hold fails the test that asks, since
+    what it allows cannot be checked: a role's ManagedPolicyArns (an empty list is none),
+    a SAM Policies entry given as a managed policy's name or ARN or as a policy template,
+    and a SAM function without a Role (SAM gives it a role with AWS's managed policies).
+    """
     found = []
+    unreadable: list[tuple[str, Any]] = []
     for name, resource in template["Resources"].items():
         properties = resource.get("Properties", {})
-        documents = [p["PolicyDocument"] for p in properties.get("Policies", [])]
+        unreadable += [(name, arn) for arn in as_list(properties.get("ManagedPolicyArns", []))]
+        if resource["Type"] == "AWS::Serverless::Function" and "Role" not in properties:
+            unreadable.append((name, "no Role: SAM creates one with AWS's managed policies"))
+        documents = []
+        for entry in as_list(properties.get("Policies", [])):
+            if isinstance(entry, dict) and "PolicyDocument" in entry:  # AWS::IAM::Role, AWS::IAM::Policy
+                documents.append(entry["PolicyDocument"])
+            elif isinstance(entry, dict) and "Statement" in entry:  # SAM: an inline policy document
+                documents.append(entry)
+            else:  # SAM: a managed policy's name or ARN, or a policy template
+                unreadable.append((name, entry))
         if "PolicyDocument" in properties:
             documents.append(properties["PolicyDocument"])
         for document in documents:
             found += [(name, statement) for statement in as_list(document["Statement"])]
+    assert not unreadable, f"grants whose statements the template does not hold: {unreadable}"
     return found
+
+
+def _any_resource(resource: Any) -> bool:
+    """Whether a Resource entry stands for no resource in particular: "*", or an ARN whose
+    region or account holds a wildcard, or whose resource part starts with one (for the
+    resource's name, after its type if it has one): arn:aws:s3:::*, arn:aws:sqs:*:*:*,
+    arn:aws:sqs:eu-west-2:*:queue, arn:aws:logs:r:a:log-group:*. A Fn::Sub counts as its
+    text; its ${...} (the stack's region and account) name one value each. Ref, GetAtt and
+    ImportValue name one resource."""
+    if isinstance(resource, dict) and set(resource) <= {"Ref", "Fn::GetAtt", "Fn::ImportValue"}:
+        return False
+    text = resource["Fn::Sub"] if isinstance(resource, dict) and "Fn::Sub" in resource else resource
+    text = text[0] if isinstance(text, list) else text
+    assert isinstance(text, str), f"a Resource that cannot be read: {resource}"
+    if text == "*":
+        return True
+    fields = re.sub(r"\$\{[^}]*\}", "x", text).split(":", 5)
+    assert len(fields) == 6, f"not an ARN: {resource}"
+    assert fields[0] == "arn", f"not an ARN: {resource}"
+    _, _, service, region, account, rest = fields
+    names = re.split(r"[:/]", rest)
+    named = names[0] if service == "s3" or len(names) == 1 else names[1]
+    return "*" in region or "*" in account or names[0].startswith("*") or named.startswith("*")
 
 
 # ----------------------------------------------------------------- packaging
@@ -247,9 +288,50 @@ def test_no_statement_has_a_wildcard_action(template: dict[str, Any]) -> None:
 
 
 def test_only_the_vpc_network_interface_actions_are_granted_on_any_resource(template: dict[str, Any]) -> None:
+    """ "*" and ARNs with a wildcard region, account or name alike (_any_resource)."""
     for resource, statement in _statements(template):
-        if "*" in as_list(statement.get("Resource", [])):
-            assert set(as_list(statement["Action"])) <= VPC_ACTIONS, resource
+        assert "NotResource" not in statement, resource
+        if any(_any_resource(r) for r in as_list(statement.get("Resource", []))):
+            assert set(as_list(statement["Action"])) <= VPC_ACTIONS, (resource, statement.get("Sid"))
+
+
+def test_the_iam_checks_see_managed_policies_and_wildcard_arns() -> None:
+    """What the two tests above rely on: grants they cannot read fail, and every form of
+    "any resource" is one."""
+    role = {"Type": "AWS::IAM::Role", "Properties": {"Policies": []}}
+    readable = {"Resources": {"Role": role}}
+    assert _statements(readable) == []
+    for properties in (
+        {"ManagedPolicyArns": ["arn:aws:iam::aws:policy/AdministratorAccess"]},
+        {"Policies": ["AWSLambdaBasicExecutionRole"]},
+        {"Policies": [{"SQSPollerPolicy": {"QueueName": "q"}}]},
+    ):
+        function = {"Type": "AWS::Serverless::Function", "Properties": {"Role": "r", **properties}}
+        with pytest.raises(AssertionError, match="does not hold"):
+            _statements({"Resources": {"F": function}})
+    with pytest.raises(AssertionError, match="does not hold"):
+        _statements({"Resources": {"F": {"Type": "AWS::Serverless::Function", "Properties": {}}}})
+    inline = {"Type": "AWS::Serverless::Function", "Properties": {"Role": "r", "Policies": [{"Statement": [{}]}]}}
+    assert _statements({"Resources": {"F": inline}}) == [("F", {})]
+    for wildcard in (
+        "*",
+        "arn:aws:s3:::*",
+        "arn:aws:s3:::*/key",
+        "arn:aws:sqs:*:*:*",
+        "arn:aws:sqs:eu-west-2:*:hosp-reliability-prod-notes.fifo",
+        "arn:aws:sqs:*:123456789012:hosp-reliability-prod-notes.fifo",
+        "arn:aws:logs:eu-west-2:123456789012:log-group:*",
+        "arn:aws:athena:eu-west-2:123456789012:workgroup/*",
+        {"Fn::Sub": "arn:aws:secretsmanager:${AWS::Region}:*:secret:x-??????"},
+    ):
+        assert _any_resource(wildcard), wildcard
+    for named in (
+        "arn:aws:s3:::hosp-reliability-prod-audit-log-${aws:PrincipalAccount}/access/*",
+        {"Fn::Sub": "arn:aws:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/f:*"},
+        {"Fn::Sub": "arn:aws:glue:${AWS::Region}:${AWS::AccountId}:catalog"},
+        {"Fn::ImportValue": "hosp-reliability-prod-OriginSecretArn"},
+    ):
+        assert not _any_resource(named), named
 
 
 # ------------------------------------------------------------------ checkov
