@@ -48,59 +48,35 @@ def njs_module(path: str = render.DEBIAN_NJS_MODULE) -> str:
     return path
 
 
-@dataclass
-class NginxProxy(LoopbackServer):
-    """One NGINX process in front of `upstream`, with the local variant and `tuning`."""
+class NginxProcess(LoopbackServer):
+    """One NGINX process in the foreground, from the nginx.conf that `render` writes in `run_dir`.
 
-    upstream: str
+    What the local proxy and the local edge share: the configuration checked
+    with `nginx -t` before it is run, the access log's times in UTC, and, when
+    started by root, a temp directory of its own for the unprivileged workers,
+    removed on stop. Subclasses (dataclasses) set `run_dir` and `njs_module`,
+    and define `render` and `_pick_ports`.
+    """
+
     run_dir: Path
-    port: int = 0
-    tuning: Tuning = field(default_factory=Tuning)
-    internal_port: int = 0  # the Lambdas' listener; 0: a free port
-    interceptor: str = "127.0.0.1:8000"  # where screens and /audit go (chalice local)
-    njs_module: str = render.DEBIAN_NJS_MODULE
-    # The X-Origin-Verify values the public listener accepts; (): no check, as `make run`.
-    origin_secrets: tuple[str, ...] = field(default=(), repr=False)
-    _worker_temp: Path | None = field(default=None, init=False, repr=False)
+    njs_module: str
+    WORKER_TEMP_PREFIX = "hosp-nginx-"
+    _worker_temp: Path | None = None
 
     @property
     def config_path(self) -> Path:
         return self.run_dir / "nginx.conf"
 
     @property
-    def internal_url(self) -> str:
-        """The internal listener: HOSP for the Lambdas, never the interceptor."""
-        return f"http://127.0.0.1:{self.internal_port}"
-
-    @property
-    def access_log(self) -> Path:
-        return self.run_dir / "access.json"
-
-    @property
     def error_log(self) -> Path:
         return self.run_dir / "error.log"
 
-    def settings(self) -> render.ProxySettings:
-        changes: dict[str, object] = {
-            "listen": self.address,
-            "internal_listen": f"127.0.0.1:{self.internal_port}",
-            "interceptor": self.interceptor,
-            "njs_module": self.njs_module,
-            "origin_secrets": self.origin_secrets,
-        }
-        if os.geteuid() == 0:
-            # The workers buffer large bodies to disk, so they need a temp
-            # directory of their own that an unprivileged user can reach.
-            user, group = unprivileged_user()
-            changes["user"] = f"{user} {group}"
-            changes["temp_dir"] = str(self._temp_dir_for(user, group))
-        return render.ProxySettings.for_variant("local", self.upstream, self.run_dir, self.tuning, **changes)
-
     def render(self) -> None:
-        try:
-            render.write(self.settings(), self.config_path)
-        except render.RenderError as exc:
-            raise NginxError(f"render.py refused the settings: {exc}") from exc
+        raise NotImplementedError
+
+    def _pick_ports(self) -> None:
+        """Free ports for the listeners left at 0."""
+        raise NotImplementedError
 
     def check(self) -> str:
         """`nginx -t` on the rendered file; returns its output."""
@@ -115,8 +91,7 @@ class NginxProxy(LoopbackServer):
 
     def start(self) -> Self:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
-        self.internal_port = self.internal_port or free_port()
+        self._pick_ports()
         self.render()
         self.check()
         argv = [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"]
@@ -129,13 +104,67 @@ class NginxProxy(LoopbackServer):
             shutil.rmtree(self._worker_temp, ignore_errors=True)
             self._worker_temp = None
 
-    def _temp_dir_for(self, user: str, group: str) -> Path:
-        # Under /tmp, not run_dir: a test's run_dir lies under a directory only
-        # root may enter.
+    def _worker_temp_dir(self) -> Path:
+        """The workers' temp directory when started by root, owned by the unprivileged user.
+
+        Under /tmp, not run_dir: a test's run_dir lies under a directory only
+        root may enter.
+        """
         if self._worker_temp is None:
-            self._worker_temp = Path(tempfile.mkdtemp(prefix="hosp-nginx-"))
+            user, group = unprivileged_user()
+            self._worker_temp = Path(tempfile.mkdtemp(prefix=self.WORKER_TEMP_PREFIX))
             shutil.chown(self._worker_temp, user, group)
         return self._worker_temp
+
+
+@dataclass
+class NginxProxy(NginxProcess):
+    """One NGINX process in front of `upstream`, with the local variant and `tuning`."""
+
+    upstream: str
+    run_dir: Path
+    port: int = 0
+    tuning: Tuning = field(default_factory=Tuning)
+    internal_port: int = 0  # the Lambdas' listener; 0: a free port
+    interceptor: str = "127.0.0.1:8000"  # where screens and /audit go (chalice local)
+    njs_module: str = render.DEBIAN_NJS_MODULE
+    # The X-Origin-Verify values the public listener accepts; (): no check, as `make run`.
+    origin_secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def internal_url(self) -> str:
+        """The internal listener: HOSP for the Lambdas, never the interceptor."""
+        return f"http://127.0.0.1:{self.internal_port}"
+
+    @property
+    def access_log(self) -> Path:
+        return self.run_dir / "access.json"
+
+    def settings(self) -> render.ProxySettings:
+        changes: dict[str, object] = {
+            "listen": self.address,
+            "internal_listen": f"127.0.0.1:{self.internal_port}",
+            "interceptor": self.interceptor,
+            "njs_module": self.njs_module,
+            "origin_secrets": self.origin_secrets,
+        }
+        if os.geteuid() == 0:
+            # The workers buffer large bodies to disk, so they need a temp
+            # directory of their own that an unprivileged user can reach.
+            user, group = unprivileged_user()
+            changes["user"] = f"{user} {group}"
+            changes["temp_dir"] = str(self._worker_temp_dir())
+        return render.ProxySettings.for_variant("local", self.upstream, self.run_dir, self.tuning, **changes)
+
+    def render(self) -> None:
+        try:
+            render.write(self.settings(), self.config_path)
+        except render.RenderError as exc:
+            raise NginxError(f"render.py refused the settings: {exc}") from exc
+
+    def _pick_ports(self) -> None:
+        self.port = self.port or free_port()
+        self.internal_port = self.internal_port or free_port()
 
 
 def unprivileged_user() -> tuple[str, str]:
