@@ -130,6 +130,8 @@ class NginxProxy(NginxProcess):
     njs_module: str = render.DEBIAN_NJS_MODULE
     # The X-Origin-Verify values the public listener accepts; (): no check, as `make run`.
     origin_secrets: tuple[str, ...] = field(default=(), repr=False)
+    # The Host names the public listener answers (render.py --public-name); (): any, as `make run`.
+    public_names: tuple[str, ...] = ()
 
     @property
     def internal_url(self) -> str:
@@ -147,6 +149,7 @@ class NginxProxy(NginxProcess):
             "interceptor": self.interceptor,
             "njs_module": self.njs_module,
             "origin_secrets": self.origin_secrets,
+            "public_names": self.public_names,
         }
         if os.geteuid() == 0:
             # The workers buffer large bodies to disk, so they need a temp
