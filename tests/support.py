@@ -1,21 +1,26 @@
-"""Helpers shared by the tests: the HOSP stand-in as a process, demo credentials, the whole stack."""
+"""Helpers shared by the tests: the HOSP stand-in as a process, demo credentials, the whole stack,
+recording servers and a proxy in front of them, the proxy's access log."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
+from infra.nginx.render import Tuning
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS
+from local.nginx_proxy import NginxProxy
 from local.processes import free_port, moto_server
 from local.stack import Ports, Stack
 
@@ -24,6 +29,25 @@ DEMO_USER, DEMO_PASSWORD = DEMO_ACCOUNTS[0].username, DEMO_ACCOUNTS[0].password
 DEMO_AUTH = {"Authorization": DEMO_ACCOUNTS[0].authorization}
 # HOSP's idle keep-alive timeout in the tests; the proxy's must stay below it.
 HOSP_IDLE_TIMEOUT = 2.0
+# The proxy's tuning in the tests that run it in front of the stand-in or a
+# RecordingServer: timeouts well inside the tests' own, a retry budget no test
+# runs out of, keep-alive below HOSP's idle timeout, and each access-log line
+# written at once (the tests read the log right after each answer).
+PROXY_TEST_TUNING = Tuning(
+    tries=3,
+    connect_timeout=0.5,
+    try_timeout=2.0,
+    deadline=4.0,
+    write_timeout=4.0,
+    client_timeout=2.0,
+    keepalive_timeout=HOSP_IDLE_TIMEOUT / 2,
+    interceptor_timeout=4.0,
+    retry_budget_rate=1000,
+    retry_budget_burst=1000,
+    access_log_buffer="off",
+)
+# How long a test waits for a request's access-log line.
+ACCESS_LOG_TIMEOUT = 5.0
 
 
 class Hosp(StandInProcess):
@@ -128,3 +152,74 @@ class RecordingServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[RecordingServer]:
+    """A RecordingServer in the Chalice app's place (screens and /audit), for a module's proxies."""
+    with RecordingServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_app(app: RecordingServer) -> RecordingServer:
+    """`app` with nothing received and no statuses or drop left by an earlier test."""
+    app.reset()
+    return app
+
+
+@pytest.fixture(scope="module")
+def hosp_recorder() -> Iterator[RecordingServer]:
+    """A RecordingServer in HOSP's place: the requests HOSP would get, headers and all, as they arrive."""
+    with RecordingServer() as server:
+        yield server
+
+
+def proxy_in_front(
+    upstream: str,
+    app: RecordingServer,
+    run_dir: Path,
+    *,
+    origin_secrets: tuple[str, ...] = (),
+    public_names: tuple[str, ...] = (),
+) -> NginxProxy:
+    """The proxy, not yet started, in front of `upstream` (HOSP's place) with PROXY_TEST_TUNING and screens
+    and /audit sent to `app`. Without origin secrets or public names, as `make run` renders it; with both,
+    as production does."""
+    return NginxProxy(
+        upstream,
+        run_dir,
+        tuning=PROXY_TEST_TUNING,
+        interceptor=app.address,
+        origin_secrets=origin_secrets,
+        public_names=public_names,
+    )
+
+
+def access_log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
+    """Every line of the proxy's access log, each decoded as strict UTF-8 and then as JSON.
+
+    A line NGINX is writing at that moment can be read in part: lines end with
+    their newline, and a last one without it is left for the next read."""
+    data = proxy.access_log.read_bytes()
+    return [json.loads(line.decode("utf-8")) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
+def access_log_entry(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
+    """The one access-log line of a request. NGINX writes it just after the answer's last byte,
+    so the client may read first: wait up to ACCESS_LOG_TIMEOUT."""
+    deadline = time.monotonic() + ACCESS_LOG_TIMEOUT
+    while True:
+        found = [entry for entry in access_log_lines(proxy) if entry["request_id"] == request_id]
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access-log line for request {request_id}")
+        time.sleep(0.01)

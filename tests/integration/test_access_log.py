@@ -29,28 +29,23 @@ import pytest
 import requests
 
 from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
-from infra.nginx.render import Tuning
 from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
 from local.processes import free_port
-from tests.support import DEMO_AUTH, DEMO_PASSWORD, HOSP_IDLE_TIMEOUT, Hosp, RecordingServer
-
-TEST_TUNING = Tuning(
-    tries=3,
-    connect_timeout=0.5,
-    try_timeout=2.0,
-    deadline=4.0,
-    write_timeout=4.0,
-    client_timeout=2.0,
-    keepalive_timeout=HOSP_IDLE_TIMEOUT / 2,
-    interceptor_timeout=4.0,
-    retry_budget_rate=1000,
-    retry_budget_burst=1000,
-    # The tests read the log right after each answer.
-    access_log_buffer="off",
+from tests import support
+from tests.support import (
+    ACCESS_LOG_TIMEOUT,
+    DEMO_AUTH,
+    DEMO_PASSWORD,
+    PROXY_TEST_TUNING,
+    Hosp,
+    RecordingServer,
+    access_log_entry,
+    access_log_lines,
+    proxy_in_front,
 )
-SCAN_LIMIT = TEST_TUNING.body_scan_limit
-LOG_TIMEOUT = 5.0
+
+SCAN_LIMIT = PROXY_TEST_TUNING.body_scan_limit
 # Bytes that are not UTF-8, in every way: each byte 0x80-0xFF alone (lone
 # continuation bytes, lead bytes with nothing after them), overlong forms of
 # "/", an encoded surrogate, a code point above U+10FFFF, truncated sequences;
@@ -68,23 +63,13 @@ BODY_TEXT = "body-text-that-is-never-logged"
 # --- a stand-in for the Chalice app ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def app() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def fresh_app(app: RecordingServer) -> RecordingServer:
-    app.reset()
-    return app
+# Fixtures from tests/support.py, by the names the tests take them by.
+app, fresh_app = support.app, support.fresh_app
 
 
 @pytest.fixture(scope="module")
 def proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
-    run_dir = tmp_path_factory.mktemp("nginx")
-    with NginxProxy(hosp.address, run_dir, tuning=TEST_TUNING, interceptor=app.address) as running:
+    with proxy_in_front(hosp.address, app, tmp_path_factory.mktemp("nginx")) as running:
         yield running
 
 
@@ -131,29 +116,6 @@ def get_raw(
 
 def basic(user: bytes, password: bytes = b"pw") -> bytes:
     return b"Basic " + base64.b64encode(user + b":" + password)
-
-
-def log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
-    """Every line of the log, each decoded as strict UTF-8 and then as JSON.
-
-    A line NGINX is writing at that moment can be read in part: lines end with
-    their newline, and a last one without it is left for the next read."""
-    data = proxy.access_log.read_bytes()
-    return [json.loads(line.decode("utf-8")) for line in data[: data.rfind(b"\n") + 1].splitlines()]
-
-
-def logged(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
-    """The log line of a request. NGINX writes it just after the answer's last byte,
-    so the client may read first: wait briefly."""
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while True:
-        found = [entry for entry in log_lines(proxy) if entry["request_id"] == request_id]
-        if found:
-            assert len(found) == 1, found
-            return found[0]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no access-log line for request {request_id}")
-        time.sleep(0.01)
 
 
 def client_text(raw: bytes) -> str:
@@ -209,7 +171,7 @@ def test_bytes_that_are_not_utf8_are_logged_as_valid_json_from_which_they_can_be
 ) -> None:
     answer = get_raw(proxy.port, target, headers)
 
-    entry = logged(proxy, answer.request_id)  # every line decodes as strict UTF-8 JSON
+    entry = access_log_entry(proxy, answer.request_id)  # every line decodes as strict UTF-8 JSON
     assert entry[field] == client_text(sent)
     assert raw_bytes(entry[field]) == sent
     assert_schema(entry)
@@ -220,7 +182,7 @@ def test_encoded_bytes_in_the_path_are_logged_apart_and_apart_from_their_text(
 ) -> None:
     spellings = [b"/patients/%ff", b"/patients/%fe", b"/patients/%5cxff", b"/patients/\\xff"]
 
-    entries = [logged(proxy, get_raw(proxy.port, target).request_id) for target in spellings]
+    entries = [access_log_entry(proxy, get_raw(proxy.port, target).request_id) for target in spellings]
 
     normalized = [raw_bytes(entry["normalized_path"]) for entry in entries]
     assert normalized == [b"/patients/\xff", b"/patients/\xfe", b"/patients/\\xff", b"/patients/\\xff"]
@@ -244,7 +206,7 @@ def test_the_escaping_of_client_text_is_undone_by_the_documented_rule() -> None:
 
 
 def assert_logged_with_schema(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
-    entry = logged(proxy, request_id)
+    entry = access_log_entry(proxy, request_id)
     assert_schema(entry)
     return entry
 
@@ -259,7 +221,7 @@ def test_a_normal_request_is_logged_with_the_schema(proxy: NginxProxy, fresh_hos
 def test_logged_at_is_the_instant_of_time_in_utc_as_a_timestamp(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     answer = requests.get(proxy.url + "/hospitals", headers=DEMO_AUTH, timeout=10)
 
-    entry = logged(proxy, answer.headers["X-Request-Id"])
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", entry["logged_at"])
     instant = datetime.fromisoformat(entry["time"]).astimezone(UTC)
     assert entry["logged_at"] == instant.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
@@ -268,7 +230,7 @@ def test_logged_at_is_the_instant_of_time_in_utc_as_a_timestamp(proxy: NginxProx
 def test_duckdb_reads_every_line_with_the_schemas_types(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     """The local audit query reads the log with duckdb_columns(); logged_at is a TIMESTAMP."""
     request_id = requests.get(proxy.url + "/hospitals", headers=DEMO_AUTH, timeout=10).headers["X-Request-Id"]
-    logged(proxy, request_id)
+    access_log_entry(proxy, request_id)
     columns = ", ".join(f"'{name}': '{kind}'" for name, kind in duckdb_columns().items())
 
     relation = duckdb.sql(
@@ -278,7 +240,7 @@ def test_duckdb_reads_every_line_with_the_schemas_types(proxy: NginxProxy, fresh
     assert relation is not None
     rows = relation.fetchall()
 
-    assert len(rows) == len(log_lines(proxy))
+    assert len(rows) == len(access_log_lines(proxy))
     for _, logged_at, text in rows:
         assert logged_at == datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
     assert request_id in [row[0] for row in rows]
@@ -438,20 +400,20 @@ def test_body_patient_id_is_the_top_level_patient_id_of_a_write(
         method, proxy.url + "/notes", data=body or None, headers={**DEMO_AUTH, **headers}, timeout=30
     )
 
-    entry = logged(proxy, answer.headers["X-Request-Id"])
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
     assert entry["body_patient_id"] == logged_value
     assert entry["patient_id"] == headers.get("X-Patient-Id", "")
     assert BODY_TEXT.encode() not in proxy.access_log.read_bytes()
 
 
 def test_the_scan_limit_is_a_render_setting(hosp: Hosp, fresh_hosp: Hosp, tmp_path: Path) -> None:
-    tuning = dataclasses.replace(TEST_TUNING, body_scan_limit=4096)
+    tuning = dataclasses.replace(PROXY_TEST_TUNING, body_scan_limit=4096)
     with NginxProxy(hosp.address, tmp_path, tuning=tuning) as small:
         answers = [
             requests.post(small.url + "/notes", data=sized(patient, size), headers=DEMO_AUTH, timeout=10)
             for patient, size in ((18, 4096), (19, 4097))
         ]
-        entries = [logged(small, answer.headers["X-Request-Id"]) for answer in answers]
+        entries = [access_log_entry(small, answer.headers["X-Request-Id"]) for answer in answers]
 
     assert [entry["body_patient_id"] for entry in entries] == ["18", "?"]
 
@@ -535,7 +497,7 @@ def test_body_patient_id_agrees_with_pythons_json_on_generated_bodies(proxy: Ngi
     with requests.Session() as session:
         answers = [session.post(proxy.url + "/notes", data=body, headers=DEMO_AUTH, timeout=10) for body in bodies]
 
-    logged_values = [logged(proxy, answer.headers["X-Request-Id"])["body_patient_id"] for answer in answers]
+    logged_values = [access_log_entry(proxy, answer.headers["X-Request-Id"])["body_patient_id"] for answer in answers]
     expected = [reference_patient_id(body) for body in bodies]
     assert [(b, v) for b, v, e in zip(bodies, logged_values, expected, strict=True) if v != e] == []
     assert {"", "?"} < set(expected)  # the sample has bodies of every kind
@@ -548,7 +510,7 @@ def test_a_chunked_body_is_scanned(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     answer = requests.post(proxy.url + "/notes", data=chunks, headers=DEMO_AUTH, timeout=10)
 
     assert answer.status_code == 201
-    assert logged(proxy, answer.headers["X-Request-Id"])["body_patient_id"] == "14"
+    assert access_log_entry(proxy, answer.headers["X-Request-Id"])["body_patient_id"] == "14"
 
 
 def test_a_retried_put_is_scanned_after_its_retry(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
@@ -557,7 +519,7 @@ def test_a_retried_put_is_scanned_after_its_retry(proxy: NginxProxy, fresh_hosp:
 
     answer = requests.put(proxy.url + "/hospitals/1", data=body, headers=DEMO_AUTH, timeout=10)
 
-    entry = logged(proxy, answer.headers["X-Request-Id"])
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
     assert entry["upstream_status"] == "503 : 502, 200"  # the body went through @hosp_retry
     assert entry["body_patient_id"] == "15"
 
@@ -567,10 +529,10 @@ def test_a_body_nested_100000_deep_leaves_the_worker_serving(proxy: NginxProxy, 
     deep_answer = requests.post(proxy.url + "/notes", data=deep(100_000), headers=DEMO_AUTH, timeout=10)
     after = requests.get(proxy.url + "/hospitals", headers=DEMO_AUTH, timeout=10)
 
-    assert logged(proxy, deep_answer.headers["X-Request-Id"])["body_patient_id"] == "?"
+    assert access_log_entry(proxy, deep_answer.headers["X-Request-Id"])["body_patient_id"] == "?"
     assert after.status_code == 200
-    assert logged(proxy, after.headers["X-Request-Id"])["status"] == 200
-    assert time.monotonic() - started < LOG_TIMEOUT
+    assert access_log_entry(proxy, after.headers["X-Request-Id"])["status"] == 200
+    assert time.monotonic() - started < ACCESS_LOG_TIMEOUT
     assert "exited on signal" not in proxy.error_log.read_text()
 
 
@@ -654,7 +616,7 @@ def test_query_patient_id_is_the_patient_id_pythons_parse_qs_reads(
 
     answer = get_raw(proxy.port, target, {b"Authorization": DEMO_AUTH["Authorization"].encode()})
 
-    entry = logged(proxy, answer.request_id)  # every line decodes as strict UTF-8 JSON
+    entry = access_log_entry(proxy, answer.request_id)  # every line decodes as strict UTF-8 JSON
     assert_schema(entry)
     assert entry["query_patient_id"] == expected
     assert raw_bytes(entry["query"]) == target.partition(b"?")[2]  # the query itself, as sent
@@ -698,7 +660,7 @@ def generated_queries(count: int, seed: int) -> list[bytes]:
 def test_query_patient_id_agrees_with_parse_qs_on_generated_queries(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     targets = [b"/notes?" + query for query in generated_queries(300, seed=20261128)]
 
-    entries = [logged(proxy, get_raw(proxy.port, target).request_id) for target in targets]
+    entries = [access_log_entry(proxy, get_raw(proxy.port, target).request_id) for target in targets]
 
     logged_values = [entry["query_patient_id"] for entry in entries]
     expected = [reference_query_patient_id(target) for target in targets]
@@ -714,7 +676,7 @@ def test_a_fragment_before_the_query_leaves_no_query(proxy: NginxProxy, fresh_ho
 
     answer = get_raw(proxy.port, target, {b"Authorization": DEMO_AUTH["Authorization"].encode()})
 
-    entry = logged(proxy, answer.request_id)
+    entry = access_log_entry(proxy, answer.request_id)
     assert (entry["query"], entry["query_patient_id"]) == ("patient_id=5", "")
     assert reference_query_patient_id(target) == ""
     assert answer.status == 200  # the stand-in listed every note
@@ -742,7 +704,7 @@ def test_query_patient_id_is_logged_for_note_listings_only(
 
     answer = get_raw(proxy.port, target, {b"Authorization": DEMO_AUTH["Authorization"].encode()}, method, body)
 
-    entry = logged(proxy, answer.request_id)
+    entry = access_log_entry(proxy, answer.request_id)
     assert_schema(entry)
     assert entry["query_patient_id"] == logged_value
 
@@ -775,7 +737,7 @@ def test_every_spelling_of_audit_reaches_the_app_with_its_credentials_and_never_
     assert received.headers["Authorization"] == authorization.decode()
     assert received.headers["X-Request-Id"] == answer.request_id
     assert received.headers["Host"] == "127.0.0.1"
-    entry = logged(proxy, answer.request_id)
+    entry = access_log_entry(proxy, answer.request_id)
     assert (entry["route"], entry["normalized_path"], entry["path"]) == (
         "audit",
         normalized,
@@ -794,7 +756,7 @@ def test_a_write_to_audit_reaches_the_app_with_its_body(
     assert answer.status_code == 200
     [received] = fresh_app.received
     assert (received.method, received.path, received.body) == ("POST", "/audit/exports", body)
-    entry = logged(proxy, answer.headers["X-Request-Id"])
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
     assert (entry["route"], entry["body_patient_id"]) == ("audit", "17")
     assert fresh_hosp.received() == 0
 
@@ -805,7 +767,7 @@ def test_a_path_that_only_starts_like_audit_goes_to_hosp(
 ) -> None:
     answer = requests.get(proxy.url + target, headers=DEMO_AUTH, timeout=10)
 
-    assert logged(proxy, answer.headers["X-Request-Id"])["route"] == "hosp"
+    assert access_log_entry(proxy, answer.headers["X-Request-Id"])["route"] == "hosp"
     assert fresh_hosp.received() == 1
     assert fresh_app.received == []
 
@@ -815,7 +777,7 @@ def test_the_internal_listener_sends_audit_to_hosp(
 ) -> None:
     answer = requests.get(proxy.internal_url + "/audit", headers=DEMO_AUTH, timeout=10)
 
-    entry = logged(proxy, answer.headers["X-Request-Id"])
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
     assert (entry["listener"], entry["route"]) == ("internal", "hosp")
     assert fresh_hosp.received() == 1
     assert fresh_app.received == []
@@ -835,15 +797,15 @@ def test_a_failing_audit_request_is_tried_once_and_never_at_hosp(
     assert answer.status_code == (502 if failure == "drop" else 503)
     assert len(fresh_app.received) == 1
     assert fresh_hosp.received() == 0
-    entry = logged(proxy, answer.headers["X-Request-Id"])
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
     assert (entry["route"], entry["normalized_path"]) == ("audit", "/audit/queries")
 
 
 def test_requests_are_logged_as_they_arrived_even_when_the_proxy_answers(tmp_path: Path, hosp: Hosp) -> None:
     """A /audit request the app cannot take is still logged as an audit request to its path."""
-    with NginxProxy(hosp.address, tmp_path, tuning=TEST_TUNING, interceptor=f"127.0.0.1:{free_port()}") as down:
+    with NginxProxy(hosp.address, tmp_path, tuning=PROXY_TEST_TUNING, interceptor=f"127.0.0.1:{free_port()}") as down:
         answer = requests.get(down.url + "/audit/x", params={"q": "1"}, headers=DEMO_AUTH, timeout=10)
-        entry = logged(down, answer.headers["X-Request-Id"])
+        entry = access_log_entry(down, answer.headers["X-Request-Id"])
 
     assert answer.status_code == 502
     assert (entry["route"], entry["method"], entry["normalized_path"], entry["query"]) == (
@@ -863,8 +825,8 @@ def test_on_behalf_of_is_logged_from_the_internal_listener_only(
     internal = get_raw(int(proxy.internal_url.rsplit(":", 1)[1]), b"/hospitals", headers)
     public = get_raw(proxy.port, b"/hospitals", headers)
 
-    from_internal = logged(proxy, internal.request_id)
-    from_public = logged(proxy, public.request_id)
+    from_internal = access_log_entry(proxy, internal.request_id)
+    from_public = access_log_entry(proxy, public.request_id)
     assert raw_bytes(from_internal["on_behalf_of"]) == nurse
     assert from_public["on_behalf_of"] == ""  # a client cannot claim to act for someone
     assert_schema(from_internal)

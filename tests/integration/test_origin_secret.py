@@ -10,7 +10,6 @@ on. The secrets are made for each run: none is in the repository.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -22,55 +21,27 @@ from typing import Any
 import pytest
 import requests
 
-from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from tests.support import DEMO_AUTH, HOSP_IDLE_TIMEOUT, Hosp, RecordingServer
+from tests import support
+from tests.support import DEMO_AUTH, Hosp, RecordingServer, access_log_entry, proxy_in_front
 
-TEST_TUNING = Tuning(
-    tries=3,
-    connect_timeout=0.5,
-    try_timeout=2.0,
-    deadline=4.0,
-    write_timeout=4.0,
-    client_timeout=2.0,
-    keepalive_timeout=HOSP_IDLE_TIMEOUT / 2,
-    interceptor_timeout=4.0,
-    retry_budget_rate=1000,
-    retry_budget_burst=1000,
-    # The tests read the log right after each answer.
-    access_log_buffer="off",
-)
 HEADER = "X-Origin-Verify"
 # 43 characters of A-Z, a-z, 0-9, _ and -, as CloudFront's OriginSecret.
 CURRENT = secrets.token_urlsafe(32)
 PREVIOUS = secrets.token_urlsafe(32)
 REFUSED_MESSAGE = "missing or wrong origin header"
 RELOAD_TIMEOUT = 10.0
-LOG_TIMEOUT = 5.0
 
 
-@pytest.fixture(scope="module")
-def app() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def fresh_app(app: RecordingServer) -> RecordingServer:
-    app.reset()
-    return app
+# Fixtures from tests/support.py, by the names the tests take them by.
+app, fresh_app, hosp_recorder = support.app, support.fresh_app, support.hosp_recorder
 
 
 @pytest.fixture(scope="module")
 def proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
     """The proxy during a rotation: the current and the previous secret are both accepted."""
-    with NginxProxy(
-        hosp.address,
-        tmp_path_factory.mktemp("nginx"),
-        tuning=TEST_TUNING,
-        interceptor=app.address,
-        origin_secrets=(CURRENT, PREVIOUS),
+    with proxy_in_front(
+        hosp.address, app, tmp_path_factory.mktemp("nginx"), origin_secrets=(CURRENT, PREVIOUS)
     ) as running:
         yield running
 
@@ -81,15 +52,7 @@ def get(proxy: NginxProxy, path: str = "/hospitals", secret: str | None = None, 
 
 
 def log_entry(proxy: NginxProxy, answer: requests.Response) -> dict[str, Any]:
-    request_id = answer.headers["X-Request-Id"]
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while True:
-        lines = proxy.access_log.read_text().splitlines()
-        found = [entry for entry in map(json.loads, lines) if entry["request_id"] == request_id]
-        if found or time.monotonic() >= deadline:
-            assert len(found) == 1, f"{len(found)} log lines for {request_id}"
-            return found[0]
-        time.sleep(0.05)
+    return access_log_entry(proxy, answer.headers["X-Request-Id"])
 
 
 def assert_refused(answer: requests.Response) -> None:
@@ -203,9 +166,7 @@ def test_the_internal_listener_needs_no_header(proxy: NginxProxy, fresh_hosp: Ho
 
 
 def test_after_a_rotation_the_old_secret_is_refused(hosp: Hosp, app: RecordingServer, tmp_path: Path) -> None:
-    with NginxProxy(
-        hosp.address, tmp_path, tuning=TEST_TUNING, interceptor=app.address, origin_secrets=(CURRENT, PREVIOUS)
-    ) as proxy:
+    with proxy_in_front(hosp.address, app, tmp_path, origin_secrets=(CURRENT, PREVIOUS)) as proxy:
         assert get(proxy, secret=PREVIOUS).status_code == 200
         assert proxy.config_path.stat().st_mode & 0o777 == 0o600  # the secrets are in it
 
@@ -228,23 +189,12 @@ def test_after_a_rotation_the_old_secret_is_refused(hosp: Hosp, app: RecordingSe
 
 
 @pytest.fixture(scope="module")
-def hosp_recorder() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def recording_proxy(
     hosp_recorder: RecordingServer, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NginxProxy]:
     """A proxy whose HOSP records the headers it receives."""
-    with NginxProxy(
-        hosp_recorder.address,
-        tmp_path_factory.mktemp("nginx-recording"),
-        tuning=TEST_TUNING,
-        interceptor=app.address,
-        origin_secrets=(CURRENT,),
+    with proxy_in_front(
+        hosp_recorder.address, app, tmp_path_factory.mktemp("nginx-recording"), origin_secrets=(CURRENT,)
     ) as running:
         yield running
 
