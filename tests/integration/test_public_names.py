@@ -23,7 +23,6 @@ import re
 import secrets
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,24 +30,10 @@ from typing import Any
 import pytest
 
 from infra.nginx import render
-from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy, nginx_binary, njs_module, unprivileged_user
-from tests.support import DEMO_AUTH, HOSP_IDLE_TIMEOUT, Hosp, RecordingServer
+from tests import support
+from tests.support import DEMO_AUTH, Hosp, RecordingServer, access_log_entry, proxy_in_front
 
-TEST_TUNING = Tuning(
-    tries=3,
-    connect_timeout=0.5,
-    try_timeout=2.0,
-    deadline=4.0,
-    write_timeout=4.0,
-    client_timeout=2.0,
-    keepalive_timeout=HOSP_IDLE_TIMEOUT / 2,
-    interceptor_timeout=4.0,
-    retry_budget_rate=1000,
-    retry_budget_burst=1000,
-    # The tests read the log right after each answer.
-    access_log_buffer="off",
-)
 NEW_NAME = "hosp.example"  # the new domain: first
 OLD_NAME = "old-hosp.example"
 PUBLIC_NAMES = (NEW_NAME, OLD_NAME)
@@ -56,17 +41,6 @@ SECRET = secrets.token_urlsafe(32)
 AUTHORIZATION = DEMO_AUTH["Authorization"].encode()
 MISDIRECTED = "misdirected request: the host it names is not one this proxy serves"
 NO_HOST = "the request has no valid Host header"
-LOG_TIMEOUT = 5.0
-
-
-@dataclasses.dataclass
-class PublicNamesProxy(NginxProxy):
-    """NginxProxy with render.py's public names as well."""
-
-    public_names: tuple[str, ...] = ()
-
-    def settings(self) -> render.ProxySettings:
-        return dataclasses.replace(super().settings(), public_names=self.public_names)
 
 
 @dataclasses.dataclass
@@ -118,24 +92,13 @@ def request(
     return exchange(port, b"\r\n".join(lines) + b"\r\n\r\n" + body)
 
 
-def log_entry(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while True:
-        lines = proxy.access_log.read_text().splitlines()
-        found = [entry for entry in map(json.loads, lines) if entry["request_id"] == request_id]
-        if found or time.monotonic() >= deadline:
-            assert len(found) == 1, f"{len(found)} log lines for {request_id}"
-            return found[0]
-        time.sleep(0.05)
-
-
 def assert_refused(proxy: NginxProxy, answer: Answer, status: int, message: str, listener: str = "public") -> None:
     """The proxy's JSON error, logged as route host-refused, that reached no upstream."""
     assert answer.status == status, answer
     assert answer.header("Content-Type") == "application/json"
     request_id = answer.header("X-Request-Id")
     assert answer.json() == {"error": message, "status": status, "request_id": request_id}
-    entry = log_entry(proxy, request_id)
+    entry = access_log_entry(proxy, request_id)
     assert (entry["route"], entry["status"], entry["listener"]) == ("host-refused", status, listener)
     assert (entry["upstream_addr"], entry["upstream_status"]) == ("", "")
 
@@ -150,39 +113,8 @@ def hosp_link_hosts(answer: Answer) -> set[str]:
 
 # --- fixtures -----------------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def app() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def fresh_app(app: RecordingServer) -> RecordingServer:
-    app.reset()
-    return app
-
-
-@pytest.fixture(scope="module")
-def proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PublicNamesProxy]:
-    """As production renders it: public names and an origin secret, in front of the HOSP stand-in."""
-    with PublicNamesProxy(
-        hosp.address,
-        tmp_path_factory.mktemp("nginx-names"),
-        tuning=TEST_TUNING,
-        interceptor=app.address,
-        origin_secrets=(SECRET,),
-        public_names=PUBLIC_NAMES,
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def hosp_recorder() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
+# Fixtures from tests/support.py, by the names the tests take them by.
+app, fresh_app, hosp_recorder = support.app, support.fresh_app, support.hosp_recorder
 
 
 @pytest.fixture
@@ -192,15 +124,27 @@ def recorder(hosp_recorder: RecordingServer) -> RecordingServer:
 
 
 @pytest.fixture(scope="module")
+def proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
+    """As production renders it: public names and an origin secret, in front of the HOSP stand-in."""
+    with proxy_in_front(
+        hosp.address,
+        app,
+        tmp_path_factory.mktemp("nginx-names"),
+        origin_secrets=(SECRET,),
+        public_names=PUBLIC_NAMES,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def recording_proxy(
     hosp_recorder: RecordingServer, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PublicNamesProxy]:
+) -> Iterator[NginxProxy]:
     """The same, with a recording server in HOSP's place: the Host HOSP receives, as it arrives."""
-    with PublicNamesProxy(
+    with proxy_in_front(
         hosp_recorder.address,
+        app,
         tmp_path_factory.mktemp("nginx-names-recording"),
-        tuning=TEST_TUNING,
-        interceptor=app.address,
         origin_secrets=(SECRET,),
         public_names=PUBLIC_NAMES,
     ) as running:
@@ -210,9 +154,7 @@ def recording_proxy(
 @pytest.fixture(scope="module")
 def open_proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
     """As `make run` renders it: no public names, no origin secret."""
-    with NginxProxy(
-        hosp.address, tmp_path_factory.mktemp("nginx-open"), tuning=TEST_TUNING, interceptor=app.address
-    ) as running:
+    with proxy_in_front(hosp.address, app, tmp_path_factory.mktemp("nginx-open")) as running:
         yield running
 
 
@@ -220,10 +162,7 @@ def open_proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPa
 def open_recording_proxy(
     hosp_recorder: RecordingServer, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NginxProxy]:
-    with NginxProxy(
-        hosp_recorder.address, tmp_path_factory.mktemp("nginx-open-recording"), tuning=TEST_TUNING,
-        interceptor=app.address,
-    ) as running:  # fmt: skip
+    with proxy_in_front(hosp_recorder.address, app, tmp_path_factory.mktemp("nginx-open-recording")) as running:
         yield running
 
 
@@ -243,13 +182,13 @@ def open_recording_proxy(
     ],
 )
 def test_each_public_name_is_answered_and_hosp_builds_its_links_from_the_name(
-    proxy: PublicNamesProxy, fresh_hosp: Hosp, host: bytes, name: str
+    proxy: NginxProxy, fresh_hosp: Hosp, host: bytes, name: str
 ) -> None:
     answer = request(proxy.port, host)
 
     assert hosp_link_hosts(answer) == {name}
     assert fresh_hosp.received() == 1
-    entry = log_entry(proxy, answer.header("X-Request-Id"))
+    entry = access_log_entry(proxy, answer.header("X-Request-Id"))
     assert (entry["route"], entry["status"], entry["listener"]) == ("hosp", 200, "public")
 
 
@@ -262,7 +201,7 @@ def test_each_public_name_is_answered_and_hosp_builds_its_links_from_the_name(
     ],
 )
 def test_hosp_receives_the_matched_name_lowercase_without_a_port_never_the_clients_text(
-    recording_proxy: PublicNamesProxy, recorder: RecordingServer, host: bytes, name: str
+    recording_proxy: NginxProxy, recorder: RecordingServer, host: bytes, name: str
 ) -> None:
     answers = [
         request(recording_proxy.port, host),  # the first attempt, over the keep-alive pool
@@ -287,7 +226,7 @@ def test_hosp_receives_the_matched_name_lowercase_without_a_port_never_the_clien
 
 
 def test_an_absolute_form_request_is_judged_by_its_target_not_its_host_header(
-    recording_proxy: PublicNamesProxy, recorder: RecordingServer
+    recording_proxy: NginxProxy, recorder: RecordingServer
 ) -> None:
     # RFC 9112, 3.2.2: with a target in absolute form, the target's host is the request's.
     accepted = request(recording_proxy.port, b"evil.example", b"http://HOSP.example:8080/hospitals")
@@ -299,15 +238,15 @@ def test_an_absolute_form_request_is_judged_by_its_target_not_its_host_header(
 
 
 def test_screens_and_the_audit_api_are_answered_on_a_public_name(
-    proxy: PublicNamesProxy, fresh_hosp: Hosp, fresh_app: RecordingServer
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer
 ) -> None:
     screen = request(proxy.port, b"Hosp.Example", b"/patients/1/screen", method=b"POST", body=b'{"images": []}')
     audit = request(proxy.port, b"old-hosp.example:443", b"/audit")
 
     assert (screen.status, audit.status) == (200, 200)
     assert [r.path for r in fresh_app.received] == ["/patients/1/screen", "/audit"]
-    assert log_entry(proxy, screen.header("X-Request-Id"))["route"] == "interceptor"
-    assert log_entry(proxy, audit.header("X-Request-Id"))["route"] == "audit"
+    assert access_log_entry(proxy, screen.header("X-Request-Id"))["route"] == "interceptor"
+    assert access_log_entry(proxy, audit.header("X-Request-Id"))["route"] == "audit"
 
 
 # --- any other host is refused --------------------------------------------------------------------
@@ -335,7 +274,7 @@ OTHER_HOSTS = [
 
 @pytest.mark.parametrize("host", OTHER_HOSTS)
 def test_any_other_host_gets_a_json_421_and_never_reaches_hosp(
-    proxy: PublicNamesProxy, fresh_hosp: Hosp, host: bytes
+    proxy: NginxProxy, fresh_hosp: Hosp, host: bytes
 ) -> None:
     answer = request(proxy.port, host)
 
@@ -358,7 +297,7 @@ def test_any_other_host_gets_a_json_421_and_never_reaches_hosp(
     ],
 )
 def test_no_route_is_reached_on_another_host(
-    recording_proxy: PublicNamesProxy,
+    recording_proxy: NginxProxy,
     recorder: RecordingServer,
     fresh_app: RecordingServer,
     host: bytes,
@@ -393,7 +332,7 @@ def test_no_route_is_reached_on_another_host(
     ],
 )
 def test_a_request_without_a_valid_host_gets_a_json_400_and_never_reaches_hosp(
-    recording_proxy: PublicNamesProxy, recorder: RecordingServer, sent: bytes
+    recording_proxy: NginxProxy, recorder: RecordingServer, sent: bytes
 ) -> None:
     line, _, headers = sent.partition(b"\r\n")
     answer = exchange(
@@ -416,14 +355,14 @@ def test_a_request_without_a_valid_host_gets_a_json_400_and_never_reaches_hosp(
     ],
 )
 def test_the_origin_secret_is_checked_first(
-    recording_proxy: PublicNamesProxy, recorder: RecordingServer, sent: bytes
+    recording_proxy: NginxProxy, recorder: RecordingServer, sent: bytes
 ) -> None:
     # A request without CloudFront's secret learns nothing about the names.
     answer = exchange(recording_proxy.port, sent + b"\r\n")
 
     assert answer.status == 403, answer
     assert answer.json()["error"] == "missing or wrong origin header"
-    entry = log_entry(recording_proxy, answer.header("X-Request-Id"))
+    entry = access_log_entry(recording_proxy, answer.header("X-Request-Id"))
     assert (entry["route"], entry["status"]) == ("origin-refused", 403)
     assert recorder.received == []
 
@@ -433,7 +372,7 @@ def test_the_origin_secret_is_checked_first(
     [b"GET /_proxy/health HTTP/1.1\r\nHost: 10.0.1.23:80\r\n", b"GET /_proxy/health HTTP/1.0\r\n"],
     ids=["load-balancer-address", "no-host"],
 )
-def test_the_health_answer_needs_no_public_name(proxy: PublicNamesProxy, sent: bytes) -> None:
+def test_the_health_answer_needs_no_public_name(proxy: NginxProxy, sent: bytes) -> None:
     # A load balancer's health check names the instance's address; neither secret nor name is needed.
     answer = exchange(proxy.port, sent + b"Connection: close\r\n\r\n")
 
@@ -442,18 +381,18 @@ def test_the_health_answer_needs_no_public_name(proxy: PublicNamesProxy, sent: b
 
 @pytest.mark.parametrize("host", [b"internal-hosp-proxy.example.internal", b"127.0.0.1:8081", b"evil.example"])
 def test_the_internal_listener_answers_any_host_and_passes_it_on(
-    recording_proxy: PublicNamesProxy, recorder: RecordingServer, host: bytes
+    recording_proxy: NginxProxy, recorder: RecordingServer, host: bytes
 ) -> None:
     answer = request(recording_proxy.internal_port, host, secret=None)
 
     assert answer.status == 200, answer
     assert [r.headers["Host"] for r in recorder.received] == [host.decode()]
-    entry = log_entry(recording_proxy, answer.header("X-Request-Id"))
+    entry = access_log_entry(recording_proxy, answer.header("X-Request-Id"))
     assert (entry["route"], entry["listener"]) == ("hosp", "internal")
 
 
 def test_the_internal_listener_refuses_a_request_without_a_host(
-    recording_proxy: PublicNamesProxy, recorder: RecordingServer
+    recording_proxy: NginxProxy, recorder: RecordingServer
 ) -> None:
     answer = exchange(
         recording_proxy.internal_port, b"GET /hospitals HTTP/1.0\r\nAuthorization: " + AUTHORIZATION + b"\r\n\r\n"
@@ -509,7 +448,7 @@ def test_an_http_0_9_request_names_no_host_and_gets_only_the_json_body(
 
     answer = json.loads(received)
     assert (answer["status"], answer["error"]) == (400, NO_HOST)
-    assert log_entry(open_proxy, answer["request_id"])["route"] == "host-refused"
+    assert access_log_entry(open_proxy, answer["request_id"])["route"] == "host-refused"
     assert fresh_hosp.received() == 0
 
 
