@@ -26,23 +26,10 @@ from pathlib import Path
 import pytest
 
 from infra.nginx import render
-from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from tests.support import DEMO_AUTH, HOSP_IDLE_TIMEOUT, Received, RecordingServer
+from tests import support
+from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, Received, RecordingServer, proxy_in_front
 
-TEST_TUNING = Tuning(
-    tries=3,
-    connect_timeout=0.5,
-    try_timeout=2.0,
-    deadline=4.0,
-    write_timeout=4.0,
-    client_timeout=2.0,
-    keepalive_timeout=HOSP_IDLE_TIMEOUT / 2,
-    interceptor_timeout=4.0,
-    retry_budget_rate=1000,
-    retry_budget_burst=1000,
-    access_log_buffer="off",
-)
 PUBLIC_NAME = "hosp.example"
 INTERNAL_NAME = "internal.hosp.example"  # the Lambdas' HospBaseUrl host (infra/network/network.yaml)
 SECRET = secrets.token_urlsafe(32)
@@ -102,16 +89,6 @@ class Render:
     internal_port: str
     forged_proto: bytes  # a client's, never the proxy's
     base_url: str  # the public listener's requests' URL, as Rack builds it
-
-
-@dataclasses.dataclass
-class PublicNamesProxy(NginxProxy):
-    """NginxProxy with render.py's public names as well."""
-
-    public_names: tuple[str, ...] = ()
-
-    def settings(self) -> render.ProxySettings:
-        return dataclasses.replace(super().settings(), public_names=self.public_names)
 
 
 def send(
@@ -180,18 +157,8 @@ def rack_base_url(headers: Mapping[str, str]) -> str:
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hosp_recorder() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def app_recorder() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
+# Fixtures from tests/support.py, by the names the tests take them by.
+hosp_recorder, app_recorder = support.hosp_recorder, support.app
 
 
 @pytest.fixture
@@ -206,11 +173,10 @@ def production(
     hosp_recorder: RecordingServer, app_recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Render]:
     """As production renders it: public names and an origin secret."""
-    with PublicNamesProxy(
+    with proxy_in_front(
         hosp_recorder.address,
+        app_recorder,
         tmp_path_factory.mktemp("nginx-forwarded-production"),
-        tuning=TEST_TUNING,
-        interceptor=app_recorder.address,
         origin_secrets=(SECRET,),
         public_names=(PUBLIC_NAME,),
     ) as proxy:
@@ -224,12 +190,7 @@ def local(
     hosp_recorder: RecordingServer, app_recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Render]:
     """As `make run` renders it: no public names, no origin secret."""
-    with NginxProxy(
-        hosp_recorder.address,
-        tmp_path_factory.mktemp("nginx-forwarded-local"),
-        tuning=TEST_TUNING,
-        interceptor=app_recorder.address,
-    ) as proxy:
+    with proxy_in_front(hosp_recorder.address, app_recorder, tmp_path_factory.mktemp("nginx-forwarded-local")) as proxy:
         yield Render(
             proxy,
             f"127.0.0.1:{proxy.port}".encode(),
@@ -392,7 +353,7 @@ def test_rack_base_url_follows_racks_order() -> None:
 
 def test_the_production_render_writes_fixed_values_and_the_local_one_the_listeners(tmp_path: Path) -> None:
     base = render.ProxySettings.for_variant(
-        "local", "127.0.0.1:9000", tmp_path, TEST_TUNING, interceptor="127.0.0.1:8000"
+        "local", "127.0.0.1:9000", tmp_path, PROXY_TEST_TUNING, interceptor="127.0.0.1:8000"
     )
     named = render.render(dataclasses.replace(base, public_names=(PUBLIC_NAME,)))
     plain = render.render(base)
