@@ -35,19 +35,13 @@ from tests.infra.cfn import INFRA, REPO, as_list, cfn_templates, decode, resourc
 from tests.infra.test_cloudfront_redirect import _event as redirect_event
 from tests.infra.test_cloudfront_redirect import _run as run_function
 
+# What AWS's AWSLambdaVPCAccessExecutionRole grants on "*", as the IAM tests state it apart from policies.py.
+from tests.infra.test_iam_policies import VPC_ACTIONS
+
 NETWORK_TEMPLATE = INFRA / "network" / "network.yaml"
 AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
 # Logical ids of the functions in Chalice's template.
 LOGICAL_IDS = {API_HANDLER: "APIHandler", NOTE_WORKER: "WriteNote"}
-# What AWS's AWSLambdaVPCAccessExecutionRole grants on "*" (tests/infra/test_iam_policies.py).
-VPC_ACTIONS = {
-    "ec2:CreateNetworkInterface",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeSubnets",
-    "ec2:DeleteNetworkInterface",
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:UnassignPrivateIpAddresses",
-}
 APP_IDS = [f"dist/app-{stage}" for stage in STAGES]
 
 
