@@ -38,6 +38,8 @@ NEW_NAME = "hosp.example"  # the new domain: first
 OLD_NAME = "old-hosp.example"
 PUBLIC_NAMES = (NEW_NAME, OLD_NAME)
 SECRET = secrets.token_urlsafe(32)
+# The proxy as production renders it: public names and an origin secret.
+AS_PRODUCTION = {"origin_secrets": (SECRET,), "public_names": PUBLIC_NAMES}
 AUTHORIZATION = DEMO_AUTH["Authorization"].encode()
 MISDIRECTED = "misdirected request: the host it names is not one this proxy serves"
 NO_HOST = "the request has no valid Host header"
@@ -126,13 +128,7 @@ def recorder(hosp_recorder: RecordingServer) -> RecordingServer:
 @pytest.fixture(scope="module")
 def proxy(hosp: Hosp, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
     """As production renders it: public names and an origin secret, in front of the HOSP stand-in."""
-    with proxy_in_front(
-        hosp.address,
-        app,
-        tmp_path_factory.mktemp("nginx-names"),
-        origin_secrets=(SECRET,),
-        public_names=PUBLIC_NAMES,
-    ) as running:
+    with proxy_in_front(hosp.address, app, tmp_path_factory.mktemp("nginx-names"), **AS_PRODUCTION) as running:
         yield running
 
 
@@ -142,11 +138,7 @@ def recording_proxy(
 ) -> Iterator[NginxProxy]:
     """The same, with a recording server in HOSP's place: the Host HOSP receives, as it arrives."""
     with proxy_in_front(
-        hosp_recorder.address,
-        app,
-        tmp_path_factory.mktemp("nginx-names-recording"),
-        origin_secrets=(SECRET,),
-        public_names=PUBLIC_NAMES,
+        hosp_recorder.address, app, tmp_path_factory.mktemp("nginx-names-recording"), **AS_PRODUCTION
     ) as running:
         yield running
 
