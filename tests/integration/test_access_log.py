@@ -32,7 +32,6 @@ from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type
 from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
 from local.processes import free_port
-from tests import support
 from tests.support import (
     ACCESS_LOG_TIMEOUT,
     DEMO_AUTH,
@@ -61,10 +60,6 @@ BODY_TEXT = "body-text-that-is-never-logged"
 
 
 # --- a stand-in for the Chalice app ------------------------------------------------------------
-
-
-# Fixtures from tests/support.py, by the names the tests take them by.
-app, fresh_app = support.app, support.fresh_app
 
 
 @pytest.fixture(scope="module")

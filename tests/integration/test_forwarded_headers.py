@@ -27,7 +27,6 @@ import pytest
 
 from infra.nginx import render
 from local.nginx_proxy import NginxProxy
-from tests import support
 from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, Received, RecordingServer, proxy_in_front
 
 PUBLIC_NAME = "hosp.example"
@@ -157,25 +156,21 @@ def rack_base_url(headers: Mapping[str, str]) -> str:
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-# Fixtures from tests/support.py, by the names the tests take them by.
-hosp_recorder, app_recorder = support.hosp_recorder, support.app
-
-
 @pytest.fixture
-def recorders(hosp_recorder: RecordingServer, app_recorder: RecordingServer) -> tuple[RecordingServer, RecordingServer]:
+def recorders(hosp_recorder: RecordingServer, app: RecordingServer) -> tuple[RecordingServer, RecordingServer]:
     hosp_recorder.reset()
-    app_recorder.reset()
-    return hosp_recorder, app_recorder
+    app.reset()
+    return hosp_recorder, app
 
 
 @pytest.fixture(scope="module")
 def production(
-    hosp_recorder: RecordingServer, app_recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    hosp_recorder: RecordingServer, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Render]:
     """As production renders it: public names and an origin secret."""
     with proxy_in_front(
         hosp_recorder.address,
-        app_recorder,
+        app,
         tmp_path_factory.mktemp("nginx-forwarded-production"),
         origin_secrets=(SECRET,),
         public_names=(PUBLIC_NAME,),
@@ -187,10 +182,10 @@ def production(
 
 @pytest.fixture(scope="module")
 def local(
-    hosp_recorder: RecordingServer, app_recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    hosp_recorder: RecordingServer, app: RecordingServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Render]:
     """As `make run` renders it: no public names, no origin secret."""
-    with proxy_in_front(hosp_recorder.address, app_recorder, tmp_path_factory.mktemp("nginx-forwarded-local")) as proxy:
+    with proxy_in_front(hosp_recorder.address, app, tmp_path_factory.mktemp("nginx-forwarded-local")) as proxy:
         yield Render(
             proxy,
             f"127.0.0.1:{proxy.port}".encode(),

@@ -22,7 +22,6 @@ import pytest
 import requests
 
 from local.nginx_proxy import NginxProxy
-from tests import support
 from tests.support import DEMO_AUTH, Hosp, RecordingServer, access_log_entry, proxy_in_front
 
 HEADER = "X-Origin-Verify"
@@ -31,10 +30,6 @@ CURRENT = secrets.token_urlsafe(32)
 PREVIOUS = secrets.token_urlsafe(32)
 REFUSED_MESSAGE = "missing or wrong origin header"
 RELOAD_TIMEOUT = 10.0
-
-
-# Fixtures from tests/support.py, by the names the tests take them by.
-app, fresh_app, hosp_recorder = support.app, support.fresh_app, support.hosp_recorder
 
 
 @pytest.fixture(scope="module")

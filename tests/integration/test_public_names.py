@@ -31,7 +31,6 @@ import pytest
 
 from infra.nginx import render
 from local.nginx_proxy import NginxProxy, nginx_binary, njs_module, unprivileged_user
-from tests import support
 from tests.support import DEMO_AUTH, Hosp, RecordingServer, access_log_entry, proxy_in_front
 
 NEW_NAME = "hosp.example"  # the new domain: first
@@ -114,9 +113,6 @@ def hosp_link_hosts(answer: Answer) -> set[str]:
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-# Fixtures from tests/support.py, by the names the tests take them by.
-app, fresh_app, hosp_recorder = support.app, support.fresh_app, support.hosp_recorder
 
 
 @pytest.fixture
