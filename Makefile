@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test checkov package deploy check lint typecheck bench bench-screen bench-audit clean system-packages bench-packages bundle
+.PHONY: run test checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,12 @@ bench-screen: $(STAMP) system-packages
 # Other sizes: .venv/bin/python -m bench.audit_bench --help (bench/README.md).
 bench-audit: $(STAMP)
 	$(BIN)/python -m bench.audit_bench
+
+## bench-edge: what production's Host and origin checks and the local HTTPS edge cost, side by side (not run by CI)
+# Other sizes: .venv/bin/python -m bench.edge_bench --help (bench/README.md).
+bench-edge: $(STAMP) system-packages
+	@scripts/ensure-system-packages.sh wrk
+	$(BIN)/python -m bench.edge_bench
 
 ## bundle: the proxy fleet's bootstrap bundle (infra/ec2/README.md), reproducible, with its sha256
 # BUNDLE_PACKAGES=DIR ships DIR's nginx.org RPMs and signing key in it, for a fleet without internet access.

@@ -1,11 +1,12 @@
-"""Table 3: wrk against a static upstream directly and through each proxy, runs interleaved."""
+"""wrk runs, interleaved, and their parsing: table 3 of bench.proxy_bench (a static upstream directly
+and through each proxy) and the targets of bench.edge_bench."""
 
 from __future__ import annotations
 
 import re
 import statistics
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.clients import AUTH
@@ -33,6 +34,17 @@ class WrkSettings:
     duration: int = 5
 
 
+@dataclass(frozen=True)
+class WrkRequest:
+    """What wrk sends besides the credentials: the path and any other headers (a Host replaces wrk's own)."""
+
+    path: str = WRK_PATH
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+DEFAULT_REQUEST = WrkRequest()
+
+
 def percentile_ms(output: str, percent: int) -> float:
     match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
     if not match:
@@ -48,15 +60,20 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), percentile_ms(output, 50), percentile_ms(output, 99), "; ".join(errors))
 
 
-def run_wrk(url: str, settings: WrkSettings) -> WrkResult:
+def wrk_args(wrk: str, url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST) -> list[str]:
     args = [
-        require_binary("wrk"), f"-t{settings.threads}", f"-c{settings.connections}",
-        f"-d{settings.duration}s", "--latency",
+        wrk, f"-t{settings.threads}", f"-c{settings.connections}", f"-d{settings.duration}s", "--latency",
         # As every HOSP client does: without credentials a request is not retried,
         # and the proxy sends it over a new connection (docs/proxy.md).
         "-H", f"Authorization: {AUTH['Authorization']}",
-        url + WRK_PATH,
     ]  # fmt: skip
+    for name, value in request.headers:
+        args += ["-H", f"{name}: {value}"]
+    return [*args, url + request.path]
+
+
+def run_wrk(url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST) -> WrkResult:
+    args = wrk_args(require_binary("wrk"), url, settings, request)
     done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=settings.duration + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk failed on {url}: {done.stderr.strip()}")
@@ -84,15 +101,24 @@ def summarize(results: Sequence[WrkResult]) -> Summary:
     )
 
 
-def interleaved(targets: dict[str, str], runs: int, settings: WrkSettings) -> dict[str, list[WrkResult]]:
-    """`runs` rounds; each round runs wrk once against every target, in order."""
+def interleaved(
+    targets: dict[str, str],
+    runs: int,
+    settings: WrkSettings,
+    requests: Mapping[str, WrkRequest] | None = None,
+) -> dict[str, list[WrkResult]]:
+    """`runs` rounds; each round runs wrk once against every target, in order.
+
+    `requests` gives a target's own path and headers (default: DEFAULT_REQUEST).
+    """
+    chosen = {name: (requests or {}).get(name, DEFAULT_REQUEST) for name in targets}
     warmup = WrkSettings(settings.threads, settings.connections, duration=1)
-    for url in targets.values():
-        run_wrk(url, warmup)  # connections, caches and pools warm; not counted
+    for name, url in targets.items():
+        run_wrk(url, warmup, chosen[name])  # connections, caches and pools warm; not counted
     results: dict[str, list[WrkResult]] = {name: [] for name in targets}
     for round_number in range(runs):
         for name, url in targets.items():
-            result = run_wrk(url, settings)
+            result = run_wrk(url, settings, chosen[name])
             results[name].append(result)
             print(f"  round {round_number + 1}/{runs} {name:8} {result.rps:9.0f} req/s  "
                   f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms", flush=True)  # fmt: skip
