@@ -23,6 +23,7 @@ import datetime
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import sys
@@ -42,7 +43,7 @@ from bench.servers import BenchError, StaticUpstream, binary_version, require_bi
 from local.edge.server import NEW_NAME, LocalEdge, new_origin_secret
 from local.hosp_standin.process import StandInProcess
 from local.nginx_proxy import NginxProxy, nginx_binary
-from local.processes import LoopbackServer, ProcessError
+from local.processes import PROC, LoopbackServer, ProcessError, group_members
 
 PATH = "/hospitals"
 PUBLIC_NAME = NEW_NAME  # hosp.localhost: the edge's new name, the one production's proxy answers
@@ -203,6 +204,46 @@ def ratios_table(results: dict[str, list[WrkResult]]) -> Table:
     return table
 
 
+# What each server spends per request: CPU time from /proc, read around every wrk run.
+CPU_COLUMNS = ("upstream", "proxy A", "proxy B", "edge", "wrk")
+
+
+def stat_cpu_seconds(stat: str, ticks_per_second: int) -> float:
+    """utime + stime of one /proc/PID/stat line, in seconds (fields 14 and 15, counted after the command)."""
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3, the state
+    return (int(fields[11]) + int(fields[12])) / ticks_per_second
+
+
+def cpu_per_request_us(cpu: Sequence[dict[str, float]], runs: Sequence[WrkResult], duration: int) -> dict[str, float]:
+    """Medians over the runs of each column's CPU microseconds per request, and of their total.
+
+    A run's requests: its req/s times its duration (wrk's own count, rounded)."""
+    per_run = []
+    for seconds, result in zip(cpu, runs, strict=True):
+        requests_done = result.rps * duration
+        row = {name: seconds.get(name, 0.0) * 1e6 / requests_done for name in CPU_COLUMNS}
+        row["total"] = sum(row.values())
+        per_run.append(row)
+    return {name: statistics.median(row[name] for row in per_run) for name in (*CPU_COLUMNS, "total")}
+
+
+def cpu_table(cpu: dict[str, list[dict[str, float]]], results: dict[str, list[WrkResult]], duration: int) -> Table:
+    table = Table("Edge overhead: CPU microseconds per request (median of the runs)", ["target", *CPU_COLUMNS, "total"])
+    per_target = {name: cpu_per_request_us(cpu[name], results[name], duration) for name in results}
+    for name, row in per_target.items():
+        table.add(name, *(f"{row[column]:.1f}" for column in (*CPU_COLUMNS, "total")))
+    if {"B", "C"} <= per_target.keys():
+        b, c = per_target["B"], per_target["C"]
+        table.notes.append(
+            f"C - B, total: {c['total'] - b['total']:+.1f} us per request, of which the edge {c['edge']:.1f} us."
+        )
+    table.notes.append(
+        "user + system time of each server's processes (NGINX's master and workers; /proc/PID/stat) and of wrk "
+        "(getrusage of the children), read before and after each run; divided by the run's requests."
+    )
+    return table
+
+
 # --- the processes -----------------------------------------------------------------------------------
 
 
@@ -213,6 +254,7 @@ class Stand:
     urls: dict[str, str]
     requests: dict[str, WrkRequest]
     edge: LocalEdge
+    servers: dict[str, LoopbackServer]  # by CPU column
     secret: str = field(repr=False)
 
 
@@ -239,7 +281,55 @@ def stand(run_dir: Path, upstream_kind: str) -> Iterator[Stand]:
             # The edge adds the secret itself, as CloudFront does; the Host is the viewer's, port included.
             "C": WrkRequest(PATH, (("Host", edge.host()),)),
         }
-        yield Stand(urls, requests_, edge, secret)
+        servers: dict[str, LoopbackServer] = {
+            "upstream": upstream,
+            "proxy A": proxy_a,
+            "proxy B": proxy_b,
+            "edge": edge,
+        }
+        yield Stand(urls, requests_, edge, servers, secret)
+
+
+def server_cpu_seconds(server: LoopbackServer) -> float:
+    """CPU seconds so far of a server's process group (it is started in a session of its own)."""
+    if server.process is None:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in group_members(server.process.pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += stat_cpu_seconds((PROC / str(pid) / "stat").read_text(), ticks)
+    return total
+
+
+def wrk_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_now(servers: dict[str, LoopbackServer]) -> dict[str, float]:
+    return {**{name: server_cpu_seconds(server) for name, server in servers.items()}, "wrk": wrk_cpu_seconds()}
+
+
+def alternated(
+    s: Stand, runs: int, settings: WrkSettings
+) -> tuple[dict[str, list[WrkResult]], dict[str, list[dict[str, float]]]]:
+    """As overhead.interleaved (a 1 s warm-up of each, then `runs` rounds A B C), with each run's CPU."""
+    warmup = WrkSettings(settings.threads, settings.connections, duration=1)
+    for name, url in s.urls.items():
+        overhead.run_wrk(url, warmup, s.requests[name])
+    results: dict[str, list[WrkResult]] = {name: [] for name in s.urls}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in s.urls}
+    for round_number in range(runs):
+        for name, url in s.urls.items():
+            before = cpu_now(s.servers)
+            result = overhead.run_wrk(url, settings, s.requests[name])
+            after = cpu_now(s.servers)
+            results[name].append(result)
+            cpu[name].append({column: after[column] - before[column] for column in after})
+            print(f"  round {round_number + 1}/{runs} {name} {result.rps:9.0f} req/s  p50 {result.p50_ms:.3f} ms  "
+                  f"p99 {result.p99_ms:.3f} ms  CPU {sum(cpu[name][-1].values()):.2f} s", flush=True)  # fmt: skip
+    return results, cpu
 
 
 # --- pre-flight ---------------------------------------------------------------------------------------
@@ -329,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 checks = preflight(s)
                 show(tables, checks_table(checks))
                 problems += [f"pre-flight {c.target} {c.case}: {c.seen}" for c in checks if not c.passed]
-                results = overhead.interleaved(s.urls, args.runs, settings, s.requests) if not problems else {}
+                results, cpu = alternated(s, args.runs, settings) if not problems else ({}, {})
                 edge_log = read_edge_log(s.edge.access_log.read_text(errors="replace"))
             if results:
                 table = results_table(results, settings, args.upstream)
@@ -342,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 show(tables, table)
                 show(tables, ratios_table(results))
+                show(tables, cpu_table(cpu, results, args.duration))
                 wrk_runs = args.runs + 1  # the warm-up's too
                 problems += wrk_errors(results) + edge_log.problems(closed_allowed=args.connections * wrk_runs)
     except (BenchError, ProcessError) as error:

@@ -1,12 +1,13 @@
-"""wrk runs, interleaved, and their parsing: table 3 of bench.proxy_bench (a static upstream directly
-and through each proxy) and the targets of bench.edge_bench."""
+"""Table 3: wrk against a static upstream directly and through each proxy, runs interleaved.
+
+run_wrk and parse_wrk serve bench.edge_bench too, with a request of its own (WrkRequest)."""
 
 from __future__ import annotations
 
 import re
 import statistics
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.clients import AUTH
@@ -101,24 +102,15 @@ def summarize(results: Sequence[WrkResult]) -> Summary:
     )
 
 
-def interleaved(
-    targets: dict[str, str],
-    runs: int,
-    settings: WrkSettings,
-    requests: Mapping[str, WrkRequest] | None = None,
-) -> dict[str, list[WrkResult]]:
-    """`runs` rounds; each round runs wrk once against every target, in order.
-
-    `requests` gives a target's own path and headers (default: DEFAULT_REQUEST).
-    """
-    chosen = {name: (requests or {}).get(name, DEFAULT_REQUEST) for name in targets}
+def interleaved(targets: dict[str, str], runs: int, settings: WrkSettings) -> dict[str, list[WrkResult]]:
+    """`runs` rounds; each round runs wrk once against every target, in order."""
     warmup = WrkSettings(settings.threads, settings.connections, duration=1)
-    for name, url in targets.items():
-        run_wrk(url, warmup, chosen[name])  # connections, caches and pools warm; not counted
+    for url in targets.values():
+        run_wrk(url, warmup)  # connections, caches and pools warm; not counted
     results: dict[str, list[WrkResult]] = {name: [] for name in targets}
     for round_number in range(runs):
         for name, url in targets.items():
-            result = run_wrk(url, settings, chosen[name])
+            result = run_wrk(url, settings)
             results[name].append(result)
             print(f"  round {round_number + 1}/{runs} {name:8} {result.rps:9.0f} req/s  "
                   f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms", flush=True)  # fmt: skip

@@ -10,13 +10,17 @@ import pytest
 from bench.clients import AUTH
 from bench.edge_bench import (
     CLIENT_CLOSED,
+    CPU_COLUMNS,
     TARGETS,
     EdgeLog,
+    cpu_per_request_us,
+    cpu_table,
     paired_rps,
     ratio,
     ratios_table,
     read_edge_log,
     results_table,
+    stat_cpu_seconds,
     wrk_errors,
 )
 from bench.overhead import DEFAULT_REQUEST, WRK_PATH, WrkRequest, WrkResult, WrkSettings, wrk_args
@@ -182,3 +186,49 @@ def test_any_wrk_error_is_named_with_its_target_and_run() -> None:
 
     assert wrk_errors(RESULTS) == []
     assert wrk_errors(results) == ["B run 2: Non-2xx or 3xx responses: 7"]
+
+
+# ------------------------------------------------------------------ CPU per request
+
+# proc(5): pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime ...
+# A command name may hold spaces and parentheses.
+STAT = "4242 (nginx: worker (x)) S 4240 4240 4240 0 -1 4194624 900 0 0 0 250 75 0 0 20 0 1 0 1234 0 0"
+
+
+def test_cpu_seconds_are_utime_plus_stime_after_the_command_name() -> None:
+    assert stat_cpu_seconds(STAT, ticks_per_second=100) == pytest.approx(3.25)
+
+
+def test_cpu_per_request_is_each_columns_median_in_microseconds_and_their_total() -> None:
+    # Run 1: 1000 req/s x 2 s = 2000 requests; run 2: 4000; run 3: 1000.
+    runs = [run(1000), run(2000), run(500)]
+    cpu = [
+        {"upstream": 0.02, "proxy B": 0.04, "edge": 0.06, "wrk": 0.02},
+        {"upstream": 0.02, "proxy B": 0.04, "edge": 0.08, "wrk": 0.04},
+        {"upstream": 0.03, "proxy B": 0.02, "edge": 0.05, "wrk": 0.01, "proxy A": 0.0},
+    ]
+
+    per_request = cpu_per_request_us(cpu, runs, duration=2)
+
+    assert per_request["upstream"] == pytest.approx(10.0)  # 10, 5, 30
+    assert per_request["proxy B"] == pytest.approx(20.0)  # 20, 10, 20
+    assert per_request["edge"] == pytest.approx(30.0)  # 30, 20, 50
+    assert per_request["wrk"] == pytest.approx(10.0)  # 10, 10, 10
+    assert per_request["proxy A"] == 0.0
+    assert per_request["total"] == pytest.approx(70.0)  # 70, 45, 110: the median of the totals
+    assert set(per_request) == {*CPU_COLUMNS, "total"}
+
+
+def test_the_cpu_table_names_what_the_edge_adds_to_b() -> None:
+    results = {"B": [run(1000)], "C": [run(500)]}
+    cpu = {"B": [{"upstream": 0.01, "proxy B": 0.03, "wrk": 0.01}], "C": [{"upstream": 0.005, "proxy B": 0.015,
+                                                                           "edge": 0.02, "wrk": 0.01}]}  # fmt: skip
+
+    table = cpu_table(cpu, results, duration=1)
+
+    assert table.headers == ["target", *CPU_COLUMNS, "total"]
+    assert table.rows == [
+        ["B", "10.0", "0.0", "30.0", "0.0", "10.0", "50.0"],
+        ["C", "10.0", "0.0", "30.0", "40.0", "20.0", "100.0"],
+    ]
+    assert table.notes[0] == "C - B, total: +50.0 us per request, of which the edge 40.0 us."
