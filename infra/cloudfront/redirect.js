@@ -3,7 +3,8 @@
 // ----------------------------------------------------------------------------
 //
 // Runtime cloudfront-js-2.0. A request whose Host is one of OLD_HOSTS gets a
-// redirect to the same path and query on NEW_HOST, over HTTPS:
+// redirect to the same path and query on NEW_HOST, over HTTPS (the query as
+// the viewer sent it, from request.rawQueryString(); see locationQuery):
 //   - 301 for GET and HEAD;
 //   - 308 for every other method, which keeps the method and the body, so a
 //     POST is never replayed as a GET (a 301 allows that, RFC 9110 15.4.2).
@@ -31,12 +32,11 @@ function handler(event) {
         return request;
     }
     var safe = request.method === "GET" || request.method === "HEAD";
-    var query = queryString(request.querystring);
     return {
         statusCode: safe ? 301 : 308,
         statusDescription: safe ? "Moved Permanently" : "Permanent Redirect",
         headers: {
-            location: { value: "https://" + NEW_HOST + uriSafe(request.uri) + (query ? "?" + query : "") },
+            location: { value: "https://" + NEW_HOST + uriSafe(request.uri) + locationQuery(request) },
             "cache-control": { value: "max-age=" + REDIRECT_MAX_AGE_SECONDS },
         },
     };
@@ -59,10 +59,30 @@ function isOldHost(header) {
     return false;
 }
 
-// The query string rebuilt from CloudFront's object, keys and values as
-// CloudFront hands them (still percent-encoded): a key with several values
-// gives one pair per value, in order; a key with an empty value gives the
-// bare key; no parameters give "" (and the Location has no "?").
+// The Location's query: "?" and the query exactly as the viewer sent it, or ""
+// when its URL had no "?". rawQueryString() (a method of the request in
+// cloudfront-js-2.0) gives the query unparsed and unaltered, without the "?":
+// "" for a "?" with nothing after it, undefined for no "?". It is taken as it
+// is; only what a header cannot carry is percent-encoded (uriSafe), so empty
+// pairs ("&&"), "a=" against "a", and the order of every pair are kept.
+function locationQuery(request) {
+    if (typeof request.rawQueryString === "function") {
+        var raw = request.rawQueryString();
+        return raw === undefined || raw === null ? "" : "?" + uriSafe(raw);
+    }
+    // Fallback, for a request without rawQueryString() (a runtime or a test
+    // event that does not provide it): the query rebuilt from the object,
+    // which loses what the object does not hold (see queryString).
+    var query = queryString(request.querystring);
+    return query ? "?" + query : "";
+}
+
+// The fallback's query string, rebuilt from CloudFront's object, keys and
+// values as CloudFront hands them (still percent-encoded): a key with several
+// values gives one pair per value, in order; a key with an empty value gives
+// the bare key; no parameters give "" (and the Location has no "?"). The
+// object does not hold empty pairs or "a=" apart from "a", and groups the
+// pairs of one key together; its keys come in the order the runtime lists.
 function queryString(querystring) {
     if (typeof querystring === "string") {
         return uriSafe(querystring);

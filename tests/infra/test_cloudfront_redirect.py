@@ -6,6 +6,13 @@ still percent-encoded), runs the function's `handler` on it through
 run_cloudfront_function.js, and checks the answer: a redirect for the old names, the
 request itself otherwise.
 
+The query has two paths. CloudFront's runtime 2.0 gives the request a method,
+`rawQueryString()`: the query exactly as the viewer sent it, which the redirect carries
+as it is ("the raw query" below; the event's `rawQueryString` field, which the harness
+turns into that method). A request without the method gets the query rebuilt from the
+object: the tests whose events have no `rawQueryString` ("the fallback" below) are that
+path's.
+
 A missing node fails these tests rather than skipping them: an untested edge function
 must not pass as a green run.
 """
@@ -35,6 +42,9 @@ MISSING_NODE = (
 )
 
 Query = dict[str, Any]
+# The methods CloudFront lets through (distribution.yaml's AllowedMethods).
+SAFE_METHODS = ["GET", "HEAD"]
+UNSAFE_METHODS = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _value(*values: str) -> dict[str, Any]:
@@ -64,6 +74,24 @@ def _event(
             "cookies": {},
         },
     }
+
+
+def _parsed(raw: str | None) -> Query:
+    """CloudFront's object for a raw query: pairs split at "&" (empty ones dropped), each at
+    its first "=", nothing decoded; a key without "=" has the value ""."""
+    pairs: dict[str, list[str]] = {}
+    for pair in (raw or "").split("&"):
+        if pair:
+            key, _, value = pair.partition("=")
+            pairs.setdefault(key, []).append(value)
+    return {key: _value(*values) for key, values in pairs.items()}
+
+
+def _raw_event(raw: str | None, host: str | None = OLD, method: str = "GET", uri: str = "/notes") -> dict[str, Any]:
+    """An event as runtime 2.0 gives it: the object, and the raw query (None: no "?")."""
+    event = _event(host=host, method=method, uri=uri, querystring=_parsed(raw))
+    event["request"]["rawQueryString"] = raw
+    return event
 
 
 def _run(event: dict[str, Any], function: Path = FUNCTION) -> dict[str, Any]:
@@ -116,7 +144,85 @@ def test_a_redirect_carries_only_its_location_and_a_short_lifetime() -> None:
     assert 0 < int(max_age[1]) <= 24 * 3600
 
 
-# ------------------------------------------------------------------ path and query kept
+# ------------------------------------------------------------------ the raw query kept
+
+# 8,192 bytes is CloudFront's limit on a URL: queries just under it.
+LONG_RAW_QUERY = "&".join(f"k{i}={'v' * 60}%20" for i in range(120))[:8100]
+# 1,500 distinct keys, from the last to the first (not the order a sort or a hash would
+# give), bare, with an empty value and with a value in turn.
+MANY_KEYS_QUERY = "&".join(
+    f"{i:x}" if i % 3 == 0 else f"{i:x}=" if i % 3 == 2 else f"{i:x}={i % 7}" for i in range(1499, -1, -1)
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a=&b",
+        "&&",
+        "a=1&b=2&a=3",
+        "",
+        None,
+        "patient_id=1",
+        "&a=1&&b&",
+        "=v&k=&a==b",
+        "a=1;b=2&q=?x/y",
+        "q=caf%C3%A9%20%26%3D%2B&na%20me=v%2Fw&percent=100%&plus=a+b",
+        "next=%0d%0aSet-Cookie:%20x=1&n=%0D%0A",
+        LONG_RAW_QUERY,
+        MANY_KEYS_QUERY,
+    ],
+    ids=[
+        "empty-value-and-bare-key", "empty-pairs", "interleaved-keys", "empty-after-question-mark",
+        "no-question-mark", "one", "empty-pairs-around", "equals-signs", "other-delimiters", "percent-encoded",
+        "encoded-crlf", "8kB", "1500-keys",
+    ],
+)  # fmt: skip
+def test_the_raw_query_is_kept_exactly(raw: str | None) -> None:
+    """The query as the viewer sent it, byte for byte: "?" with nothing after it stays, no
+    "?" gives none, and nothing is dropped, reordered, decoded or encoded."""
+    assert _location(_raw_event(raw)) == f"https://{NEW}/notes" + ("" if raw is None else f"?{raw}")
+
+
+def test_the_long_raw_queries_are_as_long_as_cloudfront_takes() -> None:
+    assert 8000 < len(LONG_RAW_QUERY) < 8192
+    assert len(MANY_KEYS_QUERY) < 8192
+    assert len(_parsed(MANY_KEYS_QUERY)) == 1500
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("name=Łukasz Ö&ü=1", "name=%C5%81ukasz%20%C3%96&%C3%BC=1"),
+        ("q=café%C3%A9", "q=caf%C3%A9%C3%A9"),
+        ("a=1\r\nSet-Cookie: x=1", "a=1%0D%0ASet-Cookie:%20x=1"),
+        ("t=\t\x7f\u2028", "t=%09%7F%E2%80%A8"),
+    ],
+    ids=["unicode", "unicode-beside-encoded", "raw-crlf", "controls"],
+)
+def test_in_the_raw_query_only_what_a_header_cannot_carry_is_percent_encoded(raw: str, expected: str) -> None:
+    """Non-ASCII, spaces and control characters get their UTF-8 percent-encoding, the form a
+    browser would have sent; a raw CR LF cannot end the Location header."""
+    assert _location(_raw_event(raw, uri="/notes/café")) == f"https://{NEW}/notes/caf%C3%A9?{expected}"
+
+
+@pytest.mark.parametrize("method", SAFE_METHODS + UNSAFE_METHODS)
+@pytest.mark.parametrize("raw", ["a=&b&&a=1", "", None])
+def test_every_method_keeps_the_raw_query(method: str, raw: str | None) -> None:
+    answer = _run(_raw_event(raw, method=method, uri="/patients/1/screen"))
+    assert answer["statusCode"] == (301 if method in SAFE_METHODS else 308)
+    expected = f"https://{NEW}/patients/1/screen" + ("" if raw is None else f"?{raw}")
+    assert answer["headers"]["location"] == {"value": expected}
+
+
+@pytest.mark.parametrize("raw", ["a=&b", "", None])
+@pytest.mark.parametrize("host", [NEW, "elsewhere.example"])
+def test_with_the_raw_query_any_other_host_passes_through_untouched(host: str, raw: str | None) -> None:
+    event = _raw_event(raw, host=host, method="POST")
+    assert _run(event) == event["request"]
+
+
+# ------------------------------------------------------------------ the fallback: path and query kept
 
 
 def test_no_query_gives_no_question_mark() -> None:
@@ -137,8 +243,8 @@ def test_no_query_gives_no_question_mark() -> None:
     ids=["one", "two-keys", "multi-value", "no-value", "encoded", "encoded-key", "bare-percent"],
 )
 def test_the_query_is_rebuilt_as_cloudfront_hands_it(querystring: Query, expected: str) -> None:
-    """Keys and values go out as they came in, still percent-encoded: nothing is decoded,
-    nothing is encoded twice."""
+    """Without rawQueryString(): keys and values go out as the object holds them, still
+    percent-encoded: nothing is decoded, nothing is encoded twice."""
     assert _location(_event(uri="/notes", querystring=querystring)) == f"https://{NEW}/notes?{expected}"
 
 
