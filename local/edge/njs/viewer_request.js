@@ -13,14 +13,16 @@
  * still percent-encoded; the query string as an object of {value} entries,
  * with multiValue when a key comes more than once; header names in lower
  * case, with value and multiValue likewise; cookies apart from the headers.
+ * The request also has runtime 2.0's method rawQueryString(): the query as
+ * the viewer sent it, without the "?"; "" for a "?" with nothing after it,
+ * undefined when the request target has no "?". NGINX's $args does not tell
+ * these two apart (njs 0.7.9 gives undefined for both, and $is_args is ""
+ * for both), so the query is cut from $request_uri, the request target as
+ * received, at its first "?". redirect.js takes the query from this method,
+ * as at CloudFront, not from the object: the order of the pairs is the
+ * viewer's, whatever order njs lists an object's keys in.
  * Bytes of the request target that are not UTF-8 cannot be JavaScript text:
  * then every byte above 0x7f is handed over percent-encoded.
- *
- * One difference from CloudFront that this file cannot remove: njs 0.7.9
- * enumerates an object of more than 10 properties (for-in, Object.keys) in
- * its hash order, not in creation order. redirect.js rebuilds the query with
- * for-in, so past 10 distinct keys the redirect keeps every pair, and each
- * key's values in order, but may reorder the keys.
  *
  * A returned object with a statusCode is an answer: its status, its headers
  * (location becomes Location) and its body, if any, go to the viewer. Anything
@@ -40,6 +42,7 @@ function viewer_request(r) {
 function event(r) {
     var target = text(r.rawVariables.request_uri);
     var mark = target.indexOf('?');
+    var raw = mark < 0 ? undefined : target.slice(mark + 1);
     return {
         version: '1.0',
         context: {distributionId: 'local', eventType: 'viewer-request', requestId: r.variables.request_id},
@@ -47,9 +50,10 @@ function event(r) {
         request: {
             method: r.method,
             uri: mark < 0 ? target : target.slice(0, mark),
-            querystring: querystring(mark < 0 ? '' : target.slice(mark + 1)),
+            querystring: querystring(raw === undefined ? '' : raw),
             headers: headers(r),
             cookies: cookies(r),
+            rawQueryString: function () { return raw; },
         },
     };
 }
