@@ -55,7 +55,9 @@ class NginxProcess(LoopbackServer):
     with `nginx -t` before it is run, the access log's times in UTC, and, when
     started by root, a temp directory of its own for the unprivileged workers,
     removed on stop. Subclasses (dataclasses) set `run_dir` and `njs_module`,
-    and define `render` and `_pick_ports`.
+    and define `render`, `_pick_ports` and `listen_ports`. Started only once our
+    master holds every listener: NGINX retries a taken port for some seconds
+    before it exits, while whatever holds the port answers the health check.
     """
 
     run_dir: Path
@@ -132,6 +134,10 @@ class NginxProxy(NginxProcess):
     origin_secrets: tuple[str, ...] = field(default=(), repr=False)
     # The Host names the public listener answers (render.py --public-name); (): any, as `make run`.
     public_names: tuple[str, ...] = ()
+
+    @property
+    def listen_ports(self) -> tuple[int, ...]:
+        return (self.port, self.internal_port)
 
     @property
     def internal_url(self) -> str:

@@ -110,6 +110,25 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
+def group_listens_on(pgid: int, port: int) -> bool:
+    """Whether a process of group `pgid` listens on `port` (True where /proc cannot tell).
+
+    What tells a server we started, bound to its port, from another server that
+    answers there while ours still retries its bind or is about to exit.
+    """
+    if not (PROC / "net" / "tcp").is_file():
+        return True  # no /proc: the health check alone, as elsewhere
+    links = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    for pid in group_members(pgid) if links else []:
+        try:
+            fds = list((PROC / str(pid) / "fd").iterdir())
+        except OSError:
+            continue  # gone, or a worker of another user (NGINX's master holds the sockets too)
+        if any(_readlink(fd) in links for fd in fds):
+            return True
+    return False
+
+
 def _socket_owners(inodes: set[str]) -> list[int]:
     links = {f"socket:[{inode}]" for inode in inodes}
     owners = []
@@ -253,7 +272,8 @@ class LoopbackServer:
     Subclasses set `port` (0: a free one is picked) and define `start()`, which
     prepares the server and calls `_launch`. Its own process group, so that
     stopping it stops its children (NGINX's workers) too; and it dies with the
-    process that started it. A subclass with a health endpoint overrides `healthy`.
+    process that started it. A subclass with a health endpoint overrides `healthy`;
+    one with more listeners than `port` overrides `listen_ports`.
     """
 
     port: int
@@ -274,6 +294,11 @@ class LoopbackServer:
         """Where the server's stdout and stderr go, if anywhere."""
         return self._log_path
 
+    @property
+    def listen_ports(self) -> tuple[int, ...]:
+        """Every port the server listens on; it is up only once it holds them all."""
+        return (self.port,)
+
     def start(self) -> Self:
         raise NotImplementedError
 
@@ -282,27 +307,52 @@ class LoopbackServer:
         return accepts_connections(self.port)
 
     def wait_until_healthy(self, check: Callable[[], bool] | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Until `check` (by default `healthy`) passes while the process we started still runs.
+        """Until `check` (by default `healthy`) passes while the process we started runs and holds its ports.
 
         Something else may answer on our port (a server left by another run) while
-        ours has failed to bind, so a passing check alone does not mean ours is up.
+        ours has not bound it: NGINX retries its bind for some seconds before it
+        exits, a Python server exits only once its imports are done. So a passing
+        check alone does not mean ours is up; ours listening on each port does.
         """
         check = check or self.healthy
         deadline = time.monotonic() + timeout
+        foreign: list[int] = []  # ports that answered the check, held by another process
         while True:
             self._ensure_running()
             if check():
-                self._ensure_running()
-                return
+                foreign = self._ports_not_ours()
+                if not foreign:
+                    self._ensure_running()
+                    return
             if time.monotonic() >= deadline:
+                if foreign:
+                    raise ProcessError(
+                        f"the server we started (pid {self._pid()}) did not bind its port in {timeout:.0f} s: "
+                        f"{self._taken(foreign)}, and that answered the health check"
+                    )
                 raise ProcessError(f"the server on port {self.port} failed its health check for {timeout:.0f} s")
             time.sleep(POLL_INTERVAL)
+
+    def _ports_not_ours(self) -> list[int]:
+        return [port for port in self.listen_ports if not group_listens_on(self._pid(), port)]
+
+    def _pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @staticmethod
+    def _taken(ports: list[int]) -> str:
+        """'port 8443 is in use by nginx (pid 812)', for each of `ports`."""
+        return "; ".join(f"port {port} is in use by {port_user(port)}" for port in ports)
 
     def _ensure_running(self) -> None:
         if self.process is None:
             raise ProcessError(f"the server for port {self.port} is not running")
         if self.process.poll() is not None:
-            raise ProcessError(f"the server for port {self.port} exited with code {self.process.returncode}")
+            # Ours has exited; a port still taken is the likely reason (it could not bind).
+            busy = [port for port in self.listen_ports if port_in_use(port)]
+            reason = f"; {self._taken(busy)}" if busy else ""
+            raise ProcessError(f"the server for port {self.port} exited with code {self.process.returncode}{reason}")
 
     def _launch(
         self,

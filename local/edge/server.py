@@ -70,6 +70,10 @@ class LocalEdge(NginxProcess):
     WORKER_TEMP_PREFIX = "hosp-edge-"
 
     @property
+    def listen_ports(self) -> tuple[int, ...]:
+        return (self.port, self.http_port)
+
+    @property
     def certificates(self) -> EdgeCertificates:
         return EdgeCertificates(self.run_dir)
 

@@ -1,22 +1,27 @@
-"""`make run` refuses to start with bad faults or a busy port, and says why; "up" means healthy."""
+"""`make run` refuses to start with bad faults or a busy port, and says why; "up" means healthy, on our own ports."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from local import stack as local_stack
+from local.edge.server import LocalEdge, new_origin_secret
 from local.hosp_standin.__main__ import main as standin_main
-from local.processes import ROOT, CommandServer, free_port
+from local.hosp_standin.process import StandInProcess
+from local.nginx_proxy import NginxProxy
+from local.processes import ROOT, CommandServer, LoopbackServer, ProcessError, free_port
 from local.stack import Member, Ports, Stack, run
 
 STACK_TIMEOUT = 180  # a bound for a stack that hangs; passing runs take seconds
@@ -179,3 +184,63 @@ def test_a_server_that_exits_during_startup_shows_the_end_of_its_log(
     assert "local AWS (moto) did not start" in printed.err
     assert "exited with code 3" in printed.err
     assert "cannot open the database: disk full" in printed.err
+
+
+# --- a server is started only once the process we started holds its ports ------------------------
+# A second server on a taken port must fail its start, not pass its health check against the
+# server that holds the port and exit later: NGINX retries its bind for some seconds, and two
+# edges sharing a CA answer the same TLS check.
+
+
+def nginx_proxy(run_dir: Path, port: int = 0, internal_port: int = 0) -> NginxProxy:
+    return NginxProxy(upstream=f"127.0.0.1:{free_port()}", run_dir=run_dir, port=port, internal_port=internal_port)
+
+
+def local_edge(run_dir: Path, port: int = 0, http_port: int = 0) -> LocalEdge:
+    # One run_dir for both edges: one CA, so that the TLS health check cannot tell them apart.
+    return LocalEdge(
+        origin=f"127.0.0.1:{free_port()}", run_dir=run_dir, origin_secret=new_origin_secret(),
+        port=port, http_port=http_port,
+    )  # fmt: skip
+
+
+def second_server(kind: str, first: LoopbackServer, run_dir: Path) -> tuple[LoopbackServer, int]:
+    """A second server of `kind` on one or all of `first`'s ports, and a port it cannot have."""
+    if isinstance(first, NginxProxy):
+        if kind == "proxy":
+            return nginx_proxy(run_dir, first.port, first.internal_port), first.port
+        return nginx_proxy(run_dir, free_port(), first.internal_port), first.internal_port
+    if isinstance(first, LocalEdge):
+        if kind == "edge":
+            return local_edge(first.run_dir, first.port, first.http_port), first.port
+        return local_edge(first.run_dir, free_port(), first.http_port), first.http_port
+    return StandInProcess(run_dir, port=first.port), first.port
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["proxy", "proxy, its internal port only", "edge", "edge, its plain-HTTP port only", "HOSP stand-in"],
+)
+def test_a_server_on_a_taken_port_fails_its_start_and_says_who_holds_the_port(kind: str, tmp_path: Path) -> None:
+    first: LoopbackServer
+    if kind.startswith("proxy"):
+        first = nginx_proxy(tmp_path / "first")
+    elif kind.startswith("edge"):
+        first = local_edge(tmp_path / "edge")
+    else:
+        first = StandInProcess(tmp_path / "first")
+    with first:
+        assert first.process is not None
+        second, taken = second_server(kind, first, tmp_path / "second")
+        started = time.monotonic()
+        try:
+            with pytest.raises(ProcessError) as failed:
+                second.start()
+        finally:
+            second.stop()
+        assert time.monotonic() - started < FAST_TIMEOUT
+        name = "python" if kind == "HOSP stand-in" else "nginx"
+        assert re.search(rf"port {taken} is in use by [^;]*\b{name} \(pid {first.process.pid}\)", str(failed.value))
+        assert second.process is None  # stopped, not left to exit later
+        assert first.healthy()
+        assert first.process.poll() is None
