@@ -12,15 +12,18 @@ Starts, each as a real server on loopback:
 Ctrl-C stops everything. `--smoke` starts the stack, checks one request through
 each server and stops again (the integration tests use it).
 
-Before starting anything it checks the faults (with the stand-in's own parser) and
-that every port is free. The stack is "up" once each server we started still runs
-and answers its own health check, not merely once something accepts on its port.
+Before starting anything it checks the faults (with the stand-in's own parser),
+takes its run directory for itself (one stack per run directory: a second one
+is refused before it touches any file there) and checks that every port is free.
+The stack is "up" once each server we started still runs, listens on its ports
+and answers its own health check, not merely once something answers on its port.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import http.client
 import json
 import os
@@ -66,6 +69,9 @@ USAGE_ERROR = 2
 SMOKE_IMAGE = "aGVsbG8gd29ybGQ="  # any base64 is an image to the stand-in
 SMOKE_NOTE_TIMEOUT = 15.0
 ACCESS_LOG_FLUSH = 1.0  # seconds: the access log's flush interval when buffered
+LOCK_FILE = "stack.lock"  # in the run directory; holds the pid of the stack that runs there
+LOCK_ATTEMPTS = 5
+HOLDER_WAIT = 1.0  # seconds: for a stack that has just taken the lock to write its pid
 
 
 @dataclass(frozen=True)
@@ -120,10 +126,95 @@ def ports_in_use(ports: Ports) -> list[str]:
     return [f"port {port} is in use by {port_user(port)}" for port in ports.all() if port_in_use(port)]
 
 
+class RunDirInUse(ProcessError):
+    """Another local stack runs with this run directory."""
+
+    def __init__(self, run_dir: Path, holder: int | None) -> None:
+        if holder is None:
+            who, stop = "another local stack", "Ctrl-C where it runs"
+        else:
+            who, stop = f"another local stack (pid {holder})", f"Ctrl-C where it runs, or `kill {holder}`"
+        super().__init__(
+            f"the run directory {run_dir} is in use by {who}; stop that one first ({stop}), "
+            "or give this one another --run-dir"
+        )
+        self.holder = holder
+
+
+class RunDirLock:
+    """One stack per run directory: an exclusive flock on run_dir/stack.lock for the stack's life.
+
+    The second stack would overwrite the first's configs, secret and pid files and
+    share its logs. The kernel drops the lock when the holder ends, however it ends
+    (kill -9 too), so a file left behind never blocks the next stack. The file holds
+    the holder's pid, for the message, and is removed on release.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / LOCK_FILE
+        self._descriptor: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises RunDirInUse naming the holder; nothing else in the directory is touched."""
+        if self._descriptor is not None:
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for _ in range(LOCK_ATTEMPTS):
+                descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # no truncation: maybe not ours
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _lock_holder(descriptor)
+                    os.close(descriptor)
+                    raise RunDirInUse(self.run_dir, holder) from None
+                if _is_file_at(descriptor, self.path):
+                    os.ftruncate(descriptor, 0)
+                    os.write(descriptor, f"{os.getpid()}\n".encode())
+                    self._descriptor = descriptor
+                    return
+                # Locked a file its last holder had just removed on release: take the new one.
+                os.close(descriptor)
+        except OSError as exc:
+            raise ProcessError(f"cannot lock the run directory {self.run_dir}: {exc}") from exc
+        raise RunDirInUse(self.run_dir, None)
+
+    def release(self) -> None:
+        if self._descriptor is None:
+            return
+        # Removed while still locked, so that no stack can lock this file once we let go.
+        self.path.unlink(missing_ok=True)
+        os.close(self._descriptor)
+        self._descriptor = None
+
+
+def _lock_holder(descriptor: int) -> int | None:
+    """The pid in a lock file another stack holds; None if it has written none yet (or ever)."""
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        text = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            return int(text)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def _is_file_at(descriptor: int, path: Path) -> bool:
+    try:
+        there = path.stat()
+    except FileNotFoundError:
+        return False
+    ours = os.fstat(descriptor)
+    return (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 class Stack:
     def __init__(self, ports: Ports, run_dir: Path, faults: str | None, seed: int) -> None:
         ports = self.ports = ports.with_edge_ports()
         self.run_dir = run_dir
+        self.run_dir_lock = RunDirLock(run_dir)
         self.faults = faults
         self.proxy = NginxProxy(
             upstream=f"127.0.0.1:{ports.hosp}",
@@ -225,8 +316,12 @@ class Stack:
         argv = [sys.executable, "-m", "local.note_worker_loop", "--port", str(self.ports.worker)]
         return CommandServer(argv, self.ports.worker, self.run_dir / "note-worker.log", env=self.lambda_environment())
 
+    def claim_run_dir(self) -> None:
+        """The run directory for this stack alone, until `stop`; RunDirInUse if another stack has it."""
+        self.run_dir_lock.acquire()
+
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.claim_run_dir()  # before any file in the run directory is written
         for member in self.members:
             try:
                 member.server.start()  # returns once the server's own `healthy` passes
@@ -354,8 +449,11 @@ class Stack:
         # A second Ctrl-C must not cut the shutdown short and leave servers running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for member in reversed(self.members):
-            member.server.stop()
+        try:
+            for member in reversed(self.members):
+                member.server.stop()
+        finally:
+            self.run_dir_lock.release()  # after the servers, so that the next stack finds them stopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,10 +493,18 @@ def main(argv: list[str] | None = None) -> int:
             args.hosp_port, args.proxy_port, args.internal_port, args.chalice_port, args.worker_port, args.aws_port,
             args.edge_port, args.edge_http_port,
         )  # fmt: skip
-    if busy := ports_in_use(ports):
+    stack = Stack(ports, Path(args.run_dir), args.faults, args.seed)
+    try:
+        # Before the ports: a second `make run` is told of the first stack, not of its ports.
+        stack.claim_run_dir()
+    except ProcessError as exc:
+        print(f"local stack not started: {exc}", file=sys.stderr)
+        return 1
+    if busy := ports_in_use(stack.ports):
+        stack.run_dir_lock.release()
         print("local stack not started:\n" + "\n".join(f"  {line}" for line in busy), file=sys.stderr)
         return 1
-    return run(Stack(ports, Path(args.run_dir), args.faults, args.seed), smoke=args.smoke)
+    return run(stack, smoke=args.smoke)
 
 
 def run(stack: Stack, smoke: bool) -> int:
@@ -408,6 +514,11 @@ def run(stack: Stack, smoke: bool) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    try:
+        stack.claim_run_dir()
+    except ProcessError as exc:
+        print(f"local stack not started: {exc}", file=sys.stderr)
+        return 1
     try:
         stack.start()
         if smoke:
