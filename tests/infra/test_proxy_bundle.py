@@ -10,9 +10,12 @@ Checked with the tools that run it, on this machine, without AWS:
 - the install's render step for real: render-nginx.sh with a proxy.env of the test's,
   the real render.py and the real `nginx -t` (log and module paths pointed at this
   machine's);
-- the origin secret refresh with stand-ins for the AWS CLI and systemctl on PATH (and
-  the real render and nginx -t): what it writes, when it reloads, what a failure leaves,
-  and that the secret's values never reach its output or a command line.
+- the origin secret refresh with stand-ins for the AWS CLI and systemctl on PATH, the
+  real render and nginx -t, and the real NGINX running the rendered config on free
+  loopback ports, which the stand-in's reload sends a HUP (or, for a reload that did not
+  take, does not): what it writes, when it reloads, that it records the values only once
+  the running NGINX answers with them, what a failure leaves, and that the secret's
+  values never reach its output, a command line, an environment or NGINX's logs.
 
 install.sh itself installs packages and starts services, so it runs only on an instance;
 here its inputs and outputs are held against the files that consume them.
@@ -21,13 +24,18 @@ here its inputs and outputs are held against the files that consume them.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import tarfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +43,7 @@ import pytest
 from infra.ec2 import bundle
 from infra.nginx.render import ProxySettings
 from local.nginx_proxy import nginx_binary, njs_module, unprivileged_user
+from local.processes import free_port
 
 BUNDLE_DIR = bundle.REPO / "infra" / "ec2" / "bundle"
 SYSTEMD_DIR = BUNDLE_DIR / "systemd"
@@ -367,9 +376,17 @@ def test_log_timestamps_are_read_in_the_timezone_nginx_writes_them() -> None:
 # ------------------------------------------------------- the render step, for real
 
 
+# How the tests ask the running NGINX whether it accepts a value: as the refresh's own check
+# does, a method the API does not use, which the proxy answers itself (405) once the origin
+# header is accepted (403 comes first), with the first public name as Host. Not the check's
+# method, so that these tests do not lean on its choice.
+ASK_METHOD = "MKCOL"
+
+
 class Instance:
     """An instance's /etc/hosp-proxy and NGINX config in a temporary directory, with
-    stand-ins for the AWS CLI and systemctl first on PATH."""
+    stand-ins for the AWS CLI, systemctl and python3 first on PATH; after `start_nginx`,
+    the real NGINX running from that config on free loopback ports."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.dir = tmp_path
@@ -378,45 +395,57 @@ class Instance:
         self.conf = tmp_path / "nginx.conf"
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
+        self.public_port = free_port()
+        # Production's 8081 is the local stack's too: a free port (render.py --internal-listen).
+        self.internal_listen = f"127.0.0.1:{free_port()}"
+        self.nginx: subprocess.Popen[bytes] | None = None
         settings = {
             "AWS_DEFAULT_REGION": "eu-west-2",
             # nginx -t resolves both names: loopback ones.
             "HOSP_UPSTREAM": "localhost:9000",
             "INTERCEPTOR_HOST": "localhost",
             "PUBLIC_NAMES": ",".join(PUBLIC_NAMES),
+            "PUBLIC_LISTEN": f"127.0.0.1:{self.public_port}",
             "ORIGIN_SECRET_ARN": SECRET_ARN,
             "ORIGIN_SECRET_FILE": str(self.secret_file),
             "NGINX_CONF": str(self.conf),
         }
         assert set(settings) == set(_settings_written_by_install())
         self.env_file.write_text("# a test's proxy.env\n" + "".join(f"{k}={v}\n" for k, v in settings.items()))
-        # This machine's paths instead of Amazon Linux's; everything else as production.
-        self.local_options = [
-            "--user",
-            " ".join(unprivileged_user()),
-            "--njs-module",
-            njs_module(),
-            "--ca-bundle",
-            DEBIAN_CA_BUNDLE,
-            "--access-log",
-            str(tmp_path / "access.json"),
-            "--error-log",
-            str(tmp_path / "error.log"),
-        ]
         self._stand_in(
             "aws",
             'printf \'%s\\n\' "$@" >>"$STATE/aws-args"\n'
             '[ ! -f "$STATE/aws-fails" ] || { echo "An error occurred (AccessDeniedException)" >&2; exit 254; }\n'
             'cat "$STATE/secret-string"\n',
         )
+        # As with nginx.org's nginx.service: is-active while the NGINX that start_nginx
+        # started runs; reload (its ExecReload) sends the master a HUP and returns 0 at
+        # once, whatever the master then makes of the new config. With reload-fails,
+        # systemctl fails; with reload-not-taken, it returns 0 without the HUP: a reload
+        # the master never took. The production render puts the pid file in /run; this
+        # NGINX keeps it in the test's directory, the one line changed before each load.
         self._stand_in(
             "systemctl",
             'echo "$*" >>"$STATE/systemctl-calls"\n'
+            'master=$(cat "$STATE/nginx-master" 2>/dev/null || true)\n'
             "case $1 in\n"
-            '    is-active) [ -f "$STATE/nginx-active" ] ;;\n'
-            '    reload) [ ! -f "$STATE/reload-fails" ] ;;\n'
+            '    is-active) [ -n "$master" ] && kill -0 "$master" 2>/dev/null ;;\n'
+            "    reload)\n"
+            '        [ ! -f "$STATE/reload-fails" ] || exit 1\n'
+            '        [ ! -f "$STATE/reload-not-taken" ] || exit 0\n'
+            '        sed -i "s|^pid .*|pid $STATE/nginx.pid;|" "$STATE/nginx.conf"\n'
+            '        kill -HUP "$master"\n'
+            "        ;;\n"
             "    *) exit 1 ;;\n"
             "esac\n",
+        )
+        # Records every python3 command line and environment (the refresh's parsing and
+        # check, render.py), to show that no value is in either.
+        self._stand_in(
+            "python3",
+            'printf \'%s\\n\' "$@" >>"$STATE/python3-args"\n'
+            'env >>"$STATE/python3-env"\n'
+            f'exec {_tool("python3", "python3")} "$@"\n',
         )
         self.outputs: list[str] = []
 
@@ -424,6 +453,25 @@ class Instance:
         path = self.bin / name
         path.write_text("#!/usr/bin/env bash\nset -eu\n" + body)
         path.chmod(0o755)
+
+    @property
+    def local_options(self) -> list[str]:
+        """This machine's paths instead of Amazon Linux's, and loopback ports; everything
+        else as production."""
+        return [
+            "--user",
+            " ".join(unprivileged_user()),
+            "--njs-module",
+            njs_module(),
+            "--ca-bundle",
+            DEBIAN_CA_BUNDLE,
+            "--access-log",
+            str(self.dir / "access.json"),
+            "--error-log",
+            str(self.dir / "error.log"),
+            "--internal-listen",
+            self.internal_listen,
+        ]
 
     def environment(self, nginx: str | None = None) -> dict[str, str]:
         nginx_dir = str(Path(nginx or nginx_binary()).parent)
@@ -450,6 +498,65 @@ class Instance:
         text = value if isinstance(value, str) else json.dumps(value)
         (self.dir / "secret-string").write_text(text + "\n")
 
+    def boot(self, current: str, previous: str = "") -> None:
+        """As install.sh: the refresh with NGINX stopped (rendered, not reloaded), then
+        NGINX started from what it rendered."""
+        self.secret_string({"current": current, "previous": previous})
+        result = self.run(REFRESH_SH, "--force")
+        assert result.returncode == 0, result.stderr
+        assert "not reloaded" in result.stdout
+        self.start_nginx()
+
+    def start_nginx(self) -> None:
+        """The real NGINX from NGINX_CONF, in the foreground; its master's pid in
+        nginx-master, for the stand-in systemctl."""
+        config = self.conf.read_text()
+        assert len(re.findall(r"^pid /run/nginx\.pid;$", config, re.M)) == 1
+        self.conf.write_text(config.replace("pid /run/nginx.pid;", f"pid {self.dir / 'nginx.pid'};"))
+        with (self.dir / "nginx.out").open("wb") as out:
+            self.nginx = subprocess.Popen(
+                [nginx_binary(), "-c", str(self.conf), "-g", "daemon off;"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "TZ": "UTC"},
+                start_new_session=True,  # its workers in its own group, for stop_nginx
+            )
+        (self.dir / "nginx-master").write_text(f"{self.nginx.pid}\n")
+        deadline = time.monotonic() + 10
+        while self._health() != 200:
+            assert self.nginx.poll() is None, (self.dir / "nginx.out").read_text()
+            assert time.monotonic() < deadline, "NGINX did not answer on its public listener within 10 s"
+            time.sleep(0.05)
+
+    def stop_nginx(self) -> None:
+        if self.nginx is None:
+            return
+        if self.nginx.poll() is None:
+            self.nginx.terminate()
+            try:
+                self.nginx.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.nginx.pid, signal.SIGKILL)
+                self.nginx.wait(timeout=10)
+        self.nginx = None
+
+    def _request(self, method: str, headers: dict[str, str]) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", self.public_port, timeout=5)
+        try:
+            connection.request(method, "/" if method != "GET" else "/_proxy/health", headers=headers)
+            return connection.getresponse().status
+        except OSError:
+            return 0
+        finally:
+            connection.close()
+
+    def _health(self) -> int:
+        return self._request("GET", {})
+
+    def ask(self, value: str) -> int:
+        """The running NGINX's answer to a public request with `value` as the origin header."""
+        return self._request(ASK_METHOD, {"Host": PUBLIC_NAMES[0], "X-Origin-Verify": value})
+
     def reloads(self) -> int:
         calls = self.dir / "systemctl-calls"
         return calls.read_text().splitlines().count("reload nginx.service") if calls.exists() else 0
@@ -459,15 +566,20 @@ class Instance:
         return sorted(p.name for p in self.dir.iterdir() if p.name.startswith(("nginx.conf.", "origin-secret.")))
 
     def assert_no_secret_was_shown(self) -> None:
-        args = self.dir / "aws-args"
-        shown = [*self.outputs, args.read_text() if args.exists() else ""]
+        """No value in the scripts' output, the AWS CLI's or python3's command lines,
+        python3's environment, or NGINX's output and logs."""
+        records = ("aws-args", "python3-args", "python3-env", "nginx.out", "error.log", "access.json")
+        shown = [*self.outputs, *((self.dir / name).read_text() for name in records if (self.dir / name).exists())]
+        assert (self.dir / "python3-args").exists()
         for value in SECRETS:
             assert not any(value in text for text in shown), "a secret value reached the output or a command line"
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Instance:
-    return Instance(tmp_path)
+def instance(tmp_path: Path) -> Iterator[Instance]:
+    machine = Instance(tmp_path)
+    yield machine
+    machine.stop_nginx()
 
 
 def _nginx_t(conf: Path) -> subprocess.CompletedProcess[str]:
@@ -484,16 +596,27 @@ def test_the_render_step_passes_the_real_nginx_t(instance: Instance) -> None:
     assert result.returncode == 0, result.stderr
     assert _nginx_t(instance.conf).returncode == 0, _nginx_t(instance.conf).stderr
     config = instance.conf.read_text()
-    # From proxy.env: every public name, both accepted secrets, the production variant.
+    # From proxy.env: every public name, both accepted secrets, the public listener, the
+    # production variant.
     for name in PUBLIC_NAMES:
         assert name.replace(".", "\\.") in config  # in a regular expression, dots escaped
     assert CURRENT in config
     assert PREVIOUS in config
-    assert "listen 80;" in config
+    assert f"listen 127.0.0.1:{instance.public_port};" in config
+    assert "production variant" in config
     # It holds the secrets: its owner's only.
     assert stat.S_IMODE(instance.conf.stat().st_mode) == 0o600
     assert instance.leftovers() == []
     instance.assert_no_secret_was_shown()
+
+
+def test_install_sets_the_public_listener_to_the_origin_target_groups_port() -> None:
+    """The refresh asks the public listener at PUBLIC_LISTEN's port: install.sh's is 80, the
+    origin target group's (the network stack), and its own health check asks it there."""
+    assert _settings_written_by_install()["PUBLIC_LISTEN"] == "80"
+    assert "curl --fail --silent --show-error --max-time 5 --output /dev/null http://127.0.0.1/_proxy/health" in (
+        INSTALL_SH.read_text()
+    )
 
 
 def test_a_config_nginx_refuses_never_replaces_the_one_in_place(instance: Instance) -> None:
@@ -529,28 +652,32 @@ def test_proxy_env_with_a_missing_or_unknown_setting_is_refused(instance: Instan
 # ------------------------------------------------------ the origin secret refresh
 
 
-def test_the_first_refresh_writes_the_values_renders_and_reloads(instance: Instance) -> None:
+def test_the_first_refresh_records_the_values_once_the_running_nginx_accepts_them(instance: Instance) -> None:
+    # NGINX runs a config of another value, and no values are recorded yet.
+    boot = instance.dir / "boot-secret"
+    boot.write_text(f"{PREVIOUS}\n")
+    assert instance.run(RENDER_SH, "--origin-secret-file", str(boot)).returncode == 0
+    instance.start_nginx()
+    assert (instance.ask(PREVIOUS), instance.ask(CURRENT)) == (405, 403)
     instance.secret_string({"current": CURRENT, "previous": ""})
-    (instance.dir / "nginx-active").touch()
 
     result = instance.run(REFRESH_SH)
 
     assert result.returncode == 0, result.stderr
+    assert "NGINX reloaded and answering with them" in result.stdout
     assert instance.secret_file.read_text() == f"{CURRENT}\n"
     assert stat.S_IMODE(instance.secret_file.stat().st_mode) == 0o600
-    assert CURRENT in instance.conf.read_text()
-    assert _nginx_t(instance.conf).returncode == 0
+    assert (instance.ask(CURRENT), instance.ask(PREVIOUS)) == (405, 403)
     assert instance.reloads() == 1
     args = (instance.dir / "aws-args").read_text().split()
     assert args[:2] == ["secretsmanager", "get-secret-value"]
     assert args[args.index("--secret-id") + 1] == SECRET_ARN
+    assert instance.leftovers() == []
     instance.assert_no_secret_was_shown()
 
 
 def test_unchanged_values_change_nothing(instance: Instance) -> None:
-    instance.secret_string({"current": CURRENT, "previous": ""})
-    (instance.dir / "nginx-active").touch()
-    assert instance.run(REFRESH_SH).returncode == 0
+    instance.boot(CURRENT)
     rendered = instance.conf.stat().st_mtime_ns, instance.conf.read_bytes()
 
     result = instance.run(REFRESH_SH)
@@ -558,29 +685,103 @@ def test_unchanged_values_change_nothing(instance: Instance) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout + result.stderr == ""
     assert (instance.conf.stat().st_mtime_ns, instance.conf.read_bytes()) == rendered
-    assert instance.reloads() == 1
+    assert instance.reloads() == 0
     assert instance.leftovers() == []
 
 
-def test_a_rotation_accepts_the_new_and_the_previous_value(instance: Instance) -> None:
-    instance.secret_string({"current": CURRENT, "previous": ""})
-    (instance.dir / "nginx-active").touch()
-    assert instance.run(REFRESH_SH).returncode == 0
+def test_a_rotation_accepts_the_new_and_the_previous_value_then_the_new_one_alone(instance: Instance) -> None:
+    instance.boot(CURRENT)
+    assert (instance.ask(CURRENT), instance.ask(NEXT)) == (405, 403)
 
     instance.secret_string({"current": NEXT, "previous": CURRENT})
     result = instance.run(REFRESH_SH)
 
     assert result.returncode == 0, result.stderr
     assert instance.secret_file.read_text() == f"{NEXT}\n{CURRENT}\n"
-    config = instance.conf.read_text()
-    assert NEXT in config
-    assert CURRENT in config
-    assert instance.reloads() == 2
+    assert (instance.ask(NEXT), instance.ask(CURRENT)) == (405, 405)
+    assert instance.reloads() == 1
     # The rotation ends: the previous value is emptied and no longer accepted.
     instance.secret_string({"current": NEXT, "previous": ""})
-    assert instance.run(REFRESH_SH).returncode == 0
-    assert CURRENT not in instance.conf.read_text()
-    assert instance.reloads() == 3
+    result = instance.run(REFRESH_SH)
+    assert result.returncode == 0, result.stderr
+    assert instance.secret_file.read_text() == f"{NEXT}\n"
+    assert (instance.ask(NEXT), instance.ask(CURRENT)) == (405, 403)
+    assert instance.reloads() == 2
+    instance.assert_no_secret_was_shown()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "wrong"),
+    [
+        ((CURRENT, ""), (NEXT, CURRENT), "the current value: 403, not 405"),
+        ((NEXT, CURRENT), (NEXT, ""), "a value no longer in the secret: 405, not 403"),
+    ],
+    ids=["rotation-starts", "rotation-ends"],
+)
+def test_a_reload_nginx_did_not_take_is_not_recorded_and_the_next_run_tries_again(
+    instance: Instance, before: tuple[str, str], after: tuple[str, str], wrong: str
+) -> None:
+    """systemctl reload returns 0 without NGINX taking the new config: the refresh asks the
+    running NGINX for about 10 s, then fails and leaves the values unrecorded."""
+    instance.boot(*before)
+    recorded = instance.secret_file.read_bytes()
+    (instance.dir / "reload-not-taken").touch()
+    instance.secret_string({"current": after[0], "previous": after[1]})
+
+    started = time.monotonic()
+    result = instance.run(REFRESH_SH)
+    elapsed = time.monotonic() - started
+
+    assert result.returncode != 0
+    assert f"127.0.0.1:{instance.public_port} still does not answer as the new values say ({wrong})" in result.stderr
+    assert f"{instance.secret_file} is unchanged" in result.stderr
+    assert 10 <= elapsed < 20
+    assert instance.secret_file.read_bytes() == recorded
+    assert instance.reloads() == 1
+    assert instance.leftovers() == []
+    # The running NGINX still answers as before.
+    assert all(instance.ask(value) == 405 for value in before if value)
+
+    (instance.dir / "reload-not-taken").unlink()
+    result = instance.run(REFRESH_SH)
+
+    assert result.returncode == 0, result.stderr
+    assert instance.secret_file.read_text() == "".join(f"{value}\n" for value in after if value)
+    assert all(instance.ask(value) == 405 for value in after if value)
+    assert all(instance.ask(value) == 403 for value in before if value and value not in after)
+    assert instance.reloads() == 2
+    instance.assert_no_secret_was_shown()
+
+
+def test_a_config_the_master_refuses_at_reload_is_not_recorded(instance: Instance) -> None:
+    """nginx -t passes, systemctl reload sends the HUP and returns 0, and the master keeps
+    its old config: here the new one listens on a port another socket holds, which
+    nginx -t does not try and the master cannot bind."""
+    instance.boot(CURRENT)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        kept = instance.internal_listen
+        instance.internal_listen = f"127.0.0.1:{holder.getsockname()[1]}"
+        instance.secret_string({"current": NEXT, "previous": CURRENT})
+
+        result = instance.run(REFRESH_SH)
+
+        assert result.returncode != 0
+        assert "(the current value: 403, not 405)" in result.stderr
+        assert instance.secret_file.read_text() == f"{CURRENT}\n"
+        assert (instance.ask(CURRENT), instance.ask(NEXT)) == (405, 403)
+        assert instance.reloads() == 1
+        assert "bind()" in (instance.dir / "error.log").read_text()
+
+    # The next run renders and reloads again, and the master takes it.
+    instance.internal_listen = kept
+    result = instance.run(REFRESH_SH)
+
+    assert result.returncode == 0, result.stderr
+    assert instance.secret_file.read_text() == f"{NEXT}\n{CURRENT}\n"
+    assert (instance.ask(NEXT), instance.ask(CURRENT)) == (405, 405)
+    assert instance.reloads() == 2
     instance.assert_no_secret_was_shown()
 
 
@@ -598,9 +799,7 @@ def test_a_rotation_accepts_the_new_and_the_previous_value(instance: Instance) -
     ids=["not-json", "no-current", "empty-current", "space", "too-short", "shell-characters"],
 )
 def test_a_refused_secret_leaves_the_running_config_and_fails(instance: Instance, secret_string: str) -> None:
-    instance.secret_string({"current": CURRENT, "previous": ""})
-    (instance.dir / "nginx-active").touch()
-    assert instance.run(REFRESH_SH).returncode == 0
+    instance.boot(CURRENT)
     before = instance.conf.read_bytes(), instance.secret_file.read_bytes()
 
     instance.secret_string(secret_string)
@@ -608,10 +807,27 @@ def test_a_refused_secret_leaves_the_running_config_and_fails(instance: Instance
 
     assert result.returncode != 0
     assert (instance.conf.read_bytes(), instance.secret_file.read_bytes()) == before
-    assert instance.reloads() == 1
+    assert instance.reloads() == 0
+    assert instance.ask(CURRENT) == 405
     assert instance.leftovers() == []
     assert PREVIOUS[:20] not in result.stdout + result.stderr
     instance.assert_no_secret_was_shown()
+
+
+def test_a_public_listener_the_check_cannot_reach_on_loopback_is_refused(instance: Instance) -> None:
+    """The refresh asks the public listener on 127.0.0.1: a listener on another address
+    could never answer it, so such a setting stops the refresh before anything changes."""
+    settings = instance.env_file.read_text()
+    instance.env_file.write_text(settings.replace(f"=127.0.0.1:{instance.public_port}\n", "=10.0.0.5:80\n"))
+    instance.secret_string({"current": CURRENT, "previous": ""})
+
+    result = instance.run(REFRESH_SH)
+
+    assert result.returncode == 2
+    assert "PUBLIC_LISTEN is neither a port nor 127.0.0.1:PORT: '10.0.0.5:80'" in result.stderr
+    assert not instance.secret_file.exists()
+    assert not instance.conf.exists()
+    assert not (instance.dir / "aws-args").exists()
 
 
 def test_a_failing_aws_cli_fails_the_refresh(instance: Instance) -> None:
@@ -627,13 +843,13 @@ def test_a_failing_aws_cli_fails_the_refresh(instance: Instance) -> None:
 
 
 def test_a_failed_reload_fails_and_the_next_run_tries_again(instance: Instance) -> None:
+    instance.boot(PREVIOUS)
     instance.secret_string({"current": CURRENT, "previous": ""})
-    (instance.dir / "nginx-active").touch()
     (instance.dir / "reload-fails").touch()
 
     assert instance.run(REFRESH_SH).returncode != 0
     # The values are not recorded as applied...
-    assert not instance.secret_file.exists()
+    assert instance.secret_file.read_text() == f"{PREVIOUS}\n"
 
     (instance.dir / "reload-fails").unlink()
     result = instance.run(REFRESH_SH)
@@ -641,8 +857,8 @@ def test_a_failed_reload_fails_and_the_next_run_tries_again(instance: Instance) 
     # ...so the next run renders and reloads again.
     assert result.returncode == 0, result.stderr
     assert instance.secret_file.read_text() == f"{CURRENT}\n"
-    calls = (instance.dir / "systemctl-calls").read_text().splitlines()
-    assert calls.count("reload nginx.service") == 2
+    assert (instance.ask(CURRENT), instance.ask(PREVIOUS)) == (405, 403)
+    assert instance.reloads() == 2
     instance.assert_no_secret_was_shown()
 
 
@@ -655,6 +871,7 @@ def test_at_install_force_renders_and_a_stopped_nginx_is_not_reloaded(instance: 
 
     assert result.returncode == 0, result.stderr
     assert instance.conf.is_file()
+    assert _nginx_t(instance.conf).returncode == 0
     assert instance.secret_file.read_text() == f"{CURRENT}\n{PREVIOUS}\n"
     assert instance.reloads() == 0
     assert "not reloaded" in result.stdout

@@ -13,12 +13,13 @@
 PROXY_ENV=${HOSP_PROXY_ENV:-/etc/hosp-proxy/proxy.env}
 
 # Sets AWS_DEFAULT_REGION, HOSP_UPSTREAM, INTERCEPTOR_HOST, PUBLIC_NAMES,
+# PUBLIC_LISTEN (the public listener: a port, or 127.0.0.1:PORT),
 # ORIGIN_SECRET_ARN, ORIGIN_SECRET_FILE and NGINX_CONF; fails unless each
 # has a value.
 # shellcheck disable=SC2034  # the settings are for the scripts that source this file
 load_proxy_env() {
     local line name value
-    AWS_DEFAULT_REGION='' HOSP_UPSTREAM='' INTERCEPTOR_HOST='' PUBLIC_NAMES=''
+    AWS_DEFAULT_REGION='' HOSP_UPSTREAM='' INTERCEPTOR_HOST='' PUBLIC_NAMES='' PUBLIC_LISTEN=''
     ORIGIN_SECRET_ARN='' ORIGIN_SECRET_FILE='' NGINX_CONF=''
     if [ ! -r "$PROXY_ENV" ]; then
         echo "cannot read $PROXY_ENV" >&2
@@ -33,6 +34,7 @@ load_proxy_env() {
             HOSP_UPSTREAM) HOSP_UPSTREAM=$value ;;
             INTERCEPTOR_HOST) INTERCEPTOR_HOST=$value ;;
             PUBLIC_NAMES) PUBLIC_NAMES=$value ;;
+            PUBLIC_LISTEN) PUBLIC_LISTEN=$value ;;
             ORIGIN_SECRET_ARN) ORIGIN_SECRET_ARN=$value ;;
             ORIGIN_SECRET_FILE) ORIGIN_SECRET_FILE=$value ;;
             NGINX_CONF) NGINX_CONF=$value ;;
@@ -42,7 +44,7 @@ load_proxy_env() {
                 ;;
         esac
     done <"$PROXY_ENV"
-    for name in AWS_DEFAULT_REGION HOSP_UPSTREAM INTERCEPTOR_HOST PUBLIC_NAMES \
+    for name in AWS_DEFAULT_REGION HOSP_UPSTREAM INTERCEPTOR_HOST PUBLIC_NAMES PUBLIC_LISTEN \
         ORIGIN_SECRET_ARN ORIGIN_SECRET_FILE NGINX_CONF; do
         if [ -z "${!name}" ]; then
             echo "$PROXY_ENV: $name has no value" >&2

@@ -31,12 +31,14 @@ load_proxy_env
 # The bundle keeps the repository's layout: infra/ec2/bundle/ beside infra/nginx/.
 render_py=$here/../../nginx/render.py
 
-# Production variant: listens on 80 (public, behind the origin load balancer)
+# Production variant: listens on PUBLIC_LISTEN (80: public, behind the origin
+# load balancer; origin-secret-refresh.sh asks it on loopback after a reload)
 # and 8081 (internal, the Lambdas'), logs under /var/log/hosp-proxy/, and its
 # workers run as nginx.org's package user.
 options=(
     --variant production
     --upstream "$HOSP_UPSTREAM"
+    --listen "$PUBLIC_LISTEN"
     --interceptor "$INTERCEPTOR_HOST:443"
     --user nginx
     --origin-secret-file "$ORIGIN_SECRET_FILE"
