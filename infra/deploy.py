@@ -157,6 +157,7 @@ class Plan:
     artifact_bucket: str
     steps: list[Step]
     placeholders: list[str]
+    problems: list[str] = field(default_factory=list)  # what would make the deploy fail; it refuses
 
 
 class PlanError(Exception):
@@ -289,7 +290,7 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
     ]
     for step in steps:
         check_parameters(step)
-    check_fleet_packages(given.get("network", {}), bundle)
+    problems = fleet_package_problems(given.get("network", {}), bundle)
     packaged_stage = _packaged_stage(app)
     if packaged_stage != stage:
         raise PlanError(
@@ -303,7 +304,7 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
     ]
     if PLACEHOLDER.search(str(config["artifact_bucket"])):
         placeholders.append("artifact_bucket")
-    return Plan(stage, str(config["region"]), str(config["artifact_bucket"]), steps, placeholders)
+    return Plan(stage, str(config["region"]), str(config["artifact_bucket"]), steps, placeholders, problems)
 
 
 def check_parameters(step: Step) -> None:
@@ -319,24 +320,24 @@ def check_parameters(step: Step) -> None:
     step.capabilities = capabilities(read_template(step.template))
 
 
-def check_fleet_packages(network: dict[str, Any], bundle: Path) -> None:
+def fleet_package_problems(network: dict[str, Any], bundle: Path) -> list[str]:
     """The fleet installs NGINX and njs from the bundle's packages/ or from nginx.org; the
     network stack gives it no route to nginx.org unless FleetHttpsToInternet is true (with a
-    NAT gateway of the VPC). Without either, every instance fails its bootstrap."""
+    NAT gateway of the VPC). Without either, every instance would fail its bootstrap."""
     if str(network.get("FleetHttpsToInternet", "false")).lower() == "true" or not bundle.is_file():
-        return  # a missing bundle is reported when it is uploaded
+        return []  # a missing bundle is reported when it is uploaded
     try:
         with tarfile.open(bundle) as archive:
             names = archive.getnames()
     except (OSError, tarfile.TarError) as exc:
-        raise PlanError(f"{_shown(bundle)} is not a bundle ({exc}); make bundle builds it") from None
+        return [f"{_shown(bundle)} is not a bundle ({exc}); make bundle builds it"]
     if any(name.startswith(f"{BUNDLE_PACKAGES}/") and name.endswith(".rpm") for name in names):
-        return
-    raise PlanError(
+        return []
+    return [
         f"{_shown(bundle)} carries no NGINX packages and the network stack gives the fleet no route to "
         "nginx.org: build it with make bundle BUNDLE_PACKAGES=<dir of the RPMs> (infra/ec2/README.md), "
         'or set the network\'s "FleetHttpsToInternet": "true" with a NAT gateway in the VPC'
-    )
+    ]
 
 
 def _packaged_stage(template: Path) -> str:
@@ -371,6 +372,8 @@ def print_plan(plan: Plan, out: Callable[[str], None] = print) -> None:
             out(f"    {name} = {describe(plan, step, name)}")
     if plan.placeholders:
         out(f"placeholder values still in {_shown(stage_file(plan.stage))}: {', '.join(plan.placeholders)}")
+    for problem in plan.problems:
+        out(f"the deploy would stop here: {problem}")
 
 
 # ----------------------------------------------------------------- deploy
@@ -535,6 +538,8 @@ def only(plan: Plan, keys: Sequence[str]) -> Plan:
 
 
 def deploy(plan: Plan, runner: Runner) -> None:
+    if plan.problems:
+        raise StepFailed("; ".join(plan.problems))
     if plan.placeholders:
         raise StepFailed(
             f"{_shown(stage_file(plan.stage))} still holds placeholder values ({', '.join(plan.placeholders)}); "

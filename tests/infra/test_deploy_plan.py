@@ -38,23 +38,32 @@ def _tarball(path: Path, names: list[str]) -> Path:
 # ------------------------------------------------------------ NGINX for the fleet
 
 
-def test_a_bundle_without_packages_for_a_fleet_without_internet_stops_the_plan(
-    dist: Path,
-    tmp_path: Path,
-    stage: str,
+def test_a_bundle_without_packages_for_a_fleet_without_internet_stops_the_deploy(
+    dist: Path, tmp_path: Path, stage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every instance would fail its bootstrap: dnf could not reach nginx.org."""
+    """Every instance would fail its bootstrap: dnf could not reach nginx.org. The dry run
+    shows the plan and says so; the deploy refuses before running anything."""
     plain = _tarball(tmp_path / "plain.tar.gz", ["infra/ec2/bundle/install.sh"])
-    with pytest.raises(deploy.PlanError, match="BUNDLE_PACKAGES"):
-        deploy.build_plan(stage, stage_path=_stage_file(tmp_path, stage), dist=dist, bundle=plain)
+    stage_path = _stage_file(tmp_path, stage)
+    plan = deploy.build_plan(stage, stage_path=stage_path, dist=dist, bundle=plain)
+    assert len(plan.problems) == 1
+    assert "BUNDLE_PACKAGES" in plan.problems[0]
+
+    arguments = ["--stage", stage, "--stage-file", str(stage_path), "--dist", str(dist), "--bundle", str(plain)]
+    assert deploy.main([*arguments, "--dry-run"]) == 0
+    assert "the deploy would stop here: " in capsys.readouterr().out
+    runner = FakeRunner(_outputs(stage))
+    with pytest.raises(deploy.StepFailed, match="BUNDLE_PACKAGES"):
+        deploy.deploy(_deployable(plan), runner)
+    assert runner.commands == []
 
 
 def test_a_bundle_with_packages_or_a_route_to_nginx_org_passes(dist: Path, tmp_path: Path, stage: str) -> None:
     plain = _tarball(tmp_path / "plain.tar.gz", ["infra/ec2/bundle/install.sh"])
     packaged = _tarball(tmp_path / "rpms.tar.gz", ["infra/ec2/bundle/install.sh", "packages/nginx-1.28.0.rpm"])
-    deploy.build_plan(stage, stage_path=_stage_file(tmp_path, stage), dist=dist, bundle=packaged)
+    assert deploy.build_plan(stage, stage_path=_stage_file(tmp_path, stage), dist=dist, bundle=packaged).problems == []
     internet = _stage_file(tmp_path, stage, FleetHttpsToInternet="true")
-    deploy.build_plan(stage, stage_path=internet, dist=dist, bundle=plain)
+    assert deploy.build_plan(stage, stage_path=internet, dist=dist, bundle=plain).problems == []
 
 
 # ----------------------------------------------------------------- --only
