@@ -7,7 +7,10 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ from infra.nginx.render import Tuning
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS
 from local.nginx_proxy import NginxProxy
-from local.processes import free_port, moto_server
+from local.processes import ROOT, free_port, moto_server
 from local.stack import Ports, Stack
 
 # The demo account the tests act as: a nurse (docs/hosp-api.yaml).
@@ -202,3 +205,42 @@ def access_log_entry(proxy: NginxProxy, request_id: str) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise AssertionError(f"no access-log line for request {request_id}")
         time.sleep(0.01)
+
+
+# --- the whole stack as `make run` starts it ---------------------------------------------------
+
+STACK_TIMEOUT = 180  # a bound for a stack that hangs on a loaded machine; passing runs take seconds
+# The environment without a FAULTS the developer may have exported for `make run`.
+STACK_ENV = {key: value for key, value in os.environ.items() if key != "FAULTS"}
+
+
+def stack_argv(run_dir: Path, *extra: str) -> list[str]:
+    """`python -m local.stack` on free ports, serving from run_dir."""
+    return [sys.executable, "-m", "local.stack", "--free-ports", "--run-dir", str(run_dir), *extra]
+
+
+@contextlib.contextmanager
+def running_stack(run_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m local.stack` serving from run_dir: (its process, what it printed up to "Ctrl-C stops")."""
+    with subprocess.Popen(
+        stack_argv(run_dir), cwd=ROOT, env=STACK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as stack:
+        watchdog = threading.Timer(STACK_TIMEOUT, stack.kill)  # a stack that never comes up fails, not hangs
+        watchdog.start()
+        try:
+            assert stack.stdout is not None
+            printed = ""
+            for line in stack.stdout:
+                printed += line
+                if "Ctrl-C stops everything" in line:
+                    break
+            assert "is up" in printed, printed
+            yield stack, printed
+        finally:
+            watchdog.cancel()
+            if stack.poll() is None:
+                stack.send_signal(signal.SIGINT)
+                try:
+                    stack.wait(timeout=STACK_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    stack.kill()

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
 from local.processes import ROOT
+from tests.support import STACK_ENV, STACK_TIMEOUT, running_stack, stack_argv
 
-STACK_TIMEOUT = 180  # a bound for a stack that hangs on a loaded machine; passing runs take seconds
-# The environment without a FAULTS the developer may have exported for `make run`.
-ENV = {key: value for key, value in os.environ.items() if key != "FAULTS"}
 # Ports of the stack: stand-in, NGINX public and internal, chalice local, note worker, moto,
 # and the edge's HTTPS and plain HTTP.
 SERVERS = 8
@@ -30,8 +25,8 @@ SERVER_URL = r"https?://(?:127\.0\.0\.1|hosp\.localhost):(\d+)"
 
 def test_the_whole_local_stack_starts_answers_and_stops(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "local.stack", "--free-ports", "--smoke", "--run-dir", str(tmp_path)],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=STACK_TIMEOUT, check=False,
+        stack_argv(tmp_path, "--smoke"),
+        cwd=ROOT, env=STACK_ENV, capture_output=True, text=True, timeout=STACK_TIMEOUT, check=False,
     )  # fmt: skip
 
     assert done.returncode == 0, done.stdout + done.stderr
@@ -49,30 +44,15 @@ def test_the_whole_local_stack_starts_answers_and_stops(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_every_server(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "local.stack", "--free-ports", "--run-dir", str(tmp_path)]
-    with subprocess.Popen(
-        argv, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as stack:
-        watchdog = threading.Timer(STACK_TIMEOUT, stack.kill)  # a stack that never comes up fails, not hangs
-        watchdog.start()
-        try:
-            assert stack.stdout is not None
-            printed = ""
-            for line in stack.stdout:
-                printed += line
-                if "Ctrl-C stops everything" in line:
-                    break
-            ports = {int(p) for p in re.findall(SERVER_URL, printed)}
-            assert len(ports) == SERVERS, printed
-            assert all(answers(port) for port in ports)
-            assert_each_server_is_healthy(printed)
-            assert_the_edge_answers_curl_trusting_the_local_ca(printed, tmp_path)
+    with running_stack(tmp_path) as (stack, printed):
+        ports = {int(p) for p in re.findall(SERVER_URL, printed)}
+        assert len(ports) == SERVERS, printed
+        assert all(answers(port) for port in ports)
+        assert_each_server_is_healthy(printed)
+        assert_the_edge_answers_curl_trusting_the_local_ca(printed, tmp_path)
 
-            stack.send_signal(signal.SIGINT)
-            assert stack.wait(timeout=STACK_TIMEOUT) == 0
-        finally:
-            watchdog.cancel()
-            stack.kill()
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=STACK_TIMEOUT) == 0
 
     assert not any(answers(port) for port in ports)
 

@@ -7,10 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,45 +15,13 @@ import requests
 from local.edge.server import LocalEdge
 from local.processes import ROOT, ProcessError
 from local.stack import LOCK_FILE, RunDirInUse, RunDirLock
+from tests.support import STACK_ENV, STACK_TIMEOUT, running_stack, stack_argv
 
-STACK_TIMEOUT = 180  # a bound for a stack that hangs on a loaded machine; passing runs take seconds
 REFUSAL_TIMEOUT = 30  # the refused stack starts no server: an interpreter's start and the lock
-ENV = {key: value for key, value in os.environ.items() if key != "FAULTS"}
 # What the second stack would have overwritten or removed: the first's configs, secret and pid files.
 FIRST_STACKS_FILES = (
     LOCK_FILE, "nginx/nginx.conf", "nginx/nginx.pid", "edge/nginx.conf", "edge/origin-secret", "edge/nginx.pid",
 )  # fmt: skip
-
-
-def stack_argv(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "local.stack", "--free-ports", "--run-dir", str(run_dir), *extra]
-
-
-@contextmanager
-def running_stack(run_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`python -m local.stack` serving from run_dir: (its process, what it printed up to "Ctrl-C stops")."""
-    with subprocess.Popen(
-        stack_argv(run_dir), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as stack:
-        watchdog = threading.Timer(STACK_TIMEOUT, stack.kill)  # a stack that never comes up fails, not hangs
-        watchdog.start()
-        try:
-            assert stack.stdout is not None
-            printed = ""
-            for line in stack.stdout:
-                printed += line
-                if "Ctrl-C stops everything" in line:
-                    break
-            assert "is up" in printed, printed
-            yield stack, printed
-        finally:
-            watchdog.cancel()
-            if stack.poll() is None:
-                stack.send_signal(signal.SIGINT)
-                try:
-                    stack.wait(timeout=STACK_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    stack.kill()
 
 
 def printed_url(printed: str, server: str) -> str:
@@ -80,7 +44,7 @@ def test_a_second_stack_on_the_same_run_dir_is_refused_and_the_first_keeps_servi
 
         second = subprocess.run(
             stack_argv(tmp_path, "--smoke"),
-            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=REFUSAL_TIMEOUT, check=False,
+            cwd=ROOT, env=STACK_ENV, capture_output=True, text=True, timeout=REFUSAL_TIMEOUT, check=False,
         )  # fmt: skip
 
         assert second.returncode == 1, second.stdout + second.stderr
@@ -117,7 +81,7 @@ def test_kill_9_of_a_stack_frees_its_run_dir_for_the_next(tmp_path: Path) -> Non
 
         after = subprocess.run(
             stack_argv(tmp_path, "--smoke"),
-            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=STACK_TIMEOUT, check=False,
+            cwd=ROOT, env=STACK_ENV, capture_output=True, text=True, timeout=STACK_TIMEOUT, check=False,
         )  # fmt: skip
 
     assert after.returncode == 0, after.stdout + after.stderr
