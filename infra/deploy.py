@@ -170,10 +170,18 @@ class PlanError(Exception):
 def load_stage_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PlanError(f"{path} does not exist: it holds the stage's region, bucket and parameters")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PlanError(f"{path} must hold one JSON object: region, artifact_bucket and parameters")
     for name in ("region", "artifact_bucket", "parameters"):
         if name not in data:
             raise PlanError(f"{path} has no {name!r}")
+    parameters = data["parameters"]
+    if not isinstance(parameters, dict) or not all(isinstance(values, dict) for values in parameters.values()):
+        raise PlanError(f"{path}: parameters must map each stack to an object of its parameters")
     return data
 
 
@@ -531,6 +539,8 @@ def only(plan: Plan, keys: Sequence[str]) -> Plan:
     """The plan's steps of the stacks `keys` only, in the plan's order (a roll-back, a fix of one
     stack); the others are left as they are. Raises PlanError on a key that is no stack."""
     unknown = sorted(set(keys) - {step.key for step in plan.steps})
+    if not keys:
+        raise PlanError("--only names no stack")
     if unknown:
         raise PlanError(f"no stack {unknown}; stacks: {', '.join(dict.fromkeys(s.key for s in plan.steps))}")
     plan.steps = [step for step in plan.steps if step.key in keys]

@@ -97,3 +97,30 @@ def test_only_an_unknown_stack_stops_before_anything_runs(
     code = deploy.main([*arguments, "--only", "edg"])
     assert code == 1
     assert "no stack ['edg']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (b'{"region": ', "is not JSON"),
+        (b"\xff\xfe{}", "is not JSON"),
+        (b"[]", "one JSON object"),
+        (b'{"region": "eu-west-2", "artifact_bucket": "b", "parameters": {"edge": []}}', "parameters must map"),
+        (b'{"region": "eu-west-2", "artifact_bucket": "b"}', "no 'parameters'"),
+    ],
+)
+def test_a_broken_stage_file_is_refused_with_what_is_wrong(
+    dist: Path, bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: tuple[bytes, str]
+) -> None:
+    content, says = case
+    path = tmp_path / "stage.json"
+    path.write_bytes(content)
+    arguments = ["--stage", "dev", "--stage-file", str(path), "--dist", str(dist), "--bundle", str(bundle)]
+    assert deploy.main([*arguments, "--dry-run"]) == 1
+    assert says in capsys.readouterr().err
+
+
+def test_only_with_no_stack_named_is_refused(dist: Path, bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["--stage", "dev", "--dist", str(dist), "--bundle", str(bundle), "--dry-run"]
+    assert deploy.main([*arguments, "--only", ",,"]) == 1
+    assert "--only names no stack" in capsys.readouterr().err
