@@ -126,14 +126,19 @@ def test_without_old_names_only_the_new_one_is_served(template: dict[str, Any]) 
 # ----------------------------------------------------------------- headers
 
 
+def _headers_policy(deployed: Deployed, behaviour: dict[str, Any]) -> dict[str, Any]:
+    """The response headers policy a behaviour uses."""
+    return _policy(
+        deployed,
+        "AWS::CloudFront::ResponseHeadersPolicy",
+        behaviour["ResponseHeadersPolicyId"],
+        "ResponseHeadersPolicyConfig",
+    )
+
+
 def test_answers_carry_hsts_for_a_year_with_subdomains(deployed: Deployed) -> None:
     for behaviour in _behaviours(_config(deployed)):
-        policy = _policy(
-            deployed,
-            "AWS::CloudFront::ResponseHeadersPolicy",
-            behaviour["ResponseHeadersPolicyId"],
-            "ResponseHeadersPolicyConfig",
-        )
+        policy = _headers_policy(deployed, behaviour)
         hsts = policy["SecurityHeadersConfig"]["StrictTransportSecurity"]
         assert int(hsts["AccessControlMaxAgeSec"]) >= ONE_YEAR
         assert hsts["IncludeSubdomains"] is True
@@ -148,12 +153,7 @@ def test_hsts_can_be_shortened_for_the_domain_moves_roll_back_window(template: d
     assert parameter["MinValue"] >= 300
     deployed = Edge(template, Stage="prod", **{**PARAMETERS, "HstsMaxAgeSeconds": "300"})
     (behaviour,) = _behaviours(_config(deployed))
-    policy = _policy(
-        deployed,
-        "AWS::CloudFront::ResponseHeadersPolicy",
-        behaviour["ResponseHeadersPolicyId"],
-        "ResponseHeadersPolicyConfig",
-    )
+    policy = _headers_policy(deployed, behaviour)
     assert int(policy["SecurityHeadersConfig"]["StrictTransportSecurity"]["AccessControlMaxAgeSec"]) == 300
     for stage in ("dev", "prod"):
         edge = json.loads((INFRA / "app" / f"deploy-{stage}.json").read_text())["parameters"]["edge"]
@@ -162,12 +162,7 @@ def test_hsts_can_be_shortened_for_the_domain_moves_roll_back_window(template: d
 
 def test_answers_carry_the_usual_security_headers(deployed: Deployed) -> None:
     for behaviour in _behaviours(_config(deployed)):
-        policy = _policy(
-            deployed,
-            "AWS::CloudFront::ResponseHeadersPolicy",
-            behaviour["ResponseHeadersPolicyId"],
-            "ResponseHeadersPolicyConfig",
-        )
+        policy = _headers_policy(deployed, behaviour)
         headers = policy["SecurityHeadersConfig"]
         assert headers["ContentTypeOptions"]["Override"] is True
         assert headers["FrameOptions"]["FrameOption"] == "DENY"
