@@ -60,6 +60,9 @@ MIB = 1024 * 1024
 START = datetime(2026, 11, 25, tzinfo=UTC)
 DAYS = 3
 EXPORT_FILTERS = Filters(START + timedelta(days=1), START + timedelta(days=DAYS))
+# The day the trail exports read the log, whatever the calendar says: the day the log
+# ends. Its unreadable lines count as logged that day (duckdb_engine's `today`).
+READ_ON = (START + timedelta(days=DAYS)).date()
 LAMBDA_SHARES = (0.1, 1.0)  # the CSVs the Lambda's step reads: the first 10% of the span, and all of it
 
 # --- the generated log ---------------------------------------------------------------------------
@@ -463,7 +466,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
         duckdb_engine.duckdb_sql()
         started, cpu_started = time.perf_counter(), _cpu_seconds()
-        duckdb_engine.export_csv(spec["log"], chosen.query_parameters(), Path(spec["out"]))
+        duckdb_engine.export_csv(spec["log"], chosen.query_parameters(), Path(spec["out"]), today=READ_ON)
     elif kind == "copy":
         import duckdb  # noqa: PLC0415
 
@@ -665,7 +668,7 @@ def export_table(result: ExportResult, facts: LogFacts, args: argparse.Namespace
         "connecting to DuckDB to the CSV written, with the modules imported and trail.sql translated by sqlglot "
         f"beforehand, as chalice local does once (median {series.median('trail', 'prepare_seconds'):.2f} s, not "
         "counted). CPU: user + system time of all the process's threads. The log is in the page cache.",
-        "A: duckdb_engine.export_csv(log, filters.query_parameters(), csv): trail.sql with the "
+        f"A: duckdb_engine.export_csv(log, filters.query_parameters(), csv, today={READ_ON}): trail.sql with the "
         "patient and client expressions, the neutralised cells, every value quoted (FORCE_QUOTE, as Athena). "
         "B: COPY (SELECT the 12 columns plainly FROM read_json(log, the schema's columns, newline_delimited, "
         "ignore_errors) WHERE logged_at in the range ORDER BY logged_at) TO csv (HEADER).",

@@ -4,8 +4,9 @@ The query text is trail.sql, the one Athena runs, translated by sqlglot from
 Trino's dialect to DuckDB's; the values go in as parameters, as on Athena. The
 `access_log` relation is the log file read with the schema's column types
 (log_schema.duckdb_columns), plus the `day` column that Athena's partitions
-give: the day a line was logged, or today for a line that cannot be read
-(Athena puts it in the day it reached the archive).
+give: the day a line was logged, or `today` for a line that cannot be read
+(Athena puts it in the day it reached the archive). `today` is the caller's, not
+DuckDB's clock: the local engine gives the day in UTC, and a test pins it.
 
 A line that is not valid JSON is not skipped: DuckDB reads it as a row of NULLs,
 as Athena's table does, and the query shows it (docs/audit.md).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import glob
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +39,26 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def access_log_view(log_glob: str) -> str:
-    """The CREATE VIEW giving the log the table's columns (the path is ours, not a request's)."""
+def access_log_view(log_glob: str, today: date) -> str:
+    """The CREATE VIEW giving the log the table's columns (the path and the day are ours, not a request's).
+
+    A line that cannot be read has no time: it counts as logged on `today`.
+    """
     columns = "{" + ", ".join(f"{_quoted(n)}: {_quoted(t)}" for n, t in log_schema.duckdb_columns().items()) + "}"
     return (
         "CREATE OR REPLACE TEMP VIEW access_log AS "
-        "SELECT *, coalesce(strftime(logged_at, '%Y-%m-%d'), strftime(current_date, '%Y-%m-%d')) "
+        f"SELECT *, coalesce(strftime(logged_at, '%Y-%m-%d'), {_quoted(f'{today:%Y-%m-%d}')}) "
         f"AS {log_schema.PARTITION} "
         f"FROM read_json({_quoted(log_glob)}, format = 'newline_delimited', columns = {columns}, "
         "ignore_errors = true, maximum_object_size = 1048576)"
     )
 
 
-def export_csv(log_glob: str, parameters: dict[str, Any], destination: Path) -> None:
+def export_csv(log_glob: str, parameters: dict[str, Any], destination: Path, *, today: date) -> None:
     """Run the trail query and write its CSV to `destination`, as Athena writes its result.
+
+    `today`: the day (UTC) the export reads the log, the day partition of a line
+    that cannot be read (access_log_view).
 
     Athena's CSV quotes every value and has a header row; DuckDB's COPY does the
     same with FORCE_QUOTE. The rows stream from the reader to the file: memory
@@ -62,7 +70,7 @@ def export_csv(log_glob: str, parameters: dict[str, Any], destination: Path) -> 
     try:
         if not glob.glob(log_glob):
             raise FileNotFoundError(f"no access log at {log_glob}")
-        connection.execute(access_log_view(log_glob))
+        connection.execute(access_log_view(log_glob, today))
         connection.execute(
             f"COPY ({duckdb_sql()}) TO {_quoted(str(destination))} (FORMAT csv, HEADER, FORCE_QUOTE *)",
             query.values(parameters),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,19 +145,29 @@ class LocalEngine:
     """Runs trail.sql on DuckDB over the local access log, in a thread per job, as Athena would.
 
     The CSV goes to the local S3 (moto) at the place Athena would put it. Jobs live
-    in this process's memory: a restarted `make run` forgets them (404).
+    in this process's memory: a restarted `make run` forgets them (404). `clock`
+    gives the jobs' submission times and the day a line that cannot be read counts
+    as logged (the day the export reads the log, in UTC); a test pins it.
     """
 
-    def __init__(self, log_glob: str, results_bucket: str, results_prefix: str, work_dir: Path) -> None:
+    def __init__(
+        self,
+        log_glob: str,
+        results_bucket: str,
+        results_prefix: str,
+        work_dir: Path,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.log_glob = log_glob
         self.results_bucket = results_bucket
         self.results_prefix = results_prefix
         self.work_dir = work_dir
+        self.clock = clock
         self._lock = threading.Lock()
 
     def start(self, filters: Filters) -> str:
         job_id = str(uuid.uuid4())
-        job = Job(job_id, "RUNNING", filters, datetime.now(UTC))
+        job = Job(job_id, "RUNNING", filters, self.clock())
         with self._lock:
             _LOCAL_JOBS[job_id] = job
         threading.Thread(target=self._run, args=(job,), name=f"audit-{job_id}", daemon=True).start()
@@ -176,7 +187,8 @@ class LocalEngine:
         csv_path = self.work_dir / f"{job.job_id}.csv"
         key = f"{self.results_prefix}{job.job_id}.csv"
         try:
-            duckdb_engine.export_csv(self.log_glob, job.filters.query_parameters(), csv_path)
+            today = self.clock().astimezone(UTC).date()
+            duckdb_engine.export_csv(self.log_glob, job.filters.query_parameters(), csv_path, today=today)
             aws.client("s3").upload_file(str(csv_path), self.results_bucket, key, ExtraArgs={"ContentType": "text/csv"})
             done = Job(job.job_id, "SUCCEEDED", job.filters, job.submitted_at, output=(self.results_bucket, key))
         except Exception as error:  # any failure is the job's, reported as Athena reports FAILED

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import pytest
 
 from chalicelib.audit import duckdb_engine, filters, log_schema
 
+# The tests' clock: the filters' "now", and the day the export reads the log, which is
+# the day an unreadable line counts as logged (the local engine's clock gives both).
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 DAY = {"from": "2026-11-27T00:00:00Z", "to": "2026-11-28T00:00:00Z"}
 COLUMNS = [
@@ -70,12 +72,26 @@ def entry(at: str = "2026-11-27 10:00:00.000", **fields: Any) -> dict[str, Any]:
 
 
 def trail(tmp_path: Path, lines: Iterable[dict[str, Any] | str], **given: str) -> list[dict[str, str]]:
-    """The CSV rows of the trail for `given` filters over a log of `lines`."""
+    """The CSV rows of the trail for `given` filters over a log of `lines`, on DAY, at NOW."""
+    return exported(tmp_path, lines, {**DAY, **given}, NOW)
+
+
+def exported(
+    tmp_path: Path,
+    lines: Iterable[dict[str, Any] | str],
+    given: dict[str, str],
+    now: datetime,
+    today: date | None = None,
+) -> list[dict[str, str]]:
+    """The CSV rows of the trail for the query string `given` over a log of `lines`, asked for at `now`.
+
+    The export reads the log on `today`, the day of `now` unless given.
+    """
     log = tmp_path / "access.json"
     log.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
-    chosen = filters.parse({name: [value] for name, value in {**DAY, **given}.items()}, NOW)
+    chosen = filters.parse({name: [value] for name, value in given.items()}, now)
     out = tmp_path / "trail.csv"
-    duckdb_engine.export_csv(str(log), chosen.query_parameters(), out)
+    duckdb_engine.export_csv(str(log), chosen.query_parameters(), out, today=today or now.date())
     with out.open(newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file)
         assert reader.fieldnames == COLUMNS
