@@ -1,7 +1,8 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 # Both create the virtual environment and install what is missing first.
 
-PYTHON ?= python3
+# The Lambda runtime's Python (infra/app/runtime.py): every test runs on the version deployed.
+PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -11,21 +12,39 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle
+.PHONY: run test checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
 
-$(STAMP): requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# Every environment is installed from its lock and nothing else (scripts/lock.py):
+# `uv pip sync --require-hashes` installs exactly the lock's packages, each file checked
+# against its hash. uv itself comes from its own lock, by pip with hashes.
+UV_VENV := $(VENV)/uv
+UV      := $(UV_VENV)/bin/uv
+SYNC    := UV_LINK_MODE=copy $(UV) pip sync --quiet --require-hashes --no-python-downloads --python
+
+$(UV): requirements/uv.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install it (Debian: apt-get install python3.11-venv) or name it with make PYTHON=..." >&2; exit 1; }
+	@$(PYTHON) -m infra.app.runtime
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/uv.txt
+	touch $(UV)
+
+$(STAMP): requirements/dev.txt $(UV)
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(SYNC) $(BIN)/python requirements/dev.txt
 	touch $(STAMP)
 
 # checkov in a virtual environment of its own: its pins conflict with the dev
 # requirements. Inside .venv so that `make clean` and .gitignore cover it.
 CHECKOV_VENV  := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
-$(CHECKOV_STAMP): requirements-checkov.txt
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+$(CHECKOV_STAMP): requirements/checkov.txt $(UV)
+	$(PYTHON) -m venv --without-pip $(CHECKOV_VENV)
+	$(SYNC) $(CHECKOV_VENV)/bin/python requirements/checkov.txt
 	touch $(CHECKOV_STAMP)
+
+## lock: every lock again from requirements/*.in, keeping the pins they do not move (UPGRADE=1 moves them all)
+lock: $(UV)
+	$(UV_VENV)/bin/python -m scripts.lock --uv $(UV) $(if $(UPGRADE),--upgrade)
 
 checkov: $(CHECKOV_STAMP)
 

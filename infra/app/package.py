@@ -6,7 +6,14 @@
    writes the SAM template and the code's zip. It needs no AWS credentials and no
    network once the zip of the requirements is cached (.chalice/deployments/), but a
    region: the template itself names none (it uses ${AWS::Region}), so any region does.
-2. cfn-lint (errors and warnings), then checkov (every check, skips only with a reason
+   It runs only on the Python of the functions' runtime (infra/app/runtime.py), since
+   Chalice names the runtime after the Python that packages; the zip holds the packages
+   of the Lambda's lock, requirements.txt (boto3 and botocore included: the functions
+   run the versions the tests ran, not the runtime's own).
+2. The package is checked: every function names the runtime, the zip holds every locked
+   package at its locked version. The runtime's deprecation date is printed, as a
+   warning when it is less than 180 days away.
+3. cfn-lint (errors and warnings), then checkov (every check, skips only with a reason
    next to them), on the template. The first failure stops it, with exit status 1.
 
 The tests run the same commands (tests/infra/test_chalice_package.py).
@@ -17,17 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+from infra.app import runtime
+from scripts.lock import canonical, locked_versions
 
 REPO = Path(__file__).resolve().parents[2]
 MERGE_TEMPLATE = REPO / "infra" / "app" / "merge.json"
 DIST = REPO / "dist"
 TEMPLATE_NAME = "sam.json"
+ZIP_NAME = "deployment.zip"
+LAMBDA_LOCK = REPO / "requirements.txt"
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 STAGES = ("dev", "prod")
 # Chalice asks boto3 for a region even though the template names none.
 PACKAGING_REGION = "eu-west-2"
@@ -97,16 +113,71 @@ def scan_problems(reports: Sequence[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def package(stage: str, out: Path) -> Path:
-    """Run `chalice package` for `stage` into `out` (emptied first); the template's path."""
+class PackagingError(Exception):
+    """The app cannot be packaged as asked, or its package is not what the tests ran."""
+
+
+def package(stage: str, out: Path, env: dict[str, str] | None = None) -> Path:
+    """Run `chalice package` for `stage` into `out` (emptied first) and check what it wrote;
+    the template's path."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    problem = runtime.interpreter_problem()
+    if problem:
+        raise PackagingError(problem)
     if out.exists():
         shutil.rmtree(out)
     command = chalice_package_command(stage, out)
     print("+", " ".join(command), flush=True)
-    subprocess.run(command, cwd=REPO, env=chalice_environment(), check=True)
-    return out / TEMPLATE_NAME
+    result = subprocess.run(command, cwd=REPO, env=env or chalice_environment(), check=False)
+    if result.returncode != 0:
+        raise PackagingError(f"chalice package failed (exit {result.returncode})")
+    template = out / TEMPLATE_NAME
+    problems = package_problems(template, out / ZIP_NAME, locked_versions(LAMBDA_LOCK))
+    if problems:
+        raise PackagingError("\n".join(problems))
+    return template
+
+
+def function_runtimes(template: dict[str, Any]) -> dict[str, Any]:
+    """Each function's Runtime in a packaged template, by logical id (None where it names none)."""
+    return {
+        name: resource.get("Properties", {}).get("Runtime")
+        for name, resource in template["Resources"].items()
+        if resource["Type"] in FUNCTION_TYPES
+    }
+
+
+def zipped_versions(archive: Path) -> dict[str, str]:
+    """The version of each distribution in a deployment zip, from its *.dist-info directory."""
+    with zipfile.ZipFile(archive) as zipped:
+        names = {name.split("/", 1)[0] for name in zipped.namelist()}
+    found = (re.fullmatch(r"(.+)-([^-]+)\.dist-info", name) for name in names)
+    return {canonical(match[1]): match[2] for match in found if match}
+
+
+def package_problems(template: Path, archive: Path, locked: dict[str, str]) -> list[str]:
+    """How a package differs from what the tests ran: a function on another runtime than
+    runtime.LAMBDA_RUNTIME, a locked package missing from the zip or at another version."""
+    runtimes = function_runtimes(json.loads(template.read_text(encoding="utf-8")))
+    problems = [] if runtimes else [f"{template} has no function"]
+    problems += [
+        f"function {name} runs on {found}, not {runtime.LAMBDA_RUNTIME}"
+        for name, found in runtimes.items()
+        if found != runtime.LAMBDA_RUNTIME
+    ]
+    zipped = zipped_versions(archive)
+    for name, version in sorted(locked.items()):
+        if name not in zipped:
+            problems.append(f"{archive.name} lacks {name} (requirements.txt locks {version})")
+        elif zipped[name] != version:
+            problems.append(f"{archive.name} holds {name} {zipped[name]}, requirements.txt locks {version}")
+    return problems
+
+
+def lifecycle_notice(today: date) -> tuple[str, bool]:
+    """The runtime's lifecycle as `make package` prints it on `today`, and whether it warns."""
+    return runtime.lifecycle().notice(today)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,9 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         template = package(args.stage, output_dir(args.stage, args.dist))
-    except subprocess.CalledProcessError as exc:
-        print(f"chalice package failed (exit {exc.returncode})", file=sys.stderr)
+    except PackagingError as exc:
+        print(exc, file=sys.stderr)
         return 1
+    notice, warning = lifecycle_notice(datetime.now(UTC).date())
+    print(f"warning: {notice}" if warning else notice, file=sys.stderr if warning else sys.stdout, flush=True)
     lint = [str(Path(sys.executable).with_name("cfn-lint")), str(template)]
     print("+", " ".join(lint), flush=True)
     if subprocess.run(lint, check=False).returncode != 0:
@@ -138,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"checkov: {problem}", file=sys.stderr)
     if problems:
         return 1
-    print(f"packaged {args.stage}: {template} (cfn-lint and checkov clean)")
+    versions = locked_versions(LAMBDA_LOCK)
+    bundled = f"boto3 {versions['boto3']}, botocore {versions['botocore']}"
+    print(f"packaged {args.stage}: {template} ({runtime.LAMBDA_RUNTIME}, {bundled}; cfn-lint and checkov clean)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Reading the CloudFormation templates under infra/ in tests: cfn-lint's decoder and accessors.
 
-cfn-lint is a dev requirement (requirements-dev.txt); `make test` installs it. A missing
+cfn-lint is a dev requirement (requirements/dev.in); `make test` installs it. A missing
 cfn-lint fails the tests that need it rather than skipping them: an unlinted template must
 not pass as a green run.
 """
@@ -21,7 +21,7 @@ INFRA = REPO / "infra"
 
 MISSING_CFN_LINT = (
     "cfn-lint is not installed in this Python environment; `make test` installs it "
-    "(it is pinned in requirements-dev.txt)."
+    "(it is pinned in requirements/dev.in)."
 )
 
 # A file is a CloudFormation template when it has either top-level key.

@@ -1,0 +1,1 @@
+"""Commands make runs: system packages, the dependency locks."""
