@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
@@ -41,10 +42,60 @@ def system_binary(name: str, install_hint: str) -> str:
     return found
 
 
+# Ports handed out by free_port, each held by a socket of ours until a server of ours listens there.
+_reserved: dict[int, socket.socket] = {}
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port on 127.0.0.1 for a server process we are about to start, reserved until it listens there.
+
+    A port found free and given up (bind port 0, close) is free for anyone until
+    our server binds it, seconds later for a Python server that imports a lot first:
+    another server or connection (another pytest-xdist worker's, say) may take it in
+    between. So the port stays bound to a socket of ours, with SO_REUSEADDR and never
+    listening. Linux gives a bound port to no bind to port 0 (unless the sysctl
+    net.ipv4.ip_autobind_reuse is on) and to no outgoing connection, and refuses binds
+    without SO_REUSEADDR, so no one else can take it; our server binds it all the same,
+    because two sockets with SO_REUSEADDR may share a port as long as at most one
+    listens, and NGINX and Python's servers (http.server, socketserver,
+    socket.create_server, Werkzeug) all set it. LoopbackServer gives the reservation
+    up (release_ports) once its process listens on the port, and when it stops. A port
+    that no LoopbackServer of this process takes (one passed to `python -m local.stack`,
+    say) stays reserved until this process ends: refusing connections while nothing
+    listens there, and still open to our servers.
+
+    Why not the alternatives: servers whose ports others must know before they start
+    cannot bind port 0 and report the port they got (the proxy's configuration names
+    chalice local's port before chalice starts, and NGINX has no way to report one);
+    a retry on a collision would restart servers whose ports are already written into
+    other servers' configurations. A server in this process needs none of this: it
+    binds ("127.0.0.1", 0) itself and reads the port it got (`server_address[1]`).
+    """
+    reservation = socket.socket()
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reservation.bind(("127.0.0.1", 0))
+    port = int(reservation.getsockname()[1])
+    _reserved[port] = reservation
+    return port
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens, so that every connection to it is refused at once.
+
+    A free_port that no server takes: reserved, never listening, while this process runs.
+    """
+    return free_port()
+
+
+def release_ports(ports: Iterable[int]) -> None:
+    """Gives up the reservations free_port holds for `ports`; any other port is left alone."""
+    for port in ports:
+        reservation = _reserved.pop(port, None)
+        if reservation is not None:
+            reservation.close()
+
+
+atexit.register(lambda: release_ports(list(_reserved)))  # the ones no server took
 
 
 def dying_with_parent(argv: list[str]) -> list[str]:
@@ -269,8 +320,8 @@ def http_check(
 class LoopbackServer:
     """A server process on 127.0.0.1, started in the foreground and always stopped.
 
-    Subclasses set `port` (0: a free one is picked) and define `start()`, which
-    prepares the server and calls `_launch`. Its own process group, so that
+    Subclasses set `port` (0: a free_port is picked, reserved until the server
+    listens there) and define `start()`, which prepares the server and calls `_launch`. Its own process group, so that
     stopping it stops its children (NGINX's workers) too; and it dies with the
     process that started it. A subclass with a health endpoint overrides `healthy`;
     one with more listeners than `port` overrides `listen_ports`.
@@ -374,10 +425,12 @@ class LoopbackServer:
         except ProcessError:
             self.stop()
             raise
+        release_ports(self.listen_ports)  # ours listens on them now, which keeps them from anyone else
 
     def stop(self) -> None:
         stop_process(self.process, group=True)
         self.process = None
+        release_ports(self.listen_ports)
         if self._output:
             self._output.close()
             self._output = None

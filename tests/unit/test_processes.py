@@ -17,6 +17,8 @@ from local.processes import (
     HEALTH_REQUEST_TIMEOUT,
     CommandServer,
     ProcessError,
+    accepts_connections,
+    closed_port,
     free_port,
     group_members,
     port_in_use,
@@ -72,6 +74,36 @@ def test_a_free_port_is_not_in_use() -> None:
     assert not port_in_use(free_port())
 
 
+def binds(port: int) -> bool:
+    """Whether a socket without SO_REUSEADDR, as another program's may be, can bind 127.0.0.1:port."""
+    with socket.socket() as other:
+        try:
+            other.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_a_free_port_is_kept_from_others_until_our_server_listens_there_and_freed_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    listening = f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(120)"
+    server = CommandServer([sys.executable, "-c", listening], port, tmp_path / "listening.log")
+
+    assert not binds(port)  # reserved: no one else takes it before our server does
+    with server:
+        assert accepts_connections(port)
+    assert binds(port)
+
+
+def test_a_closed_port_refuses_connections_and_no_one_else_takes_it() -> None:
+    port = closed_port()
+
+    assert not accepts_connections(port)
+    assert not binds(port)
+
+
 def test_a_listening_port_is_in_use_and_its_owner_is_named() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -83,7 +115,7 @@ def test_a_listening_port_is_in_use_and_its_owner_is_named() -> None:
 
 
 def test_an_owner_that_cannot_be_told_is_another_process() -> None:
-    assert port_user(free_port()) == "another process"
+    assert port_user(closed_port()) == "another process"
 
 
 def test_a_server_that_accepts_connections_but_fails_its_health_check_does_not_start(tmp_path: Path) -> None:
