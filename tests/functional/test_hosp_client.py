@@ -15,7 +15,6 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import config, hosp, screen
-from local.processes import free_port
 from tests.functional.screen_support import NURSE, screen_body
 
 HTML_500 = b"<html><body><h1>We're sorry, but something went wrong.</h1></body></html>\n\xff"
@@ -27,8 +26,8 @@ class RawHosp:
     def __init__(self, answers: list[bytes]) -> None:
         self.answers = answers
         self.requests: list[bytes] = []
-        self.port = free_port()
-        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 

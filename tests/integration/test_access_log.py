@@ -31,7 +31,7 @@ import requests
 from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
 from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
-from local.processes import free_port
+from local.processes import closed_port
 from tests.support import (
     ACCESS_LOG_TIMEOUT,
     DEMO_AUTH,
@@ -798,7 +798,7 @@ def test_a_failing_audit_request_is_tried_once_and_never_at_hosp(
 
 def test_requests_are_logged_as_they_arrived_even_when_the_proxy_answers(tmp_path: Path, hosp: Hosp) -> None:
     """A /audit request the app cannot take is still logged as an audit request to its path."""
-    with NginxProxy(hosp.address, tmp_path, tuning=PROXY_TEST_TUNING, interceptor=f"127.0.0.1:{free_port()}") as down:
+    with NginxProxy(hosp.address, tmp_path, tuning=PROXY_TEST_TUNING, interceptor=f"127.0.0.1:{closed_port()}") as down:
         answer = requests.get(down.url + "/audit/x", params={"q": "1"}, headers=DEMO_AUTH, timeout=10)
         entry = access_log_entry(down, answer.headers["X-Request-Id"])
 

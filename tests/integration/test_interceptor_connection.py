@@ -18,7 +18,6 @@ import pytest
 import requests
 
 from local.nginx_proxy import NginxProxy
-from local.processes import free_port
 from tests.support import DEMO_AUTH, Hosp
 
 ANSWER = b'{"screening_id":"scr_1"}'
@@ -28,8 +27,8 @@ class ClosingInterceptor:
     """Answers the first request of a connection, drops the next; counts both."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
         self.answered = 0
         self.dropped = 0
         threading.Thread(target=self.serve, daemon=True).start()

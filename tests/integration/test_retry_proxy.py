@@ -23,7 +23,7 @@ import requests
 
 from infra.nginx.render import MAX_BODY_BYTES, Tuning, worst_case
 from local.nginx_proxy import NginxProxy
-from local.processes import ROOT, free_port
+from local.processes import ROOT, closed_port
 from tests.support import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp
 
 TRY_TIMEOUT = 1.0
@@ -351,7 +351,7 @@ def test_a_full_outage_ends_within_the_deadline_and_retries_stay_within_the_budg
 
 
 def test_hosp_refusing_connections_gets_bounded_tries_and_a_502(tmp_path: Path) -> None:
-    closed = free_port()  # nothing listens here: every connect is refused at once
+    closed = closed_port()  # nothing listens here: every connect is refused at once
     with NginxProxy(f"127.0.0.1:{closed}", tmp_path, tuning=TEST_TUNING) as proxy:
         read = get(proxy, "/hospitals")
         write = requests.post(proxy.url + "/notes", json={"title": "t"}, headers=DEMO_AUTH, timeout=10)
@@ -489,7 +489,7 @@ def test_a_body_at_the_limit_reaches_hosp_which_accepts_the_same_limit(proxy: Ng
 
 
 def test_hosp_unreachable_is_a_json_502(tmp_path: Path) -> None:
-    with NginxProxy(f"127.0.0.1:{free_port()}", tmp_path, tuning=TEST_TUNING) as proxy:
+    with NginxProxy(f"127.0.0.1:{closed_port()}", tmp_path, tuning=TEST_TUNING) as proxy:
         read = get(proxy, "/hospitals")
         write = requests.post(proxy.url + "/notes", json={"title": "t"}, headers=DEMO_AUTH, timeout=10)
 

@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 from local.nginx_proxy import NginxProxy
-from local.processes import free_port
+from local.processes import closed_port
 
 
 def test_stop_after_kill_9_of_the_master_stops_its_orphaned_workers(tmp_path: Path) -> None:
-    proxy = NginxProxy(upstream=f"127.0.0.1:{free_port()}", run_dir=tmp_path).start()
+    proxy = NginxProxy(upstream=f"127.0.0.1:{closed_port()}", run_dir=tmp_path).start()
     assert proxy.process is not None
     master, port = proxy.process.pid, proxy.port
     workers = children(master)

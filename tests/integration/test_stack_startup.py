@@ -21,7 +21,7 @@ from local.edge.server import LocalEdge, new_origin_secret
 from local.hosp_standin.__main__ import main as standin_main
 from local.hosp_standin.process import StandInProcess
 from local.nginx_proxy import NginxProxy
-from local.processes import ROOT, CommandServer, LoopbackServer, ProcessError, free_port
+from local.processes import ROOT, CommandServer, LoopbackServer, ProcessError, closed_port, free_port
 from local.stack import Member, Ports, Stack, run
 
 STACK_TIMEOUT = 180  # a bound for a stack that hangs; passing runs take seconds
@@ -193,13 +193,13 @@ def test_a_server_that_exits_during_startup_shows_the_end_of_its_log(
 
 
 def nginx_proxy(run_dir: Path, port: int = 0, internal_port: int = 0) -> NginxProxy:
-    return NginxProxy(upstream=f"127.0.0.1:{free_port()}", run_dir=run_dir, port=port, internal_port=internal_port)
+    return NginxProxy(upstream=f"127.0.0.1:{closed_port()}", run_dir=run_dir, port=port, internal_port=internal_port)
 
 
 def local_edge(run_dir: Path, port: int = 0, http_port: int = 0) -> LocalEdge:
     # One run_dir for both edges: one CA, so that the TLS health check cannot tell them apart.
     return LocalEdge(
-        origin=f"127.0.0.1:{free_port()}", run_dir=run_dir, origin_secret=new_origin_secret(),
+        origin=f"127.0.0.1:{closed_port()}", run_dir=run_dir, origin_secret=new_origin_secret(),
         port=port, http_port=http_port,
     )  # fmt: skip
 
