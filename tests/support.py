@@ -86,7 +86,7 @@ def whole_stack(run_dir: Path) -> Iterator[Stack]:
             signal.signal(signum, handler)
 
 
-MISSING_MOTO = "moto's server is not installed: .venv/bin/pip install -r requirements-dev.txt (moto[server])"
+MISSING_MOTO = "moto's server is not installed: `make test` installs it from requirements/dev.txt (moto[server])"
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib.audit import auth, settings
 from local import cognito
 from local.hosp_standin.store import DEMO_ACCOUNTS
-from local.processes import ROOT, free_port
+from local.processes import ROOT, closed_port
 from tests.support import local_aws
 
 CLI_TIMEOUT = 60  # a bound for a loaded machine; the command takes a second or two
@@ -303,7 +303,7 @@ def test_the_command_line_prints_an_access_token_of_the_pool(configured: cognito
 
 
 def test_the_command_line_says_when_there_is_no_local_aws() -> None:
-    nowhere = f"http://127.0.0.1:{free_port()}"
+    nowhere = f"http://127.0.0.1:{closed_port()}"
     argv = [sys.executable, "-m", "local.cognito", "token", "--user", "audit-admin", "--aws-url", nowhere]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
 

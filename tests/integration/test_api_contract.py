@@ -30,7 +30,7 @@ API_DOCUMENT = ROOT / "docs" / "hosp-api.yaml"
 SEED = 1
 EXAMPLES_PER_OPERATION = 20
 RUN_TIMEOUT = 300  # seconds; a run takes well under a minute
-INSTALL_HINT = "schemathesis is pinned in requirements-dev.txt; `make test` installs it"
+INSTALL_HINT = "schemathesis is pinned in requirements/dev.in; `make test` installs it"
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ from pathlib import Path
 import requests
 
 from local.nginx_proxy import NginxProxy
-from local.processes import free_port
+from local.processes import closed_port
 from tests.support import DEMO_AUTH, Hosp
 
 
 def test_an_unreachable_audit_app_is_named_in_the_proxys_502(tmp_path: Path) -> None:
     with (
         Hosp(tmp_path / "hosp") as hosp,
-        NginxProxy(hosp.address, tmp_path / "nginx", interceptor=f"127.0.0.1:{free_port()}") as proxy,
+        NginxProxy(hosp.address, tmp_path / "nginx", interceptor=f"127.0.0.1:{closed_port()}") as proxy,
     ):
         audit = requests.get(proxy.url + "/audit", timeout=10)
         hosp_path = requests.get(proxy.url + "/hospitals", headers=DEMO_AUTH, timeout=10)
