@@ -52,9 +52,10 @@ def interpreter_problem(version_info: tuple[int, int, int] | None = None) -> str
         return None
     running = ".".join(str(part) for part in version_info)
     return (
-        f"this is Python {running}, but the functions run on {LAMBDA_RUNTIME} (infra/app/runtime.py), "
-        f"and chalice package names the runtime after the Python that runs it: package with Python "
-        f"{wanted[0]}.{wanted[1]} (make clean, then make package PYTHON=python{wanted[0]}.{wanted[1]})"
+        f"this is Python {running}, but the functions run on {LAMBDA_RUNTIME} (infra/app/runtime.py): every "
+        f"environment is built, and the app packaged (chalice names the runtime after the Python that packages), "
+        f"with Python {wanted[0]}.{wanted[1]} alone, so that the tests run what is deployed; "
+        f"make clean, then make ... PYTHON=python{wanted[0]}.{wanted[1]}"
     )
 
 
