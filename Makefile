@@ -12,7 +12,12 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: run test checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
+.PHONY: help run test checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
+.DEFAULT_GOAL := help
+
+## help: this list, from the `## target: what it does` lines of this file
+help:
+	@sed -n 's/^## \([a-z-]*\): /  make \1\t/p; s/^## \([^a-z]\)/\t\1/p' $(MAKEFILE_LIST) | expand -t 22,24
 
 # Every environment is installed from its lock and nothing else (scripts/lock.py):
 # `uv pip sync --require-hashes` installs exactly the lock's packages, each file checked
@@ -22,6 +27,7 @@ UV      := $(UV_VENV)/bin/uv
 SYNC    := UV_LINK_MODE=copy $(UV) pip sync --quiet --require-hashes --no-python-downloads --python
 
 $(UV): requirements/uv.txt
+	@echo "Setting up .venv (first run, or a lock changed): uv, then the packages of requirements/dev.txt and checkov.txt ..."
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install it (Debian: apt-get install python3.11-venv) or name it with make PYTHON=..." >&2; exit 1; }
 	@$(PYTHON) -m infra.app.runtime
 	$(PYTHON) -m venv $(UV_VENV)
