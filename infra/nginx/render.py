@@ -1,7 +1,7 @@
 """Render the retry proxy's nginx.conf from the templates beside this file.
 
     python3 infra/nginx/render.py --variant local --upstream 127.0.0.1:9000 \
-        --output .local/nginx/nginx.conf
+        --output /tmp/hosp-proxy/nginx.conf
 
 Every NGINX directive lives in templates/; this script only chooses. It
 inlines each `include NAME.conf;` (so the output is one self-contained file,
