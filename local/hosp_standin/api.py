@@ -286,10 +286,20 @@ def screen_patient(store: Store, request: ApiRequest, user: Staff, patient_id: i
         return _invalid({"images": ["must be a non-empty list of base64 strings"]})
     decoded: list[bytes] = []
     for index, image in enumerate(images):
-        if not isinstance(image, str) or not is_base64(image):
-            return _invalid({"images": [f"image {index} is not non-empty base64"]})
+        problem = _image_problem(image)
+        if problem:
+            return _invalid({"images": [f"image {index} {problem}"]})
         decoded.append(base64.b64decode(image))
     return ApiResponse(200, screen_images(patient_id, decoded))
+
+
+def _image_problem(image: object) -> str | None:
+    """What is wrong with one image of a screen, said plainly, or None."""
+    if not isinstance(image, str):
+        return "must be a base64 string"
+    if not image:
+        return "is empty"
+    return None if is_base64(image) else "is not valid base64 (padded, standard alphabet)"
 
 
 # --- routing ------------------------------------------------------------------------------

@@ -276,6 +276,22 @@ def test_bad_screen_requests(standin: RunningServer, path: str, body: dict[str, 
     assert call(standin, "POST", path, json=body).status_code == status
 
 
+@pytest.mark.parametrize(
+    ("image", "says"),
+    [
+        ("", "image 1 is empty"),
+        ("not base64!", "image 1 is not valid base64 (padded, standard alphabet)"),
+        ("aGk", "image 1 is not valid base64 (padded, standard alphabet)"),
+        (7, "image 1 must be a base64 string"),
+        (None, "image 1 must be a base64 string"),
+    ],
+)
+def test_a_bad_image_is_named_plainly(standin: RunningServer, image: object, says: str) -> None:
+    answer = call(standin, "POST", "/patients/7/screen", json={"images": ["aGk=", image]})
+    assert answer.status_code == 422
+    assert answer.json() == {"errors": {"images": [says]}}
+
+
 def test_unknown_paths_get_404_and_wrong_methods_405_in_json(standin: RunningServer) -> None:
     missing = call(standin, "GET", "/nothing/here", auth=None)
     wrong = call(standin, "DELETE", "/patients/1")
