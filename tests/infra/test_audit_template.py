@@ -210,7 +210,7 @@ def test_the_trail_is_versioned(deployed: Deployed, stage: str) -> None:
 
 def test_the_trail_outlives_the_stack(template: dict[str, Any], deployed: Deployed, stage: str) -> None:
     logical, _ = _buckets(deployed, stage)["log"]
-    assert template["Resources"][logical].get("DeletionPolicy") == "Retain"
+    assert template["Resources"][logical].get("DeletionPolicy") == "RetainExceptOnCreate"
     assert template["Resources"][logical].get("UpdateReplacePolicy") == "Retain"
 
 

@@ -11,6 +11,7 @@ A missing cfn-lint fails these tests rather than skipping them (tests/infra/cfn.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -121,5 +122,30 @@ def test_every_log_group_expires_and_outlives_the_stack(template: dict[str, Any]
     deletion or replacement (they are the record of an incident)."""
     for name, group in resources(template, "AWS::Logs::LogGroup").items():
         assert "RetentionInDays" in group["Properties"], name
-        assert group.get("DeletionPolicy") == "Retain", name
+        assert group.get("DeletionPolicy") == KEPT_UNLESS_FIRST_CREATE_FAILS, name
         assert group.get("UpdateReplacePolicy") == "Retain", name
+
+
+# -------------------------------------------------------------- what is kept
+
+# What a stack deletion keeps, except when the stack's first create fails: CloudFormation
+# then deletes it, so that retrying the create finds no resource of the same fixed name
+# in its way ("already exists"). UpdateReplacePolicy has no such value: Retain.
+KEPT_UNLESS_FIRST_CREATE_FAILS = "RetainExceptOnCreate"
+
+
+def test_nothing_kept_blocks_retrying_a_failed_first_create(template: dict[str, Any]) -> None:
+    kept = {name: r["DeletionPolicy"] for name, r in template["Resources"].items() if "DeletionPolicy" in r}
+    assert {name: policy for name, policy in kept.items() if policy == "Retain"} == {}
+
+
+def test_the_apps_merge_template_keeps_its_log_groups_unless_the_first_create_fails() -> None:
+    """infra/app/merge.json is JSON merged into Chalice's template (the packaged one is tested too)."""
+    merge = json.loads((INFRA / "app" / "merge.json").read_text(encoding="utf-8"))
+    policies = {
+        name: r.get("DeletionPolicy")
+        for name, r in merge["Resources"].items()
+        if r.get("Type") == "AWS::Logs::LogGroup"
+    }
+    assert policies
+    assert set(policies.values()) == {KEPT_UNLESS_FIRST_CREATE_FAILS}

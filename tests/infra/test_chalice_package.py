@@ -226,7 +226,7 @@ def test_the_functions_are_named_as_their_policies_and_log_groups_expect(templat
         assert deployed_name["Fn::Sub"].replace("${Stage}", stage) == names.function_name(function)
         group = groups[json.dumps({"Fn::Sub": "/aws/lambda/" + deployed_name["Fn::Sub"]})]
         assert "RetentionInDays" in group["Properties"]
-        assert group["DeletionPolicy"] == "Retain"
+        assert group["DeletionPolicy"] == "RetainExceptOnCreate"
         # Created before the function, which may not create it itself.
         assert f"{logical}LogGroup" in as_list(template["Resources"][logical]["DependsOn"])
 

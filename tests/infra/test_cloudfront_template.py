@@ -315,7 +315,7 @@ def test_the_logs_bucket_accepts_cloudfronts_acl_based_delivery(deployed: Deploy
 
 def test_the_logs_expire_and_outlive_the_stack(template: dict[str, Any]) -> None:
     bucket = one(template, "AWS::S3::Bucket")
-    assert bucket.get("DeletionPolicy") == "Retain"
+    assert bucket.get("DeletionPolicy") == "RetainExceptOnCreate"
     assert bucket.get("UpdateReplacePolicy") == "Retain"
     expiring = [r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r]
     assert expiring

@@ -218,7 +218,7 @@ def test_queues_and_the_secret_outlive_the_stack(template: dict[str, Any]) -> No
     kept = {**resources(template, "AWS::SQS::Queue"), **resources(template, "AWS::SecretsManager::Secret")}
     assert len(kept) == 3
     for name, resource in kept.items():
-        assert resource.get("DeletionPolicy") == "Retain", name
+        assert resource.get("DeletionPolicy") == "RetainExceptOnCreate", name
         assert resource.get("UpdateReplacePolicy") == "Retain", name
 
 
