@@ -45,11 +45,16 @@ def create(s3: Any) -> None:
         )
 
 
-def environment(access_log: str) -> dict[str, str]:
-    """The audit route's variables for the local stack: DuckDB over `access_log`, these buckets."""
+def environment(access_log: str, work_dir: str) -> dict[str, str]:
+    """The audit route's variables for the local stack: DuckDB over `access_log`, these buckets.
+
+    work_dir: where the route writes each CSV before putting it in S3, the stack's own
+    (inside its run directory), so that two stacks never write into one directory.
+    """
     return {
         settings.AUDIT_ENGINE: "duckdb",
         settings.AUDIT_LOCAL_LOG: access_log,
+        settings.AUDIT_LOCAL_WORK_DIR: work_dir,
         settings.AUDIT_RESULTS_BUCKET: RESULTS_BUCKET,
         settings.AUDIT_RESULTS_PREFIX: settings.DEFAULT_RESULTS_PREFIX,
         settings.AUDIT_LOG_BUCKET: LOG_BUCKET,

@@ -69,6 +69,7 @@ USAGE_ERROR = 2
 SMOKE_IMAGE = "aGVsbG8gd29ybGQ="  # any base64 is an image to the stand-in
 SMOKE_NOTE_TIMEOUT = 15.0
 ACCESS_LOG_FLUSH = 1.0  # seconds: the access log's flush interval when buffered
+AUDIT_WORK_DIR = "audit"  # in the run directory: the local audit exports' CSVs before their upload
 LOCK_FILE = "stack.lock"  # in the run directory; holds the pid of the stack that runs there
 LOCK_ATTEMPTS = 5
 HOLDER_WAIT = 1.0  # seconds: for a stack that has just taken the lock to write its pid
@@ -301,7 +302,11 @@ class Stack:
         self.cognito = cognito.create(self.aws_url)
         assert self.chalice.env is not None
         self.chalice.env.update(self.cognito.environment())
-        self.chalice.env.update(audit_buckets.environment(str(self.proxy.access_log)))
+        self.chalice.env.update(self.audit_export_environment())
+
+    def audit_export_environment(self) -> dict[str, str]:
+        """Where chalice local's audit route reads the log and writes its exports: this stack's own files."""
+        return audit_buckets.environment(str(self.proxy.access_log), str(self.run_dir / AUDIT_WORK_DIR))
 
     def _chalice(self) -> CommandServer:
         argv = [sys.executable, "-m", "local.chalice_local", "--no-autoreload"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -35,12 +34,12 @@ UNREADABLE_LINE_HINT = (
     "the trail holds a log line the table cannot read, in the object the reason names; "
     "docs/audit.md says how to deal with it"
 )
-LOCAL_WORK_DIR = Path(tempfile.gettempdir()) / "hosp-reliability-audit"
 
 
 def engine(chosen: settings.ExportSettings) -> jobs.Engine:
     if chosen.engine == "duckdb":
-        return jobs.LocalEngine(chosen.local_log, chosen.results_bucket, chosen.results_prefix, LOCAL_WORK_DIR)
+        work_dir = Path(chosen.local_work_dir)
+        return jobs.LocalEngine(chosen.local_log, chosen.results_bucket, chosen.results_prefix, work_dir)
     return jobs.AthenaEngine(chosen.database, chosen.workgroup, chosen.results_bucket, chosen.results_prefix)
 
 

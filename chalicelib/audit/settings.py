@@ -18,6 +18,9 @@ AUDIT_RESULTS_BUCKET = "AUDIT_RESULTS_BUCKET"  # where the CSVs land (Athena's o
 AUDIT_RESULTS_PREFIX = "AUDIT_RESULTS_PREFIX"
 AUDIT_LOG_BUCKET = "AUDIT_LOG_BUCKET"  # the Object Lock bucket; export records go under exports/
 AUDIT_LOCAL_LOG = "AUDIT_LOCAL_LOG"  # DuckDB engine: the proxy's access log file(s), a glob
+# DuckDB engine: where a job writes its CSV before putting it in the local S3. The local
+# stack gives a directory inside its own run directory, so that stacks never share one.
+AUDIT_LOCAL_WORK_DIR = "AUDIT_LOCAL_WORK_DIR"
 AUDIT_URL_TTL_SECONDS = "AUDIT_URL_TTL_SECONDS"  # presigned URL lifetime, at most 900
 AUDIT_COGNITO_ISSUER = "AUDIT_COGNITO_ISSUER"  # https://cognito-idp.<region>.amazonaws.com/<pool id>
 AUDIT_COGNITO_JWKS_URL = "AUDIT_COGNITO_JWKS_URL"  # default: <issuer>/.well-known/jwks.json
@@ -35,6 +38,7 @@ VARIABLES = (
     AUDIT_RESULTS_PREFIX,
     AUDIT_LOG_BUCKET,
     AUDIT_LOCAL_LOG,
+    AUDIT_LOCAL_WORK_DIR,
     AUDIT_URL_TTL_SECONDS,
     AUDIT_COGNITO_ISSUER,
     AUDIT_COGNITO_JWKS_URL,
@@ -98,6 +102,7 @@ class ExportSettings:
     results_prefix: str
     log_bucket: str
     local_log: str
+    local_work_dir: str  # "" for Athena
     url_ttl_seconds: int
     wait_seconds: float
 
@@ -110,7 +115,7 @@ def export(environ: Mapping[str, str] | None = None) -> ExportSettings:
     if engine not in ENGINES:
         problems.append(f"{AUDIT_ENGINE} must be one of {', '.join(ENGINES)}")
     required = [AUDIT_RESULTS_BUCKET, AUDIT_LOG_BUCKET]
-    required += [AUDIT_DATABASE, AUDIT_WORKGROUP] if engine == "athena" else [AUDIT_LOCAL_LOG]
+    required += [AUDIT_DATABASE, AUDIT_WORKGROUP] if engine == "athena" else [AUDIT_LOCAL_LOG, AUDIT_LOCAL_WORK_DIR]
     problems += [f"{name} is not set" for name in required if not env.get(name, "").strip()]
     ttl = _number(env, AUDIT_URL_TTL_SECONDS, DEFAULT_URL_TTL_SECONDS, problems)
     if not 1 <= ttl <= MAX_URL_TTL_SECONDS:
@@ -129,6 +134,7 @@ def export(environ: Mapping[str, str] | None = None) -> ExportSettings:
         results_prefix=prefix if prefix.endswith("/") else prefix + "/",
         log_bucket=env[AUDIT_LOG_BUCKET].strip(),
         local_log=env.get(AUDIT_LOCAL_LOG, "").strip(),
+        local_work_dir=env.get(AUDIT_LOCAL_WORK_DIR, "").strip(),
         url_ttl_seconds=int(ttl),
         wait_seconds=wait,
     )

@@ -25,10 +25,11 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
+from chalicelib.audit import settings
 from local import audit_buckets, cognito
 from local.hosp_standin import api
 from local.hosp_standin.parsing import decimal
-from local.stack import Stack
+from local.stack import AUDIT_WORK_DIR, Stack
 from tests.support import DEMO_AUTH, whole_stack
 
 WAIT = 30.0  # seconds an export may take here; a bound, not an expectation
@@ -103,6 +104,17 @@ def test_an_admins_token_gets_the_trail_and_everyone_else_is_refused(stack: Stac
     assert audit(stack, tampered).status_code == 401
     assert audit(stack, "not-a-token").status_code == 401
     assert requests.get(f"{stack.proxy.url}/audit", auth=("test-account", "x"), timeout=WAIT).status_code == 401
+
+
+def test_an_export_is_written_in_the_stacks_own_run_dir(stack: Stack, admin: str) -> None:
+    work_dir = stack.run_dir / AUDIT_WORK_DIR
+    assert stack.chalice.env is not None
+    assert stack.chalice.env[settings.AUDIT_LOCAL_WORK_DIR] == str(work_dir)
+
+    export(stack, admin)
+
+    assert work_dir.is_dir()  # made by the export's job in chalice local
+    assert list(work_dir.iterdir()) == []  # each CSV is removed once it is in S3
 
 
 def test_audit_requests_never_reach_hosp(stack: Stack, admin: str) -> None:
