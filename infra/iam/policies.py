@@ -268,17 +268,19 @@ def _api_handler(names: StageResources) -> list[Statement]:
             "Resource": [f"{names.audit_log_bucket_arn}/exports/*"],
         },
         {
+            # Athena writes results with the caller's credentials, and a large CSV
+            # in parts: the query-result actions of AWS's AmazonAthenaFullAccess
+            # (BaseQueryResultsPermissions), less the bucket's creation and settings.
             "Sid": "ListAuditResults",
             "Effect": "Allow",
-            "Action": ["s3:ListBucket"],
+            "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
             "Resource": [names.audit_results_bucket_arn],
         },
         {
-            # Athena writes the CSV (in parts when it is large); the route
-            # reads it once to hash it and presigns a GET of it.
+            # The route then reads the CSV once to hash it and presigns a GET of it.
             "Sid": "WriteAuditResults",
             "Effect": "Allow",
-            "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
             "Resource": [f"{names.audit_results_bucket_arn}/{AUDIT_RESULTS_PREFIX}*"],
         },
     ]

@@ -137,7 +137,11 @@ def test_athena_may_read_the_log_for_the_route(policy: dict[str, Any], arns: dic
 def test_athena_may_write_the_csv_where_the_workgroup_puts_it(policy: dict[str, Any], arns: dict[str, str]) -> None:
     assert _allows(policy, "s3:GetBucketLocation", arns["results"])
     assert _allows(policy, "s3:ListBucket", arns["results"])
-    for action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"):
+    # A large CSV goes up in parts, with the route's credentials (AmazonAthenaFullAccess's
+    # query-result actions, less creating or configuring the bucket).
+    assert _allows(policy, "s3:ListBucketMultipartUploads", arns["results"])
+    assert not _allows(policy, "s3:ListBucketMultipartUploads", arns["log"])
+    for action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"):
         assert _allows(policy, action, f"{arns['results']}/{RESULT_CSV}"), action
         assert _allows(policy, action, f"{arns['results']}/{RESULT_CSV}.metadata"), action
 
