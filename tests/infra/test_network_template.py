@@ -515,6 +515,26 @@ def test_the_athena_endpoint_allows_only_the_calls_the_code_makes(deployed: Depl
 
 # ------------------------------------------------------------ origin secret
 
+# Any change to GenerateSecretString (a new key, another length) makes CloudFormation
+# generate the whole secret again on the next deploy: a new "current" and "previous"
+# emptied at once, so the fleet refuses CloudFront's old value before CloudFront sends
+# the new one, an outage. The generation settings are frozen; a new value goes through
+# the rotation of infra/cloudfront/README.md, which never touches this template.
+FROZEN_GENERATION = {
+    "SecretStringTemplate": '{"previous": ""}',
+    "GenerateStringKey": "current",
+    "PasswordLength": 48,
+    "ExcludePunctuation": True,
+}
+
+
+def test_the_origin_secrets_generation_settings_never_change(deployed: Deployed) -> None:
+    secret = deployed.properties(_exported(deployed, "OriginSecretArn"))
+    assert secret["GenerateSecretString"] == FROZEN_GENERATION, (
+        "changing GenerateSecretString regenerates both values of the origin secret at once (an outage "
+        "until CloudFront follows): rotate it as infra/cloudfront/README.md says instead"
+    )
+
 
 def test_the_origin_secret_is_generated_in_the_contracts_shape(deployed: Deployed, stage: str) -> None:
     """{"current": 48 letters and digits, "previous": ""}, under the name the edge resolves."""
