@@ -187,7 +187,7 @@ def format_line(line: Line, ms: int, stamps: _Stamps, rng: random.Random) -> str
     upstream_addrs = _joined(upstream, [HOSP_ADDRESS] * attempts)
     return (
         f'{{"time":"{iso}","logged_at":"{sql}","request_id":"{line.request_id}","user":{_json_text(line.user)},'
-        f'"on_behalf_of":{_json_text(line.on_behalf_of)},'
+        f'"on_behalf_of":{_json_text(line.on_behalf_of)},"audit_user":"",'
         f'"client_ip":"{peer}","forwarded_for":"{viewer}","viewer_address":"{address}",'
         f'"method":"{line.method}","path":"{line.path}","normalized_path":"{line.normalized_path or line.path}",'
         f'"query":"{line.query}","patient_id":"{line.patient_id}","body_patient_id":"{line.body_patient_id}",'

@@ -99,12 +99,13 @@ class Unauthorized(AuthError):
 
 
 class Forbidden(AuthError):
-    """A valid token of a user outside the admin group (403)."""
+    """A valid token of a user outside the admin group (403); `caller` is who the token says."""
 
     status = 403
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, caller: Principal) -> None:
         super().__init__(reason, error="insufficient_scope")
+        self.caller = caller
 
 
 class KeysUnavailable(RuntimeError):
@@ -131,7 +132,7 @@ def require_admin(
     claims = verify_access_token(token, cognito, keys, time.time() if now is None else now)
     principal = _principal(claims)
     if cognito.admin_group not in principal.groups:
-        raise Forbidden("the user is not in the group that may read the audit trail")
+        raise Forbidden("the user is not in the group that may read the audit trail", principal)
     return principal
 
 

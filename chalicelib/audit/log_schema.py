@@ -49,6 +49,7 @@ FIELDS: tuple[Field, ...] = (
     Field("request_id", STRING),
     Field("user", STRING, client_text=True),
     Field("on_behalf_of", STRING, client_text=True),
+    Field("audit_user", STRING),
     Field("client_ip", STRING),
     Field("forwarded_for", STRING, client_text=True),
     Field("viewer_address", STRING, client_text=True),

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from chalice import Response
 
@@ -27,6 +28,9 @@ RETRY_AFTER_RUNNING = 2  # seconds a client should wait before polling again
 RETRY_AFTER_RETRYABLE_FAILURE = 30
 FIRST_POLL = 0.2  # seconds; doubled after each poll, up to LONGEST_POLL
 LONGEST_POLL = 2.0
+# The verified user of the token, on every answer after the check passed (403s too): for the
+# proxy's access log, which hides the header from the client (infra/nginx/templates/audit-locations.conf).
+CALLER_HEADER = "X-Audit-User"
 # How Athena's JSON SerDe reports a line it cannot parse: the export fails rather
 # than skip it (docs/audit.md).
 UNREADABLE_LINE = re.compile(r"HIVE_BAD_DATA|HIVE_CURSOR_ERROR|JsonParseException|malformed JSON", re.IGNORECASE)
@@ -56,41 +60,59 @@ def status(job_id: str, headers: Mapping[str, str]) -> Response:
 Handler = Callable[[auth.Principal, settings.ExportSettings, jobs.Engine], Response]
 
 
-def _answer(headers: Mapping[str, str], handle: Handler) -> Response:  # noqa: PLR0911 - one answer per refusal
+def _answer(headers: Mapping[str, str], handle: Handler) -> Response:
+    """handle's answer for an admin, else the refusal; every answer after the token verified names its user.
+
+    The user goes in CALLER_HEADER, which the proxy writes into its access log
+    (`audit_user`) and hides from the client, so that the log says who asked,
+    a refused (403) caller included.
+    """
     with logs.request_context(logs.request_id_of(headers)):
+        caller: auth.Principal | None = None
         try:
-            admin = auth.require_admin(headers.get("authorization"))
+            caller = auth.require_admin(headers.get("authorization"))
             chosen = settings.export()
-            return handle(admin, chosen, engine(chosen))
+            answer = handle(caller, chosen, engine(chosen))
         except auth.Unauthorized as refused:
             logs.info("audit_refused", status=401, reason=refused.reason)
             metrics.emit(metrics.AUDIT_REFUSALS, status=401)
-            return _json(401, {"error": refused.reason}, {"WWW-Authenticate": refused.www_authenticate})
+            answer = _json(401, {"error": refused.reason}, {"WWW-Authenticate": refused.www_authenticate})
         except auth.Forbidden as refused:
-            logs.info("audit_refused", status=403, reason=refused.reason)
+            caller = refused.caller
+            logs.info("audit_refused", status=403, reason=refused.reason, user=caller.username, sub=caller.sub)
             metrics.emit(metrics.AUDIT_REFUSALS, status=403)
-            return _json(403, {"error": refused.reason})
+            answer = _json(403, {"error": refused.reason})
         except auth.KeysUnavailable as down:
             logs.error("audit_keys_unavailable", reason=str(down))
-            return _json(503, {"error": "the sign-in service's keys could not be fetched"}, _retry(30))
+            answer = _json(503, {"error": "the sign-in service's keys could not be fetched"}, _retry(30))
         except settings.AuditConfigError as wrong:
             logs.error("audit_misconfigured", problems=wrong.problems)
-            return _json(503, {"error": "the audit route is misconfigured", "problems": wrong.problems})
+            answer = _json(503, {"error": "the audit route is misconfigured", "problems": wrong.problems})
         except filters.BadFilter as bad:
-            return _json(400, {"error": f"bad filter {bad.field!r}", "field": bad.field, "accepts": bad.accepts})
+            answer = _json(400, {"error": f"bad filter {bad.field!r}", "field": bad.field, "accepts": bad.accepts})
         except jobs.JobNotFound:
-            return _json(404, {"error": "no audit export has this id"})
+            answer = _json(404, {"error": "no audit export has this id"})
         except export.ExportGone:
-            return _json(410, {"error": "this export's file has expired; ask again with GET /audit"})
+            answer = _json(410, {"error": "this export's file has expired; ask again with GET /audit"})
         except jobs.Throttled as slow:
             logs.warning("audit_throttled", retry_after=slow.retry_after)
-            return _json(429, {"error": "too many audit queries at once; try again shortly"}, _retry(slow.retry_after))
+            answer = _json(
+                429, {"error": "too many audit queries at once; try again shortly"}, _retry(slow.retry_after)
+            )
         except jobs.EngineUnavailable as down:
             logs.error("audit_engine_unavailable", reason=str(down))
-            return _json(503, {"error": "the audit query service is unavailable", "reason": str(down)}, _retry(30))
+            answer = _json(503, {"error": "the audit query service is unavailable", "reason": str(down)}, _retry(30))
         except Exception:  # a fault of ours: logged with its traceback, answered as JSON like the rest
             logs.error("audit_failed", failure=traceback.format_exc(limit=5))
-            return _json(500, {"error": "the audit route failed; the request id names it in the logs"})
+            answer = _json(500, {"error": "the audit route failed; the request id names it in the logs"})
+        if caller is not None:
+            answer.headers[CALLER_HEADER] = caller_header_value(caller.username)
+        return answer
+
+
+def caller_header_value(username: str) -> str:
+    """A user name as CALLER_HEADER carries it: its UTF-8 percent-encoded, but for letters, digits and -._~."""
+    return quote(username, safe="")
 
 
 def _start(

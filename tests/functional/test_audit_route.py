@@ -27,7 +27,7 @@ from chalice.test import Client
 
 import app
 from chalicelib import aws
-from chalicelib.audit import auth, export, jobs, query, settings
+from chalicelib.audit import auth, export, jobs, query, route, settings
 from local import audit_buckets, cognito
 from tests.support import local_aws
 
@@ -157,6 +157,45 @@ def test_a_valid_token_of_someone_not_an_admin_is_a_403(tokens: dict[str, str]) 
     answer = get("/audit", tokens["audit-viewer"])
 
     assert answer.status_code == 403
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_refused_caller_is_named_to_the_proxy_and_in_the_apps_log(
+    tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    answer = get("/audit", tokens["audit-viewer"], **{"X-Request-Id": "0" * 31 + "7"})
+
+    assert answer.status_code == 403
+    assert answer.headers[route.CALLER_HEADER] == "audit-viewer"  # the proxy logs it, then hides it
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (refusal,) = [line for line in logged if line.get("event") == "audit_refused"]
+    assert refusal["status"] == 403
+    assert refusal["user"] == "audit-viewer"
+    assert refusal["request_id"] == "0" * 31 + "7"
+    assert tokens["audit-viewer"] not in json.dumps(logged)
+
+
+@pytest.mark.usefixtures("configured")
+def test_every_answer_after_the_token_verified_names_the_caller_and_no_other_does(tokens: dict[str, str]) -> None:
+    assert get("/audit?limit=10", tokens["audit-admin"]).headers[route.CALLER_HEADER] == "audit-admin"  # 400
+    assert get("/audit/not-a-job", tokens["audit-admin"]).headers[route.CALLER_HEADER] == "audit-admin"  # 404
+    assert route.CALLER_HEADER not in get("/audit").headers  # 401: no token
+    assert route.CALLER_HEADER not in get("/audit", tokens["audit-admin"][:-4] + "AAAA").headers  # 401: forged
+
+
+@pytest.mark.parametrize(
+    ("username", "sent"),
+    [
+        ("audit-admin", "audit-admin"),
+        ("a.b_c~d", "a.b_c~d"),
+        ("jos\u00e9 o'brien", "jos%C3%A9%20o%27brien"),
+        ("a@b.example", "a%40b.example"),
+        ('"\\\r\n%', "%22%5C%0D%0A%25"),
+    ],
+)
+def test_the_callers_name_is_sent_percent_encoded(username: str, sent: str) -> None:
+    assert route.caller_header_value(username) == sent
 
 
 @pytest.mark.usefixtures("configured")

@@ -45,6 +45,7 @@ def entry(at: str = "2026-11-27 10:00:00.000", **fields: Any) -> dict[str, Any]:
         "request_id": "0" * 32,
         "user": "nurse-joy",
         "on_behalf_of": "",
+        "audit_user": "",
         "client_ip": "127.0.0.1",
         "forwarded_for": "",
         "viewer_address": "",

@@ -25,12 +25,12 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from chalicelib.audit import settings
+from chalicelib.audit import route, settings
 from local import audit_buckets, cognito
 from local.hosp_standin import api
 from local.hosp_standin.parsing import decimal
 from local.stack import AUDIT_WORK_DIR, Stack
-from tests.support import DEMO_AUTH, whole_stack
+from tests.support import DEMO_AUTH, access_log_entry, whole_stack
 
 WAIT = 30.0  # seconds an export may take here; a bound, not an expectation
 
@@ -104,6 +104,36 @@ def test_an_admins_token_gets_the_trail_and_everyone_else_is_refused(stack: Stac
     assert audit(stack, tampered).status_code == 401
     assert audit(stack, "not-a-token").status_code == 401
     assert requests.get(f"{stack.proxy.url}/audit", auth=("test-account", "x"), timeout=WAIT).status_code == 401
+
+
+def test_the_access_log_names_each_verified_caller_a_refused_one_included(
+    stack: Stack, pool: cognito.LocalCognito, admin: str
+) -> None:
+    viewer = cognito.sign_in(pool, "audit-viewer").access
+    answers = {
+        "viewer": audit(stack, viewer),
+        "admin": audit(stack, admin, user="test-account"),
+        "admin, bad filter": audit(stack, admin, limit="1"),
+        "no token": audit(stack, None),
+        "ID token": audit(stack, cognito.sign_in(pool, "audit-admin").id),
+    }
+
+    assert {who: answer.status_code for who, answer in answers.items()} == {
+        "viewer": 403, "admin": answers["admin"].status_code, "admin, bad filter": 400,
+        "no token": 401, "ID token": 401,
+    }  # fmt: skip
+    assert answers["admin"].status_code in (200, 202)
+    assert all(route.CALLER_HEADER not in answer.headers for answer in answers.values())  # kept from the client
+    logged = {who: access_log_entry(stack.proxy, answer.headers["X-Request-Id"]) for who, answer in answers.items()}
+    assert {who: line["audit_user"] for who, line in logged.items()} == {
+        "viewer": "audit-viewer", "admin": "audit-admin", "admin, bad filter": "audit-admin",
+        "no token": "", "ID token": "",
+    }  # fmt: skip
+    assert {line["route"] for line in logged.values()} == {"audit"}
+    assert all(line["user"] == "" for line in logged.values())  # the HOSP user a request claimed: none here
+    text = stack.proxy.access_log.read_text()
+    assert viewer not in text  # never a token
+    assert admin not in text
 
 
 def test_an_export_is_written_in_the_stacks_own_run_dir(stack: Stack, admin: str) -> None:

@@ -141,7 +141,7 @@ def test_bearer_credentials_that_are_not_one_token_are_an_invalid_token(header: 
 
 def test_the_www_authenticate_header_follows_rfc_6750() -> None:
     invalid = auth.Unauthorized("the token has expired")
-    forbidden = auth.Forbidden("not in the group")
+    forbidden = auth.Forbidden("not in the group", auth.Principal("someone", "sub", ()))
 
     assert invalid.www_authenticate == (
         'Bearer realm="hosp-reliability", error="invalid_token", error_description="the token has expired"'
