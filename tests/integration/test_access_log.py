@@ -287,6 +287,40 @@ def test_a_malformed_request_is_logged_with_the_schema(
     entry = assert_logged_with_schema(proxy, json.loads(answer.body)["request_id"])
     assert entry["status"] == 400
     assert entry["normalized_path"] == ""  # NGINX could not read the request
+    assert entry["route"] == "malformed"
+
+
+MALFORMED = "malformed request: the proxy could not read it"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GET /../patients/1 HTTP/1.1\r\nHost: a\r\n\r\n", id="above the root"),
+        pytest.param(b"GET /patients/%2e%2e/%2e%2e/1 HTTP/1.1\r\nHost: a\r\n\r\n", id="encoded, above the root"),
+        pytest.param(b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", id="a header without a colon"),
+        pytest.param(b"GARBAGE\r\n\r\n", id="no request line"),
+    ],
+)
+def test_a_request_nginx_could_not_read_is_malformed_not_one_without_a_host(
+    proxy: NginxProxy, fresh_hosp: Hosp, request_bytes: bytes
+) -> None:
+    answer = raw_request(proxy.port, request_bytes)
+
+    error = json.loads(answer.body)
+    assert answer.status == 400
+    assert error == {"error": MALFORMED, "status": 400, "request_id": error["request_id"]}
+    entry = assert_logged_with_schema(proxy, error["request_id"])
+    assert (entry["route"], entry["status"], entry["upstream_addr"]) == ("malformed", 400, "")
+    assert fresh_hosp.received() == 0
+
+
+def test_a_request_without_a_host_is_still_refused_for_its_host(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    answer = raw_request(proxy.port, b"GET /patients/1 HTTP/1.0\r\n\r\n")
+
+    error = json.loads(answer.body)
+    assert (answer.status, error["error"]) == (400, "the request has no valid Host header")
+    assert access_log_entry(proxy, error["request_id"])["route"] == "host-refused"
 
 
 def test_a_retried_request_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp) -> None:

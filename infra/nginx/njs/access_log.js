@@ -124,6 +124,20 @@ function bodyPatientId(r) {
     }
 }
 
+// "malformed" for a request NGINX refused while reading it (its normalized
+// path is empty; screen-policy.conf asks only then), unless NGINX read its
+// request line and headers and refused it for its Host: a 400 without a host
+// NGINX accepted (none in an HTTP/1.1 request, or an invalid one). NGINX
+// counts the request line and its line ending in request_length, then each
+// header line it read: so the headers were read when request_length passes
+// the request line by more than a CRLF.
+function unread(r) {
+    var line = r.rawVariables.request;
+    var headersRead = r.variables.hosp_log_method !== ''
+        && Number(r.variables.request_length) > (line ? line.length : 0) + 2;
+    return headersRead && r.variables.status === '400' && !r.variables.host ? '' : 'malformed';
+}
+
 /* Client text */
 
 // `bytes` (a Buffer; undefined for a variable that is not set) as client text.
@@ -707,5 +721,6 @@ export default {
     patient_id: clientText('http_x_patient_id'),
     body_patient_id: bodyPatientId,
     query_patient_id: queryPatientId,
+    unread: unread,
     user_agent: clientText('http_user_agent')
 };
