@@ -25,6 +25,7 @@ NOTES_WRITTEN = "NotesWritten"
 NOTES_ALREADY_PRESENT = "NotesAlreadyPresent"
 NOTE_JOBS_DEAD_LETTERED = "NoteJobsDeadLettered"
 NOTE_WRITE_TRANSIENT_FAILURES = "NoteWriteTransientFailures"
+NOTE_WORKER_MISCONFIGURED = "NoteWorkerMisconfigured"  # jobs wait until an operator acts: alarm
 AUDIT_EXPORTS_STARTED = "AuditExportsStarted"
 AUDIT_EXPORTS_DELIVERED = "AuditExportsDelivered"
 AUDIT_REFUSALS = "AuditRefusals"  # 401 and 403 answers of /audit

@@ -14,6 +14,11 @@ What happens to a message:
                                           the dead-letter queue
   can never succeed (malformed job,   -> logged, sent to the dead-letter queue
   HOSP's 400/404/422)                    at once, and deleted from the queue
+  misconfigured (the service account  -> left for redelivery after a wait that
+  secret empty or unreadable, no         grows to 12 h (about 30 hours in all
+  HOSP address)                          before the dead-letter queue); HOSP is
+                                         not asked; a metric and its alarm
+                                         (NoteWorkerMisconfigured) say so
 
 Two workers never write the same job at once: a FIFO queue hands out one
 message of a group (a patient) at a time, and a message stays invisible for
@@ -28,6 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib import aws, config, hosp, logs, metrics, service_account
 from chalicelib.note_jobs import MalformedJob, NoteJob
 
@@ -39,6 +46,8 @@ DEADLINE = 20.0
 # Redelivery backoff: BASE x 2^(receives - 1), at most MAX_BACKOFF seconds.
 BACKOFF_BASE = 15
 MAX_BACKOFF = 900
+MISCONFIGURED_BACKOFF_BASE = 60
+MISCONFIGURED_MAX_BACKOFF = 43200  # SQS's longest visibility timeout
 PERMANENT_STATUSES = frozenset({400, 404, 409, 410, 422})
 # The header that tells the proxy whose note the service account writes (docs/access-log.md).
 ON_BEHALF_OF = "X-On-Behalf-Of"
@@ -85,7 +94,16 @@ def handle(message: Message) -> None:
         except PermanentFailure as exc:
             dead_letter(message, str(exc), job)
             return
-        except (TransientFailure, service_account.ServiceAccountError, config.ConfigError) as exc:
+        except (service_account.ServiceAccountError, config.ConfigError) as exc:
+            # Only an operator can fix it: the job waits, longer each time, and the alarm
+            # on the metric says so; HOSP is not asked (docs/screen.md).
+            delay = misconfigured_backoff(message.receive_count)
+            receives = message.receive_count
+            logs.error("note_worker_misconfigured", reason=str(exc), marker=job.marker, receives=receives, delay=delay)
+            metrics.emit(metrics.NOTE_WORKER_MISCONFIGURED)
+            defer(message, delay)
+            raise TransientFailure(str(exc)) from exc
+        except (TransientFailure, ClientError, BotoCoreError) as exc:
             delay = backoff(message.receive_count)
             logs.warning(
                 "note_write_deferred", reason=str(exc), marker=job.marker, receives=message.receive_count, delay=delay
@@ -187,6 +205,13 @@ def note_body(job: NoteJob) -> str:
 
 def backoff(receive_count: int) -> int:
     return int(min(MAX_BACKOFF, BACKOFF_BASE * 2 ** max(0, receive_count - 1)))
+
+
+def misconfigured_backoff(receive_count: int) -> int:
+    """The wait of a job the worker cannot write for want of configuration: 1, 4, 16, 64
+    minutes, then 4.3 h, then SQS's longest (12 h), so that with the queue's 8 receives a
+    job waits about 30 hours for an operator before it is dead-lettered."""
+    return int(min(MISCONFIGURED_MAX_BACKOFF, MISCONFIGURED_BACKOFF_BASE * 4 ** max(0, receive_count - 1)))
 
 
 def defer(message: Message, delay: int) -> None:

@@ -283,6 +283,14 @@ def _api_handler(names: StageResources) -> list[Statement]:
             "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
             "Resource": [f"{names.audit_results_bucket_arn}/{AUDIT_RESULTS_PREFIX}*"],
         },
+        {
+            # GET /health says when the note worker's service account has no value yet,
+            # from the secret's metadata: the API handler never reads the value.
+            "Sid": "CheckHospServiceAccountIsSet",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:DescribeSecret"],
+            "Resource": [names.service_secret_arn],
+        },
     ]
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 from chalice.test import Client
+from moto import mock_aws
 
 from app import app
+from chalicelib import aws, health
+from local.processes import closed_port
 
 # Every answer of the app is binary to API Gateway (app.py), which sends it only to
 # a request whose Accept matches; the proxy sends */* for a client that sent none.
@@ -75,3 +79,61 @@ def assert_reveals_no_address(body: bytes) -> None:
     text = body.decode()
     for leak in ("://", "hosp-proxy", "example", "127.0.0.1", "corp"):
         assert leak not in text
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_health_names_an_empty_service_account_secret_until_it_has_a_value(
+    monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """The notes stack creates the secret empty; until an operator puts the account, every
+    note job waits (note_worker), and /health says why, reading only the secret's metadata."""
+    monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.corp.internal")
+    for name, value in {
+        "AWS_DEFAULT_REGION": "eu-west-2",
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws.reset()
+        health.forget()
+        secrets = boto3.client("secretsmanager", region_name="eu-west-2")
+        secrets.create_secret(Name=f"hosp-reliability/{stage}/hosp-service-account")
+        with Client(app, stage_name=stage) as client:
+            empty = client.http.get("/health", headers=ACCEPT_JSON)
+            secrets.put_secret_value(
+                SecretId=f"hosp-reliability/{stage}/hosp-service-account", SecretString='{"password": "s3cret-value"}'
+            )
+            cached = client.http.get("/health", headers=ACCEPT_JSON)
+            health.forget()
+            put = client.http.get("/health", headers=ACCEPT_JSON)
+        aws.reset()
+        health.forget()
+
+    assert empty.status_code == 503
+    (problem,) = json.loads(empty.body)["problems"]
+    assert problem.startswith("the HOSP service account's secret has no value yet: put it with")
+    assert cached.status_code == 503  # checked at most once a minute
+    assert put.status_code == 200, put.body
+    assert b"s3cret-value" not in put.body + empty.body
+    assert_reveals_no_address(empty.body)
+
+
+def test_health_does_not_fail_when_secrets_manager_cannot_be_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreachable Secrets Manager is not a finding about the secret: /health stays 200."""
+    monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.corp.internal")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    for name, value in {
+        "AWS_DEFAULT_REGION": "eu-west-2",
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+    }.items():
+        monkeypatch.setenv(name, value)
+    aws.reset()
+    health.forget()
+    with Client(app, stage_name="dev") as client:
+        answer = client.http.get("/health", headers=ACCEPT_JSON)
+    aws.reset()
+    health.forget()
+    assert answer.status_code == 200, answer.body

@@ -6,10 +6,11 @@ import io
 import json
 import threading
 
+import boto3
 import pytest
 import requests
 
-from chalicelib import aws, config, note_jobs, note_worker, requeue
+from chalicelib import aws, config, note_jobs, note_worker, requeue, service_account
 from local.hosp_standin.store import NOTES_SERVICE_ACCOUNT
 from tests.functional.screen_support import Setup, screen_body, setup  # noqa: F401 (fixture)
 from tests.support import DEMO_AUTH, DEMO_PASSWORD
@@ -201,3 +202,52 @@ def test_a_note_by_someone_else_quoting_the_marker_does_not_stop_the_real_one(se
 
     assert drain(setup) == ["handled", None]
     assert [n["staff_id"] for n in setup.xray_notes(13)] == [NOTES_SERVICE_ACCOUNT.staff_id]
+
+
+def test_an_empty_service_account_secret_makes_jobs_wait_not_die_and_they_are_written_once_it_is_put(
+    setup: Setup,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The notes stack creates the secret empty. A job read then is a configuration error,
+    not HOSP's: it waits (no dead-letter queue, no call to HOSP), the log and the metric
+    NoteWorkerMisconfigured say why, and once an operator puts the value the job is written."""
+    secret = "hosp-reliability/local/hosp-service-account"
+    secrets = boto3.client("secretsmanager", region_name="eu-west-2")
+    secrets.create_secret(Name=secret)
+    monkeypatch.setenv(config.HOSP_SERVICE_SECRET_ID, secret)
+    service_account.forget()
+    screened(setup, 11, 5)
+    capsys.readouterr()
+    before = setup.hosp.received()
+
+    message = setup.queue.receive(wait_seconds=0)
+    assert message is not None
+    assert setup.queue.handle(message) == "failed"
+
+    logged = capsys.readouterr().out
+    assert setup.hosp.received() == before
+    assert setup.dead_letters() == []
+    attributes = setup.sqs.get_queue_attributes(QueueUrl=setup.queue.url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # waiting
+    assert setup.queue.receive(wait_seconds=0) is None
+    assert '"event":"note_worker_misconfigured"' in logged
+    assert "has no value yet" in logged
+    assert '"NoteWorkerMisconfigured"' in logged
+    assert [note_worker.misconfigured_backoff(n) for n in range(1, 9)] == [
+        60, 240, 960, 3840, 15360, 43200, 43200, 43200
+    ]  # fmt: skip
+    assert sum(note_worker.misconfigured_backoff(n) for n in range(1, 8)) > 24 * 3600  # a day before the 8th receive
+
+    account = NOTES_SERVICE_ACCOUNT
+    value = {"username": account.username, "password": account.password, "staff_id": account.staff_id}
+    secrets.put_secret_value(SecretId=secret, SecretString=json.dumps(value))
+    service_account.forget()
+    # The wait ends, as the message's visibility timeout would end it.
+    setup.sqs.change_message_visibility(
+        QueueUrl=setup.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+
+    assert drain(setup) == ["handled", None]
+    assert len(setup.xray_notes(11)) == 1
+    assert account.password not in capsys.readouterr().out

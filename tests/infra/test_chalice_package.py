@@ -245,11 +245,15 @@ def test_the_audit_route_is_given_the_audit_stacks_names(template: dict[str, Any
     assert variables["AUDIT_WORKGROUP"] == StageResources(stage).audit_workgroup
 
 
-def test_only_the_worker_is_given_the_service_account_secret(template: dict[str, Any]) -> None:
+def test_both_functions_name_the_service_account_secret_and_the_worker_alone_gets_audit_settings(
+    template: dict[str, Any], stage: str
+) -> None:
+    """The worker reads the secret; the API handler only checks it has a value, for /health
+    (its policy grants DescribeSecret, never GetSecretValue: tests/infra/test_iam_policies.py)."""
     api = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
     worker = template["Resources"]["WriteNote"]["Properties"]["Environment"]["Variables"]
-    assert "HOSP_SERVICE_SECRET_ID" in worker
-    assert "HOSP_SERVICE_SECRET_ID" not in api
+    secret = StageResources(stage).service_secret
+    assert worker["HOSP_SERVICE_SECRET_ID"] == api["HOSP_SERVICE_SECRET_ID"] == secret
     assert not [name for name in worker if name.startswith("AUDIT_")]
 
 

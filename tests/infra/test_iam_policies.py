@@ -332,6 +332,8 @@ def test_the_interceptor_may_queue_note_jobs_and_nothing_else_of_the_worker(
         assert not _allows(interceptor, action, queue), action
     assert not _allows(interceptor, "sqs:SendMessage", _queue_arn(deployed, names.dead_letter_queue))
     assert not _allows(interceptor, "secretsmanager:GetSecretValue", _secret_arn(deployed))
+    # /health says when the secret has no value, from its metadata alone.
+    assert _allows(interceptor, "secretsmanager:DescribeSecret", _secret_arn(deployed))
 
 
 def test_the_worker_may_not_queue_jobs_nor_run_audit_queries(

@@ -38,6 +38,7 @@ APPLICATION_METRICS = (
     "NotesAlreadyPresent",
     "NoteJobsDeadLettered",
     "NoteWriteTransientFailures",
+    "NoteWorkerMisconfigured",
 )
 TOPIC = "arn:aws:sns:eu-west-2:123456789012:hosp-reliability-pager"
 
@@ -248,6 +249,15 @@ def test_a_dead_note_job_fires_the_dead_letter_alarm(deployed: Deployed, stage: 
 
 def test_a_note_job_not_queued_fires_its_alarm_within_five_minutes(deployed: Deployed, stage: str) -> None:
     alarm = _alarm(deployed, NAMESPACE, "NoteJobsNotQueued", {"Stage": stage})
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["Period"] * alarm["EvaluationPeriods"] <= 300
+    assert _fires_on(alarm, 1)
+    assert not _fires_on(alarm, 0)
+
+
+def test_a_misconfigured_note_worker_fires_its_alarm_within_five_minutes(deployed: Deployed, stage: str) -> None:
+    """An empty service account secret makes every job wait: someone must put it."""
+    alarm = _alarm(deployed, NAMESPACE, "NoteWorkerMisconfigured", {"Stage": stage})
     assert alarm["Statistic"] == "Sum"
     assert alarm["Period"] * alarm["EvaluationPeriods"] <= 300
     assert _fires_on(alarm, 1)
