@@ -79,32 +79,155 @@ chosen AS (
         -- it is shown unless a status is asked for.
         AND coalesce(status, 0) BETWEEN :status_low AND :status_high
        )
+),
+
+-- What each cell shows. A control character (U+0000 to U+001F, U+007F) is written
+-- as the four characters \xHH, two lowercase hex digits, as the log writes a byte
+-- that is not UTF-8 (docs/access-log.md, "Client text"): the log doubles a client's
+-- backslashes, so \x01 here is the character U+0001 and \\x01 a client's own text.
+-- A NUL, a line break or a terminal's escape sequence never reaches a cell raw.
+shown AS (
+    SELECT
+        logged_at,
+        "time",
+        authenticated,
+        status,
+        attempts,
+        request_id AS ordering,
+        CASE
+            WHEN regexp_like(coalesce("user", ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce("user", '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce("user", '')
+        END AS "user",
+        CASE
+            WHEN regexp_like(coalesce(on_behalf_of, ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(on_behalf_of, '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce(on_behalf_of, '')
+        END AS on_behalf_of,
+        CASE
+            WHEN regexp_like(coalesce(client, ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(client, '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce(client, '')
+        END AS client_ip,
+        CASE
+            WHEN regexp_like(coalesce(method, ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(method, '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce(method, '')
+        END AS method,
+        CASE
+            WHEN regexp_like(coalesce(path, ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(path, '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce(path, '')
+        END AS path,
+        CASE
+            WHEN regexp_like(coalesce(patient, ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(patient, '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce(patient, '')
+        END AS patient_id,
+        CASE
+            WHEN regexp_like(coalesce(request_id, ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(request_id, '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce(request_id, '')
+        END AS request_id,
+        CASE
+            WHEN regexp_like(coalesce(user_agent, ''), '[\x00-\x1f\x7f]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(user_agent, '')
+                , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
+                , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
+                , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
+                , chr(12), '\x0c'), chr(13), '\x0d'), chr(14), '\x0e'), chr(15), '\x0f')
+                , chr(16), '\x10'), chr(17), '\x11'), chr(18), '\x12'), chr(19), '\x13')
+                , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
+                , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
+                , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
+                , chr(127), '\x7f')
+            ELSE coalesce(user_agent, '')
+        END AS user_agent
+    FROM chosen
 )
 
--- A cell a spreadsheet would run as a formula (one starting with =, +, -, @, a tab
--- or a carriage return) is prefixed with an apostrophe, here, because the Lambda
--- never sees the rows.
+-- A cell a spreadsheet would run as a formula (one starting with =, +, - or @; a tab
+-- or a carriage return is escaped above) is prefixed with an apostrophe, here,
+-- because the Lambda never sees the rows.
 SELECT
     CASE WHEN logged_at IS NULL THEN '' ELSE "time" END AS "time",
-    CASE WHEN regexp_like("user", '^[-=+@\t\r]') THEN '''' || "user" ELSE coalesce("user", '') END AS "user",
-    CASE
-        WHEN regexp_like(on_behalf_of, '^[-=+@\t\r]') THEN '''' || on_behalf_of
-        ELSE coalesce(on_behalf_of, '')
-    END AS on_behalf_of,
+    CASE WHEN regexp_like("user", '^[-=+@]') THEN '''' || "user" ELSE "user" END AS "user",
+    CASE WHEN regexp_like(on_behalf_of, '^[-=+@]') THEN '''' || on_behalf_of ELSE on_behalf_of END AS on_behalf_of,
     authenticated,
-    CASE WHEN regexp_like(client, '^[-=+@\t\r]') THEN '''' || client ELSE coalesce(client, '') END AS client_ip,
-    CASE WHEN regexp_like(method, '^[-=+@\t\r]') THEN '''' || method ELSE coalesce(method, '') END AS method,
+    CASE WHEN regexp_like(client_ip, '^[-=+@]') THEN '''' || client_ip ELSE client_ip END AS client_ip,
+    CASE WHEN regexp_like(method, '^[-=+@]') THEN '''' || method ELSE method END AS method,
     CASE
         WHEN logged_at IS NULL THEN '(unreadable log line)'
-        WHEN regexp_like(path, '^[-=+@\t\r]') THEN '''' || path
+        WHEN regexp_like(path, '^[-=+@]') THEN '''' || path
         ELSE path
     END AS path,
-    CASE WHEN regexp_like(patient, '^[-=+@\t\r]') THEN '''' || patient ELSE coalesce(patient, '') END AS patient_id,
+    CASE WHEN regexp_like(patient_id, '^[-=+@]') THEN '''' || patient_id ELSE patient_id END AS patient_id,
     status,
     attempts,
-    CASE WHEN regexp_like(request_id, '^[-=+@\t\r]') THEN '''' || request_id ELSE coalesce(request_id, '') END
-        AS request_id,
-    CASE WHEN regexp_like(user_agent, '^[-=+@\t\r]') THEN '''' || user_agent ELSE coalesce(user_agent, '') END
-        AS user_agent
-FROM chosen
-ORDER BY logged_at NULLS LAST, request_id
+    CASE WHEN regexp_like(request_id, '^[-=+@]') THEN '''' || request_id ELSE request_id END AS request_id,
+    CASE WHEN regexp_like(user_agent, '^[-=+@]') THEN '''' || user_agent ELSE user_agent END AS user_agent
+FROM shown
+ORDER BY logged_at NULLS LAST, ordering

@@ -292,7 +292,7 @@ def test_a_line_missing_optional_fields_still_shows(tmp_path: Path) -> None:
     assert rows[0]["patient_id"] == "3"
 
 
-@pytest.mark.parametrize("value", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"])
+@pytest.mark.parametrize("value", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)"])
 def test_formula_like_values_are_read_back_as_text(tmp_path: Path, value: str) -> None:
     line = entry(user=value, user_agent=value, path="/" + value, normalized_path="/" + value)
 
@@ -300,6 +300,40 @@ def test_formula_like_values_are_read_back_as_text(tmp_path: Path, value: str) -
 
     assert row["user"] == row["user_agent"] == "'" + value
     assert row["path"] == "/" + value  # a path starts with /, so it is never a formula
+
+
+@pytest.mark.parametrize(("value", "shown"), [("\tTAB", "\\x09TAB"), ("\rCR", "\\x0dCR"), ("\x00=1+2", "\\x00=1+2")])
+def test_a_tab_or_carriage_return_a_spreadsheet_would_run_is_escaped(tmp_path: Path, value: str, shown: str) -> None:
+    (row,) = trail(tmp_path, [entry(user=value, user_agent=value)])
+
+    assert row["user"] == row["user_agent"] == shown
+
+
+CONTROL_CHARACTERS = [chr(code) for code in (*range(0x20), 0x7F)]
+
+
+@pytest.mark.parametrize("control", CONTROL_CHARACTERS, ids=[f"{ord(c):#04x}" for c in CONTROL_CHARACTERS])
+def test_a_control_character_reaches_no_cell_raw(tmp_path: Path, control: str) -> None:
+    text = "a" + control + "b\\\\x"  # a client's text as logged: its backslash doubled
+    escaped = f"a\\x{ord(control):02x}b\\\\x"
+    line = entry(
+        user=text, on_behalf_of=text, viewer_address=text + ":443", method="GET", path="/" + text,
+        normalized_path="/notes", query_patient_id=text, user_agent=text,
+    )  # fmt: skip
+
+    (row,) = trail(tmp_path, [line])
+
+    assert {name: row[name] for name in ("user", "on_behalf_of", "client_ip", "path", "patient_id", "user_agent")} == {
+        "user": escaped,
+        "on_behalf_of": escaped,
+        "client_ip": escaped,
+        "path": "/" + escaped,
+        "patient_id": escaped,
+        "user_agent": escaped,
+    }
+    data = (tmp_path / "trail.csv").read_text(encoding="utf-8")
+    assert [c for c in data if c in CONTROL_CHARACTERS and c != "\n"] == []
+
 
 
 def test_an_unreadable_line_is_shown_whatever_the_filters(tmp_path: Path) -> None:
