@@ -5,7 +5,10 @@ from __future__ import annotations
 from chalice import Chalice, Response
 from chalice.app import SQSEvent
 
-from chalicelib import config, health, note_worker, screen
+from chalicelib import config, deploy_guard, health, note_worker, screen
+
+# A stage is deployed by `make deploy`, never by `chalice deploy` (chalicelib/deploy_guard.py).
+deploy_guard.refuse_chalice_deploy()
 
 app = Chalice(app_name="hosp-reliability")
 # Every body is binary to API Gateway, so that HOSP's answers reach the nurse
