@@ -1,1 +1,2 @@
-"""Benchmarks of the NGINX retry proxy; run `python -m bench.proxy_bench` (see bench/README.md)."""
+"""Benchmarks, not run by CI, each printing side-by-side figures: proxy_bench, screen_bench, audit_bench and
+edge_bench (make bench, bench-screen, bench-audit, bench-edge; bench/README.md)."""

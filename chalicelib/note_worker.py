@@ -13,7 +13,8 @@ What happens to a message:
                                           the queue's maxReceiveCount it goes to
                                           the dead-letter queue
   can never succeed (malformed job,   -> logged, sent to the dead-letter queue
-  HOSP's 400/404/422)                    at once, and deleted from the queue
+  HOSP's 400/404/409/410/422:            at once, and deleted from the queue
+  PERMANENT_STATUSES)
   misconfigured (the service account  -> left for redelivery after a wait that
   secret empty or unreadable, no         grows to 12 h (about 30 hours in all
   HOSP address)                          before the dead-letter queue); HOSP is

@@ -1,1 +1,1 @@
-"""The Chalice app as a CloudFormation stack: the merge template, packaging, and the deploy of every stack."""
+"""The Chalice app as a CloudFormation stack: its merge template, its runtime (runtime.py) and its packaging."""

@@ -55,11 +55,6 @@ def update(text: str) -> str:
     return text[: block.start()] + render_columns(block.group("indent")) + text[block.end() :]
 
 
-def is_current(path: Path = TEMPLATE) -> bool:
-    text = path.read_text(encoding="utf-8")
-    return update(text) == text
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=COMMAND,

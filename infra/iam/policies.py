@@ -404,11 +404,6 @@ def policy_file(stage: str, function: str) -> str:
     return f"policy-{stage}-{function}.json"
 
 
-def rest_api_policy_file(stage: str) -> str:
-    """File name of the stage's REST API resource policy in .chalice/ (its `api_gateway_policy_file`)."""
-    return f"policy-{stage}-{REST_API}.json"
-
-
 def render(stage: str, function: str) -> str:
     """A file's content; `function` is a function's name or REST_API."""
     document = rest_api_policy(stage) if function == REST_API else policy(stage, function)
