@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib import screen_path
+
 DEFAULT_SPAN = timedelta(hours=24)
 # The years a range may touch: the trail cannot be older than the project, and a
 # date near year 1 or 9999 would overflow the arithmetic on the range.
@@ -83,6 +85,8 @@ class Filters:
             "path_prefix": log_text(self.path_prefix),
             "status_low": low,
             "status_high": high,
+            # The trail names the patient of a screen's path as the proxy routes it.
+            "screen_path": screen_path.pattern(),
         }
 
     @classmethod

@@ -24,8 +24,13 @@ WITH trail AS (
         -- fail the whole export).
         -- The X-Patient-Id header is not used: HOSP does not act on it.
         CASE
-            WHEN regexp_like(s.normalized_path, '^/+patients/+[1-9][0-9]{0,17}(\.json|/+screen(\.json)?)?/*$')
+            WHEN regexp_like(s.normalized_path, '^/+patients/+[1-9][0-9]{0,17}(\.json)?/*$')
                 THEN regexp_extract(s.normalized_path, '^/+patients/+([1-9][0-9]{0,17})', 1)
+            -- An X-ray screen's path, as the proxy that routes screens defines it
+            -- (:screen_path, chalicelib/screen_path.py: any format suffix); its id
+            -- without leading zeros.
+            WHEN regexp_like(s.normalized_path, :screen_path)
+                THEN coalesce(regexp_extract(s.normalized_path, '^/patients/0*([1-9][0-9]{0,17})/', 1), '')
             WHEN s.body_patient_id <> '' THEN s.body_patient_id
             WHEN s.query_patient_id <> '' THEN s.query_patient_id
             -- A line logged before query_patient_id was: a note listing's first

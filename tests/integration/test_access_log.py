@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import csv
 import dataclasses
 import json
 import random
@@ -19,7 +20,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +29,7 @@ import duckdb
 import pytest
 import requests
 
+from chalicelib.audit import duckdb_engine, filters
 from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
 from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
@@ -859,3 +861,38 @@ def test_on_behalf_of_is_logged_from_the_internal_listener_only(
     assert raw_bytes(from_internal["on_behalf_of"]) == nurse
     assert from_public["on_behalf_of"] == ""  # a client cannot claim to act for someone
     assert_schema(from_internal)
+
+
+# --- screens: one definition of the path, for the proxy and the trail ---------------------------
+
+SCREEN_SPELLINGS = [
+    "/patients/4/screen",
+    "/patients/4/screen.json",
+    "/patients/4/screen.JSON",
+    "/patients/4/screen.xml",
+    "/patients/4/screen/",
+    "/patients/04/screen.Json/",
+    "//patients/%34/./screen.JSON",
+]
+
+
+def test_every_screen_the_proxy_intercepts_is_the_patients_in_the_trail(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer, tmp_path: Path
+) -> None:
+    answers = [
+        get_raw(proxy.port, target.encode(), {b"Authorization": DEMO_AUTH["Authorization"].encode()}, b"POST", b"{}")
+        for target in SCREEN_SPELLINGS
+    ]
+    entries = [access_log_entry(proxy, answer.request_id) for answer in answers]
+
+    assert [entry["route"] for entry in entries] == ["interceptor"] * len(SCREEN_SPELLINGS)
+    assert {r.path for r in fresh_app.received} == {"/patients/4/screen", "/patients/04/screen"}
+    now = datetime.now(UTC)
+    chosen = filters.parse({"patient_id": ["4"]}, now + timedelta(seconds=1))
+    out = tmp_path / "trail.csv"
+    duckdb_engine.export_csv(str(proxy.access_log), chosen.query_parameters(), out, today=now.date())
+    with out.open(newline="", encoding="utf-8") as file:
+        found = {row["request_id"]: row["patient_id"] for row in csv.DictReader(file)}
+    assert {answer.request_id: found.get(answer.request_id) for answer in answers} == {
+        answer.request_id: "4" for answer in answers
+    }

@@ -32,6 +32,7 @@ def test_every_named_parameter_becomes_one_placeholder_in_order() -> None:
         "path_prefix",
         "status_low",
         "status_high",
+        "screen_path",
     }
 
 
