@@ -117,7 +117,7 @@ bench-edge: $(STAMP) system-packages
 # BUNDLE_PACKAGES=DIR ships DIR's nginx.org RPMs and signing key in it, for a fleet without internet access.
 BUNDLE_PACKAGES ?=
 bundle:
-	$(PYTHON) -m infra.ec2.bundle --output dist/hosp-proxy-bundle.tar.gz $(if $(BUNDLE_PACKAGES),--packages "$(BUNDLE_PACKAGES)")
+	$(PYTHON) -m infra.ec2.build_bundle --output dist/hosp-proxy-bundle.tar.gz $(if $(BUNDLE_PACKAGES),--packages "$(BUNDLE_PACKAGES)")
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

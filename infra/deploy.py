@@ -48,7 +48,7 @@ import requests
 
 from chalicelib.audit import auth
 from infra.cloudfront import function
-from infra.ec2.bundle import PACKAGES as BUNDLE_PACKAGES
+from infra.ec2.build_bundle import PACKAGES as BUNDLE_PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
 APP_NAME = "hosp-reliability"

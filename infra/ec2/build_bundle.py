@@ -1,6 +1,6 @@
 """Build the proxy fleet's bootstrap bundle: a reproducible tar.gz.
 
-    python -m infra.ec2.bundle --output dist/hosp-proxy-bundle.tar.gz   (make bundle)
+    python -m infra.ec2.build_bundle --output dist/hosp-proxy-bundle.tar.gz   (make bundle)
 
 The bundle holds infra/nginx/ (render.py, its templates, the njs script,
 dns_refresh.py) and infra/ec2/bundle/ (install.sh and the files it installs),

@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 from infra.app import package
-from infra.ec2.bundle import PACKAGES
+from infra.ec2.build_bundle import PACKAGES
 from infra.iam.policies import STAGES
 from tests.infra.cfn import import_cfnlint
 

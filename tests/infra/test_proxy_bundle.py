@@ -1,4 +1,4 @@
-"""The proxy fleet's bootstrap bundle (infra/ec2/bundle/, built by infra/ec2/bundle.py).
+"""The proxy fleet's bootstrap bundle (infra/ec2/bundle/, built by infra/ec2/build_bundle.py).
 
 Checked with the tools that run it, on this machine, without AWS:
 - shellcheck on every shell script, and `systemd-analyze verify` on every unit, offline:
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import pytest
 
-from infra.ec2 import bundle
+from infra.ec2 import build_bundle
 from infra.nginx.render import ProxySettings
 from local.nginx_proxy import nginx_binary, njs_module, unprivileged_user
 from local.processes import free_port
 
-BUNDLE_DIR = bundle.REPO / "infra" / "ec2" / "bundle"
+BUNDLE_DIR = build_bundle.REPO / "infra" / "ec2" / "bundle"
 SYSTEMD_DIR = BUNDLE_DIR / "systemd"
 INSTALL_SH = BUNDLE_DIR / "install.sh"
 RENDER_SH = BUNDLE_DIR / "render-nginx.sh"
@@ -93,7 +93,7 @@ def _units() -> list[Path]:
 def _unpacked_bundle(tmp_path: Path) -> Path:
     """The bundle built from this tree and unpacked under tmp_path, as on an instance."""
     archive = tmp_path / "bundle.tar.gz"
-    bundle.build(archive)
+    build_bundle.build(archive)
     root = tmp_path / "opt-hosp-proxy"
     with tarfile.open(archive) as tar:
         tar.extractall(root, filter="data")
@@ -212,8 +212,8 @@ def test_the_origin_secret_timer_runs_every_five_minutes() -> None:
 def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
     first, second = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
 
-    digest = bundle.build(first)
-    bundle.build(second)
+    digest = build_bundle.build(first)
+    build_bundle.build(second)
 
     assert first.read_bytes() == second.read_bytes()
     assert digest == hashlib.sha256(first.read_bytes()).hexdigest()
@@ -221,8 +221,8 @@ def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
 
 def test_the_bytes_do_not_depend_on_the_checkouts_times_modes_or_caches(tmp_path: Path) -> None:
     copy = tmp_path / "checkout"
-    for source in bundle.SOURCES:
-        shutil.copytree(bundle.REPO / source, copy / source, ignore=shutil.ignore_patterns("__pycache__"))
+    for source in build_bundle.SOURCES:
+        shutil.copytree(build_bundle.REPO / source, copy / source, ignore=shutil.ignore_patterns("__pycache__"))
     for path in (copy / "infra").rglob("*"):
         os.utime(path, (1_700_000_000, 1_700_000_000))
     (copy / "infra" / "nginx" / "render.py").chmod(0o700)
@@ -231,19 +231,19 @@ def test_the_bytes_do_not_depend_on_the_checkouts_times_modes_or_caches(tmp_path
     (copy / "infra" / "nginx" / "__pycache__" / "render.cpython-311.pyc").write_bytes(b"\0")
     (copy / "infra" / "nginx" / "render.py~").write_text("an editor's backup")
 
-    assert bundle.build(tmp_path / "copy.tar.gz", copy) == bundle.build(tmp_path / "repo.tar.gz")
+    assert build_bundle.build(tmp_path / "copy.tar.gz", copy) == build_bundle.build(tmp_path / "repo.tar.gz")
 
 
 def test_the_bundle_holds_infra_nginx_and_the_bundle_files_and_nothing_else(tmp_path: Path) -> None:
     archive = tmp_path / "bundle.tar.gz"
-    bundle.build(archive)
+    build_bundle.build(archive)
     with tarfile.open(archive) as tar:
         entries = {info.name: info for info in tar.getmembers()}
 
     expected = {
-        path.relative_to(bundle.REPO).as_posix()
-        for source in bundle.SOURCES
-        for path in (bundle.REPO / source).rglob("*")
+        path.relative_to(build_bundle.REPO).as_posix()
+        for source in build_bundle.SOURCES
+        for path in (build_bundle.REPO / source).rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith((".pyc", "~"))
     }
     files = {name for name, info in entries.items() if info.isfile()}
@@ -258,7 +258,7 @@ def test_the_bundle_holds_infra_nginx_and_the_bundle_files_and_nothing_else(tmp_
     assert list(entries) == sorted(entries)
     for name, info in entries.items():
         assert (info.uid, info.gid, info.uname, info.gname) == (0, 0, "root", "root"), name
-        assert info.mtime == bundle.MTIME, name
+        assert info.mtime == build_bundle.MTIME, name
         assert info.isdir() or info.isfile(), name
     # The scripts a unit or the user data starts are executable; the rest is not.
     executable = {name for name, info in entries.items() if info.isfile() and info.mode & 0o111}
@@ -278,9 +278,9 @@ def test_packages_ship_under_packages_and_keep_the_build_reproducible(tmp_path: 
     (shipped / "nginx_signing.key").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
     (shipped / "notes.txt").write_text("not shipped")
 
-    first = bundle.build(tmp_path / "a.tar.gz", package_dir=shipped)
+    first = build_bundle.build(tmp_path / "a.tar.gz", package_dir=shipped)
     os.utime(shipped / "nginx_signing.key", (1_700_000_000, 1_700_000_000))
-    second = bundle.build(tmp_path / "b.tar.gz", package_dir=shipped)
+    second = build_bundle.build(tmp_path / "b.tar.gz", package_dir=shipped)
 
     assert first == second
     with tarfile.open(tmp_path / "a.tar.gz") as tar:
@@ -303,13 +303,13 @@ def test_packages_ship_under_packages_and_keep_the_build_reproducible(tmp_path: 
 def test_packages_without_an_rpm_are_refused(tmp_path: Path) -> None:
     (tmp_path / "rpms").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no \.rpm file"):
-        bundle.build(tmp_path / "a.tar.gz", package_dir=tmp_path / "rpms")
+        build_bundle.build(tmp_path / "a.tar.gz", package_dir=tmp_path / "rpms")
 
 
 def test_the_builder_prints_the_bundles_sha256(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "dist" / "hosp-proxy-bundle.tar.gz"
 
-    assert bundle.main(["--output", str(output)]) == 0
+    assert build_bundle.main(["--output", str(output)]) == 0
 
     assert capsys.readouterr().out == f"{hashlib.sha256(output.read_bytes()).hexdigest()}  {output}\n"
 
@@ -893,7 +893,7 @@ def test_the_refresh_reads_stdin_not_a_file_of_the_cli(instance: Instance) -> No
 def test_the_bundle_unpacks_with_its_scripts_runnable(tmp_path: Path) -> None:
     root = _unpacked_bundle(tmp_path)
     for script in (INSTALL_SH, RENDER_SH, REFRESH_SH):
-        unpacked = root / script.relative_to(bundle.REPO)
+        unpacked = root / script.relative_to(build_bundle.REPO)
         assert os.access(unpacked, os.X_OK), unpacked
     # The bundle's layout is the repository's: render-nginx.sh finds render.py beside it.
     assert (root / "infra" / "ec2" / "bundle" / ".." / ".." / "nginx" / "render.py").resolve().is_file()
@@ -903,8 +903,8 @@ def test_the_bundle_unpacks_with_its_scripts_runnable(tmp_path: Path) -> None:
 def test_in_a_checkout_only_tracked_files_ship(tmp_path: Path) -> None:
     """A rendered config, a secret or a cache left in the tree never goes to the fleet."""
     checkout = tmp_path / "checkout"
-    for source in bundle.SOURCES:
-        shutil.copytree(bundle.REPO / source, checkout / source, ignore=shutil.ignore_patterns("__pycache__"))
+    for source in build_bundle.SOURCES:
+        shutil.copytree(build_bundle.REPO / source, checkout / source, ignore=shutil.ignore_patterns("__pycache__"))
     git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@localhost"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -914,7 +914,7 @@ def test_in_a_checkout_only_tracked_files_ship(tmp_path: Path) -> None:
         (checkout / name).parent.mkdir(parents=True, exist_ok=True)
         (checkout / name).write_text("left behind\n")
 
-    shipped = bundle.members(checkout)
+    shipped = build_bundle.members(checkout)
 
     assert not set(leftovers) & set(shipped)
     assert "infra/nginx/.pytest_cache" not in shipped

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from infra.ec2 import bundle
+from infra.ec2 import build_bundle
 from tests.infra.cfn import INFRA, as_list, decode, one, resources
 
 PROXY_TEMPLATE = INFRA / "ec2" / "proxy.yaml"
@@ -103,7 +103,7 @@ def _install_environment(script: str) -> dict[str, str]:
 
 def _required_by_install() -> set[str]:
     """The environment values install.sh refuses to run without (its `require NAME ...` lines)."""
-    text = (bundle.REPO / INSTALL_SH).read_text()
+    text = (build_bundle.REPO / INSTALL_SH).read_text()
     return set(re.findall(r"^require (\w+) ", text, re.M))
 
 
@@ -253,7 +253,7 @@ def test_the_user_data_only_fetches_and_runs_the_bundle(proxy: dict[str, Any]) -
     done = _first(commands, r"^signal 0$")
     assert fetch < unpack < install < done
     # The script it runs is where the bundle puts it.
-    assert INSTALL_SH in bundle.members()
+    assert INSTALL_SH in build_bundle.members()
 
 
 def test_the_user_data_gives_install_sh_every_value_it_requires(proxy: dict[str, Any]) -> None:
