@@ -27,6 +27,10 @@ from chalicelib import aws, logs
 from chalicelib.audit.jobs import Job
 
 CHUNK = 1 << 20
+# The longest field the CSV reader takes: any a file can hold (the csv module's own
+# default, 131,072 characters, would fail an export on one long value a client sent).
+# The limit is the process's, and no reader here wants a lower one.
+CSV_FIELD_LIMIT = 2**31 - 1
 CONFLICT_ATTEMPTS = 3  # of a conditional write that S3 reports as conflicting with another
 CONFLICT_PAUSE = 0.1  # seconds, times the attempt
 UNREADABLE_PATH = "(unreadable log line)"  # what trail.sql puts in `path` for such a line
@@ -66,10 +70,12 @@ class _HashingReader(io.RawIOBase):
 
 
 def summarise(stream: BinaryIO) -> FileSummary:
-    """Hash and count a CSV as Athena writes it (header row, every value quoted)."""
+    """Hash and count a CSV as Athena writes it (header row, every value quoted), rows of any size."""
     reader = _HashingReader(stream)
     text = io.TextIOWrapper(io.BufferedReader(reader, CHUNK), encoding="utf-8", errors="replace", newline="")
     rows = unreadable = 0
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     records = csv.reader(text)
     header = next(records, None)
     path_column = header.index("path") if header and "path" in header else -1

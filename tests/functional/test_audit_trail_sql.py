@@ -335,7 +335,6 @@ def test_a_control_character_reaches_no_cell_raw(tmp_path: Path, control: str) -
     assert [c for c in data if c in CONTROL_CHARACTERS and c != "\n"] == []
 
 
-
 def test_an_unreadable_line_is_shown_whatever_the_filters(tmp_path: Path) -> None:
     lines: list[dict[str, Any] | str] = [
         entry(request_id=rid(1), user="alice"),
