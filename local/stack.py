@@ -462,23 +462,36 @@ class Stack:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Run the whole hosp-reliability stack on loopback.")
+    parser = argparse.ArgumentParser(
+        prog="python -m local.stack",
+        description="Run the whole hosp-reliability stack on loopback (make run).",
+    )
     parser.add_argument(
         "--faults",
         default=os.environ.get(FAULTS_VARIABLE) or None,
         help=f"HOSP faults, e.g. '503=0.1,reset=0.02,slow=0.05' (default: ${FAULTS_VARIABLE}, else off)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the HOSP stand-in's faults")
-    parser.add_argument("--hosp-port", type=int, default=9000)
-    parser.add_argument("--proxy-port", type=int, default=8080)
-    parser.add_argument("--internal-port", type=int, default=8081, help="NGINX's listener for the Lambdas")
-    parser.add_argument("--chalice-port", type=int, default=8000)
-    parser.add_argument("--worker-port", type=int, default=8001, help="the local note worker's /health")
-    parser.add_argument("--aws-port", type=int, default=5000)
-    parser.add_argument("--edge-port", type=int, default=EDGE_PORT, help="the edge's HTTPS (plays CloudFront)")
-    parser.add_argument("--edge-http-port", type=int, default=EDGE_HTTP_PORT, help="the edge's plain HTTP (301)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the HOSP stand-in's faults (default: %(default)s)")
+    parser.add_argument("--hosp-port", type=int, default=9000, help="the HOSP stand-in (default: %(default)s)")
+    parser.add_argument("--proxy-port", type=int, default=8080, help="NGINX, the front door (default: %(default)s)")
+    parser.add_argument(
+        "--internal-port", type=int, default=8081, help="NGINX's listener for the Lambdas (default: %(default)s)"
+    )
+    parser.add_argument("--chalice-port", type=int, default=8000, help="chalice local (default: %(default)s)")
+    parser.add_argument(
+        "--worker-port", type=int, default=8001, help="the local note worker's /health (default: %(default)s)"
+    )
+    parser.add_argument("--aws-port", type=int, default=5000, help="moto, the local AWS (default: %(default)s)")
+    parser.add_argument(
+        "--edge-port", type=int, default=EDGE_PORT, help="the edge's HTTPS (plays CloudFront) (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--edge-http-port", type=int, default=EDGE_HTTP_PORT, help="the edge's plain HTTP (301) (default: %(default)s)"
+    )
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead (tests)")
-    parser.add_argument("--run-dir", default=str(ROOT / ".local"), help="logs and rendered configs")
+    parser.add_argument(
+        "--run-dir", default=str(ROOT / ".local"), help="logs and rendered configs (default: %(default)s)"
+    )
     parser.add_argument("--smoke", action="store_true", help="start, check each server once, stop")
     return parser
 
