@@ -323,6 +323,21 @@ def test_proxy_health_is_answered_without_hosp(proxy: NginxProxy, fresh_hosp: Ho
     assert fresh_hosp.received() == 0
 
 
+@pytest.mark.parametrize("path", ["/_proxy/stats", "/_proxy/", "/_proxy/health/x", "/_proxy/error", "/%5Fproxy/stats"])
+def test_another_path_under_the_proxys_own_prefix_is_the_proxys_404_not_hosps(
+    proxy: NginxProxy, fresh_hosp: Hosp, path: str
+) -> None:
+    answer = requests.get(proxy.url + path, headers=DEMO_AUTH, timeout=5)
+
+    assert answer.status_code == 404
+    assert answer.json() == {
+        "error": "no such resource at the proxy",
+        "status": 404,
+        "request_id": answer.headers["X-Request-Id"],
+    }
+    assert fresh_hosp.received() == 0
+
+
 def test_a_full_outage_ends_within_the_deadline_and_retries_stay_within_the_budget(
     hosp: Hosp, fresh_hosp: Hosp, tmp_path: Path
 ) -> None:
