@@ -1,19 +1,23 @@
-"""chalicelib/audit/auth.py without a network: the header, the claims, the key cache.
+"""chalicelib/audit/auth.py without Cognito: the header, the claims, the keys.
 
-Tokens here are signed with an RSA key made by the test, and the key cache is
-given the test's JWKS document and clock. tests/functional/test_audit_auth.py
-checks the same code against tokens of moto's Cognito.
+Tokens here are signed with an RSA key made by the test, with times around the
+clock's (PyJWT checks them against it). The keys fetched from a JWKS URL come
+from a server on loopback that counts its answers and can fail.
+tests/functional/test_audit_auth.py checks the same code against tokens of moto's Cognito.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
-import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.audit import auth, settings
@@ -21,12 +25,15 @@ from chalicelib.audit import auth, settings
 ISSUER = "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_test"
 CLIENT_ID = "test-client"
 KID = "test-key"
-NOW = 1_800_000_000.0
 ENVIRONMENT = {
     settings.AUDIT_COGNITO_ISSUER: ISSUER,
     settings.AUDIT_COGNITO_JWKS_URL: f"{ISSUER}/.well-known/jwks.json",
     settings.AUDIT_COGNITO_CLIENT_ID: CLIENT_ID,
 }
+# Seconds a key cache waits between fetches in these tests (REFETCH_INTERVAL in the route).
+INTERVAL = 0.5
+# Seconds on either side of a time limit: a test takes milliseconds, a loaded machine a few seconds at most.
+MARGIN = 10
 
 
 def new_key() -> rsa.RSAPrivateKey:
@@ -41,17 +48,22 @@ def public_jwk(key: rsa.RSAPrivateKey, kid: str = KID, **fields: str) -> dict[st
     return {**jwk, "kid": kid, "alg": "RS256", "use": "sig", **fields}
 
 
+def now() -> int:
+    return int(time.time())
+
+
 def access_claims(**changes: Any) -> dict[str, Any]:
-    """An access token's claims as Cognito writes them; a change of None removes the claim."""
+    """An access token's claims as Cognito writes them, issued now; a change of None removes the claim."""
+    issued = now()
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "sub": "0b5e6f2a-user",
         "client_id": CLIENT_ID,
         "token_use": "access",
         "scope": "aws.cognito.signin.user.admin",
-        "auth_time": int(NOW),
-        "iat": int(NOW),
-        "exp": int(NOW) + 3600,
+        "auth_time": issued,
+        "iat": issued,
+        "exp": issued + 3600,
         "jti": "a-token-id",
         "username": "audit-admin",
         "cognito:groups": ["audit-admins"],
@@ -64,26 +76,51 @@ def token(claims: dict[str, Any] | None = None, key: rsa.RSAPrivateKey = KEY, ki
     return jwt.encode(access_claims() if claims is None else claims, key, algorithm="RS256", headers={"kid": kid})
 
 
-class Jwks:
-    """The JWKS document the key cache fetches, counting the fetches, and its clock."""
+class JwksServer:
+    """A JWKS URL on loopback: answers {"keys": keys}, or 503 while `failing`, or `body` if set; counts its answers."""
 
     def __init__(self, *keys: dict[str, Any]) -> None:
         self.keys = list(keys)
         self.fetches = 0
         self.failing = False
-        self.time = 0.0
+        self.body: bytes | None = None
+        jwks = self
 
-    def fetch(self, url: str) -> Any:
-        self.fetches += 1
-        if self.failing:
-            raise requests.ConnectionError("no route to Cognito")
-        return {"keys": self.keys}
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                jwks.fetches += 1
+                body = jwks.body if jwks.body is not None else json.dumps({"keys": jwks.keys}).encode()
+                self.send_response(503 if jwks.failing else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    def clock(self) -> float:
-        return self.time
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
 
-    def signing_keys(self) -> auth.SigningKeys:
-        return auth.SigningKeys(ENVIRONMENT[settings.AUDIT_COGNITO_JWKS_URL], fetch=self.fetch, clock=self.clock)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pool/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def signing_keys(self) -> auth.FetchedKeys:
+        return auth.FetchedKeys(self.url, refetch_interval=INTERVAL)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def jwks() -> Iterator[JwksServer]:
+    server = JwksServer(public_jwk(KEY))
+    yield server
+    server.close()
+
+
+def wait_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
 
 
 @pytest.fixture
@@ -97,13 +134,13 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     auth.reset()
 
 
-def check(authorization: str | None, now: float = NOW) -> auth.Principal:
-    return auth.require_admin(authorization, now=now, keys=Jwks(public_jwk(KEY)).signing_keys())
+def check(authorization: str | None) -> auth.Principal:
+    return auth.require_admin(authorization, keys=auth.ConfiguredKeys(auth.parse_jwks({"keys": [public_jwk(KEY)]})))
 
 
-def refusal(authorization: str | None, now: float = NOW) -> auth.AuthError:
+def refusal(authorization: str | None) -> auth.AuthError:
     with pytest.raises(auth.AuthError) as refused:
-        check(authorization, now)
+        check(authorization)
     if authorization:
         _, _, sent = authorization.partition(" ")
         shown = f"{refused.value} {refused.value.www_authenticate}"
@@ -180,20 +217,39 @@ def test_the_admin_group_is_a_setting(configured: None, monkeypatch: pytest.Monk
 
 
 def test_expiry_allows_the_leeway_and_no_more(configured: None) -> None:
-    expires = access_claims()["exp"]
-    bearer = f"Bearer {token()}"
+    just_expired = token(access_claims(exp=now() - auth.LEEWAY_SECONDS + MARGIN))
+    expired = token(access_claims(exp=now() - auth.LEEWAY_SECONDS - MARGIN))
 
-    assert check(bearer, now=expires + auth.LEEWAY_SECONDS - 1).username == "audit-admin"
-    assert refusal(bearer, now=expires + auth.LEEWAY_SECONDS + 1).reason == "the token has expired"
+    assert check(f"Bearer {just_expired}").username == "audit-admin"
+    assert refusal(f"Bearer {expired}").reason == "the token has expired"
 
 
 @pytest.mark.parametrize(("claim", "reason"), [("iat", "issued in the future"), ("nbf", "not valid yet")])
 def test_a_token_from_the_future_is_refused_beyond_the_leeway(configured: None, claim: str, reason: str) -> None:
-    early = f"Bearer {token(access_claims(**{claim: int(NOW) + auth.LEEWAY_SECONDS + 5}))}"
-    slightly_early = f"Bearer {token(access_claims(**{claim: int(NOW) + auth.LEEWAY_SECONDS - 5}))}"
+    early = f"Bearer {token(access_claims(**{claim: now() + auth.LEEWAY_SECONDS + MARGIN}))}"
+    slightly_early = f"Bearer {token(access_claims(**{claim: now() + auth.LEEWAY_SECONDS - MARGIN}))}"
 
     assert reason in refusal(early).reason
     assert check(slightly_early).username == "audit-admin"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "nan", "1800000000", True, False, None, [1], {}])
+def test_a_time_that_is_not_a_finite_number_is_refused(configured: None, claim: str, value: Any) -> None:
+    claims = access_claims()
+    claims[claim] = value  # None too: null is no time
+
+    refused = refusal(f"Bearer {token(claims)}")
+
+    assert isinstance(refused, auth.Unauthorized)
+    assert refused.reason == "the token's times are not numbers"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_a_time_with_a_fraction_is_a_time(configured: None, claim: str) -> None:
+    late = {"exp": now() + 3600.5, "iat": now() - 0.5, "nbf": now() - 0.5}[claim]
+
+    assert check(f"Bearer {token(access_claims(**{claim: late}))}").username == "audit-admin"
 
 
 @pytest.mark.parametrize("claim", auth.REQUIRED_CLAIMS)
@@ -211,8 +267,10 @@ def test_a_token_without_a_required_claim_is_refused(configured: None, claim: st
         ({"token_use": "refresh"}, "the token is not an access token"),
         ({"client_id": "another-client"}, "the token was issued to another app client"),
         ({"iss": f"{ISSUER}-other"}, "the token was issued by another user pool"),
-        ({"exp": str(int(NOW) + 3600)}, "the token's times are not numbers"),
+        ({"exp": str(now() + 3600)}, "the token's times are not numbers"),
         ({"exp": True}, "the token's times are not numbers"),
+        ({"exp": math.nan}, "the token's times are not numbers"),
+        ({"sub": 7}, "the token's claims are malformed"),
         ({"username": 7}, "the token's claims are malformed"),
         ({"cognito:groups": "audit-admins"}, "the token's claims are malformed"),
         ({"cognito:groups": [["audit-admins"]]}, "the token's claims are malformed"),
@@ -298,8 +356,7 @@ def test_a_jwks_without_a_usable_key_is_an_error(document: Any) -> None:
         auth.parse_jwks(document)
 
 
-def test_keys_are_fetched_once_and_then_served_from_the_cache() -> None:
-    jwks = Jwks(public_jwk(KEY))
+def test_keys_are_fetched_once_and_then_served_from_the_cache(jwks: JwksServer) -> None:
     keys = jwks.signing_keys()
 
     found = [keys.get(KID) for _ in range(5)]
@@ -308,74 +365,97 @@ def test_keys_are_fetched_once_and_then_served_from_the_cache() -> None:
     assert jwks.fetches == 1
 
 
-def test_unknown_kids_make_at_most_one_fetch_per_interval() -> None:
-    jwks = Jwks(public_jwk(KEY))
+def test_fetched_keys_verify_tokens(configured: None, jwks: JwksServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS_URL, jwks.url)
+
+    assert auth.require_admin(f"Bearer {token()}").username == "audit-admin"  # the process's cache of that URL
+    assert jwks.fetches == 1
+
+
+def test_unknown_kids_make_at_most_one_fetch_per_interval(jwks: JwksServer) -> None:
     keys = jwks.signing_keys()
     keys.get(KID)
+    fetched = time.monotonic()
 
-    jwks.time = auth.REFETCH_INTERVAL - 0.1
     assert all(keys.get(f"forged-{n}") is None for n in range(100))
     assert jwks.fetches == 1  # none within the interval of the first fetch
 
-    jwks.time = auth.REFETCH_INTERVAL
+    wait_until(fetched + INTERVAL)
     assert all(keys.get(f"forged-{n}") is None for n in range(100))
     assert jwks.fetches == 2  # one for the whole burst
-
-    jwks.time = 2 * auth.REFETCH_INTERVAL - 0.1
     assert keys.get("forged-again") is None
     assert jwks.fetches == 2
 
-    jwks.time = 2 * auth.REFETCH_INTERVAL
-    assert keys.get("forged-again") is None
-    assert jwks.fetches == 3
 
-
-def test_a_key_cognito_added_is_found_by_the_next_fetch() -> None:
-    jwks = Jwks(public_jwk(KEY))
+def test_a_key_cognito_added_is_found_by_the_next_fetch(jwks: JwksServer) -> None:
     keys = jwks.signing_keys()
     keys.get(KID)
+    fetched = time.monotonic()
     jwks.keys.append(public_jwk(new_key(), kid="rotated-in"))
 
-    jwks.time = auth.REFETCH_INTERVAL
+    wait_until(fetched + INTERVAL)
     assert keys.get("rotated-in") is not None
     assert keys.get(KID) is not None
     assert jwks.fetches == 2
 
 
-def test_without_keys_the_answer_is_unavailable_and_failed_fetches_are_rate_limited_too() -> None:
-    jwks = Jwks(public_jwk(KEY))
-    jwks.failing = True
+@pytest.mark.parametrize("failure", ["503", "not json", "no keys", "not an object"])
+def test_without_keys_the_answer_is_unavailable_and_failed_fetches_are_rate_limited_too(
+    jwks: JwksServer, failure: str
+) -> None:
+    if failure == "503":
+        jwks.failing = True
+    else:
+        jwks.body = {"not json": b"<html>", "no keys": b'{"keys": []}', "not an object": b"[]"}[failure]
     keys = jwks.signing_keys()
 
     for _ in range(10):
         with pytest.raises(auth.KeysUnavailable):
             keys.get(KID)
+    failed = time.monotonic()  # the first failed fetch was before this
     assert jwks.fetches == 1
 
-    jwks.failing = False
-    jwks.time = auth.REFETCH_INTERVAL
+    jwks.failing, jwks.body = False, None
+    wait_until(failed + INTERVAL)
     assert keys.get(KID) is not None
     assert jwks.fetches == 2
 
 
-def test_a_failed_refetch_keeps_the_keys_held() -> None:
-    jwks = Jwks(public_jwk(KEY))
+def test_an_unreachable_jwks_url_is_unavailable() -> None:
+    server = JwksServer()
+    url = server.url
+    server.close()  # nothing listens there any more
+
+    with pytest.raises(auth.KeysUnavailable):
+        auth.FetchedKeys(url).get(KID)
+
+
+def test_a_failed_refetch_keeps_the_keys_held(jwks: JwksServer) -> None:
     keys = jwks.signing_keys()
     keys.get(KID)
+    fetched = time.monotonic()
     jwks.failing = True
 
-    jwks.time = auth.REFETCH_INTERVAL
+    wait_until(fetched + INTERVAL)
     assert keys.get("unknown") is None
     assert keys.get(KID) is not None
     assert jwks.fetches == 2
+
+
+def test_a_fetched_key_that_does_not_sign_rs256_is_no_key(jwks: JwksServer) -> None:
+    jwks.keys += [public_jwk(new_key(), kid="enc", use="enc"), {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}]
+    keys = jwks.signing_keys()
+
+    assert (keys.get("enc"), keys.get("hmac")) == (None, None)
+    assert keys.get(KID) is not None
 
 
 def test_one_key_cache_per_jwks_url_per_process() -> None:
     auth.reset()
     url = "https://cognito-idp.eu-west-2.amazonaws.com/pool/.well-known/jwks.json"
 
-    assert auth.signing_keys(url) is auth.signing_keys(url)
-    assert auth.signing_keys(url) is not auth.signing_keys(url + "?other")
+    assert auth.fetched_keys(url) is auth.fetched_keys(url)
+    assert auth.fetched_keys(url) is not auth.fetched_keys(url + "?other")
     auth.reset()
 
 
@@ -389,11 +469,11 @@ def test_keys_given_at_deploy_verify_tokens_and_are_never_fetched(
     monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS_URL, "https://127.0.0.1:9/none")
     monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS, json.dumps({"keys": [public_jwk(KEY)]}))
 
-    assert auth.require_admin(f"Bearer {token()}", now=NOW).username == "audit-admin"
+    assert auth.require_admin(f"Bearer {token()}").username == "audit-admin"
 
     other = new_key()  # a key the document does not hold: refused
     with pytest.raises(auth.Unauthorized):
-        auth.require_admin(f"Bearer {token(key=other, kid='other')}", now=NOW)
+        auth.require_admin(f"Bearer {token(key=other, kid='other')}")
 
 
 @pytest.mark.parametrize(
@@ -406,7 +486,7 @@ def test_a_malformed_jwks_given_at_deploy_is_a_configuration_error(
     monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS, document)
 
     with pytest.raises(settings.AuditConfigError) as error:
-        auth.require_admin(f"Bearer {token()}", now=NOW)
+        auth.require_admin(f"Bearer {token()}")
     assert error.value.problems == [
         f"{settings.AUDIT_COGNITO_JWKS} must be the user pool's JWKS document (JSON with RS256 keys)"
     ]
