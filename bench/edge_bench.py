@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import requests
 
 from bench import overhead
@@ -43,7 +44,7 @@ from bench.servers import BenchError, StaticUpstream, binary_version, require_bi
 from local.edge.server import NEW_NAME, LocalEdge, new_origin_secret
 from local.hosp_standin.process import StandInProcess
 from local.nginx_proxy import NginxProxy, nginx_binary
-from local.processes import PROC, LoopbackServer, ProcessError, group_members
+from local.processes import LoopbackServer, ProcessError, group_members
 
 PATH = "/hospitals"
 PUBLIC_NAME = NEW_NAME  # hosp.localhost: the edge's new name, the one production's proxy answers
@@ -204,14 +205,8 @@ def ratios_table(results: dict[str, list[WrkResult]]) -> Table:
     return table
 
 
-# What each server spends per request: CPU time from /proc, read around every wrk run.
+# What each server spends per request: the CPU time of its processes, read around every wrk run.
 CPU_COLUMNS = ("upstream", "proxy A", "proxy B", "edge", "wrk")
-
-
-def stat_cpu_seconds(stat: str, ticks_per_second: int) -> float:
-    """utime + stime of one /proc/PID/stat line, in seconds (fields 14 and 15, counted after the command)."""
-    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3, the state
-    return (int(fields[11]) + int(fields[12])) / ticks_per_second
 
 
 def cpu_per_request_us(cpu: Sequence[dict[str, float]], runs: Sequence[WrkResult], duration: int) -> dict[str, float]:
@@ -238,7 +233,7 @@ def cpu_table(cpu: dict[str, list[dict[str, float]]], results: dict[str, list[Wr
             f"C - B, total: {c['total'] - b['total']:+.1f} us per request, of which the edge {c['edge']:.1f} us."
         )
     table.notes.append(
-        "user + system time of each server's processes (NGINX's master and workers; /proc/PID/stat) and of wrk "
+        "user + system time of each server's processes (NGINX's master and workers) and of wrk "
         "(getrusage of the children), read before and after each run; divided by the run's requests."
     )
     return table
@@ -294,11 +289,11 @@ def server_cpu_seconds(server: LoopbackServer) -> float:
     """CPU seconds so far of a server's process group (it is started in a session of its own)."""
     if server.process is None:
         return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in group_members(server.process.pid):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            total += stat_cpu_seconds((PROC / str(pid) / "stat").read_text(), ticks)
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
     return total
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 
+import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent  # the project; servers start here
-PROC = Path("/proc")
 # Bounds, not expected durations: a loaded 2-core machine can take many seconds to
 # import moto or chalice, and a passing run never waits for a bound.
 STARTUP_TIMEOUT = 30.0
@@ -135,108 +135,58 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def port_user(port: int) -> str:
-    """Who listens on `port`, e.g. "nginx (pid 812)", from /proc/net/tcp and /proc/*/fd.
+    """Who listens on `port`, e.g. "nginx (pid 812)", or each of them (NGINX's master and workers).
 
-    "another process" when that cannot be told: no /proc, or a process of another
-    user whose file descriptors we may not read.
+    "another process" when that cannot be told: a process of another user whose
+    sockets we may not see.
     """
-    owners = _socket_owners(_listening_inodes(port))
+    owners = [process.pid for process in psutil.process_iter() if _listens_on(process.pid, port)]
     if not owners:
         return "another process"
     return ", ".join(f"{_process_name(pid)} (pid {pid})" for pid in owners)
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            rows = (PROC / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            # sl local_address rem_address st ... inode; addresses are HEX_IP:HEX_PORT, 0A is LISTEN.
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
-                inodes.add(fields[9])
-    return inodes
-
-
 def group_listens_on(pgid: int, port: int) -> bool:
-    """Whether a process of group `pgid` listens on `port` (True where /proc cannot tell).
+    """Whether a process of group `pgid` listens on `port`.
 
     What tells a server we started, bound to its port, from another server that
     answers there while ours still retries its bind or is about to exit.
     """
-    if not (PROC / "net" / "tcp").is_file():
-        return True  # no /proc: the health check alone, as elsewhere
-    links = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
-    for pid in group_members(pgid) if links else []:
-        try:
-            fds = list((PROC / str(pid) / "fd").iterdir())
-        except OSError:
-            continue  # gone, or a worker of another user (NGINX's master holds the sockets too)
-        if any(_readlink(fd) in links for fd in fds):
-            return True
-    return False
+    return any(_listens_on(pid, port) for pid in group_members(pgid))
 
 
-def _socket_owners(inodes: set[str]) -> list[int]:
-    links = {f"socket:[{inode}]" for inode in inodes}
-    owners = []
-    for pid in _pids() if links else []:
-        try:
-            fds = list((PROC / str(pid) / "fd").iterdir())
-        except OSError:
-            continue  # gone, or not ours to read
-        if any(_readlink(fd) in links for fd in fds):
-            owners.append(pid)
-    return owners
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port`, on any address.
 
-
-def _readlink(path: Path) -> str:
+    False for a process gone, or of another user whose sockets we may not see (an
+    NGINX worker's: its master holds the same sockets).
+    """
     try:
-        return os.readlink(path)
-    except OSError:
-        return ""
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets)
 
 
 def _process_name(pid: int) -> str:
     try:
-        return (PROC / str(pid) / "comm").read_text().strip()
-    except OSError:
+        return psutil.Process(pid).name()
+    except psutil.Error:
         return "a process"
 
 
 # --- process groups -------------------------------------------------------------------------
 
 
-def _pids() -> list[int]:
-    return sorted(int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit())
-
-
-def _state_and_group(pid: int) -> tuple[str, int] | None:
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses; the fields after its last ")" do not.
-    state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-    return state, int(pgrp)
-
-
 def group_members(pgid: int) -> list[int]:
     """The running processes of process group `pgid` (zombies have exited: not counted)."""
-    if not PROC.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]  # some member; which ones cannot be told
     members = []
-    for pid in _pids():
-        found = _state_and_group(pid)
-        if found is not None and found[1] == pgid and found[0] not in ("Z", "X"):
-            members.append(pid)
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                members.append(process.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue  # gone since listed
     return members
 
 

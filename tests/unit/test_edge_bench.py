@@ -5,6 +5,11 @@ The bench itself (bench/edge_bench.py) is not run here: it needs minutes of a qu
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from bench.clients import AUTH
@@ -20,10 +25,11 @@ from bench.edge_bench import (
     ratios_table,
     read_edge_log,
     results_table,
-    stat_cpu_seconds,
+    server_cpu_seconds,
     wrk_errors,
 )
 from bench.overhead import DEFAULT_REQUEST, WRK_PATH, WrkRequest, WrkResult, WrkSettings, wrk_args
+from local.processes import LoopbackServer
 
 SETTINGS = WrkSettings(threads=1, connections=16, duration=5)
 
@@ -190,13 +196,30 @@ def test_any_wrk_error_is_named_with_its_target_and_run() -> None:
 
 # ------------------------------------------------------------------ CPU per request
 
-# proc(5): pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime ...
-# A command name may hold spaces and parentheses.
-STAT = "4242 (nginx: worker (x)) S 4240 4240 4240 0 -1 4194624 900 0 0 0 250 75 0 0 20 0 1 0 1234 0 0"
+# A process group's leader and its child, each burning 0.2 s of CPU, saying so, then sleeping.
+BURN = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass\nprint(flush=True)\n"
+LEADER_AND_CHILD_BURNING = (
+    "import subprocess, sys, time\n"
+    f"subprocess.Popen([sys.executable, '-c', {BURN + 'time.sleep(60)'!r}])\n"
+    f"{BURN}time.sleep(60)\n"
+)
 
 
-def test_cpu_seconds_are_utime_plus_stime_after_the_command_name() -> None:
-    assert stat_cpu_seconds(STAT, ticks_per_second=100) == pytest.approx(3.25)
+def test_a_servers_cpu_seconds_count_every_process_of_its_group() -> None:
+    server = LoopbackServer()
+    server.process = subprocess.Popen(
+        [sys.executable, "-c", LEADER_AND_CHILD_BURNING], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert server.process.stdout is not None
+        server.process.stdout.readline()
+        server.process.stdout.readline()  # both have burnt theirs
+        assert server_cpu_seconds(server) >= 0.4
+    finally:
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        if server.process.stdout is not None:
+            server.process.stdout.close()
 
 
 def test_cpu_per_request_is_each_columns_median_in_microseconds_and_their_total() -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from local.processes import (
@@ -147,15 +148,13 @@ def test_a_server_that_exits_during_startup_names_its_exit_code(tmp_path: Path) 
 def alive(pid: int) -> bool:
     """Whether pid runs (a zombie has exited and only waits to be reaped)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
         return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def group_of(pid: int) -> int | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return os.getpgid(pid)
+    except ProcessLookupError:
         return None
-    return int(stat[stat.rindex(")") + 2 :].split()[2])
