@@ -12,20 +12,20 @@ import requests
 
 from chalicelib import aws, config, note_jobs, note_worker, requeue, service_account
 from local.hosp_standin.store import NOTES_SERVICE_ACCOUNT
-from tests.functional.screen_support import Setup, screen_body, setup  # noqa: F401 (fixture)
+from tests.functional.screen_support import Setup, screen_body
 from tests.support import DEMO_AUTH, DEMO_PASSWORD
 
 pytestmark = pytest.mark.usefixtures("setup")
 
 
-def screened(setup: Setup, patient: int, seed: int) -> str:  # noqa: F811
+def screened(setup: Setup, patient: int, seed: int) -> str:
     """Screen once; the request id of the answer."""
     answer = setup.screen(patient, screen_body(seed))
     assert answer.status_code == 200
     return str(answer.headers.get("X-Request-Id") or "")
 
 
-def drain(setup: Setup, limit: int = 20) -> list[str | None]:  # noqa: F811
+def drain(setup: Setup, limit: int = 20) -> list[str | None]:
     outcomes = []
     for _ in range(limit):
         outcome = setup.queue.handle_one(wait_seconds=0)
@@ -49,7 +49,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         ["503", "503"],
     ],
 )
-def test_a_failed_note_write_is_retried_and_lands_once(setup: Setup, note_post_outcomes: list[str]) -> None:  # noqa: F811
+def test_a_failed_note_write_is_retried_and_lands_once(setup: Setup, note_post_outcomes: list[str]) -> None:
     screened(setup, 6, 1)
     # The worker's requests: GET /notes (ok), POST /notes (the faults), then GET, POST ... in turn.
     script: list[str] = []
@@ -62,7 +62,7 @@ def test_a_failed_note_write_is_retried_and_lands_once(setup: Setup, note_post_o
 
 
 @pytest.mark.usefixtures("quick_retries")
-def test_a_reset_after_the_commit_is_caught_by_the_read_before_the_next_write(setup: Setup) -> None:  # noqa: F811
+def test_a_reset_after_the_commit_is_caught_by_the_read_before_the_next_write(setup: Setup) -> None:
     screened(setup, 6, 2)
     setup.hosp.faults(commit_then_fail={"rate": 1.0, "mode": "reset"})
 
@@ -72,7 +72,7 @@ def test_a_reset_after_the_commit_is_caught_by_the_read_before_the_next_write(se
     assert len(setup.xray_notes(6)) == 1
 
 
-def test_a_redelivered_job_writes_no_second_note(setup: Setup) -> None:  # noqa: F811
+def test_a_redelivered_job_writes_no_second_note(setup: Setup) -> None:
     screened(setup, 7, 3)
     message = setup.sqs.receive_message(QueueUrl=setup.queue.url, AttributeNames=["All"])["Messages"][0]
     # A worker writes the note and dies before the message is deleted ...
@@ -85,7 +85,7 @@ def test_a_redelivered_job_writes_no_second_note(setup: Setup) -> None:  # noqa:
     assert len(setup.xray_notes(7)) == 1
 
 
-def test_two_workers_draining_one_queue_write_each_note_once(setup: Setup) -> None:  # noqa: F811
+def test_two_workers_draining_one_queue_write_each_note_once(setup: Setup) -> None:
     for seed in range(6):
         screened(setup, 8 + seed % 2, seed)
     # A message sent twice (the interceptor's send retried) is one message to a FIFO queue.
@@ -106,7 +106,7 @@ def test_two_workers_draining_one_queue_write_each_note_once(setup: Setup) -> No
 
 
 def test_hosp_down_defers_the_message_with_a_growing_backoff_and_bounded_calls(
-    setup: Setup,  # noqa: F811
+    setup: Setup,
     quick_retries: None,
 ) -> None:
     screened(setup, 10, 4)
@@ -139,7 +139,7 @@ def test_hosp_down_defers_the_message_with_a_growing_backoff_and_bounded_calls(
         ),  # a patient HOSP does not have: 422
     ],
 )  # fmt: skip
-def test_a_job_that_can_never_succeed_goes_to_the_dead_letter_queue_at_once(setup: Setup, body: str) -> None:  # noqa: F811
+def test_a_job_that_can_never_succeed_goes_to_the_dead_letter_queue_at_once(setup: Setup, body: str) -> None:
     setup.sqs.send_message(QueueUrl=setup.queue.url, MessageBody=body, MessageGroupId="1", MessageDeduplicationId="d")
 
     assert setup.queue.handle_one(wait_seconds=0) == "handled"  # deleted from the note queue ...
@@ -151,7 +151,7 @@ def test_a_job_that_can_never_succeed_goes_to_the_dead_letter_queue_at_once(setu
 
 
 def test_an_unreachable_queue_still_answers_the_nurse_and_the_logged_job_can_be_requeued(
-    setup: Setup,  # noqa: F811
+    setup: Setup,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -178,7 +178,7 @@ def test_an_unreachable_queue_still_answers_the_nurse_and_the_logged_job_can_be_
 
 
 def test_no_password_authorization_or_image_reaches_the_log(
-    setup: Setup,  # noqa: F811
+    setup: Setup,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     body = screen_body(12345)
@@ -193,7 +193,7 @@ def test_no_password_authorization_or_image_reaches_the_log(
     assert '"event":"note_written"' in printed or '"event":"note_already_present"' in printed
 
 
-def test_a_note_by_someone_else_quoting_the_marker_does_not_stop_the_real_one(setup: Setup) -> None:  # noqa: F811
+def test_a_note_by_someone_else_quoting_the_marker_does_not_stop_the_real_one(setup: Setup) -> None:
     screened(setup, 13, 6)
     message = setup.sqs.receive_message(QueueUrl=setup.queue.url, VisibilityTimeout=0)["Messages"][0]
     marker = note_jobs.NoteJob.from_json(message["Body"]).marker
@@ -205,7 +205,7 @@ def test_a_note_by_someone_else_quoting_the_marker_does_not_stop_the_real_one(se
 
 
 def test_an_empty_service_account_secret_makes_jobs_wait_not_die_and_they_are_written_once_it_is_put(
-    setup: Setup,  # noqa: F811
+    setup: Setup,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

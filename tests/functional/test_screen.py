@@ -7,12 +7,12 @@ import json
 import pytest
 
 from chalicelib import screen
-from tests.functional.screen_support import NURSE, Setup, screen_body, setup  # noqa: F401 (fixture)
+from tests.functional.screen_support import NURSE, Setup, screen_body
 
 pytestmark = pytest.mark.usefixtures("setup")
 
 
-def test_a_screen_answers_hosps_bytes_and_queues_one_job_then_one_note(setup: Setup) -> None:  # noqa: F811
+def test_a_screen_answers_hosps_bytes_and_queues_one_job_then_one_note(setup: Setup) -> None:
     body = screen_body(1, 2)
 
     answer = setup.screen(3, body)
@@ -33,7 +33,7 @@ def test_a_screen_answers_hosps_bytes_and_queues_one_job_then_one_note(setup: Se
     assert setup.depth() == 0
 
 
-def test_a_multi_megabyte_screen_passes_through_whole(setup: Setup) -> None:  # noqa: F811
+def test_a_multi_megabyte_screen_passes_through_whole(setup: Setup) -> None:
     body = screen_body(7, 8, size=1_500_000)  # two 1.5 MB images, 4 MB of JSON
 
     answer = setup.screen(2, body)
@@ -56,7 +56,7 @@ def test_a_multi_megabyte_screen_passes_through_whole(setup: Setup) -> None:  # 
     ],
 )
 def test_hosps_refusals_pass_through_unchanged_and_make_no_note(
-    setup: Setup,  # noqa: F811
+    setup: Setup,
     patient: object,
     body: bytes,
     headers: dict[str, str],
@@ -70,7 +70,7 @@ def test_hosps_refusals_pass_through_unchanged_and_make_no_note(
     assert setup.depth() == 0
 
 
-def test_a_failed_screen_call_is_tried_again_and_queues_one_job(setup: Setup) -> None:  # noqa: F811
+def test_a_failed_screen_call_is_tried_again_and_queues_one_job(setup: Setup) -> None:
     setup.hosp.script("503", "reset")
 
     answer = setup.screen(4, screen_body(4))
@@ -80,7 +80,7 @@ def test_a_failed_screen_call_is_tried_again_and_queues_one_job(setup: Setup) ->
     assert setup.depth() == 1
 
 
-def test_hosp_down_gives_the_nurse_hosps_failure_after_three_tries_and_no_note(setup: Setup) -> None:  # noqa: F811
+def test_hosp_down_gives_the_nurse_hosps_failure_after_three_tries_and_no_note(setup: Setup) -> None:
     setup.hosp.faults(outage=True)
     before = setup.hosp.received()
 
@@ -93,7 +93,7 @@ def test_hosp_down_gives_the_nurse_hosps_failure_after_three_tries_and_no_note(s
 
 
 def test_a_misconfigured_interceptor_answers_a_json_503_and_calls_nobody(
-    setup: Setup,  # noqa: F811
+    setup: Setup,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.example.internal")

@@ -1,0 +1,53 @@
+"""Fixtures of the functional tests: the screen interceptor and the note worker on a real NGINX.
+
+The interceptor and the worker run in this process (chalice.test.Client and
+the worker's handler); HOSP is the stand-in behind NGINX's internal listener,
+as in AWS; SQS is moto's, because AWS is out of reach here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+from app import app
+from chalicelib import aws, config, service_account
+from local import note_queue
+from local.hosp_standin.store import NOTES_SERVICE_ACCOUNT
+from local.nginx_proxy import NginxProxy
+from local.note_worker_loop import Queue
+from tests.functional.screen_support import REGION, Setup
+from tests.support import Hosp
+
+
+@pytest.fixture
+def setup(fresh_hosp: Hosp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    account = NOTES_SERVICE_ACCOUNT
+    with NginxProxy(fresh_hosp.address, tmp_path / "nginx") as proxy:
+        env = {
+            config.STAGE: "local",
+            config.HOSP_BASE_URL: proxy.internal_url,
+            config.HOSP_SERVICE_USERNAME: account.username,
+            config.HOSP_SERVICE_PASSWORD: account.password,
+            config.HOSP_SERVICE_STAFF_ID: str(account.staff_id),
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            aws.reset()
+            service_account.forget()
+            sqs = boto3.client("sqs", region_name=REGION)
+            note_queue.create(sqs)
+            with Client(app, stage_name="local") as client:
+                yield Setup(fresh_hosp, proxy, client, sqs, Queue(sqs))
+            aws.reset()
+            service_account.forget()
