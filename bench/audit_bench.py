@@ -22,7 +22,6 @@ Every step is bounded in time. See bench/README.md and docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import hashlib
 import json
@@ -33,7 +32,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Table, ratio
+from bench.toolkit import alternated, run_directory
 from chalicelib.audit import log_schema
 from chalicelib.audit.filters import Filters
 
@@ -429,11 +428,6 @@ def yes(value: bool) -> str:
 
 def runs(repeats: int) -> str:
     return "1 run each" if repeats == 1 else f"{repeats} runs each, alternated"
-
-
-def alternated(names: Sequence[str], repeats: int) -> list[str]:
-    """Each name once per repetition, the order reversed every other time (A B, B A, A B, ...)."""
-    return [name for rep in range(repeats) for name in (names if rep % 2 == 0 else names[::-1])]
 
 
 def expected_seconds(records: int, repeats: int, sections: set[str]) -> float:
@@ -938,17 +932,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def run_directory(keep: bool) -> Iterator[Path]:
-    if keep:
-        path = Path(tempfile.mkdtemp(prefix="audit-bench-"))
-        print(f"the log and the CSVs are kept in {path}")
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="audit-bench-") as name:
-        yield Path(name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.measure:
@@ -970,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lambda_result: LambdaResult | None = None
     started = time.monotonic()
     try:
-        with run_directory(args.keep) as run_dir:
+        with run_directory(args.keep, "audit-bench", "the log and the CSVs") as run_dir:
             log = run_dir / "access.json"
             note(f"writing {args.records} log lines to {log}")
             step = max(args.records // 10, 10_000)

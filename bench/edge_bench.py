@@ -38,9 +38,9 @@ import requests
 from bench import overhead
 from bench.clients import AUTH
 from bench.overhead import Summary, WrkRequest, WrkResult, WrkSettings
-from bench.proxy_bench import run_directory
 from bench.report import Table
 from bench.servers import BenchError, StaticUpstream, binary_version, require_binary
+from bench.toolkit import Check, checks_table, run_directory
 from local.edge.server import NEW_NAME, LocalEdge, new_origin_secret
 from local.hosp_standin.process import StandInProcess
 from local.nginx_proxy import NginxProxy, nginx_binary
@@ -306,40 +306,7 @@ def cpu_now(servers: dict[str, LoopbackServer]) -> dict[str, float]:
     return {**{name: server_cpu_seconds(server) for name, server in servers.items()}, "wrk": wrk_cpu_seconds()}
 
 
-def alternated(
-    s: Stand, runs: int, settings: WrkSettings
-) -> tuple[dict[str, list[WrkResult]], dict[str, list[dict[str, float]]]]:
-    """As overhead.interleaved (a 1 s warm-up of each, then `runs` rounds A B C), with each run's CPU."""
-    warmup = WrkSettings(settings.threads, settings.connections, duration=1)
-    for name, url in s.urls.items():
-        overhead.run_wrk(url, warmup, s.requests[name])
-    results: dict[str, list[WrkResult]] = {name: [] for name in s.urls}
-    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in s.urls}
-    for round_number in range(runs):
-        for name, url in s.urls.items():
-            before = cpu_now(s.servers)
-            result = overhead.run_wrk(url, settings, s.requests[name])
-            after = cpu_now(s.servers)
-            results[name].append(result)
-            cpu[name].append({column: after[column] - before[column] for column in after})
-            print(f"  round {round_number + 1}/{runs} {name} {result.rps:9.0f} req/s  p50 {result.p50_ms:.3f} ms  "
-                  f"p99 {result.p99_ms:.3f} ms  CPU {sum(cpu[name][-1].values()):.2f} s", flush=True)  # fmt: skip
-    return results, cpu
-
-
 # --- pre-flight ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    target: str
-    case: str
-    expected: str
-    seen: str
-
-    @property
-    def passed(self) -> bool:
-        return self.expected == self.seen
 
 
 def _seen(call: Callable[[], object]) -> str:
@@ -372,13 +339,6 @@ def preflight(s: Stand) -> list[Check]:
     ]  # fmt: skip
 
 
-def checks_table(checks: list[Check]) -> Table:
-    table = Table("Edge pre-flight: one request each", ["target", "case", "expected", "seen", ""])
-    for check in checks:
-        table.add(check.target, check.case, check.expected, check.seen, "ok" if check.passed else "FAILED")
-    return table
-
-
 # --- main ----------------------------------------------------------------------------------------------
 
 
@@ -409,12 +369,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         require_binary("wrk")
         show(tables, environment(args.upstream))
-        with run_directory(args.keep) as run_dir:
+        with run_directory(args.keep, "edge-bench", "configs and logs") as run_dir:
             with stand(run_dir, args.upstream) as s:
                 checks = preflight(s)
-                show(tables, checks_table(checks))
+                show(tables, checks_table("Edge pre-flight: one request each", "target", checks))
                 problems += [f"pre-flight {c.target} {c.case}: {c.seen}" for c in checks if not c.passed]
-                results, cpu = alternated(s, args.runs, settings) if not problems else ({}, {})
+                results: dict[str, list[WrkResult]] = {}
+                cpu: dict[str, list[dict[str, float]]] = {}
+                if not problems:
+                    runs = overhead.interleaved(s.urls, args.runs, settings, s.requests, lambda: cpu_now(s.servers))
+                    results, cpu = runs.results, runs.counted
                 edge_log = read_edge_log(s.edge.access_log.read_text(errors="replace"))
             if results:
                 table = results_table(results, settings, args.upstream)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import statistics
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bench.clients import AUTH
@@ -102,16 +102,41 @@ def summarize(results: Sequence[WrkResult]) -> Summary:
     )
 
 
-def interleaved(targets: dict[str, str], runs: int, settings: WrkSettings) -> dict[str, list[WrkResult]]:
-    """`runs` rounds; each round runs wrk once against every target, in order."""
+@dataclass
+class Interleaved:
+    """wrk's results by target, in run order; with counters, their change over each run too."""
+
+    results: dict[str, list[WrkResult]]
+    counted: dict[str, list[dict[str, float]]]
+
+
+def interleaved(
+    targets: dict[str, str],
+    runs: int,
+    settings: WrkSettings,
+    requests: Mapping[str, WrkRequest] | None = None,
+    counters: Callable[[], dict[str, float]] | None = None,
+) -> Interleaved:
+    """A 1 s warm-up of each target, then `runs` rounds; each round runs wrk once against every target, in order.
+
+    requests: what wrk sends to each target (by default DEFAULT_REQUEST). counters:
+    read before and after each run (CPU seconds, say); the differences are kept per run.
+    """
+    request = {name: (requests or {}).get(name, DEFAULT_REQUEST) for name in targets}
     warmup = WrkSettings(settings.threads, settings.connections, duration=1)
-    for url in targets.values():
-        run_wrk(url, warmup)  # connections, caches and pools warm; not counted
-    results: dict[str, list[WrkResult]] = {name: [] for name in targets}
+    for name, url in targets.items():
+        run_wrk(url, warmup, request[name])  # connections, caches and pools warm; not counted
+    done = Interleaved({name: [] for name in targets}, {name: [] for name in targets})
     for round_number in range(runs):
         for name, url in targets.items():
-            result = run_wrk(url, settings)
-            results[name].append(result)
-            print(f"  round {round_number + 1}/{runs} {name:8} {result.rps:9.0f} req/s  "
-                  f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms", flush=True)  # fmt: skip
-    return results
+            before = counters() if counters else {}
+            result = run_wrk(url, settings, request[name])
+            after = counters() if counters else {}
+            done.results[name].append(result)
+            line = (f"  round {round_number + 1}/{runs} {name:8} {result.rps:9.0f} req/s  "
+                    f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms")  # fmt: skip
+            if counters:
+                done.counted[name].append({key: after[key] - before[key] for key in after})
+                line += f"  CPU {sum(done.counted[name][-1].values()):.2f} s"
+            print(line, flush=True)
+    return done

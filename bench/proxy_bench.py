@@ -23,8 +23,7 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from bench.floor import fault_config
 from bench.reliability import GetCell, PostCell, Series, StormResult, Target
 from bench.report import Table, ratio
 from bench.servers import BenchError, HAProxy, StaticUpstream, binary_version, require_binary
+from bench.toolkit import checks_table, run_directory
 from infra.nginx.render import Tuning
 from local.hosp_standin.process import StandInProcess as StandIn
 from local.nginx_proxy import NginxProxy, nginx_binary
@@ -92,14 +92,7 @@ def environment() -> Table:
 
 # --- 0 and 1: checks and reliability -------------------------------------------------------
 
-
-def checks_table(checks: list[reliability.Check]) -> Table:
-    table = Table(
-        "Pre-flight: scripted faults (stand-in script), one request each", ["proxy", "case", "expected", "seen", ""]
-    )
-    for check in checks:
-        table.add(check.proxy, check.case, check.expected, check.seen, "ok" if check.passed else "FAILED")
-    return table
+PREFLIGHT_TITLE = "Pre-flight: scripted faults (stand-in script), one request each"
 
 
 def reliability_row(table: Table, label: list[str], get: GetCell, post: PostCell) -> None:
@@ -258,7 +251,7 @@ def reliability_and_storm(run_dir: Path, args: argparse.Namespace, sections: set
         targets = [Target("nginx", nginx.url), Target("nginx+budget", budgeted.url), Target("haproxy", haproxy.url)]
         checks = reliability.run_checks(standin, targets, args.seed)
         report.failed_checks = sum(not c.passed for c in checks)
-        report.show(checks_table(checks))
+        report.show(checks_table(PREFLIGHT_TITLE, "proxy", checks))
         if "reliability" in sections:
             table, cells = reliability_table(standin, targets, args)
             report.show(table)
@@ -277,7 +270,7 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
         nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", tuning=COMMON_NGINX))
         haproxy = stack.enter_context(HAProxy(static.address, run_dir / "haproxy-overhead"))
         targets = {"direct": static.url, "nginx": nginx.url, "haproxy": haproxy.url}
-        results = overhead.interleaved(targets, args.wrk_runs, settings)
+        results = overhead.interleaved(targets, args.wrk_runs, settings).results
         log_lines = {"nginx": _lines(nginx.access_log), "haproxy": _lines(haproxy.access_log)}
     summaries = {name: overhead.summarize(runs) for name, runs in results.items()}
     table = _overhead_rows(summaries, log_lines, settings)
@@ -341,17 +334,6 @@ def _lines(path: Path) -> int:
 # --- main -------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def run_directory(keep: bool) -> Iterator[Path]:
-    if keep:
-        path = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
-        print(f"configs and logs are kept in {path}")
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="proxy-bench-") as name:
-        yield Path(name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sections = set(args.sections.split(","))
@@ -360,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for tool in ("haproxy", "wrk"):
             require_binary(tool)
         report.show(environment())
-        with run_directory(args.keep) as run_dir:
+        with run_directory(args.keep, "proxy-bench", "configs and logs") as run_dir:
             reliability_and_storm(run_dir, args, sections, report)
             if "overhead" in sections:
                 table, summaries = overhead_table(run_dir, args)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.clients import ClientRun, run_clients, send_once
 from bench.floor import fault_config, realized_floor
+from bench.toolkit import Check
 from local.hosp_standin.process import StandInProcess as StandIn
 from local.hosp_standin.stats import REQUEST_LOG_SIZE  # the stand-in's log; a longer series cannot be attributed
 
@@ -23,18 +24,6 @@ class Target:
 
     name: str
     url: str
-
-
-@dataclass(frozen=True)
-class Check:
-    proxy: str
-    case: str
-    expected: str
-    seen: str
-
-    @property
-    def passed(self) -> bool:
-        return self.expected == self.seen
 
 
 # (case, method, script, expected client status, expected upstream attempts)

@@ -31,7 +31,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -48,6 +47,7 @@ import requests
 
 from bench.report import Table
 from bench.servers import BenchError, binary_version
+from bench.toolkit import alternated, run_directory
 from chalicelib import aws, config, note_jobs
 from local.hosp_standin.api import screen_images
 from local.hosp_standin.process import StandInProcess
@@ -124,15 +124,6 @@ class Latency:
 
 def latency(values_ms: Sequence[float]) -> Latency:
     return Latency(len(values_ms), percentile(values_ms, 50), percentile(values_ms, 99))
-
-
-def alternated(names: Sequence[str], rounds: int) -> list[str]:
-    """Each name once per step, for `rounds` steps, the order rotated by one at each step.
-
-    So that every target is measured right after every other as often, and drift
-    (a warming cache, a growing backlog, a neighbour's load) falls on all alike.
-    """
-    return [name for step in range(rounds) for name in [*names[step % len(names) :], *names[: step % len(names)]]]
 
 
 def image_for(tag: str, index: int, size: int = IMAGE_BYTES) -> str:
@@ -974,17 +965,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def run_directory(keep: bool) -> Iterator[Path]:
-    if keep:
-        path = Path(tempfile.mkdtemp(prefix="screen-bench-"))
-        print(f"logs and configs are kept in {path}")
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="screen-bench-") as name:
-        yield Path(name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sections = set(args.sections.split(","))
@@ -998,7 +978,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     once: OnceResult | None = None
     try:
         show(environment())
-        with run_directory(args.keep) as run_dir, running_system(run_dir, args.seed) as system:
+        with (
+            run_directory(args.keep, "screen-bench", "logs and configs") as run_dir,
+            running_system(run_dir, args.seed) as system,
+        ):
             if "latency" in sections:
                 print("1. latency", flush=True)
                 latency_result = measure_latency(system, args)

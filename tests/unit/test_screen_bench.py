@@ -18,7 +18,6 @@ import pytest
 from bench.screen_bench import (
     TIMELINE,
     DrainWatch,
-    alternated,
     count_events,
     image_for,
     interceptor_stamps,
@@ -31,6 +30,7 @@ from bench.screen_bench import (
     tally,
     timeline,
 )
+from bench.toolkit import alternated
 from chalicelib import note_jobs, note_worker
 
 # ------------------------------------------------------------------ percentiles
