@@ -40,7 +40,9 @@ TIMESTAMP = LogType("string", "timestamp", "TIMESTAMP")
 class Field:
     name: str
     type: LogType
-    client_text: bool = False  # client-supplied text, escaped losslessly (docs/access-log.md)
+    client_text: bool = False  # client-supplied text, escaped losslessly and bounded (docs/access-log.md)
+    # Patient ids a client named: each ASCII digits or not-an-id, joined by "," (docs/access-log.md)
+    patient_ids: bool = False
 
 
 FIELDS: tuple[Field, ...] = (
@@ -57,9 +59,9 @@ FIELDS: tuple[Field, ...] = (
     Field("path", STRING, client_text=True),
     Field("normalized_path", STRING, client_text=True),
     Field("query", STRING, client_text=True),
-    Field("patient_id", STRING, client_text=True),
-    Field("body_patient_id", STRING, client_text=True),
-    Field("query_patient_id", STRING, client_text=True),
+    Field("patient_id", STRING, patient_ids=True),
+    Field("body_patient_id", STRING, patient_ids=True),
+    Field("query_patient_id", STRING, patient_ids=True),
     Field("status", INTEGER),
     Field("bytes_sent", BIG_INTEGER),
     Field("request_time", SECONDS),

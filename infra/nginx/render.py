@@ -35,6 +35,9 @@ API_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
 # The one request-body limit of the whole system (docs/proxy.md): the proxy
 # refuses larger bodies with 413, and the HOSP stand-in accepts exactly this.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# The longest client-supplied text the access log writes, in bytes of its
+# escaped text (docs/access-log.md, "Client text"): longer text is cut there.
+LOG_TEXT_LIMIT = 2048
 # The proxy's slowest answer must come this much before CloudFront gives up.
 ORIGIN_MARGIN = 5.0
 # The largest screen body sent to the interceptor (docs/screen.md). A Lambda
@@ -296,6 +299,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "public_names_regex": "|".join(name.replace(".", r"\.") for name in s.public_names),
         "njs_dir": str(NJS_DIR),
         "body_scan_limit": str(t.body_scan_limit),
+        "log_text_limit": str(LOG_TEXT_LIMIT),
         "screen_max_bytes": str(SCREEN_MAX_BYTES),
         "screen_length_regex": at_most(SCREEN_MAX_BYTES),
         "access_log": s.access_log,

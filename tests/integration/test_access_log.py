@@ -31,6 +31,7 @@ import requests
 
 from chalicelib.audit import duckdb_engine, filters
 from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
+from infra.nginx.render import LOG_TEXT_LIMIT
 from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
 from local.processes import closed_port
@@ -59,6 +60,12 @@ VALID_UTF8 = "é€😀".encode()
 PAYLOAD = NOT_UTF8 + VALID_UTF8 + b"\\xff\\"
 # Put in every body sent: it must never reach the log.
 BODY_TEXT = "body-text-that-is-never-logged"
+# What the log writes for a patient_id that is not ASCII digits (docs/access-log.md, "Patient ids").
+NOT_AN_ID = "not-an-id"
+MAX_PATIENT_IDS = 16
+# What ends a field the log cut (docs/access-log.md, "Client text").
+CUT = "\\..."
+TEXT_LIMIT = LOG_TEXT_LIMIT
 
 
 # --- a stand-in for the Chalice app ------------------------------------------------------------
@@ -120,6 +127,34 @@ def client_text(raw: bytes) -> str:
     return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
+def logged_text(raw: bytes, limit: int = TEXT_LIMIT) -> str:
+    """Client text as the log writes it: escaped, and past `limit` bytes cut before the character
+    or escape that would pass it, with CUT at the end."""
+    escaped = client_text(raw)
+    if len(escaped.encode()) <= limit:
+        return escaped
+    units = re.findall(r"\\\\|\\x[0-9a-f]{2}|.", escaped, re.DOTALL)
+    kept, size = [], 0
+    for unit in units:
+        size += len(unit.encode())
+        if size > limit:
+            break
+        kept.append(unit)
+    return "".join(kept) + CUT
+
+
+def patient_id(value: str) -> str:
+    """A patient_id's value as the log writes it: ASCII digits without their leading zeros, at most 18."""
+    digits = value.lstrip("0") or "0"
+    return digits if re.fullmatch(r"[0-9]+", value) and len(digits) <= 18 else NOT_AN_ID
+
+
+def patient_ids(values: list[str]) -> str:
+    """The values a request names as the log lists them: each once, in order, joined by ","; at most 16."""
+    ids = list(dict.fromkeys(patient_id(value) for value in values))
+    return ",".join(ids[:MAX_PATIENT_IDS] + ([CUT] if len(ids) > MAX_PATIENT_IDS else []))
+
+
 def raw_bytes(text: str) -> bytes:
     """The bytes a client-text field stands for (docs/access-log.md, "Client text")."""
     out, i = bytearray(), 0
@@ -152,7 +187,6 @@ def assert_schema(entry: dict[str, Any]) -> None:
         pytest.param("query", b"/hospitals?q=" + PAYLOAD, {}, b"q=" + PAYLOAD, id="query"),
         pytest.param("user", b"/hospitals", {b"Authorization": basic(PAYLOAD)}, PAYLOAD, id="basic-user"),
         pytest.param("forwarded_for", b"/hospitals", {b"X-Forwarded-For": PAYLOAD}, PAYLOAD, id="x-forwarded-for"),
-        pytest.param("patient_id", b"/hospitals", {b"X-Patient-Id": PAYLOAD}, PAYLOAD, id="x-patient-id"),
         pytest.param(
             "viewer_address", b"/hospitals", {b"CloudFront-Viewer-Address": PAYLOAD}, PAYLOAD, id="viewer-address"
         ),
@@ -374,14 +408,19 @@ def deep(depth: int) -> bytes:
     ("method", "body", "headers", "logged_value"),
     [
         pytest.param("POST", json.dumps(note(3)).encode(), {}, "3", id="a number"),
-        pytest.param("POST", json.dumps(note("0042")).encode(), {}, "0042", id="a string"),
-        pytest.param("POST", b'{"patient_id": 5.0, "body": "' + BODY_TEXT.encode() + b'"}', {}, "5.0", id="as written"),
+        pytest.param("POST", json.dumps(note("0042")).encode(), {}, "42", id="a string"),
+        pytest.param(
+            "POST", b'{"patient_id": 5.0, "body": "' + BODY_TEXT.encode() + b'"}', {}, NOT_AN_ID, id="not digits"
+        ),
         pytest.param(
             "POST",
             b'{"patient_id": 1, "body": "' + BODY_TEXT.encode() + b'", "patient_id": "2"}',
             {},
-            "2",
-            id="duplicate keys: the last",
+            "1,2",
+            id="duplicate keys: both",
+        ),
+        pytest.param(
+            "POST", b'{"patient_id": 1, "patient_id": "01", "patient_id": "\\u0031"}', {}, "1", id="the same id thrice"
         ),
         pytest.param(
             "POST", b'{"patient\\u005fid": 4, "body": "' + BODY_TEXT.encode() + b'"}', {}, "4", id="escaped key"
@@ -408,10 +447,12 @@ def deep(depth: int) -> bytes:
             "POST",
             b'{"patient_id": "\\u00e9\\\\x\\ud800", "body": "' + BODY_TEXT.encode() + b'"}',
             {},
-            "é\\\\x\\xed\\xa0\\x80",
-            id="string escapes, as client text",
+            NOT_AN_ID,
+            id="string escapes, not digits",
         ),
-        pytest.param("POST", json.dumps(note(None)).encode(), {}, "?", id="null names no patient"),
+        pytest.param("POST", b'{"patient_id": "\\u0035\\u0030"}', {}, "50", id="escaped digits"),
+        pytest.param("POST", json.dumps(note(None)).encode(), {}, NOT_AN_ID, id="null names no patient"),
+        pytest.param("POST", json.dumps(note("1" * 19)).encode(), {}, NOT_AN_ID, id="19 digits"),
         pytest.param("POST", deep(100_000), {}, "?", id="nested 100,000 deep"),
         pytest.param("POST", deep(990), {}, "1", id="nested 990 deep"),
         pytest.param("POST", b'{"patient_id": 3, "body": "' + BODY_TEXT.encode() + b'",}', {}, "?", id="malformed"),
@@ -433,7 +474,7 @@ def test_body_patient_id_is_the_top_level_patient_id_of_a_write(
 
     entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
     assert entry["body_patient_id"] == logged_value
-    assert entry["patient_id"] == headers.get("X-Patient-Id", "")
+    assert entry["patient_id"] == patient_ids([headers["X-Patient-Id"]] if "X-Patient-Id" in headers else [])
     assert BODY_TEXT.encode() not in proxy.access_log.read_bytes()
 
 
@@ -467,8 +508,12 @@ class Literal(str):
     """A JSON number, as written."""
 
 
+class Members(list[tuple[str, object]]):
+    """A JSON object's members, every one of them, in order (duplicate keys included)."""
+
+
 def reference_patient_id(body: bytes) -> str:
-    """body_patient_id as Python's json reads the body (it keeps the last of duplicate keys)."""
+    """body_patient_id as Python's json reads the body: every top-level patient_id, as patient ids."""
 
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not JSON")
@@ -476,18 +521,20 @@ def reference_patient_id(body: bytes) -> str:
     if body.startswith(codecs.BOM_UTF8):
         return "?"
     try:
-        value = json.loads(body.decode("utf-8"), parse_int=Literal, parse_float=Literal, parse_constant=refuse)
+        value = json.loads(
+            body.decode("utf-8"),
+            parse_int=Literal,
+            parse_float=Literal,
+            parse_constant=refuse,
+            object_pairs_hook=Members,
+        )
     except ValueError:  # UnicodeDecodeError and JSONDecodeError too
         return "?"
-    if not isinstance(value, dict):
+    if not isinstance(value, Members):
         return "?"
-    found = value.get("patient_id", "")
-    if isinstance(found, Literal):
-        return str(found)
-    if isinstance(found, str):
-        # A lone surrogate escape decodes to a surrogate, which UTF-8 cannot encode.
-        return client_text(found.encode("utf-8", "surrogatepass"))
-    return "?"
+    found = [member for key, member in value if key == "patient_id"]
+    # A string's text (a lone surrogate included) or a number as written; anything else is no id.
+    return patient_ids([member if isinstance(member, str) else "-" for member in found])
 
 
 def generated_bodies(count: int, seed: int) -> list[bytes]:
@@ -581,8 +628,8 @@ def test_the_body_text_and_the_password_never_reach_the_log(proxy: NginxProxy, f
 
 def reference_query_patient_id(target: bytes) -> str:
     """query_patient_id as the HOSP stand-in reads a note listing's target: urlsplit, then
-    Python's own parse_qs with its defaults, the first value (list_notes takes [0]), and
-    decimal's rule for ASCII digits (leading zeros dropped); any other value as client text.
+    Python's own parse_qs with its defaults, and every value (the stand-in's list_notes takes
+    the first, HOSP may take another) as a patient id.
 
     The stand-in's http.server reads the target as Latin-1; here its bytes that are not
     ASCII (which a client should have percent-encoded) are read as the bytes they are
@@ -592,9 +639,7 @@ def reference_query_patient_id(target: bytes) -> str:
     values = parse_qs(query).get("patient_id")
     if not values:
         return ""
-    if decimal(values[0]) is not None:
-        return values[0].lstrip("0") or "0"
-    return client_text(values[0].encode("utf-8", "surrogateescape"))
+    return patient_ids(values)
 
 
 LISTING_QUERIES = [
@@ -604,7 +649,9 @@ LISTING_QUERIES = [
     pytest.param(b"patient_id=%35", id="an encoded digit"),
     pytest.param(b"patient%5Fid=2", id="an encoded key"),
     pytest.param(b"patient_id=&patient_id=2", id="a blank value first"),
-    pytest.param(b"patient_id=2&patient_id=3", id="two values: the first"),
+    pytest.param(b"patient_id=2&patient_id=3", id="two values: both"),
+    pytest.param(b"patient_id=2&patient_id=02&patient%5Fid=3&patient_id=x", id="values repeated and not ids"),
+    pytest.param(b"&".join(b"patient_id=%d" % n for n in range(1, 21)), id="20 values: the first 16"),
     pytest.param(b"patient_id=5&view=full", id="first, then more"),
     pytest.param(b"view=full&patient_id=0012&x=%zz", id="among others"),
     pytest.param(b"&&patient_id=7&", id="empty fields"),
@@ -650,11 +697,11 @@ def test_query_patient_id_is_the_patient_id_pythons_parse_qs_reads(
     entry = access_log_entry(proxy, answer.request_id)  # every line decodes as strict UTF-8 JSON
     assert_schema(entry)
     assert entry["query_patient_id"] == expected
-    assert raw_bytes(entry["query"]) == target.partition(b"?")[2]  # the query itself, as sent
-    # The stand-in read the same: it lists a positive id's notes, or every note when
-    # none is asked for, and refuses any other value.
-    positive = expected.isascii() and expected.isdigit() and expected != "0"
-    assert answer.status == (200 if expected == "" or positive else 400)
+    assert entry["query"] == logged_text(target.partition(b"?")[2])  # the query itself, as sent
+    # The stand-in read the same fields: it lists the first value's notes if that is a positive
+    # id (decimal), or every note when none is asked for, and refuses any other value.
+    values = parse_qs(urlsplit(target.decode("utf-8", "surrogateescape")).query).get("patient_id")
+    assert answer.status == (200 if not values or decimal(values[0]) else 400)
 
 
 # What the generated queries are made of: patient_id in every spelling, values that
@@ -696,10 +743,11 @@ def test_query_patient_id_agrees_with_parse_qs_on_generated_queries(proxy: Nginx
     logged_values = [entry["query_patient_id"] for entry in entries]
     expected = [reference_query_patient_id(target) for target in targets]
     assert [(t, v, e) for t, v, e in zip(targets, logged_values, expected, strict=True) if v != e] == []
-    # The sample has every kind: none, digits, and other text.
+    # The sample has every kind: none, an id, not an id, and more than one.
     assert "" in expected
     assert any(value.isdigit() for value in expected)
-    assert any(value and not value.isdigit() for value in expected)
+    assert NOT_AN_ID in expected
+    assert any("," in value for value in expected)
 
 
 def test_a_fragment_before_the_query_leaves_no_query(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
@@ -896,3 +944,112 @@ def test_every_screen_the_proxy_intercepts_is_the_patients_in_the_trail(
     assert {answer.request_id: found.get(answer.request_id) for answer in answers} == {
         answer.request_id: "4" for answer in answers
     }
+
+
+# --- every field a client supplies is bounded ---------------------------------------------------
+
+
+def test_a_write_naming_a_140000_character_patient_logs_a_short_line(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    body = json.dumps({"patient_id": "A" * 140_000}).encode()
+
+    answer = requests.post(proxy.url + "/notes", data=body, timeout=10)  # no credentials
+
+    assert answer.status_code == 401
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
+    assert entry["body_patient_id"] == NOT_AN_ID
+    [line] = [
+        line for line in proxy.access_log.read_bytes().splitlines() if answer.headers["X-Request-Id"].encode() in line
+    ]
+    assert len(line) < 2000
+
+
+LONG = 3000  # bytes, over the limit, under NGINX's 8 kB for a header or the request line
+
+
+@pytest.mark.parametrize(
+    ("field", "target", "headers", "sent"),
+    [
+        pytest.param("path", b"/hospitals/" + b"p" * LONG, {}, b"/hospitals/" + b"p" * LONG, id="path"),
+        pytest.param(
+            "normalized_path",
+            b"/hospitals/" + b"%ff" * (LONG // 3),
+            {},
+            b"/hospitals/" + b"\xff" * (LONG // 3),
+            id="normalized_path",
+        ),
+        pytest.param("query", b"/hospitals?q=" + b"\\" * LONG, {}, b"q=" + b"\\" * LONG, id="query"),
+        pytest.param("user", b"/hospitals", {b"Authorization": basic(b"u" * LONG)}, b"u" * LONG, id="basic-user"),
+        pytest.param(
+            "forwarded_for",
+            b"/hospitals",
+            {b"X-Forwarded-For": b"1.2.3.4, " * 400},
+            b"1.2.3.4, " * 400,
+            id="x-forwarded-for",
+        ),
+        pytest.param(
+            "viewer_address",
+            b"/hospitals",
+            {b"CloudFront-Viewer-Address": VALID_UTF8 * 400},
+            VALID_UTF8 * 400,
+            id="viewer-address",
+        ),
+        pytest.param("user_agent", b"/hospitals", {b"User-Agent": PAYLOAD * 20}, PAYLOAD * 20, id="user-agent"),
+    ],
+)
+def test_client_text_over_the_limit_is_cut_and_says_so(
+    proxy: NginxProxy, fresh_hosp: Hosp, *, field: str, target: bytes, headers: dict[bytes, bytes], sent: bytes
+) -> None:
+    answer = get_raw(proxy.port, target, headers)
+
+    logged = access_log_entry(proxy, answer.request_id)[field]
+    assert logged == logged_text(sent)
+    assert logged.endswith(CUT)
+    assert TEXT_LIMIT - 4 < len(logged[: -len(CUT)].encode()) <= TEXT_LIMIT
+    assert sent.startswith(raw_bytes(logged[: -len(CUT)]))
+
+
+def test_a_method_over_the_limit_is_cut(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    answer = get_raw(proxy.port, b"/hospitals", method=b"M" * LONG)
+
+    entry = access_log_entry(proxy, answer.request_id)
+    assert (answer.status, entry["method"]) == (405, "M" * TEXT_LIMIT + CUT)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(b"a" * TEXT_LIMIT, id="ascii at the limit"),
+        pytest.param(b"a" * (TEXT_LIMIT + 1), id="ascii one past it"),
+        pytest.param(b"a" * (TEXT_LIMIT - 2) + b"\xff", id="an escape that would pass it"),
+        pytest.param(b"a" * (TEXT_LIMIT - 4) + b"\xff", id="an escape up to it"),
+        pytest.param(b"a" * (TEXT_LIMIT - 1) + "é".encode(), id="a character that would pass it"),
+        pytest.param(b"a" * (TEXT_LIMIT - 1) + b"\\", id="a backslash that would pass it"),
+    ],
+)
+def test_text_is_cut_at_the_limit_never_inside_a_character_or_an_escape(
+    proxy: NginxProxy, fresh_hosp: Hosp, text: bytes
+) -> None:
+    answer = get_raw(proxy.port, b"/hospitals", {b"User-Agent": text})
+
+    assert access_log_entry(proxy, answer.request_id)["user_agent"] == logged_text(text)
+
+
+@pytest.mark.parametrize(
+    ("header", "logged_value"),
+    [(b"5", "5"), (b"0005", "5"), (b"0", "0"), (b"-5", NOT_AN_ID), (b"1" * 19, NOT_AN_ID), (PAYLOAD, NOT_AN_ID)],
+)
+def test_the_patient_id_header_is_logged_as_an_id_or_not_one(
+    proxy: NginxProxy, fresh_hosp: Hosp, header: bytes, logged_value: str
+) -> None:
+    answer = get_raw(proxy.port, b"/hospitals", {b"X-Patient-Id": header})
+
+    assert access_log_entry(proxy, answer.request_id)["patient_id"] == logged_value
+
+
+def test_a_body_naming_more_than_16_patients_lists_16_and_says_so(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    body = b"{" + b",".join(b'"patient_id": %d' % n for n in range(1, 21)) + b"}"
+
+    answer = requests.post(proxy.url + "/notes", data=body, headers=DEMO_AUTH, timeout=10)
+
+    logged = access_log_entry(proxy, answer.headers["X-Request-Id"])["body_patient_id"]
+    assert logged == ",".join(str(n) for n in range(1, 17)) + "," + CUT

@@ -41,3 +41,10 @@ def test_the_docs_mark_exactly_the_client_text_fields() -> None:
     marked = set(re.findall(r"^\| `(\w+)` \| [^|]* \| [^|]* \| \*client text\*", text, re.MULTILINE))
 
     assert marked == {field.name for field in FIELDS if field.client_text}
+
+
+def test_the_docs_mark_exactly_the_patient_id_fields() -> None:
+    text = (ROOT / "docs" / "access-log.md").read_text()
+    marked = set(re.findall(r"^\| `(\w+)` \| [^|]* \| [^|]* \| \*patient ids\*", text, re.MULTILINE))
+
+    assert marked == {field.name for field in FIELDS if field.patient_ids}

@@ -12,17 +12,26 @@
  * becomes the four characters \xHH (lowercase hex), and a backslash becomes
  * two backslashes. So the text is valid UTF-8 and the escaping can be undone:
  * the byte 0xFF is written \xff, the four characters "\xff" are written \\xff.
- * escape=json then escapes quotes and control characters, as before.
+ * escape=json then escapes quotes and control characters, as before. Text
+ * is bounded: past the log's text limit (hosp_log_text_limit bytes of
+ * escaped text) it is cut before the character or escape that would pass
+ * the limit, and ends with CUT, which no escaped text can hold (a backslash
+ * is always doubled or starts \xHH).
  *
- * body_patient_id. The top-level "patient_id" of a POST, PUT or PATCH whose
- * body is a JSON object, as a JSON parser that keeps the last of duplicate
- * keys reads it (HOSP is Rails; Ruby's JSON and Python's json both keep the
- * last). The body itself is never logged.
+ * Patient ids. A patient id is logged as what it is: ASCII digits, without
+ * their leading zeros, at most 18 of them (HOSP's ids, the audit filter's);
+ * any other value as NOT_AN_ID, never as the text a client sent.
  *
- * query_patient_id. The patient_id a note listing asks for in its query, as
- * HOSP's query parser reads it: Python's urllib.parse.parse_qs with its
- * defaults, the first value, so that the audit query need decode nothing a
- * client sent.
+ * body_patient_id. Every top-level "patient_id" of a POST, PUT or PATCH whose
+ * body is a JSON object. A body may name it twice, and which one HOSP takes
+ * (the first, the last) is HOSP's parser's business, which is a black box: so
+ * every value is logged, each once, in their order, joined by ",". The body
+ * itself is never logged.
+ *
+ * query_patient_id. Every patient_id a note listing asks for in its query, as
+ * HOSP's query parser reads fields (Python's urllib.parse.parse_qs with its
+ * defaults): the values, each once, in their order, joined by ",", so that the
+ * audit query need decode nothing a client sent.
  *
  * The scanner is bounded. njs has no garbage collector (what a request
  * allocates is freed when it ends) and a worker runs one script at a time, so
@@ -37,6 +46,17 @@
 // larger than the scan limit, not JSON, not an object, past a bound, or a
 // patient_id that is neither a string nor a number.
 var UNKNOWN = '?';
+// A patient_id that is not one: not ASCII digits, more than 18 digits without
+// leading zeros, or not a string or a number.
+var NOT_AN_ID = 'not-an-id';
+var MAX_ID_DIGITS = 18;
+// The patient ids a request's body or query names, each once; past this
+// many, the list ends with CUT.
+var MAX_PATIENT_IDS = 16;
+var ID_SEPARATOR = ',';
+// Ends a field that was cut: a backslash and three dots. Client text never
+// holds a backslash but doubled or in \xHH.
+var CUT = '\\...';
 var WRITES = {POST: true, PUT: true, PATCH: true};
 // A screen names its patient in the path, and its body goes to the
 // interceptor (docs/screen.md): not scanned.
@@ -92,7 +112,7 @@ var AFTER_VALUE = 5; // "," or the end of the container
 
 function clientText(variable) {
     return function (r) {
-        return escapeBytes(r.rawVariables[variable]);
+        return escapeBytes(r.rawVariables[variable], Number(r.variables.hosp_log_text_limit));
     };
 }
 
@@ -140,31 +160,40 @@ function unread(r) {
 
 /* Client text */
 
-// `bytes` (a Buffer; undefined for a variable that is not set) as client text.
-function escapeBytes(bytes) {
+// `bytes` (a Buffer; undefined for a variable that is not set) as client
+// text of at most `limit` bytes (UTF-8): past it, cut before the character or
+// escape that would pass it, and CUT added.
+function escapeBytes(bytes, limit) {
     if (!bytes) {
         return '';
     }
     var n = bytes.length;
     var parts = [];
-    var start = 0;
+    var start = 0; // the first byte not yet in parts
+    var size = 0; // the bytes of text so far
     var i = 0;
     while (i < n) {
         var b = bytes[i];
-        if (b < 0x80 && b !== BACKSLASH) {
-            i++;
-            continue;
-        }
-        if (b !== BACKSLASH) {
-            var size = sequenceLength(bytes, i, n);
-            if (size > 0) {
-                i += size;
-                continue;
+        var read = 1; // bytes of input
+        var written = 1; // bytes of text
+        if (b >= 0x80 || b === BACKSLASH) {
+            read = b === BACKSLASH ? 0 : sequenceLength(bytes, i, n);
+            written = read;
+            if (read === 0) {
+                read = 1;
+                written = b === BACKSLASH ? 2 : 4;
             }
         }
-        parts.push(bytes.toString('utf8', start, i), b === BACKSLASH ? '\\\\' : hexByte(b));
-        i++;
-        start = i;
+        if (size + written > limit) {
+            parts.push(bytes.toString('utf8', start, i), CUT);
+            return parts.join('');
+        }
+        size += written;
+        if (written !== read) {
+            parts.push(bytes.toString('utf8', start, i), b === BACKSLASH ? '\\\\' : hexByte(b));
+            start = i + 1;
+        }
+        i += read;
     }
     if (start === 0) {
         return bytes.toString();
@@ -213,18 +242,16 @@ function hexByte(b) {
 
 /* query_patient_id */
 
-// The first non-blank value of the field patient_id in the query of the
-// request target, read as Python's parse_qs reads the query that
-// urllib.parse.urlsplit finds (HOSP's stand-in does exactly this): the query
-// is what follows the first "?" up to the first "#" (a fragment, which HTTP
-// servers drop; a "#" before any "?" leaves no query); fields are split on
-// "&" only; a field without "=", or with nothing after it, is skipped; "+" is
-// a space, and key and value are then percent-decoded as unquote() decodes
-// them (below). The value as the stand-in's list_notes takes it: ASCII digits
-// without their leading zeros ("0" if all are zeros), kept as text (an id may
-// have 18 digits, more than a JavaScript number holds exactly); any other
-// value as client text; "" when the query has no such field. One pass over
-// the target, whose length NGINX's header buffers bound (8 kB).
+// Every non-blank value of the field patient_id in the query of the request
+// target, read as Python's parse_qs reads the query that urllib.parse.urlsplit
+// finds (HOSP's stand-in does exactly this): the query is what follows the
+// first "?" up to the first "#" (a fragment, which HTTP servers drop; a "#"
+// before any "?" leaves no query); fields are split on "&" only; a field
+// without "=", or with nothing after it, is skipped; "+" is a space, and key
+// and value are then percent-decoded as unquote() decodes them (below). Each
+// value as a patient id (idOf), each once, in their order; "" when the query
+// has no such field. One pass over the target, whose length NGINX's header
+// buffers bound (8 kB).
 function queryPatientId(r) {
     try {
         return listedPatientId(r.rawVariables.request_uri);
@@ -255,8 +282,9 @@ function listedPatientId(target) {
     if (end < 0) {
         end = n;
     }
+    var ids = [];
     var field = start;
-    while (field < end) {
+    while (field < end && ids.length <= MAX_PATIENT_IDS) {
         var next = target.indexOf(AMPERSAND, field);
         if (next < 0 || next > end) {
             next = end;
@@ -266,11 +294,11 @@ function listedPatientId(target) {
             equals++;
         }
         if (equals + 1 < next && isPatientIdKey(target, field, equals)) {
-            return valueText(unquote(target, equals + 1, next));
+            addId(ids, idOf(unquote(target, equals + 1, next), 0, -1));
         }
         field = next + 1;
     }
-    return '';
+    return idList(ids);
 }
 
 // Whether the key target[start] to target[end] decodes to "patient_id". Each
@@ -292,19 +320,55 @@ function isPatientIdKey(target, start, end) {
     return true;
 }
 
-// A decoded value (its bytes) as logged: ASCII digits without their leading
-// zeros, anything else as client text.
-function valueText(bytes) {
+/* Patient ids */
+
+// The bytes b[start] to b[end] (end -1: to the end) as a patient id: ASCII
+// digits without their leading zeros ("0" if all are zeros), at most
+// MAX_ID_DIGITS of them (kept as text: an id may have 18 digits, more than a
+// JavaScript number holds exactly); anything else, and nothing, NOT_AN_ID.
+function idOf(b, start, end) {
+    if (end < 0) {
+        end = b.length;
+    }
+    if (start === end) {
+        return NOT_AN_ID;
+    }
     var first = -1;
-    for (var k = 0; k < bytes.length; k++) {
-        if (bytes[k] < ZERO || bytes[k] > NINE) {
-            return escapeBytes(Buffer.from(bytes));
+    for (var k = start; k < end; k++) {
+        if (b[k] < ZERO || b[k] > NINE) {
+            return NOT_AN_ID;
         }
-        if (first < 0 && bytes[k] !== ZERO) {
+        if (first < 0 && b[k] !== ZERO) {
             first = k;
         }
     }
-    return first < 0 ? '0' : Buffer.from(bytes.slice(first)).toString();
+    if (first < 0) {
+        return '0';
+    }
+    if (end - first > MAX_ID_DIGITS) {
+        return NOT_AN_ID;
+    }
+    var digits = '';
+    for (var d = first; d < end; d++) {
+        digits += String.fromCharCode(b[d]);
+    }
+    return digits;
+}
+
+// Adds `id` to `ids` unless it is there.
+function addId(ids, id) {
+    if (ids.indexOf(id) < 0) {
+        ids.push(id);
+    }
+}
+
+// The ids as logged: joined by ID_SEPARATOR; past MAX_PATIENT_IDS, the first
+// ones and CUT.
+function idList(ids) {
+    if (ids.length > MAX_PATIENT_IDS) {
+        return ids.slice(0, MAX_PATIENT_IDS).join(ID_SEPARATOR) + ID_SEPARATOR + CUT;
+    }
+    return ids.join(ID_SEPARATOR);
 }
 
 // The bytes of Python's unquote(text.replace('+', ' ')) for the field
@@ -389,10 +453,13 @@ function invalidLength(bytes, i, n) {
 
 /* body_patient_id */
 
-// The top-level patient_id of the JSON object in the body `b` (a Buffer): the
-// last one's value as client text, "" when there is none, UNKNOWN when the
-// body is not a JSON object or is past a bound. One loop, one token a turn,
-// with no function call per token: njs calls cost more than the work.
+// Every top-level patient_id of the JSON object in the body `b` (a Buffer),
+// each value as a patient id (a string's decoded text or a number as
+// written, if ASCII digits; NOT_AN_ID for anything else, null, true, false,
+// an object or an array included), each once, in their order; "" when there
+// is none, UNKNOWN when the body is not a JSON object or is past a bound. One
+// loop, one token a turn, with no function call per token but for a
+// patient_id's value: njs calls cost more than the work.
 function patientIdOf(b) {
     var n = b.length;
     // A byte order mark is not JSON text (RFC 8259, section 8.1).
@@ -413,10 +480,8 @@ function patientIdOf(b) {
     var objects = []; // per open container, whether it is an object
     var depth = 0;
     var isPatientId = false; // the last key read at depth 1
-    // The last top-level patient_id's value: its kind and bytes.
-    var found = 0;
-    var foundStart = 0;
-    var foundEnd = 0;
+    var ids = []; // the top-level patient_ids' values, as patient ids, each once
+
     // The next backslash, tab, LF and CR at or after where each was last
     // looked for (-1: none), so that the strings together read each once.
     var nextBackslash = -2;
@@ -577,10 +642,9 @@ function patientIdOf(b) {
             if (depth === 0 ? token !== 0x7b : token < STRING && token !== 0x7b && token !== 0x5b) {
                 return UNKNOWN;
             }
-            if (depth === 1 && isPatientId) {
-                found = token;
-                foundStart = p;
-                foundEnd = end;
+            if (depth === 1 && isPatientId && ids.length <= MAX_PATIENT_IDS) {
+                addId(ids, token === STRING ? stringId(b, p + 1, end - 1, escaped)
+                      : token === NUMBER ? idOf(b, p, end) : NOT_AN_ID);
             }
             if (token === 0x7b || token === 0x5b) {
                 if (depth === MAX_DEPTH) {
@@ -597,14 +661,22 @@ function patientIdOf(b) {
     if (depth !== 0 || state !== AFTER_VALUE) {
         return UNKNOWN; // the object never closed, or the body is empty
     }
-    if (found === STRING) {
-        return decode(b, foundStart + 1, foundEnd - 1);
+    return idList(ids);
+}
+
+// The checked JSON string between b[start] and b[end] (its quotes excluded)
+// as a patient id: its decoded text, if that is ASCII digits.
+function stringId(b, start, end, escaped) {
+    if (!escaped) {
+        return idOf(b, start, end);
     }
-    if (found === NUMBER) {
-        return b.toString('utf8', foundStart, foundEnd); // the number as written
+    var text = decode(b, start, end);
+    for (var k = 0; k < text.length; k++) {
+        if (text.charCodeAt(k) < ZERO || text.charCodeAt(k) > NINE) {
+            return NOT_AN_ID;
+        }
     }
-    // true, false, null, an object and an array name no patient.
-    return found === 0 ? '' : UNKNOWN;
+    return idOf(Buffer.from(text), 0, -1);
 }
 
 // Whether b[start] to b[end] are the bytes of the ASCII `text`.
@@ -718,7 +790,7 @@ export default {
     path: clientText('hosp_log_path'),
     normalized_path: clientText('hosp_log_uri'),
     query: clientText('hosp_log_args'),
-    patient_id: clientText('http_x_patient_id'),
+    method: clientText('hosp_log_method'),
     body_patient_id: bodyPatientId,
     query_patient_id: queryPatientId,
     unread: unread,
