@@ -17,11 +17,12 @@ WITH trail AS (
     SELECT
         s.*,
         -- The patient record HOSP acted on, found the way HOSP's router finds it:
-        -- the id in the (decoded, normalized) path; else the top-level patient_id
-        -- of a write's JSON body; else the patient_id a note listing asked for,
+        -- the id in the (decoded, normalized) path; else the top-level patient_ids
+        -- of a write's JSON body; else the patient_ids a note listing asked for,
         -- which NGINX decodes as HOSP's query parser does (query_patient_id), so
         -- that nothing here decodes a client's bytes (a decoding that fails would
-        -- fail the whole export).
+        -- fail the whole export). NGINX logs a body's or a query's patient ids as
+        -- ids (ASCII digits) or not-an-id, each once, joined by ",".
         -- The X-Patient-Id header is not used: HOSP does not act on it.
         CASE
             WHEN regexp_like(s.normalized_path, '^/+patients/+[1-9][0-9]{0,17}(\.json)?/*$')
@@ -77,7 +78,10 @@ chosen AS (
             logged_at >= CAST(:from_time AS timestamp)
         AND logged_at < CAST(:to_time AS timestamp)
         AND (:user = '' OR "user" = :user OR on_behalf_of = :user)
-        AND (:patient_id = '' OR patient = :patient_id)
+        -- A request may name more than one patient (a body or a query naming
+        -- patient_id twice: which one HOSP takes is unknown), listed joined by
+        -- ","; it is found by each of them.
+        AND (:patient_id = '' OR strpos(',' || patient || ',', ',' || :patient_id || ',') > 0)
         AND (:method = '' OR method = :method)
         AND (:path_prefix = '' OR starts_with(normalized_path, :path_prefix))
         -- A line whose status is missing or not a number counts as status 0, so that

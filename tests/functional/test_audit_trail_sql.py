@@ -422,3 +422,21 @@ def test_the_client_ip_is_the_viewer_cloudfront_saw(tmp_path: Path, viewer_addre
     (row,) = trail(tmp_path, [entry(viewer_address=viewer_address)])
 
     assert row["client_ip"] == client
+
+
+def test_a_request_naming_two_patients_is_found_by_either_and_shows_both(tmp_path: Path) -> None:
+    lines = [
+        entry("2026-11-27 10:00:01.000", request_id=rid(1), method="POST", path="/notes", normalized_path="/notes",
+              body_patient_id="1,2"),
+        entry("2026-11-27 10:00:02.000", request_id=rid(2), path="/notes", normalized_path="/notes",
+              query="patient_id=3&patient_id=14", query_patient_id="3,14"),
+        entry("2026-11-27 10:00:03.000", request_id=rid(3), method="POST", path="/notes", normalized_path="/notes",
+              body_patient_id="not-an-id,4"),
+    ]  # fmt: skip
+
+    assert [row["patient_id"] for row in trail(tmp_path, lines)] == ["1,2", "3,14", "not-an-id,4"]
+    assert ids(trail(tmp_path, lines, patient_id="1")) == [rid(1)]
+    assert ids(trail(tmp_path, lines, patient_id="2")) == [rid(1)]
+    assert ids(trail(tmp_path, lines, patient_id="14")) == [rid(2)]
+    assert ids(trail(tmp_path, lines, patient_id="4")) == [rid(3)]
+    assert ids(trail(tmp_path, lines, patient_id="12")) == []  # "1,2" names 1 and 2, not 12

@@ -215,6 +215,7 @@ LISTING_QUERIES = [
     "patient%5Fid=5",
     "patient_id=&patient_id=5",
     "patient_id=5&patient_id=6",
+    "patient_id=5&patient_id=05&patient_id=x",
     "view=full&patient_id=0005",
     "a=1;patient_id=5",
     "PATIENT_ID=5",
@@ -227,20 +228,21 @@ LISTING_QUERIES = [
 ]
 
 
-def hosp_listed_patient(query: str) -> str:
-    """The patient the stand-in's note listing reads in `query`, as its server and list_notes
-    read it (parse_qs, the first value, decimal): the id, or the value it refuses, or ''."""
-    values = parse_qs(query).get("patient_id")
-    if not values:
-        return ""
-    found = decimal(values[0])
-    return values[0] if found is None else str(found)
+def hosp_listed_patients(query: str) -> str:
+    """The patients `query` names as the stand-in's server reads its fields (parse_qs): every value
+    as an id (ASCII digits, leading zeros dropped, at most 18) or not-an-id, each once, joined by ","."""
+    ids = [
+        (value.lstrip("0") or "0") if decimal(value) is not None and len(value.lstrip("0")) <= 18 else "not-an-id"
+        for value in parse_qs(query).get("patient_id", [])
+    ]
+    return ",".join(dict.fromkeys(ids))
 
 
 def hosp_lists(query: str) -> bool:
-    """Whether the stand-in lists notes for `query` (a positive id, or none asked for) rather than answer 400."""
-    listed = hosp_listed_patient(query)
-    return listed == "" or (decimal(listed) or 0) > 0
+    """Whether the stand-in lists notes for `query` (its first value a positive id, or none asked
+    for) rather than answer 400."""
+    values = parse_qs(query).get("patient_id")
+    return not values or bool(decimal(values[0]))
 
 
 def test_a_note_listing_names_the_patient_hosps_query_parser_reads(stack: Stack, admin: str) -> None:
@@ -257,13 +259,13 @@ def test_a_note_listing_names_the_patient_hosps_query_parser_reads(stack: Stack,
 
     by_agent = {row["user_agent"]: row for row in rows}
     assert {query: by_agent[agents[query]]["patient_id"] for query in LISTING_QUERIES} == {
-        query: hosp_listed_patient(query) for query in LISTING_QUERIES
+        query: hosp_listed_patients(query) for query in LISTING_QUERIES
     }
     # The stand-in read the same: a positive id or none is a listing, anything else a 400.
     assert statuses == {query: 200 if hosp_lists(query) else 400 for query in LISTING_QUERIES}
     shown = {row["user_agent"] for row in patient_5}
     assert {query for query in LISTING_QUERIES if agents[query] in shown} == {
-        query for query in LISTING_QUERIES if hosp_listed_patient(query) == "5"
+        query for query in LISTING_QUERIES if "5" in hosp_listed_patients(query).split(",")
     }
 
 
@@ -278,6 +280,38 @@ def test_a_note_write_names_the_body_patient_not_the_header(stack: Stack, admin:
     (row,) = [r for r in rows if r["user_agent"] == agent]
     assert row["patient_id"] == "7"
     assert row["authenticated"] == "true"
+
+
+def test_a_write_naming_two_patients_is_found_by_either(stack: Stack, admin: str) -> None:
+    agent = marked()
+    note = b'{"title": "t", "body": "b", "patient_id": 7, "staff_id": 1, "patient_id": 8}'
+    send(
+        stack.ports.proxy,
+        "POST",
+        "/notes",
+        note,
+        {**DEMO_AUTH, "Content-Type": "application/json", "User-Agent": agent},
+    )
+
+    found = {patient: export(stack, admin, patient_id=patient)[1] for patient in ("7", "8")}
+
+    for patient, rows in found.items():
+        (row,) = [r for r in rows if r["user_agent"] == agent]
+        assert row["patient_id"] == "7,8", patient
+
+
+def test_an_unauthenticated_write_naming_a_140000_character_patient_leaves_every_export_whole(
+    stack: Stack, admin: str
+) -> None:
+    agent = marked()
+    body = json.dumps({"patient_id": "A" * 140_000}).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": agent}
+
+    assert send(stack.ports.proxy, "POST", "/notes", body, headers) == 401
+
+    _, rows = export(stack, admin)  # it used to answer 500: the CSV reader's field limit
+    (row,) = [r for r in rows if r["user_agent"] == agent]
+    assert (row["patient_id"], row["authenticated"], row["status"]) == ("not-an-id", "false", "401")
 
 
 def test_a_formula_in_a_header_is_text_in_the_csv(stack: Stack, admin: str) -> None:
