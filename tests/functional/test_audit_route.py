@@ -26,7 +26,7 @@ from botocore.stub import Stubber
 from chalice.test import Client
 
 import app
-from chalicelib import aws
+from chalicelib import aws, screen_path
 from chalicelib.audit import auth, export, jobs, query, route, settings
 from local import audit_buckets, cognito
 from tests.support import local_aws
@@ -374,6 +374,7 @@ def stubbed_execution(job_id: str, state: str, **status: Any) -> dict[str, Any]:
         "path_prefix": "",
         "status_low": 0,
         "status_high": 999,
+        "screen_path": screen_path.pattern(),
     }
     return {
         "QueryExecution": {
