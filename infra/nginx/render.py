@@ -68,9 +68,10 @@ PUBLIC_NAME = re.compile(rf"(?=.{{1,253}}\Z){DNS_LABEL}(?:\.{DNS_LABEL})*")
 # names (production) both listeners are reached only through a load balancer's
 # HTTPS listener on 443: the public one by CloudFront's VPC origin, the internal
 # one by the Lambdas (the network stack's HospBaseUrl is https). Without them
-# (local), the listener's own scheme and port.
+# (local), the listener's own port, and its scheme unless the local edge says
+# the viewer used https (proxy.conf's $hosp_viewer_scheme).
 VIEWER_SCHEME, VIEWER_PORT = "https", "443"
-LISTENER_SCHEME, LISTENER_PORT = "$scheme", "$server_port"
+LISTENER_SCHEME, LISTENER_PORT = "$hosp_viewer_scheme", "$server_port"
 
 
 PRODUCTION_NEEDS = (

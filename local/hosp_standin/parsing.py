@@ -10,6 +10,7 @@ crashing its connection.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic_core
@@ -77,3 +78,39 @@ def is_blank(text: str) -> bool:
 def is_base64(text: str) -> bool:
     """Whether text is non-empty, padded standard base64 (what an image must be)."""
     return _BASE64.fullmatch(text) is not None
+
+
+def rack_base_url(headers: Mapping[str, str], connection_host: str) -> str:
+    """The base URL Rack's Request#base_url builds from these headers, reached over plain HTTP:
+    what a Rails HOSP writes its links from ("url" fields).
+
+    Rack's order (rack/request.rb, Rack 3's defaults): the scheme from
+    X-Forwarded-Ssl "on", else Forwarded's proto=, else X-Forwarded-Proto's
+    first entry, else X-Forwarded-Scheme, else the connection's (http); the
+    host from Forwarded's host=, else X-Forwarded-Host's last entry, else
+    Host, else the address the connection reached (`connection_host`); the
+    port from that host, else X-Forwarded-Port, else the scheme's.
+    """
+    h = {name.lower(): value.strip() for name, value in headers.items()}
+    forwarded: dict[str, str] = {}
+    for element in h.get("forwarded", "").split(","):
+        for pair in element.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if value:
+                forwarded[key.lower()] = value.strip('"')
+    if h.get("x-forwarded-ssl") == "on":
+        scheme = "https"
+    else:
+        proto = h.get("x-forwarded-proto", "").split(",")[0].strip()
+        scheme = forwarded.get("proto") or proto or h.get("x-forwarded-scheme") or "http"
+    scheme = scheme if scheme in ("http", "https") else "http"
+    authority = (
+        forwarded.get("host")
+        or h.get("x-forwarded-host", "").split(",")[-1].strip()
+        or h.get("host")
+        or connection_host
+    )
+    host, _, port = authority.partition(":")
+    default = {"http": "80", "https": "443"}[scheme]
+    port = port or h.get("x-forwarded-port", "") or default
+    return f"{scheme}://{host}" if port == default else f"{scheme}://{host}:{port}"

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from infra.nginx.render import MAX_BODY_BYTES  # the proxy's limit: the stand-in takes exactly as much
 from local.hosp_standin import api, sim
 from local.hosp_standin.faults import DEFAULT_CONFIG, INJECTED_STATUSES, FaultConfig, Outcome, apply_update
-from local.hosp_standin.parsing import chunk_size, decimal
+from local.hosp_standin.parsing import chunk_size, decimal, rack_base_url
 
 DEFAULT_IDLE_TIMEOUT = 20.0
 MAX_LINE_BYTES = 65536
@@ -315,7 +315,8 @@ class HospRequestHandler(BaseHTTPRequestHandler):
             query=query,
             body=body,
             authorization=self.headers.get("Authorization"),
-            base_url=f"http://{self.headers.get('Host') or f'{self.server.server_name}:{self.server.server_port}'}",
+            # Links as a Rails HOSP writes them: from the forwarding headers, then Host.
+            base_url=rack_base_url(dict(self.headers.items()), f"{self.server.server_name}:{self.server.server_port}"),
         )
         self._unanswered = entry
         self._answer(outcome, request)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from infra.nginx import render
+from local.hosp_standin import parsing
 from local.nginx_proxy import NginxProxy
 from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, Received, RecordingServer, proxy_in_front
 
@@ -126,31 +127,8 @@ def forwarding(received: Received) -> list[tuple[str, str]]:
 
 
 def rack_base_url(headers: Mapping[str, str]) -> str:
-    """The base URL Rack's Request#base_url builds from these headers, reached over plain HTTP.
-
-    Rack's order (rack/request.rb, Rack 3's defaults): the scheme from
-    X-Forwarded-Ssl "on", else Forwarded's proto=, else X-Forwarded-Proto's
-    first entry, else X-Forwarded-Scheme, else the connection's (http); the
-    host from Forwarded's host=, else X-Forwarded-Host's last entry, else
-    Host; the port from that host, else X-Forwarded-Port, else the scheme's.
-    """
-    h = {name.lower(): value.strip() for name, value in headers.items()}
-    forwarded: dict[str, str] = {}
-    for element in h.get("forwarded", "").split(","):
-        for pair in element.split(";"):
-            key, _, value = pair.strip().partition("=")
-            if value:
-                forwarded[key.lower()] = value.strip('"')
-    if h.get("x-forwarded-ssl") == "on":
-        scheme = "https"
-    else:
-        proto = h.get("x-forwarded-proto", "").split(",")[0].strip()
-        scheme = forwarded.get("proto") or proto or h.get("x-forwarded-scheme") or "http"
-    authority = forwarded.get("host") or h.get("x-forwarded-host", "").split(",")[-1].strip() or h["host"]
-    host, _, port = authority.partition(":")
-    port = port or h.get("x-forwarded-port", "") or {"http": "80", "https": "443"}[scheme]
-    default = port == {"http": "80", "https": "443"}[scheme]
-    return f"{scheme}://{host}" if default else f"{scheme}://{host}:{port}"
+    """The base URL a Rails HOSP builds its links from (the stand-in's model of Rack, which it uses)."""
+    return parsing.rack_base_url(headers, connection_host="hosp.invalid")
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -329,6 +307,20 @@ def test_locally_hosp_and_the_app_are_told_http_and_the_listeners_port(
     assert rack_base_url(from_internal.headers) == f"http://127.0.0.1:{local.proxy.internal_port}"
 
 
+def test_locally_behind_the_edge_hosp_is_told_https_and_builds_links_on_the_edges_host_and_port(
+    local: Render, recorders: tuple[RecordingServer, RecordingServer]
+) -> None:
+    """The local edge (CloudFront's stand-in) says CloudFront-Forwarded-Proto: https and passes
+    the viewer's Host: a Rails HOSP then links to https://hosp.localhost:8443, not http://."""
+    hosp, _ = recorders
+    status = send(local.proxy.port, b"hosp.localhost:8443", fields=[(b"CloudFront-Forwarded-Proto", b"https")])
+
+    assert status == 200
+    [received] = hosp.received
+    assert received.headers["X-Forwarded-Proto"] == "https"
+    assert rack_base_url(received.headers) == "https://hosp.localhost:8443"
+
+
 def test_rack_base_url_follows_racks_order() -> None:
     # The model the tests above rely on, against the attacks they close.
     assert rack_base_url({"Host": "hosp.example"}) == "http://hosp.example"
@@ -346,7 +338,7 @@ def test_rack_base_url_follows_racks_order() -> None:
     assert rack_base_url({"Host": "h.example:8080", "X-Forwarded-Port": "443"}) == "http://h.example:8080"
 
 
-def test_the_production_render_writes_fixed_values_and_the_local_one_the_listeners(tmp_path: Path) -> None:
+def test_the_production_render_writes_fixed_values_and_the_local_one_the_viewers_scheme_and_listeners_port(tmp_path: Path) -> None:
     base = render.ProxySettings.for_variant(
         "local", "127.0.0.1:9000", tmp_path, PROXY_TEST_TUNING, interceptor="127.0.0.1:8000"
     )
@@ -354,7 +346,7 @@ def test_the_production_render_writes_fixed_values_and_the_local_one_the_listene
     plain = render.render(base)
 
     # Once for HOSP (the http block), once in each of the three locations that proxy to the app.
-    for config, proto, port in ((named, "https", "443"), (plain, "$scheme", "$server_port")):
+    for config, proto, port in ((named, "https", "443"), (plain, "$hosp_viewer_scheme", "$server_port")):
         assert config.count(f"proxy_set_header X-Forwarded-Proto {proto};") == 4
         assert config.count(f"proxy_set_header X-Forwarded-Port {port};") == 4
         for name in ("X-Forwarded-Host", "X-Forwarded-Server", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "Forwarded"):

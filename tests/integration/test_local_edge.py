@@ -654,6 +654,17 @@ def test_through_the_edge_the_proxy_answers_and_directly_it_refuses(guarded: Gua
         assert refused.json()["error"] == "missing or wrong origin header"
 
 
+def test_through_the_edge_hosps_links_are_https_on_the_edges_name_and_port(guarded: Guarded) -> None:
+    """HOSP builds its links from the forwarding headers (a Rails app: X-Forwarded-Proto, then
+    Host): behind the edge they must be followable, https on the name and port the viewer used."""
+    status, _, body = guarded.edge.request("GET", "/hospitals", headers=DEMO_AUTH)
+
+    assert status == 200, body
+    urls = [hospital["url"] for hospital in json.loads(body)]
+    assert urls
+    assert all(url.startswith(f"https://{NEW_NAME}:{guarded.edge.port}/hospitals/") for url in urls), urls
+
+
 def test_the_edges_redirects_need_no_origin(guarded: Guarded, fresh_hosp: Hosp) -> None:
     status, headers, _ = guarded.edge.request("POST", "/notes", name=OLD_NAME, body=b"{}")
 
