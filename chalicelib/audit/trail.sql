@@ -103,6 +103,11 @@ shown AS (
         status,
         attempts,
         request_id AS ordering,
+        -- Which of the proxy's listeners took the request: public (a user, through the
+        -- front door) or internal (the app's Lambdas: the interceptor's screen, the note
+        -- worker's reads and note). A screen is one row of each, with one request id.
+        -- The value is the proxy's own, never a client's.
+        CASE WHEN listener IN ('public', 'internal') THEN listener ELSE '' END AS listener,
         CASE
             WHEN regexp_like(coalesce("user", ''), '[\x00-\x1f\x7f]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce("user", '')
@@ -237,6 +242,7 @@ SELECT
     status,
     attempts,
     CASE WHEN regexp_like(request_id, '^[-=+@]') THEN '''' || request_id ELSE request_id END AS request_id,
+    listener,
     CASE WHEN regexp_like(user_agent, '^[-=+@]') THEN '''' || user_agent ELSE user_agent END AS user_agent
 FROM shown
 ORDER BY logged_at NULLS LAST, ordering

@@ -33,6 +33,7 @@ COLUMNS = [
     "status",
     "attempts",
     "request_id",
+    "listener",
     "user_agent",
 ]
 
@@ -129,6 +130,7 @@ def test_rows_come_oldest_first_with_the_columns_in_order(tmp_path: Path) -> Non
         "status": "200",
         "attempts": "1",
         "request_id": rid(1),
+        "listener": "public",
         "user_agent": "curl/8.0",
     }
 
@@ -440,3 +442,23 @@ def test_a_request_naming_two_patients_is_found_by_either_and_shows_both(tmp_pat
     assert ids(trail(tmp_path, lines, patient_id="14")) == [rid(2)]
     assert ids(trail(tmp_path, lines, patient_id="4")) == [rid(3)]
     assert ids(trail(tmp_path, lines, patient_id="12")) == []  # "1,2" names 1 and 2, not 12
+
+
+def test_a_screen_is_two_rows_told_apart_by_their_listener(tmp_path: Path) -> None:
+    """The nurse's screen through the front door (public) and the interceptor's call to HOSP
+    (internal) share one request id: the listener column says which row is which. A value
+    other than the proxy's two is never shown."""
+    screen = {"method": "POST", "path": "/patients/1/screen", "normalized_path": "/patients/1/screen"}
+    lines = [
+        entry("2026-11-27 10:00:00.000", request_id="a" * 32, route="interceptor", **screen),
+        entry("2026-11-27 10:00:00.100", request_id="a" * 32, listener="internal", user="", **screen),
+        entry("2026-11-27 10:00:01.000", request_id="b" * 32, listener="=cmd|' /C calc'!A0"),
+    ]
+
+    rows = trail(tmp_path, lines)
+
+    assert [(row["request_id"], row["listener"], row["patient_id"]) for row in rows] == [
+        ("a" * 32, "public", "1"),
+        ("a" * 32, "internal", "1"),
+        ("b" * 32, "", ""),
+    ]
