@@ -136,7 +136,7 @@ def parse(params: Mapping[str, Sequence[str]], now: datetime) -> Filters:
     """Filters from the query string (each name mapped to all its values), or BadFilter."""
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
-        raise BadFilter(unknown[0][:64], f"is not a filter; the filters are {', '.join(PARAMETERS)}")
+        raise BadFilter(unknown[0][:64], f"a filter's name, one of: {', '.join(PARAMETERS)}")
     one: dict[str, str] = {}
     for name, values in params.items():
         if len(values) != 1:

@@ -152,3 +152,12 @@ def test_a_log_value_with_backslashes_is_matched_as_the_log_writes_it() -> None:
     chosen = parse({"user": ["DOMAIN\\alice"]}, NOW)
 
     assert chosen.query_parameters()["user"] == "DOMAIN\\\\alice"
+
+
+def test_an_unknown_filter_is_told_which_names_are_accepted() -> None:
+    """`accepts` says what would do, as for every other field: never a sentence about the field."""
+    with pytest.raises(BadFilter) as refused:
+        parse({"limit": ["10"]}, NOW)
+
+    assert refused.value.field == "limit"
+    assert refused.value.accepts == "a filter's name, one of: from, to, user, patient_id, method, path_prefix, status"
