@@ -36,11 +36,22 @@ def test_every_named_parameter_becomes_one_placeholder_in_order() -> None:
     }
 
 
-def test_string_literals_and_comments_are_left_alone() -> None:
-    sql, _ = query.positional()
+def test_string_literals_and_comments_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A :name inside a literal or a comment is text, not a parameter, whatever trail.sql says today."""
+    sql = (
+        "-- :user in a comment\n"
+        "SELECT ':user', 'it''s :method', x FROM t -- and :status here\n"
+        "WHERE a = :user AND b = ':path_prefix' AND c = :method AND d::text = e"
+    )
+    monkeypatch.setattr(query, "text", lambda: sql)
+    query.positional.cache_clear()
+    try:
+        swapped, names = query.positional()
+    finally:
+        query.positional.cache_clear()
 
-    assert "'(^|&)patient_id=([^&]*)'" in sql  # a literal with what looks like a name in it
-    assert "-- The audit trail" in sql
+    assert names == ("user", "method")
+    assert swapped == sql.replace("a = :user", "a = ?").replace("c = :method", "c = ?")
 
 
 def test_a_missing_value_is_named() -> None:
