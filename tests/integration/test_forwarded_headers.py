@@ -338,7 +338,7 @@ def test_rack_base_url_follows_racks_order() -> None:
     assert rack_base_url({"Host": "h.example:8080", "X-Forwarded-Port": "443"}) == "http://h.example:8080"
 
 
-def test_the_production_render_writes_fixed_values_and_the_local_one_the_viewers_scheme_and_listeners_port(tmp_path: Path) -> None:
+def test_production_renders_fixed_values_and_local_the_viewers_scheme_and_listeners_port(tmp_path: Path) -> None:
     base = render.ProxySettings.for_variant(
         "local", "127.0.0.1:9000", tmp_path, PROXY_TEST_TUNING, interceptor="127.0.0.1:8000"
     )
