@@ -36,6 +36,11 @@ def request_id_of(headers: Mapping[str, str]) -> str:
     return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
+def current_request_id() -> str:
+    """The request id of the request being handled (request_context), "" outside one."""
+    return _request_id.get()
+
+
 @contextlib.contextmanager
 def request_context(request_id: str) -> Iterator[None]:
     """Every line logged inside carries `request_id`."""

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from chalicelib import config, hosp, logs, metrics, note_jobs
+from chalicelib import config, errors, hosp, logs, metrics, note_jobs
 
 # Under API Gateway's 29 s with the queueing (about 6 s at most, aws.py): the
 # Lambda's timeout is 28 s (.chalice/config.json).
@@ -46,8 +46,7 @@ def intercept(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.
         metrics.emit(metrics.SCREENS_INTERCEPTED)
         if problems := config.problems():
             logs.error("screen_interceptor_misconfigured", problems=problems)
-            body = b'{"error":"the screen interceptor is misconfigured","status":503}\n'
-            return hosp.Answer(503, (("Content-Type", "application/json"),), body)
+            return error_answer(503, "the screen interceptor is misconfigured", request_id)
         forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
         answer = forward(patient_id, body, {**forwarded, "X-Request-Id": request_id})
         if 200 <= answer.status < 300:
@@ -85,9 +84,13 @@ def forward(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.An
 
 
 def unreachable_answer(request_id: str) -> hosp.Answer:
-    """What the nurse gets when HOSP never answered: a 502 in the proxy's JSON shape."""
-    body = f'{{"error":"HOSP could not be reached","status":502,"request_id":"{request_id}"}}\n'.encode()
-    return hosp.Answer(502, (("Content-Type", "application/json"),), body)
+    """What the nurse gets when HOSP never answered: a 502, in the shape of every error (docs/errors.md)."""
+    return error_answer(502, "HOSP could not be reached", request_id)
+
+
+def error_answer(status: int, message: str, request_id: str) -> hosp.Answer:
+    """The interceptor's own error, in the shape of every error (chalicelib/errors.py)."""
+    return hosp.Answer(status, (("Content-Type", errors.CONTENT_TYPE),), errors.encoded(status, message, request_id))
 
 
 def queue_note(patient_id: str, answer: hosp.Answer, authorization: str, request_id: str) -> None:

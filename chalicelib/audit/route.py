@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from chalice import Response
 
-from chalicelib import logs, metrics
+from chalicelib import errors, logs, metrics
 from chalicelib.audit import auth, export, filters, jobs, settings
 
 RETRY_AFTER_RUNNING = 2  # seconds a client should wait before polling again
@@ -76,35 +76,33 @@ def _answer(headers: Mapping[str, str], handle: Handler) -> Response:
         except auth.Unauthorized as refused:
             logs.info("audit_refused", status=401, reason=refused.reason)
             metrics.emit(metrics.AUDIT_REFUSALS, status=401)
-            answer = _json(401, {"error": refused.reason}, {"WWW-Authenticate": refused.www_authenticate})
+            answer = _error(401, refused.reason, {"WWW-Authenticate": refused.www_authenticate})
         except auth.Forbidden as refused:
             caller = refused.caller
             logs.info("audit_refused", status=403, reason=refused.reason, user=caller.username, sub=caller.sub)
             metrics.emit(metrics.AUDIT_REFUSALS, status=403)
-            answer = _json(403, {"error": refused.reason})
+            answer = _error(403, refused.reason)
         except auth.KeysUnavailable as down:
             logs.error("audit_keys_unavailable", reason=str(down))
-            answer = _json(503, {"error": "the sign-in service's keys could not be fetched"}, _retry(30))
+            answer = _error(503, "the sign-in service's keys could not be fetched", _retry(30))
         except settings.AuditConfigError as wrong:
             logs.error("audit_misconfigured", problems=wrong.problems)
-            answer = _json(503, {"error": "the audit route is misconfigured", "problems": wrong.problems})
+            answer = _error(503, "the audit route is misconfigured", problems=wrong.problems)
         except filters.BadFilter as bad:
-            answer = _json(400, {"error": f"bad filter {bad.field!r}", "field": bad.field, "accepts": bad.accepts})
+            answer = _error(400, f"bad filter {bad.field!r}", field=bad.field, accepts=bad.accepts)
         except jobs.JobNotFound:
-            answer = _json(404, {"error": "no audit export has this id"})
+            answer = _error(404, "no audit export has this id")
         except export.ExportGone:
-            answer = _json(410, {"error": "this export's file has expired; ask again with GET /audit"})
+            answer = _error(410, "this export's file has expired; ask again with GET /audit")
         except jobs.Throttled as slow:
             logs.warning("audit_throttled", retry_after=slow.retry_after)
-            answer = _json(
-                429, {"error": "too many audit queries at once; try again shortly"}, _retry(slow.retry_after)
-            )
+            answer = _error(429, "too many audit queries at once; try again shortly", _retry(slow.retry_after))
         except jobs.EngineUnavailable as down:
             logs.error("audit_engine_unavailable", reason=str(down))
-            answer = _json(503, {"error": "the audit query service is unavailable", "reason": str(down)}, _retry(30))
+            answer = _error(503, "the audit query service is unavailable", _retry(30), reason=str(down))
         except Exception:  # a fault of ours: logged with its traceback, answered as JSON like the rest
             logs.error("audit_failed", failure=traceback.format_exc(limit=5))
-            answer = _json(500, {"error": "the audit route failed; the request id names it in the logs"})
+            answer = _error(500, "the audit route failed; the request id names it in the logs")
         if caller is not None:
             answer.headers[CALLER_HEADER] = caller_header_value(caller.username)
         return answer
@@ -148,17 +146,17 @@ def _finish(admin: auth.Principal, chosen: settings.ExportSettings, run: jobs.En
     if job.running:
         poll = f"/audit/{job.job_id}"
         headers = {"Location": poll, **_retry(RETRY_AFTER_RUNNING)}
-        return _json(202, {"status": "running", "poll": poll, **shown}, headers)
+        return _json(202, {"state": "running", "poll": poll, **shown}, headers)
     if job.state == "CANCELLED":
-        return _json(410, {"status": "cancelled", "error": "the audit query was cancelled", **shown})
+        return _error(410, "the audit query was cancelled", **shown)
     if job.state != "SUCCEEDED" or not job.output[0]:
         logs.error("audit_query_failed", job_id=job.job_id, reason=job.reason, retryable=job.retryable)
-        body = {"status": "failed", "error": "the audit query failed", "reason": job.reason, **shown}
+        failed: dict[str, Any] = {"reason": job.reason, **shown}
         if UNREADABLE_LINE.search(job.reason):
-            body["hint"] = UNREADABLE_LINE_HINT
+            failed["hint"] = UNREADABLE_LINE_HINT
         if job.retryable:
-            return _json(503, body, _retry(RETRY_AFTER_RETRYABLE_FAILURE))
-        return _json(502, body)
+            return _error(503, "the audit query failed", _retry(RETRY_AFTER_RETRYABLE_FAILURE), **failed)
+        return _error(502, "the audit query failed", **failed)
     record = export.finish(chosen.log_bucket, job, admin.username)
     url, expires = export.download_link(job, chosen.url_ttl_seconds)
     export.record_delivery(chosen.log_bucket, job, admin.username, expires)
@@ -166,7 +164,7 @@ def _finish(admin: auth.Principal, chosen: settings.ExportSettings, run: jobs.En
     return _json(
         200,
         {
-            "status": "ready",
+            "state": "ready",
             "url": url,
             "expires_at": filters.iso(expires),
             "expires_in_seconds": chosen.url_ttl_seconds,
@@ -185,8 +183,18 @@ def _retry(seconds: int) -> dict[str, str]:
 
 
 def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    """An answer that is not an error: the export's link (200) or its job still running (202)."""
+    return _response(status, json.dumps(body) + "\n", headers)
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
+    """A refusal or a failure, in the shape of every error (chalicelib/errors.py), with the request's id."""
+    return _response(status, errors.encoded(status, message, logs.current_request_id(), **extra), headers)
+
+
+def _response(status: int, body: str | bytes, headers: Mapping[str, str] | None) -> Response:
     return Response(
-        body=json.dumps({**body, "status_code": status}) + "\n",
+        body=body,
         status_code=status,
-        headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
+        headers={"Content-Type": errors.CONTENT_TYPE, "Cache-Control": "no-store", **(headers or {})},
     )

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from chalicelib import screen
+from tests.error_shape import assert_error
 from tests.functional.screen_support import NURSE, Setup, screen_body
 
 pytestmark = pytest.mark.usefixtures("setup")
@@ -99,10 +100,12 @@ def test_a_misconfigured_interceptor_answers_a_json_503_and_calls_nobody(
     monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.example.internal")
     before = setup.hosp.received()
 
-    answer = setup.screen(1, screen_body(1))
+    answer = setup.screen(1, screen_body(1), {**NURSE, "X-Request-Id": "5" * 32})
 
     assert answer.status_code == 503
-    assert json.loads(answer.body)["error"] == "the screen interceptor is misconfigured"
+    assert answer.headers["Content-Type"] == "application/json"
+    error = assert_error(answer.body, 503, request_id="5" * 32)  # the id the proxy sent, as the app logs it
+    assert error["error"] == "the screen interceptor is misconfigured"
     assert b"example.internal" not in answer.body
     assert setup.hosp.received() == before
     assert setup.depth() == 0

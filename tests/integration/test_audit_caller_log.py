@@ -24,7 +24,7 @@ class NamingHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        body = b'{"status_code": 403}'
+        body = b'{"error": "refused", "status": 403, "request_id": "00000000000000000000000000000001"}'
         self.send_response(403)
         if "X-Test-Caller" in self.headers:
             self.send_header(route.CALLER_HEADER, self.headers["X-Test-Caller"])

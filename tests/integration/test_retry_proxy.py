@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from chalicelib import errors
 from infra.nginx.render import MAX_BODY_BYTES, Tuning, worst_case
 from local.nginx_proxy import NginxProxy
 from local.processes import ROOT, closed_port
+from tests.error_shape import assert_error
 from tests.support import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp
 
 TRY_TIMEOUT = 1.0
@@ -419,12 +421,10 @@ def test_a_put_that_hosp_committed_is_replayed_to_the_same_answer(proxy: NginxPr
 
 
 def assert_proxy_error(answer: requests.Response, status: int) -> None:
+    """The proxy's own error: the one shape of every error (docs/errors.md), with the answer's request id."""
     assert answer.status_code == status
     assert answer.headers["Content-Type"] == "application/json"
-    body = answer.json()
-    assert body["status"] == status
-    assert body["request_id"] == answer.headers["X-Request-Id"]
-    assert body["error"]
+    assert set(assert_error(answer.content, status, request_id=answer.headers["X-Request-Id"])) == set(errors.FIELDS)
 
 
 def raw_exchange(proxy: NginxProxy, data: bytes) -> bytes:
@@ -464,7 +464,9 @@ def test_a_malformed_request_gets_a_json_error_from_the_proxy(
 
     assert head.split(b" ")[1] == str(status).encode()
     assert b"Content-Type: application/json" in head
-    assert json.loads(body)["status"] == status
+    request_id = re.search(rb"\r\nX-Request-Id: ([0-9a-f]{32})(?:\r\n|$)", head)
+    assert request_id is not None, head
+    assert set(assert_error(body, status, request_id=request_id.group(1).decode())) == set(errors.FIELDS)
     assert fresh_hosp.received() == 0
 
 
