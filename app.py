@@ -5,12 +5,12 @@ from __future__ import annotations
 from chalice import Chalice, Response
 from chalice.app import SQSEvent
 
-from chalicelib import config, deploy_guard, health, note_worker, screen
+from chalicelib import config, constants, deploy_guard, health, note_worker, screen
 
 # A stage is deployed by `make deploy`, never by `chalice deploy` (chalicelib/deploy_guard.py).
 deploy_guard.refuse_chalice_deploy()
 
-app = Chalice(app_name="hosp-reliability")
+app = Chalice(app_name=constants.APP_NAME)
 # Every body is binary to API Gateway, so that HOSP's answers reach the nurse
 # byte for byte, whatever their type (docs/screen.md).
 app.api.binary_types = ["*/*"]

@@ -43,6 +43,7 @@ from typing import Any
 
 from bench.report import Table, ratio
 from bench.toolkit import alternated, run_directory
+from chalicelib import constants
 from chalicelib.audit import log_schema
 from chalicelib.audit.filters import Filters
 
@@ -701,14 +702,11 @@ class LambdaResult:
 
 def lambda_environment(aws_url: str) -> dict[str, str]:
     """The Lambda's environment against the local AWS, as local/stack.py gives chalice local."""
-    from chalicelib import config  # noqa: PLC0415
-    from chalicelib.audit import settings  # noqa: PLC0415
-
-    ours = {*config.VARIABLES, *settings.VARIABLES}
+    ours = set(constants.VARIABLES)
     inherited = {name: value for name, value in os.environ.items() if name not in ours}
     return {
         **inherited,
-        "STAGE": "local",
+        constants.STAGE: constants.LOCAL_STAGE,
         "AWS_ENDPOINT_URL": aws_url,
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any key; never a real one here

@@ -28,30 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-# Environment variable names, in one place.
-STAGE = "STAGE"
-HOSP_BASE_URL = "HOSP_BASE_URL"
-# The note queue and its dead-letter queue; by default named after the stage.
-NOTE_QUEUE_NAME = "NOTE_QUEUE_NAME"
-NOTE_DEAD_LETTER_QUEUE_NAME = "NOTE_DEAD_LETTER_QUEUE_NAME"
-# The HOSP service account that writes the notes: in AWS a Secrets Manager
-# secret {"username", "password", "staff_id"}; locally the three variables.
-HOSP_SERVICE_SECRET_ID = "HOSP_SERVICE_SECRET_ID"
-HOSP_SERVICE_USERNAME = "HOSP_SERVICE_USERNAME"
-HOSP_SERVICE_PASSWORD = "HOSP_SERVICE_PASSWORD"
-HOSP_SERVICE_STAFF_ID = "HOSP_SERVICE_STAFF_ID"
-VARIABLES = (
-    STAGE,
-    HOSP_BASE_URL,
-    NOTE_QUEUE_NAME,
-    NOTE_DEAD_LETTER_QUEUE_NAME,
-    HOSP_SERVICE_SECRET_ID,
-    HOSP_SERVICE_USERNAME,
-    HOSP_SERVICE_PASSWORD,
-    HOSP_SERVICE_STAFF_ID,
-)
+from chalicelib import constants
 
-DEFAULT_STAGE = "local"
 PLACEHOLDER_LABEL = "example"
 PLACEHOLDER_TLDS = frozenset({"invalid", "test"})
 
@@ -76,13 +54,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     found = problems(env)
     if found:
         raise ConfigError(found)
-    return Settings(stage=env.get(STAGE, DEFAULT_STAGE), hosp_base_url=env[HOSP_BASE_URL].strip().rstrip("/"))
+    return Settings(stage=stage(env), hosp_base_url=env[constants.HOSP_BASE_URL].strip().rstrip("/"))
 
 
 def problems(environ: Mapping[str, str] | None = None) -> list[str]:
     """What is wrong with the settings, in words safe to show anyone; [] when nothing is."""
     env = os.environ if environ is None else environ
-    return _hosp_base_url_problems(env.get(HOSP_BASE_URL, "").strip())
+    return _hosp_base_url_problems(env.get(constants.HOSP_BASE_URL, "").strip())
 
 
 def is_placeholder_host(host: str) -> bool:
@@ -93,35 +71,35 @@ def is_placeholder_host(host: str) -> bool:
 
 def _hosp_base_url_problems(value: str) -> list[str]:
     if not value:
-        return [f"{HOSP_BASE_URL} is not set"]
+        return [f"{constants.HOSP_BASE_URL} is not set"]
     try:
         parts = urlsplit(value)
         scheme, host = parts.scheme, parts.hostname
     except ValueError:  # e.g. an unclosed IPv6 bracket
         scheme, host = "", None
     if scheme not in ("http", "https") or not host:
-        return [f"{HOSP_BASE_URL} must be an http(s) URL with a host"]
+        return [f"{constants.HOSP_BASE_URL} must be an http(s) URL with a host"]
     if is_placeholder_host(host):
-        return [f"{HOSP_BASE_URL} is a placeholder host name, not a real HOSP proxy"]
+        return [f"{constants.HOSP_BASE_URL} is a placeholder host name, not a real HOSP proxy"]
     return []
 
 
 def stage(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
-    return env.get(STAGE, DEFAULT_STAGE)
+    return env.get(constants.STAGE, constants.LOCAL_STAGE)
 
 
 def note_queue_name(environ: Mapping[str, str] | None = None) -> str:
-    """The FIFO note queue: hosp-reliability-<stage>-notes.fifo unless NOTE_QUEUE_NAME says otherwise.
+    """The FIFO note queue: constants.note_queue(stage) unless NOTE_QUEUE_NAME says otherwise.
 
     Read at import by app.py's `on_sqs_message`, the one exception to "never at
     import": `chalice deploy --stage S` imports app.py with stage S's environment
     variables set, so each stage's worker is bound to its own queue.
     """
     env = os.environ if environ is None else environ
-    return env.get(NOTE_QUEUE_NAME) or f"hosp-reliability-{stage(env)}-notes.fifo"
+    return env.get(constants.NOTE_QUEUE_NAME) or constants.note_queue(stage(env))
 
 
 def note_dead_letter_queue_name(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
-    return env.get(NOTE_DEAD_LETTER_QUEUE_NAME) or f"hosp-reliability-{stage(env)}-notes-dead.fifo"
+    return env.get(constants.NOTE_DEAD_LETTER_QUEUE_NAME) or constants.dead_letter_queue(stage(env))

@@ -14,7 +14,7 @@ import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import config, logs, service_account
+from chalicelib import config, constants, logs, service_account
 
 SECRET_CHECK_SECONDS = 60.0
 
@@ -28,7 +28,7 @@ def report() -> tuple[int, dict[str, object]]:
         settings = config.load()
     except config.ConfigError as exc:
         return 503, {"status": "misconfigured", "problems": exc.problems}
-    problem = _service_account_problem(os.environ.get(config.HOSP_SERVICE_SECRET_ID, ""))
+    problem = _service_account_problem(os.environ.get(constants.HOSP_SERVICE_SECRET_ID, ""))
     if problem:
         return 503, {"status": "misconfigured", "problems": [problem]}
     return 200, {"status": "ok", "stage": settings.stage}

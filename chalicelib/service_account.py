@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, config
+from chalicelib import aws, constants
 
 CACHE_SECONDS = 300.0
 # Errors of Secrets Manager that only an operator can fix: no such secret, no value
@@ -60,13 +60,13 @@ def load(environ: Mapping[str, str] | None = None) -> ServiceAccount:
     if cached is not None and now - cached[0] < CACHE_SECONDS and environ is None:
         return cached[1]
     env = os.environ if environ is None else environ
-    if secret_id := env.get(config.HOSP_SERVICE_SECRET_ID):
+    if secret_id := env.get(constants.HOSP_SERVICE_SECRET_ID):
         fields = _secret_fields(secret_id)
     else:
         fields = {
-            "username": env.get(config.HOSP_SERVICE_USERNAME),
-            "password": env.get(config.HOSP_SERVICE_PASSWORD),
-            "staff_id": env.get(config.HOSP_SERVICE_STAFF_ID),
+            "username": env.get(constants.HOSP_SERVICE_USERNAME),
+            "password": env.get(constants.HOSP_SERVICE_PASSWORD),
+            "staff_id": env.get(constants.HOSP_SERVICE_STAFF_ID),
         }
     account = _account(fields)
     if environ is None:
@@ -104,15 +104,15 @@ def _secret_fields(secret_id: str) -> object:
         if code not in CONFIGURATION_ERRORS:
             raise  # throttled, unavailable: a later attempt may read it
         raise ServiceAccountError(
-            f"the secret {config.HOSP_SERVICE_SECRET_ID} names cannot be read ({code}); "
+            f"the secret {constants.HOSP_SERVICE_SECRET_ID} names cannot be read ({code}); "
             f"if it has no value yet, {PUT_VALUE}"
         ) from exc
     if "SecretString" not in secret:
-        raise ServiceAccountError(f"the secret {config.HOSP_SERVICE_SECRET_ID} names holds no text")
+        raise ServiceAccountError(f"the secret {constants.HOSP_SERVICE_SECRET_ID} names holds no text")
     try:
         return json.loads(secret["SecretString"])
     except ValueError as exc:
-        raise ServiceAccountError(f"the secret {config.HOSP_SERVICE_SECRET_ID} names is not JSON") from exc
+        raise ServiceAccountError(f"the secret {constants.HOSP_SERVICE_SECRET_ID} names is not JSON") from exc
 
 
 def _account(fields: object) -> ServiceAccount:

@@ -11,11 +11,10 @@ from typing import Any
 
 import boto3
 
-from chalicelib import aws
-from chalicelib.audit import settings
+from chalicelib import aws, constants
 
-RESULTS_BUCKET = "hosp-reliability-local-audit-results"
-LOG_BUCKET = "hosp-reliability-local-audit-log"
+RESULTS_BUCKET = constants.audit_results_bucket(constants.LOCAL_STAGE)
+LOG_BUCKET = constants.audit_log_bucket(constants.LOCAL_STAGE)
 
 
 def client(aws_url: str) -> Any:
@@ -52,10 +51,10 @@ def environment(access_log: str, work_dir: str) -> dict[str, str]:
     (inside its run directory), so that two stacks never write into one directory.
     """
     return {
-        settings.AUDIT_ENGINE: "duckdb",
-        settings.AUDIT_LOCAL_LOG: access_log,
-        settings.AUDIT_LOCAL_WORK_DIR: work_dir,
-        settings.AUDIT_RESULTS_BUCKET: RESULTS_BUCKET,
-        settings.AUDIT_RESULTS_PREFIX: settings.DEFAULT_RESULTS_PREFIX,
-        settings.AUDIT_LOG_BUCKET: LOG_BUCKET,
+        constants.AUDIT_ENGINE: "duckdb",
+        constants.AUDIT_LOCAL_LOG: access_log,
+        constants.AUDIT_LOCAL_WORK_DIR: work_dir,
+        constants.AUDIT_RESULTS_BUCKET: RESULTS_BUCKET,
+        constants.AUDIT_RESULTS_PREFIX: constants.RESULTS_PREFIX,
+        constants.AUDIT_LOG_BUCKET: LOG_BUCKET,
     }

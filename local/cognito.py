@@ -28,13 +28,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.audit import settings
+from chalicelib import constants
 
 REGION = "eu-west-2"  # the local stack's region
 DEFAULT_AWS_URL = "http://127.0.0.1:5000"  # the local stack's moto server
-POOL_NAME = "hosp-reliability-local-audit"
-CLIENT_NAME = "hosp-reliability-local-audit-cli"
-ADMIN_GROUP = settings.DEFAULT_ADMIN_GROUP
+POOL_NAME = f"{constants.prefix(constants.LOCAL_STAGE)}-audit"
+CLIENT_NAME = f"{POOL_NAME}-cli"
+ADMIN_GROUP = constants.ADMIN_GROUP
 # A server that is not there is reported within seconds.
 CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 2})
 
@@ -68,10 +68,10 @@ class LocalCognito:
     def environment(self) -> dict[str, str]:
         """The variables the Chalice app reads (chalicelib/audit/settings.py) for this pool."""
         return {
-            settings.AUDIT_COGNITO_ISSUER: self.issuer,
-            settings.AUDIT_COGNITO_JWKS_URL: self.jwks_url,
-            settings.AUDIT_COGNITO_CLIENT_ID: self.client_id,
-            settings.AUDIT_ADMIN_GROUP: ADMIN_GROUP,
+            constants.AUDIT_COGNITO_ISSUER: self.issuer,
+            constants.AUDIT_COGNITO_JWKS_URL: self.jwks_url,
+            constants.AUDIT_COGNITO_CLIENT_ID: self.client_id,
+            constants.AUDIT_ADMIN_GROUP: ADMIN_GROUP,
         }
 
 

@@ -37,8 +37,7 @@ from types import FrameType
 
 import requests
 
-from chalicelib import config
-from chalicelib.audit import settings as audit_settings
+from chalicelib import constants
 from local import audit_buckets, cognito, note_queue
 from local.edge.server import HTTP_PORT as EDGE_HTTP_PORT
 from local.edge.server import HTTPS_PORT as EDGE_PORT
@@ -275,20 +274,20 @@ class Stack:
         """What the Lambdas get in AWS, pointed at the local servers."""
         account = NOTES_SERVICE_ACCOUNT
         # Nothing the app reads comes from the shell (a stray NOTE_QUEUE_NAME, say).
-        ours = {*config.VARIABLES, *audit_settings.VARIABLES}
+        ours = set(constants.VARIABLES)
         inherited = {name: value for name, value in os.environ.items() if name not in ours}
         return {
             **inherited,
-            "STAGE": "local",
+            constants.STAGE: constants.LOCAL_STAGE,
             "AWS_ENDPOINT_URL": self.aws_url,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",  # moto accepts any key; never a real one here
             "AWS_DEFAULT_REGION": "eu-west-2",
-            "HOSP_BASE_URL": self.proxy.internal_url,
+            constants.HOSP_BASE_URL: self.proxy.internal_url,
             # The stand-in's service account: a fixture of a local server, not a secret.
-            "HOSP_SERVICE_USERNAME": account.username,
-            "HOSP_SERVICE_PASSWORD": account.password,
-            "HOSP_SERVICE_STAFF_ID": str(account.staff_id),
+            constants.HOSP_SERVICE_USERNAME: account.username,
+            constants.HOSP_SERVICE_PASSWORD: account.password,
+            constants.HOSP_SERVICE_STAFF_ID: str(account.staff_id),
         }
 
     def _set_up_aws(self) -> None:
@@ -297,7 +296,7 @@ class Stack:
         The pool's ids are known only now, so chalice local, which starts later,
         gets the audit settings here.
         """
-        note_queue.create(note_queue.client(self.aws_url), {"STAGE": "local"})
+        note_queue.create(note_queue.client(self.aws_url), {constants.STAGE: constants.LOCAL_STAGE})
         audit_buckets.create(audit_buckets.client(self.aws_url))
         self.cognito = cognito.create(self.aws_url)
         assert self.chalice.env is not None
@@ -310,7 +309,7 @@ class Stack:
 
     def _chalice(self) -> CommandServer:
         argv = [sys.executable, "-m", "local.chalice_local", "--no-autoreload"]
-        argv += ["--host", "127.0.0.1", "--port", str(self.ports.chalice), "--stage", "local"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.ports.chalice), "--stage", constants.LOCAL_STAGE]
         # Our app's JSON {"status": "ok"}: chalice answering with a misconfigured app is not up.
         return CommandServer(
             argv, self.ports.chalice, self.run_dir / "chalice.log", env=self.lambda_environment(),

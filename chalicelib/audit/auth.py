@@ -59,7 +59,7 @@ from urllib.parse import urlsplit
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
-from chalicelib import logs
+from chalicelib import constants, logs
 from chalicelib.audit import settings
 
 ALGORITHMS = ["RS256"]  # what Cognito signs with; the only algorithm we accept
@@ -67,7 +67,7 @@ LEEWAY_SECONDS = 30
 REFETCH_INTERVAL = 60.0  # seconds between two JWKS fetches of one process, at least
 JWKS_TIMEOUT = 3.0  # seconds: a slow Cognito costs a request a few seconds at most
 MAX_TOKEN_LENGTH = 8192  # Cognito's tokens are a few KB; anything longer is not one of them
-REALM = "hosp-reliability"
+REALM = constants.APP_NAME
 # Claims the checks or the Principal rely on; Cognito's access tokens carry each of them.
 REQUIRED_CLAIMS = ("iss", "sub", "exp", "token_use", "client_id", "username")
 # Those PyJWT requires; an ID token has them too, so that its sender hears what to send instead.
@@ -258,7 +258,9 @@ def _check_jwks_url(url: str) -> None:
         return
     if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
         return
-    raise settings.AuditConfigError([f"{settings.AUDIT_COGNITO_JWKS_URL} must be an https URL (http on loopback only)"])
+    raise settings.AuditConfigError(
+        [f"{constants.AUDIT_COGNITO_JWKS_URL} must be an https URL (http on loopback only)"]
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -367,7 +369,7 @@ def configured_keys(document: str) -> ConfiguredKeys:
         return ConfiguredKeys(parse_jwks(json.loads(document)))
     except ValueError:  # json.JSONDecodeError is one too
         raise settings.AuditConfigError(
-            [f"{settings.AUDIT_COGNITO_JWKS} must be the user pool's JWKS document (JSON with RS256 keys)"]
+            [f"{constants.AUDIT_COGNITO_JWKS} must be the user pool's JWKS document (JSON with RS256 keys)"]
         ) from None
 
 

@@ -16,7 +16,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 from app import app
-from chalicelib import aws, config, service_account
+from chalicelib import aws, constants, service_account
 from local import note_queue
 from local.hosp_standin.store import NOTES_SERVICE_ACCOUNT
 from local.nginx_proxy import NginxProxy
@@ -30,11 +30,11 @@ def setup(fresh_hosp: Hosp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     account = NOTES_SERVICE_ACCOUNT
     with NginxProxy(fresh_hosp.address, tmp_path / "nginx") as proxy:
         env = {
-            config.STAGE: "local",
-            config.HOSP_BASE_URL: proxy.internal_url,
-            config.HOSP_SERVICE_USERNAME: account.username,
-            config.HOSP_SERVICE_PASSWORD: account.password,
-            config.HOSP_SERVICE_STAFF_ID: str(account.staff_id),
+            constants.STAGE: "local",
+            constants.HOSP_BASE_URL: proxy.internal_url,
+            constants.HOSP_SERVICE_USERNAME: account.username,
+            constants.HOSP_SERVICE_PASSWORD: account.password,
+            constants.HOSP_SERVICE_STAFF_ID: str(account.staff_id),
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

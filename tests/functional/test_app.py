@@ -10,7 +10,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 from app import app
-from chalicelib import aws, health
+from chalicelib import aws, constants, health
 from local.processes import closed_port
 
 # Every answer of the app is binary to API Gateway (app.py), which sends it only to
@@ -99,11 +99,11 @@ def test_health_names_an_empty_service_account_secret_until_it_has_a_value(
         aws.reset()
         health.forget()
         secrets = boto3.client("secretsmanager", region_name="eu-west-2")
-        secrets.create_secret(Name=f"hosp-reliability/{stage}/hosp-service-account")
+        secrets.create_secret(Name=constants.service_secret(stage))
         with Client(app, stage_name=stage) as client:
             empty = client.http.get("/health", headers=ACCEPT_JSON)
             secrets.put_secret_value(
-                SecretId=f"hosp-reliability/{stage}/hosp-service-account", SecretString='{"password": "s3cret-value"}'
+                SecretId=constants.service_secret(stage), SecretString='{"password": "s3cret-value"}'
             )
             cached = client.http.get("/health", headers=ACCEPT_JSON)
             health.forget()

@@ -28,6 +28,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chalicelib import constants
 from chalicelib.audit import auth, settings
 from local import cognito
 from local.hosp_standin.store import DEMO_ACCOUNTS
@@ -51,7 +52,7 @@ def pool(aws: str) -> cognito.LocalCognito:
 @pytest.fixture
 def configured(pool: cognito.LocalCognito, monkeypatch: pytest.MonkeyPatch) -> Iterator[cognito.LocalCognito]:
     """The app's environment as the local stack sets it, and no keys cached yet."""
-    for name in settings.VARIABLES:
+    for name in constants.AUDIT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in pool.environment().items():
         monkeypatch.setenv(name, value)
@@ -87,7 +88,7 @@ def test_an_admins_access_token_is_accepted(configured: cognito.LocalCognito, ad
     principal = auth.require_admin(f"Bearer {admin_token}")
 
     assert principal.username == "audit-admin"
-    assert "audit-admins" in principal.groups
+    assert constants.ADMIN_GROUP in principal.groups
     assert principal.sub
 
 
@@ -100,7 +101,7 @@ def test_the_local_tokens_carry_the_issuer_and_client_the_app_is_given(
     assert claims["iss"] == app_settings.issuer == configured.issuer
     assert claims["client_id"] == app_settings.client_id
     assert app_settings.jwks_url == f"{configured.aws_url}/{configured.pool_id}/.well-known/jwks.json"
-    assert app_settings.admin_group == "audit-admins"
+    assert app_settings.admin_group == constants.ADMIN_GROUP
 
 
 def test_a_viewers_access_token_is_forbidden(configured: cognito.LocalCognito) -> None:

@@ -10,7 +10,7 @@ import boto3
 import pytest
 import requests
 
-from chalicelib import aws, config, note_jobs, note_worker, requeue, service_account
+from chalicelib import aws, config, constants, note_jobs, note_worker, requeue, service_account
 from local.hosp_standin.store import NOTES_SERVICE_ACCOUNT
 from tests.functional.screen_support import Setup, screen_body
 from tests.support import DEMO_AUTH, DEMO_PASSWORD
@@ -212,10 +212,10 @@ def test_an_empty_service_account_secret_makes_jobs_wait_not_die_and_they_are_wr
     """The notes stack creates the secret empty. A job read then is a configuration error,
     not HOSP's: it waits (no dead-letter queue, no call to HOSP), the log and the metric
     NoteWorkerMisconfigured say why, and once an operator puts the value the job is written."""
-    secret = "hosp-reliability/local/hosp-service-account"
+    secret = constants.service_secret(constants.LOCAL_STAGE)
     secrets = boto3.client("secretsmanager", region_name="eu-west-2")
     secrets.create_secret(Name=secret)
-    monkeypatch.setenv(config.HOSP_SERVICE_SECRET_ID, secret)
+    monkeypatch.setenv(constants.HOSP_SERVICE_SECRET_ID, secret)
     service_account.forget()
     screened(setup, 11, 5)
     capsys.readouterr()

@@ -20,15 +20,16 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chalicelib import constants
 from chalicelib.audit import auth, settings
 
 ISSUER = "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_test"
 CLIENT_ID = "test-client"
 KID = "test-key"
 ENVIRONMENT = {
-    settings.AUDIT_COGNITO_ISSUER: ISSUER,
-    settings.AUDIT_COGNITO_JWKS_URL: f"{ISSUER}/.well-known/jwks.json",
-    settings.AUDIT_COGNITO_CLIENT_ID: CLIENT_ID,
+    constants.AUDIT_COGNITO_ISSUER: ISSUER,
+    constants.AUDIT_COGNITO_JWKS_URL: f"{ISSUER}/.well-known/jwks.json",
+    constants.AUDIT_COGNITO_CLIENT_ID: CLIENT_ID,
 }
 # Seconds a key cache waits between fetches in these tests (REFETCH_INTERVAL in the route).
 INTERVAL = 1.0
@@ -66,7 +67,7 @@ def access_claims(**changes: Any) -> dict[str, Any]:
         "exp": issued + 3600,
         "jti": "a-token-id",
         "username": "audit-admin",
-        "cognito:groups": ["audit-admins"],
+        "cognito:groups": [constants.ADMIN_GROUP],
     }
     claims.update(changes)
     return {name: value for name, value in claims.items() if value is not None}
@@ -125,7 +126,7 @@ def wait_until(moment: float) -> None:
 
 @pytest.fixture
 def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in settings.VARIABLES:
+    for name in constants.AUDIT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
@@ -162,7 +163,7 @@ def test_without_bearer_credentials_the_answer_only_asks_for_them(header: str | 
         auth.bearer_token(header)
 
     assert refused.value.status == 401
-    assert refused.value.www_authenticate == 'Bearer realm="hosp-reliability"'  # no error code (RFC 6750, 3.1)
+    assert refused.value.www_authenticate == f'Bearer realm="{constants.APP_NAME}"'  # no error code (RFC 6750, 3.1)
     assert "Bearer" in refused.value.reason
 
 
@@ -181,7 +182,7 @@ def test_the_www_authenticate_header_follows_rfc_6750() -> None:
     forbidden = auth.Forbidden("not in the group", auth.Principal("someone", "sub", ()))
 
     assert invalid.www_authenticate == (
-        'Bearer realm="hosp-reliability", error="invalid_token", error_description="the token has expired"'
+        f'Bearer realm="{constants.APP_NAME}", error="invalid_token", error_description="the token has expired"'
     )
     assert (forbidden.status, forbidden.error) == (403, "insufficient_scope")
     assert 'error="insufficient_scope"' in forbidden.www_authenticate
@@ -197,7 +198,7 @@ def test_the_www_authenticate_header_follows_rfc_6750() -> None:
 def test_an_access_token_of_an_admin_gives_the_principal(configured: None) -> None:
     principal = check(f"Bearer {token()}")
 
-    assert principal == auth.Principal(username="audit-admin", sub="0b5e6f2a-user", groups=("audit-admins",))
+    assert principal == auth.Principal(username="audit-admin", sub="0b5e6f2a-user", groups=(constants.ADMIN_GROUP,))
 
 
 @pytest.mark.parametrize("groups", [["audit-viewers"], [], None])
@@ -207,8 +208,8 @@ def test_a_valid_token_of_someone_outside_the_admin_group_is_forbidden(configure
 
 
 def test_the_admin_group_is_a_setting(configured: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(settings.AUDIT_ADMIN_GROUP, "auditors")
-    admin_token = token(access_claims(**{"cognito:groups": ["audit-admins"]}))
+    monkeypatch.setenv(constants.AUDIT_ADMIN_GROUP, "auditors")
+    admin_token = token(access_claims(**{"cognito:groups": [constants.ADMIN_GROUP]}))
     auditor_token = token(access_claims(**{"cognito:groups": ["staff", "auditors"]}))
 
     with pytest.raises(auth.Forbidden):
@@ -272,8 +273,8 @@ def test_a_token_without_a_required_claim_is_refused(configured: None, claim: st
         ({"exp": math.nan}, "the token's times are not numbers"),
         ({"sub": 7}, "the token's claims are malformed"),
         ({"username": 7}, "the token's claims are malformed"),
-        ({"cognito:groups": "audit-admins"}, "the token's claims are malformed"),
-        ({"cognito:groups": [["audit-admins"]]}, "the token's claims are malformed"),
+        ({"cognito:groups": constants.ADMIN_GROUP}, "the token's claims are malformed"),
+        ({"cognito:groups": [[constants.ADMIN_GROUP]]}, "the token's claims are malformed"),
     ],
 )
 def test_a_signed_token_with_wrong_claims_is_refused(configured: None, changes: dict[str, Any], reason: str) -> None:
@@ -295,12 +296,12 @@ def test_a_token_whose_header_names_no_key_is_refused(configured: None) -> None:
 
 
 def test_missing_settings_are_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in settings.VARIABLES:
+    for name in constants.AUDIT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
     with pytest.raises(settings.AuditConfigError) as missing:
         check(f"Bearer {token()}")
-    assert settings.AUDIT_COGNITO_ISSUER in str(missing.value)
+    assert constants.AUDIT_COGNITO_ISSUER in str(missing.value)
 
 
 @pytest.mark.parametrize(
@@ -318,12 +319,12 @@ def test_missing_settings_are_a_configuration_error(monkeypatch: pytest.MonkeyPa
 def test_keys_come_over_https_or_from_loopback(
     configured: None, monkeypatch: pytest.MonkeyPatch, url: str, allowed: bool
 ) -> None:
-    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS_URL, url)
+    monkeypatch.setenv(constants.AUDIT_COGNITO_JWKS_URL, url)
 
     if allowed:
         assert check(f"Bearer {token()}").username == "audit-admin"
     else:
-        with pytest.raises(settings.AuditConfigError, match=settings.AUDIT_COGNITO_JWKS_URL):
+        with pytest.raises(settings.AuditConfigError, match=constants.AUDIT_COGNITO_JWKS_URL):
             check(f"Bearer {token()}")
 
 
@@ -366,7 +367,7 @@ def test_keys_are_fetched_once_and_then_served_from_the_cache(jwks: JwksServer) 
 
 
 def test_fetched_keys_verify_tokens(configured: None, jwks: JwksServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS_URL, jwks.url)
+    monkeypatch.setenv(constants.AUDIT_COGNITO_JWKS_URL, jwks.url)
 
     assert auth.require_admin(f"Bearer {token()}").username == "audit-admin"  # the process's cache of that URL
     assert jwks.fetches == 1
@@ -466,8 +467,8 @@ def test_keys_given_at_deploy_verify_tokens_and_are_never_fetched(
     configured: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An unreachable JWKS URL: a fetch would fail, so a success proves none happened.
-    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS_URL, "https://127.0.0.1:9/none")
-    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS, json.dumps({"keys": [public_jwk(KEY)]}))
+    monkeypatch.setenv(constants.AUDIT_COGNITO_JWKS_URL, "https://127.0.0.1:9/none")
+    monkeypatch.setenv(constants.AUDIT_COGNITO_JWKS, json.dumps({"keys": [public_jwk(KEY)]}))
 
     assert auth.require_admin(f"Bearer {token()}").username == "audit-admin"
 
@@ -483,10 +484,10 @@ def test_keys_given_at_deploy_verify_tokens_and_are_never_fetched(
 def test_a_malformed_jwks_given_at_deploy_is_a_configuration_error(
     configured: None, monkeypatch: pytest.MonkeyPatch, document: str
 ) -> None:
-    monkeypatch.setenv(settings.AUDIT_COGNITO_JWKS, document)
+    monkeypatch.setenv(constants.AUDIT_COGNITO_JWKS, document)
 
     with pytest.raises(settings.AuditConfigError) as error:
         auth.require_admin(f"Bearer {token()}")
     assert error.value.problems == [
-        f"{settings.AUDIT_COGNITO_JWKS} must be the user pool's JWKS document (JSON with RS256 keys)"
+        f"{constants.AUDIT_COGNITO_JWKS} must be the user pool's JWKS document (JSON with RS256 keys)"
     ]

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import config
-from chalicelib.audit import settings as audit_settings
+from chalicelib import config, constants
 from infra.nginx import render
 from local.processes import ROOT
 
@@ -100,7 +99,7 @@ def test_every_configured_environment_variable_is_one_the_app_reads() -> None:
     scopes = [conf, *conf["stages"].values()]
     configured = {name for scope in scopes for name in scope.get("environment_variables", {})}
 
-    assert configured <= {*config.VARIABLES, *audit_settings.VARIABLES}
+    assert configured <= set(constants.VARIABLES)
 
 
 # --- the proxy's public names (infra/nginx/render.py --public-name) -------------------------------
