@@ -46,13 +46,12 @@ from typing import Any
 
 import requests
 
+from chalicelib import constants
 from chalicelib.audit import auth
 from infra.cloudfront import function
 from infra.ec2.build_bundle import PACKAGES as BUNDLE_PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
-APP_NAME = "hosp-reliability"
-STAGES = ("dev", "prod")
 STAGE_FILES = REPO / "infra" / "app"
 DIST = REPO / "dist"
 BUNDLE = DIST / "hosp-proxy-bundle.tar.gz"
@@ -63,7 +62,7 @@ PLACEHOLDER = re.compile(r"0{7}|(^|[.])example([.:]|$)", re.IGNORECASE)
 
 
 def stack_name(stage: str, key: str) -> str:
-    return f"{APP_NAME}-{stage}-{key}"
+    return constants.stack(stage, key)
 
 
 def stage_file(stage: str) -> Path:
@@ -100,7 +99,7 @@ class Upload:
 
     def key(self, stage: str) -> str:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16] if self.path.is_file() else "<sha256>"
-        return f"{APP_NAME}/{stage}/{self.prefix}/{digest}{''.join(self.path.suffixes)}"
+        return f"{constants.APP_NAME}/{stage}/{self.prefix}/{digest}{''.join(self.path.suffixes)}"
 
 
 @dataclass(frozen=True)
@@ -223,8 +222,8 @@ def capabilities(template: dict[str, Any]) -> tuple[str, ...]:
 
 def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST, bundle: Path = BUNDLE) -> Plan:
     """The stage's steps, checked against the templates; raises PlanError."""
-    if stage not in STAGES:
-        raise PlanError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage not in constants.STAGES:
+        raise PlanError(f"unknown stage {stage!r}; stages: {', '.join(constants.STAGES)}")
     path = stage_path or stage_file(stage)
     config = load_stage_file(path)
     given: dict[str, dict[str, str]] = config["parameters"]
@@ -409,7 +408,7 @@ class Runner:
 
     def publish_function(self, name: str, code: str) -> str:
         """Creates or updates the CloudFront Function `name` with `code`, publishes it; its ARN."""
-        config = f"Comment=hosp-reliability old-domain redirect,Runtime={function.RUNTIME}"
+        config = f"Comment={constants.APP_NAME} old-domain redirect,Runtime={function.RUNTIME}"
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "redirect.js"
             path.write_text(code, encoding="utf-8")
@@ -501,7 +500,7 @@ def deploy_step(plan: Plan, step: Step, runner: Runner, workdir: Path) -> None:
         template = workdir / f"{step.key}-packaged.json"
         runner.run(
             "cloudformation", "package", "--template-file", str(step.template),
-            "--s3-bucket", plan.artifact_bucket, "--s3-prefix", f"{APP_NAME}/{plan.stage}/{step.key}",
+            "--s3-bucket", plan.artifact_bucket, "--s3-prefix", f"{constants.APP_NAME}/{plan.stage}/{step.key}",
             "--output-template-file", str(template), "--use-json",
         )  # fmt: skip
     # The values go in a file only the operator can read, never on a command line.
@@ -511,9 +510,9 @@ def deploy_step(plan: Plan, step: Step, runner: Runner, workdir: Path) -> None:
     command = [
         "cloudformation", "deploy", "--stack-name", stack_name(plan.stage, step.key),
         "--template-file", str(template), "--s3-bucket", plan.artifact_bucket,
-        "--s3-prefix", f"{APP_NAME}/{plan.stage}/templates",
+        "--s3-prefix", f"{constants.APP_NAME}/{plan.stage}/templates",
         "--parameter-overrides", f"file://{parameters}", "--no-fail-on-empty-changeset",
-        "--tags", f"app={APP_NAME}", f"stage={plan.stage}",
+        "--tags", f"app={constants.APP_NAME}", f"stage={plan.stage}",
     ]  # fmt: skip
     if step.capabilities:
         command += ["--capabilities", *step.capabilities]
@@ -567,7 +566,7 @@ def deploy(plan: Plan, runner: Runner) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--stage", required=True, choices=constants.STAGES)
     parser.add_argument("--dry-run", action="store_true", help="print the plan and deploy nothing")
     parser.add_argument("--stage-file", type=Path, help="default: infra/app/deploy-<stage>.json")
     parser.add_argument("--dist", type=Path, default=DIST, help="where make package put the app; default: dist/")

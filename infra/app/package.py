@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from chalicelib import constants
 from infra.app import runtime
 from scripts.lock import canonical, locked_versions
 
@@ -44,7 +45,6 @@ TEMPLATE_NAME = "sam.json"
 ZIP_NAME = "deployment.zip"
 LAMBDA_LOCK = REPO / "requirements.txt"
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
-STAGES = ("dev", "prod")
 # Chalice asks boto3 for a region even though the template names none.
 PACKAGING_REGION = "eu-west-2"
 # checkov lives in a virtual environment of its own (Makefile: CHECKOV_VENV).
@@ -120,8 +120,8 @@ class PackagingError(Exception):
 def package(stage: str, out: Path, env: dict[str, str] | None = None) -> Path:
     """Run `chalice package` for `stage` into `out` (emptied first) and check what it wrote;
     the template's path."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage not in constants.STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(constants.STAGES)}")
     problem = runtime.interpreter_problem()
     if problem:
         raise PackagingError(problem)
@@ -182,7 +182,7 @@ def lifecycle_notice(today: date) -> tuple[str, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.app.package", description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--stage", required=True, choices=constants.STAGES)
     parser.add_argument("--dist", type=Path, default=DIST, help="default: %(default)s")
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,8 @@ import json
 import re
 from pathlib import Path
 
+from chalicelib import constants
+
 REDIRECT_FUNCTION = Path(__file__).resolve().parent / "redirect.js"
 RUNTIME = "cloudfront-js-2.0"
 MAX_CODE_BYTES = 10 * 1024  # CloudFront Functions' limit on a function's code
@@ -47,4 +49,4 @@ def with_names(old_hosts: list[str], new_host: str, path: Path = REDIRECT_FUNCTI
 
 def function_name(stage: str) -> str:
     """The stage's CloudFront Function (names are account-wide, like the distribution's)."""
-    return f"hosp-reliability-{stage}-old-domain-redirect"
+    return constants.stack(stage, "old-domain-redirect")

@@ -60,8 +60,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-APP_NAME = "hosp-reliability"
-STAGES = ("dev", "prod")
+from chalicelib import constants
+
 # Chalice's names of the app's functions: the one serving every route, and the
 # SQS handler of app.py (tests/infra/test_iam_policies.py checks the list).
 API_HANDLER = "api_handler"
@@ -79,8 +79,6 @@ STACK_ACCOUNT = "${AWS::AccountId}"
 EXECUTE_API_ENDPOINT_EXPORT = "ExecuteApiVpcEndpointId"
 # API Gateway expands it to every stage, method and path of the API that holds the policy.
 WHOLE_API = "execute-api:/*"
-# Athena's output location in the results bucket (AUDIT_RESULTS_PREFIX).
-AUDIT_RESULTS_PREFIX = "audit/"
 CHALICE_DIR = Path(__file__).resolve().parents[2] / ".chalice"
 COMMAND = "python -m infra.iam.policies"
 
@@ -97,30 +95,30 @@ def stack_arn(service: str, resource: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StageResources:
-    """Names and ARN patterns of one stage's resources."""
+    """Names (chalicelib.constants's) and ARN patterns of one stage's resources."""
 
     stage: str
 
     @property
     def prefix(self) -> str:
         """Start of every function and queue name of the stage (Chalice: <app>-<stage>)."""
-        return f"{APP_NAME}-{self.stage}"
+        return constants.prefix(self.stage)
 
     def export(self, key: str) -> str:
-        """Name of a stack export of the stage (infra/network/network.yaml exports hosp-reliability-<stage>-<Key>)."""
-        return f"{self.prefix}-{key}"
+        """Name of a stack export of the stage (infra/network/network.yaml exports <app>-<stage>-<Key>)."""
+        return constants.stack(self.stage, key)
 
     @property
     def note_queue(self) -> str:
-        return f"{self.prefix}-notes.fifo"
+        return constants.note_queue(self.stage)
 
     @property
     def dead_letter_queue(self) -> str:
-        return f"{self.prefix}-notes-dead.fifo"
+        return constants.dead_letter_queue(self.stage)
 
     @property
     def service_secret(self) -> str:
-        return f"{APP_NAME}/{self.stage}/hosp-service-account"
+        return constants.service_secret(self.stage)
 
     @property
     def note_queue_arn(self) -> Resource:
@@ -140,12 +138,11 @@ class StageResources:
 
     @property
     def audit_workgroup(self) -> str:
-        return f"{self.prefix}-audit"
+        return constants.audit_workgroup(self.stage)
 
     @property
     def audit_database(self) -> str:
-        # Athena's names hold lower case letters, digits and underscores only.
-        return f"{self.prefix.replace('-', '_')}_audit"
+        return constants.audit_database(self.stage)
 
     @property
     def audit_table(self) -> str:
@@ -153,11 +150,11 @@ class StageResources:
 
     def audit_log_bucket(self, account: str = PRINCIPAL_ACCOUNT) -> str:
         """The audit trail's bucket (Object Lock) in `account`."""
-        return f"{self.prefix}-audit-log-{account}"
+        return constants.audit_log_bucket(self.stage, account)
 
     def audit_results_bucket(self, account: str = PRINCIPAL_ACCOUNT) -> str:
         """Athena's output bucket in `account`."""
-        return f"{self.prefix}-audit-results-{account}"
+        return constants.audit_results_bucket(self.stage, account)
 
     @property
     def audit_workgroup_arn(self) -> Resource:
@@ -281,7 +278,7 @@ def _api_handler(names: StageResources) -> list[Statement]:
             "Sid": "WriteAuditResults",
             "Effect": "Allow",
             "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-            "Resource": [f"{names.audit_results_bucket_arn}/{AUDIT_RESULTS_PREFIX}*"],
+            "Resource": [f"{names.audit_results_bucket_arn}/{constants.RESULTS_PREFIX}*"],
         },
         {
             # GET /health says when the note worker's service account has no value yet,
@@ -365,8 +362,8 @@ def rest_api_policy(stage: str) -> Policy:
     for another principal added later): a request that did not come through
     the endpoint is refused, and API Gateway checks this before the Lambda runs.
     """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage not in constants.STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(constants.STAGES)}")
     endpoint = {"Fn::ImportValue": StageResources(stage).export(EXECUTE_API_ENDPOINT_EXPORT)}
     invoke = {"Principal": "*", "Action": "execute-api:Invoke", "Resource": WHOLE_API}
     return {
@@ -391,8 +388,8 @@ def rest_api_policy(stage: str) -> Policy:
 def policy(stage: str, function: str = API_HANDLER) -> Policy:
     """The policy of one function of one stage; by default the API handler's, which
     serves every route (the screen route and the audit route)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage not in constants.STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(constants.STAGES)}")
     if function not in FUNCTIONS:
         raise ValueError(f"unknown function {function!r}; functions: {', '.join(FUNCTIONS)}")
     return {"Version": "2012-10-17", "Statement": statements(stage, function)}
@@ -411,7 +408,7 @@ def render(stage: str, function: str) -> str:
 
 
 def _files() -> list[tuple[str, str]]:
-    return [(stage, function) for stage in STAGES for function in (*FUNCTIONS, REST_API)]
+    return [(stage, function) for stage in constants.STAGES for function in (*FUNCTIONS, REST_API)]
 
 
 def stale_files(chalice_dir: Path) -> list[Path]:

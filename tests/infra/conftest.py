@@ -10,9 +10,9 @@ from types import ModuleType
 
 import pytest
 
+from chalicelib.constants import STAGES
 from infra.app import package
 from infra.ec2.build_bundle import PACKAGES
-from infra.iam.policies import STAGES
 from tests.infra.cfn import import_cfnlint
 
 

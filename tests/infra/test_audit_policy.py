@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from chalicelib import constants
+from chalicelib.constants import STAGES
 from infra.iam import policies
-from infra.iam.policies import PRINCIPAL_ACCOUNT, STAGES, StageResources
+from infra.iam.policies import PRINCIPAL_ACCOUNT, StageResources
 from tests.infra import lambdas
 from tests.infra.cfn import ACCOUNT, INFRA, REGION, REPO, Deployed, as_list, decode, resources
 
@@ -226,16 +228,18 @@ def test_no_kms_permission_is_needed(policy: dict[str, Any], template: dict[str,
 
 
 def test_the_stages_audit_settings_name_what_the_policy_grants(stage: str) -> None:
-    """.chalice/config.json's audit values (those it sets) are the stack's names; the
-    buckets' account id is the deploying account's, so only its form is checked."""
+    """.chalice/config.json's audit values (those it sets) are chalicelib.constants's names,
+    the ones the policy grants; the buckets' account id is the deploying account's, so only
+    its form is checked."""
     names = StageResources(stage)
     environment = lambdas.chalice_config(stage).environment_variables
     expected = {
-        "AUDIT_DATABASE": re.escape(names.audit_database),
-        "AUDIT_WORKGROUP": re.escape(names.audit_workgroup),
-        "AUDIT_RESULTS_PREFIX": re.escape(policies.AUDIT_RESULTS_PREFIX),
-        "AUDIT_LOG_BUCKET": re.escape(names.audit_log_bucket("")) + "[0-9]{12}",
-        "AUDIT_RESULTS_BUCKET": re.escape(names.audit_results_bucket("")) + "[0-9]{12}",
+        constants.AUDIT_DATABASE: re.escape(names.audit_database),
+        constants.AUDIT_WORKGROUP: re.escape(names.audit_workgroup),
+        constants.AUDIT_RESULTS_PREFIX: re.escape(constants.RESULTS_PREFIX),
+        constants.AUDIT_ADMIN_GROUP: re.escape(constants.ADMIN_GROUP),
+        constants.AUDIT_LOG_BUCKET: re.escape(constants.audit_log_bucket(stage)) + "-[0-9]{12}",
+        constants.AUDIT_RESULTS_BUCKET: re.escape(constants.audit_results_bucket(stage)) + "-[0-9]{12}",
     }
     for variable, pattern in expected.items():
         if variable in environment:

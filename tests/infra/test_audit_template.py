@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib import metrics
-from chalicelib.audit import log_schema, settings
+from chalicelib import constants, metrics
+from chalicelib.audit import log_schema
 from infra.athena import table
-from infra.iam.policies import AUDIT_RESULTS_PREFIX, StageResources
+from infra.iam.policies import StageResources
 from tests.infra.cfn import ACCOUNT, INFRA, REPO, Deployed, as_list, decode, resources
 
 AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
@@ -161,15 +161,14 @@ def test_outputs_give_every_value_the_audit_route_is_configured_with(deployed: D
         "AUDIT_DATABASE": names.audit_database,
         "AUDIT_WORKGROUP": names.audit_workgroup,
         "AUDIT_RESULTS_BUCKET": names.audit_results_bucket(ACCOUNT),
-        "AUDIT_RESULTS_PREFIX": AUDIT_RESULTS_PREFIX,
+        "AUDIT_RESULTS_PREFIX": constants.RESULTS_PREFIX,
         "AUDIT_LOG_BUCKET": names.audit_log_bucket(ACCOUNT),
     }
-    assert set(expected) <= set(settings.VARIABLES)
+    assert set(expected) <= set(constants.AUDIT_VARIABLES)
     outputs = deployed.template["Outputs"].values()
     for variable, value in expected.items():
         given = [deployed.value(o["Value"]) for o in outputs if f"({variable}" in o["Description"]]
         assert given == [value], variable
-    assert settings.DEFAULT_RESULTS_PREFIX == AUDIT_RESULTS_PREFIX
 
 
 def test_the_audit_query_reads_the_table_of_the_stack(deployed: Deployed) -> None:
@@ -486,7 +485,7 @@ def test_the_workgroup_enforces_its_output_encryption_and_scan_cap(deployed: Dep
     assert configuration["PublishCloudWatchMetricsEnabled"] is True
     result = configuration["ResultConfiguration"]
     results_bucket = StageResources(stage).audit_results_bucket(ACCOUNT)
-    assert result["OutputLocation"] == f"s3://{results_bucket}/{AUDIT_RESULTS_PREFIX}"
+    assert result["OutputLocation"] == f"s3://{results_bucket}/{constants.RESULTS_PREFIX}"
     assert result["EncryptionConfiguration"]["EncryptionOption"] in ("SSE_S3", "SSE_KMS", "CSE_KMS")
 
 
@@ -555,7 +554,7 @@ def test_the_admins_sign_in_to_a_pool_of_their_own_with_no_self_sign_up(deployed
     assert deployed.properties(pool)["MfaConfiguration"] == "ON"
     assert deployed.properties(client)["GenerateSecret"] is False
     assert "ALLOW_USER_PASSWORD_AUTH" not in deployed.properties(client)["ExplicitAuthFlows"]
-    assert deployed.properties(group)["GroupName"] == "audit-admins"
+    assert deployed.properties(group)["GroupName"] == constants.ADMIN_GROUP
 
 
 def test_a_line_the_table_cannot_read_fires_an_alarm(deployed: Deployed) -> None:

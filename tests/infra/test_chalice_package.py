@@ -26,12 +26,14 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chalicelib import constants
 from chalicelib.audit import auth
+from chalicelib.constants import STAGES
 from infra import deploy
 from infra.app import package, runtime
 from infra.cloudfront import function as cloudfront_function
 from infra.iam import policies
-from infra.iam.policies import API_HANDLER, FUNCTIONS, NOTE_WORKER, STAGES, StageResources
+from infra.iam.policies import API_HANDLER, FUNCTIONS, NOTE_WORKER, StageResources
 from scripts.lock import locked_versions
 from tests.infra.cfn import INFRA, REPO, as_list, cfn_templates, decode, resources
 from tests.infra.test_cloudfront_redirect import _event as redirect_event
@@ -60,7 +62,7 @@ def template(packaged: dict[str, Path], stage: str) -> dict[str, Any]:
 
 def _imported(stage: str, key: str) -> dict[str, Any]:
     """What the merge template writes for the network stack's export `key`."""
-    return {"Fn::ImportValue": {"Fn::Sub": f"hosp-reliability-${{Stage}}-{key}"}}
+    return {"Fn::ImportValue": {"Fn::Sub": f"{constants.APP_NAME}-${{Stage}}-{key}"}}
 
 
 def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -193,7 +195,7 @@ def test_every_imported_export_is_one_the_network_stack_exports(template: dict[s
     network = decode(NETWORK_TEMPLATE)
     exported = {_export_name(o["Export"]["Name"], stage) for o in network["Outputs"].values() if "Export" in o}
     imported = {_export_name(name, stage) for name in _imports(template)}
-    assert {f"hosp-reliability-{stage}-{key}" for key in ("LambdaSubnetIds", "ExecuteApiVpcEndpointId")} <= imported
+    assert {constants.stack(stage, key) for key in ("LambdaSubnetIds", "ExecuteApiVpcEndpointId")} <= imported
     assert imported <= exported, sorted(imported - exported)
 
 
@@ -266,7 +268,7 @@ def test_the_api_is_private_to_the_stages_execute_api_endpoint(template: dict[st
         "Type": "PRIVATE",
         "VPCEndpointIds": [_imported(stage, "ExecuteApiVpcEndpointId")],
     }
-    endpoint = {"Fn::ImportValue": f"hosp-reliability-{stage}-ExecuteApiVpcEndpointId"}
+    endpoint = {"Fn::ImportValue": constants.stack(stage, "ExecuteApiVpcEndpointId")}
     statements = api["DefinitionBody"]["x-amazon-apigateway-policy"]["Statement"]
     denies = [s for s in statements if s["Effect"] == "Deny"]
     assert [d["Condition"] for d in denies] == [{"StringNotEquals": {"aws:SourceVpce": endpoint}}]
@@ -436,7 +438,7 @@ def test_the_plan_deploys_every_stack_in_the_contracts_order(plan: deploy.Plan, 
     assert [step.key for step in plan.steps] == ["network", "notes", "app", "proxy", "audit", "app", "edge"]
     assert plan.steps[2].template == plan.steps[5].template
     assert plan.steps[2].template.name == package.TEMPLATE_NAME
-    assert deploy.stack_name(stage, "app") == f"hosp-reliability-{stage}-app"
+    assert deploy.stack_name(stage, "app") == constants.stack(stage, "app")
 
 
 def test_every_parameter_without_a_default_is_given_by_the_plan(plan: deploy.Plan) -> None:
@@ -482,9 +484,9 @@ def test_the_dry_run_prints_the_plan_and_runs_nothing(
     printed = capsys.readouterr().out
     stacks = re.findall(r"^\[\d/7\] (\S+)", printed, re.M)
     expected = ["network", "notes", "app", "proxy", "audit", "app", "edge"]
-    assert stacks == [f"hosp-reliability-{stage}-{key}" for key in expected]
-    assert f"    InterceptorHost = <output ApiHost of hosp-reliability-{stage}-app>" in printed
-    assert f"    AccessLogGroupName = <output AccessLogGroupName of hosp-reliability-{stage}-proxy>" in printed
+    assert stacks == [constants.stack(stage, key) for key in expected]
+    assert f"    InterceptorHost = <output ApiHost of {constants.prefix(stage)}-app>" in printed
+    assert f"    AccessLogGroupName = <output AccessLogGroupName of {constants.prefix(stage)}-proxy>" in printed
     assert "dry run: nothing deployed" in printed
 
 
@@ -537,13 +539,13 @@ def _deployable(plan: deploy.Plan) -> deploy.Plan:
 
 def _outputs(stage: str) -> dict[str, dict[str, str]]:
     return {
-        f"hosp-reliability-{stage}-app": {"ApiHost": "abc123.execute-api.eu-west-2.amazonaws.com", "EndpointURL": "x"},
-        f"hosp-reliability-{stage}-proxy": {"AccessLogGroupName": f"/hosp-reliability/{stage}/proxy-access"},
-        f"hosp-reliability-{stage}-audit": {
+        constants.stack(stage, "app"): {"ApiHost": "abc123.execute-api.eu-west-2.amazonaws.com", "EndpointURL": "x"},
+        constants.stack(stage, "proxy"): {"AccessLogGroupName": f"/{constants.APP_NAME}/{stage}/proxy-access"},
+        constants.stack(stage, "audit"): {
             "CognitoIssuer": "https://cognito-idp.eu-west-2.amazonaws.com/p",
             "AdminAppClientId": "c",
         },
-        f"hosp-reliability-{stage}-edge": {"DistributionDomainName": "d111.cloudfront.net"},
+        constants.stack(stage, "edge"): {"DistributionDomainName": "d111.cloudfront.net"},
     }
 
 
@@ -552,11 +554,11 @@ def test_a_deploy_runs_each_stack_in_order_with_its_resolved_parameters(plan: de
     deploy.deploy(_deployable(plan), runner)
     deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if c[:2] == ["cloudformation", "deploy"]]
     expected = ["network", "notes", "app", "proxy", "audit", "app", "edge"]
-    assert deployed == [f"hosp-reliability-{stage}-{key}" for key in expected]
+    assert deployed == [constants.stack(stage, key) for key in expected]
     proxy = runner.parameter_files[3]["Parameters"]
     assert proxy["InterceptorHost"] == "abc123.execute-api.eu-west-2.amazonaws.com"
     assert re.fullmatch(
-        rf"s3://{plan.artifact_bucket}/hosp-reliability/{stage}/proxy-bundle/[0-9a-f]{{16}}\.tar\.gz",
+        rf"s3://{plan.artifact_bucket}/{constants.APP_NAME}/{stage}/proxy-bundle/[0-9a-f]{{16}}\.tar\.gz",
         proxy["ProxyBundleS3Uri"],
     )
     assert runner.parameter_files[5]["Parameters"]["AuditCognitoClientId"] == "c"
@@ -574,11 +576,11 @@ def test_a_deploy_runs_each_stack_in_order_with_its_resolved_parameters(plan: de
 
 
 def test_a_deploy_stops_at_the_first_failure(plan: deploy.Plan, stage: str) -> None:
-    runner = FakeRunner(_outputs(stage), fail_on=f"hosp-reliability-{stage}-notes")
+    runner = FakeRunner(_outputs(stage), fail_on=constants.stack(stage, "notes"))
     with pytest.raises(deploy.StepFailed):
         deploy.deploy(_deployable(plan), runner)
     deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if "--stack-name" in c]
-    assert deployed == [f"hosp-reliability-{stage}-network", f"hosp-reliability-{stage}-notes"]
+    assert deployed == [constants.stack(stage, "network"), constants.stack(stage, "notes")]
 
 
 def test_a_deploy_refuses_placeholder_values(plan: deploy.Plan, stage: str) -> None:

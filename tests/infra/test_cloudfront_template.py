@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import constants
 from infra.nginx.render import ORIGIN_MARGIN, Tuning, worst_case
 from tests.infra.cfn import INFRA, Deployed, as_list, cfn_templates, decode, one, resources
 
@@ -217,7 +218,7 @@ def test_every_origin_is_the_stages_private_alb_through_a_vpc_origin(deployed: E
     for origin in _config(deployed)["Origins"]:
         assert "CustomOriginConfig" not in origin, origin["Id"]
         endpoint = _vpc_origin(deployed, origin)
-        assert endpoint["Arn"] == {"Fn::ImportValue": f"hosp-reliability-{stage}-OriginAlbArn"}
+        assert endpoint["Arn"] == {"Fn::ImportValue": constants.stack(stage, "OriginAlbArn")}
 
 
 def test_the_origin_is_reached_over_https_only_with_tls_1_2(deployed: Edge) -> None:
@@ -249,7 +250,7 @@ def test_cloudfront_waits_longer_than_the_proxys_slowest_answer(deployed: Edge) 
 def test_the_secret_header_comes_from_the_stages_secret(deployed: Edge, stage: str) -> None:
     """A Secrets Manager dynamic reference to the "current" key of the network stack's
     secret, resolved by CloudFormation: the value is in no parameter and no file."""
-    reference = f"{{{{resolve:secretsmanager:hosp-reliability/{stage}/origin-verify:SecretString:current}}}}"
+    reference = f"{{{{resolve:secretsmanager:{constants.APP_NAME}/{stage}/origin-verify:SecretString:current}}}}"
     for origin in _config(deployed)["Origins"]:
         headers = {header["HeaderName"]: header["HeaderValue"] for header in origin["OriginCustomHeaders"]}
         assert headers == {"X-Origin-Verify": reference}

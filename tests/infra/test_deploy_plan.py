@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import constants
 from infra import deploy
 from tests.infra.test_chalice_package import FakeRunner, _deployable, _outputs
 
@@ -82,7 +83,7 @@ def test_only_deploys_the_named_stacks_and_leaves_the_others(
     deploy.deploy(_deployable(plan), runner)
 
     deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if c[:2] == ["cloudformation", "deploy"]]
-    assert deployed == [f"hosp-reliability-{stage}-edge"]
+    assert deployed == [constants.stack(stage, "edge")]
     assert not any(c[:2] == ["cloudformation", "package"] for c in runner.commands)
 
 

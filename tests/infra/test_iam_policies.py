@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from chalicelib import config as app_config
+from chalicelib import constants
+from chalicelib.constants import STAGES
 from infra.iam import policies
 from infra.iam.policies import (
     API_HANDLER,
@@ -27,7 +29,6 @@ from infra.iam.policies import (
     REST_API,
     STACK_ACCOUNT,
     STACK_REGION,
-    STAGES,
     StageResources,
 )
 from tests.infra import lambdas
@@ -194,7 +195,7 @@ def test_an_unknown_stage_or_function_has_no_policy() -> None:
 def test_the_rest_api_answers_only_through_the_stages_execute_api_endpoint(stage: str) -> None:
     """A Deny for every other source, whatever may allow a call; the endpoint is the
     network stack's export of the same stage."""
-    endpoint = {"Fn::ImportValue": f"hosp-reliability-{stage}-ExecuteApiVpcEndpointId"}
+    endpoint = {"Fn::ImportValue": constants.stack(stage, "ExecuteApiVpcEndpointId")}
     statements = policies.rest_api_policy(stage)["Statement"]
     deny = [s for s in statements if s["Effect"] == "Deny"]
     assert len(deny) == 1
@@ -315,7 +316,7 @@ def test_every_function_may_write_its_own_logs(policy: dict[str, Any], stage: st
 
 def test_logs_of_another_function_are_out_of_reach(policy: dict[str, Any], stage: str, function: str) -> None:
     others = [f for f in lambdas.function_names(stage) if f != StageResources(stage).function_name(function)]
-    outsiders = [*others, f"hosp-reliability-{stage}x", f"hosp-reliability-{stage}2-worker", "other-app-worker"]
+    outsiders = [*others, f"{constants.prefix(stage)}x", f"{constants.prefix(stage)}2-worker", "other-app-worker"]
     for outsider in outsiders:
         group = _log_group_arn(outsider)
         assert not _allows(policy, "logs:PutLogEvents", f"{group}:log-stream:x"), outsider
@@ -382,7 +383,7 @@ def test_only_the_stages_service_account_secret_is_readable(
     secret = _secret_arn(deployed)
     assert _allows(worker, "secretsmanager:GetSecretValue", secret)
     assert not _allows(policy, "secretsmanager:PutSecretValue", secret)
-    prefix = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:hosp-reliability/{stage}"
+    prefix = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{constants.APP_NAME}/{stage}"
     for other in (f"{prefix}/other-secret-AbC123", f"{prefix}/hosp-service-account-admin-AbC123"):
         assert not _allows(policy, "secretsmanager:GetSecretValue", other), other
 
@@ -400,6 +401,6 @@ def test_the_lambdas_use_the_names_the_policy_grants(stage: str) -> None:
     environment = {"STAGE": stage, **lambdas.chalice_config(stage, NOTE_WORKER).environment_variables}
     assert app_config.note_queue_name(environment) == names.note_queue
     assert app_config.note_dead_letter_queue_name(environment) == names.dead_letter_queue
-    secret = environment.get(app_config.HOSP_SERVICE_SECRET_ID)
+    secret = environment.get(constants.HOSP_SERVICE_SECRET_ID)
     if secret is not None:  # the name, or the full ARN
         assert secret == names.service_secret or _matches(_deployed(names.service_secret_arn), secret), secret

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import constants
 from infra.nginx.render import ORIGIN_MARGIN, Tuning, worst_case
 from tests.infra.cfn import INFRA, Deployed, as_list, cfn_templates, decode, resources
 from tests.infra.test_audit_policy import athena_actions_called
@@ -223,7 +224,7 @@ def test_the_stack_exports_exactly_the_contracts_names(deployed: Deployed, stage
     outputs = deployed.template["Outputs"]
     assert set(outputs) == set(CONTRACT)
     for key, output in outputs.items():
-        assert deployed.value(output["Export"]["Name"]) == f"hosp-reliability-{stage}-{key}"
+        assert deployed.value(output["Export"]["Name"]) == constants.stack(stage, key)
 
 
 def test_the_subnet_exports_are_the_private_subnets_comma_joined(deployed: Deployed) -> None:
@@ -505,7 +506,7 @@ def test_endpoint_policies_name_their_actions_and_the_stages_resources(deployed:
             for resource in as_list(statement["Resource"]):
                 assert ":123456789012:" in resource, (service, resource)
                 if service != "execute-api":
-                    assert f"hosp-reliability-{stage}-" in resource or f"hosp-reliability/{stage}/" in resource
+                    assert f"{constants.prefix(stage)}-" in resource or f"{constants.APP_NAME}/{stage}/" in resource
 
 
 def test_the_athena_endpoint_allows_only_the_calls_the_code_makes(deployed: Deployed) -> None:
@@ -539,7 +540,7 @@ def test_the_origin_secrets_generation_settings_never_change(deployed: Deployed)
 def test_the_origin_secret_is_generated_in_the_contracts_shape(deployed: Deployed, stage: str) -> None:
     """{"current": 48 letters and digits, "previous": ""}, under the name the edge resolves."""
     secret = deployed.properties(_exported(deployed, "OriginSecretArn"))
-    assert secret["Name"] == f"hosp-reliability/{stage}/origin-verify"
+    assert secret["Name"] == f"{constants.APP_NAME}/{stage}/origin-verify"
     assert "SecretString" not in secret, "the value must be generated, never written here"
     generated = secret["GenerateSecretString"]
     assert json.loads(generated["SecretStringTemplate"]) == {"previous": ""}

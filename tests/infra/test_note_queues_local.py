@@ -7,6 +7,7 @@ import json
 import boto3
 from moto import mock_aws
 
+from chalicelib import constants
 from local import note_queue
 from tests.infra.cfn import INFRA, decode, resources
 
@@ -21,7 +22,7 @@ def test_the_local_queues_take_the_templates_behaviour() -> None:
         sqs = boto3.client("sqs", region_name="eu-west-2")
         url = note_queue.create(sqs, {"STAGE": "dev"})
         local = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        dead_url = sqs.get_queue_url(QueueName="hosp-reliability-dev-notes-dead.fifo")["QueueUrl"]
+        dead_url = sqs.get_queue_url(QueueName=constants.dead_letter_queue("dev"))["QueueUrl"]
         local_dead = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["All"])["Attributes"]
 
     assert local["FifoQueue"] == "true"
@@ -32,7 +33,7 @@ def test_the_local_queues_take_the_templates_behaviour() -> None:
         template["Parameters"]["MaxReceiveCount"]["Default"]
     )
     assert local["ContentBasedDeduplication"] == str(main.get("ContentBasedDeduplication", False)).lower()
-    assert url.endswith("/hosp-reliability-dev-notes.fifo")
+    assert url.endswith("/" + constants.note_queue("dev"))
     assert local_dead["FifoQueue"] == "true"
     assert local_dead["ContentBasedDeduplication"] == str(dead.get("ContentBasedDeduplication", False)).lower()
     assert int(local_dead["MessageRetentionPeriod"]) == dead["MessageRetentionPeriod"]

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import constants
 from infra.ec2 import build_bundle
 from tests.infra.cfn import INFRA, as_list, decode, one, resources
 
@@ -55,7 +56,7 @@ def _imported(node: Any) -> str | None:
     name = node["Fn::ImportValue"]
     assert isinstance(name, dict), f"an import not named by stage: {node}"
     assert set(name) == {"Fn::Sub"}, f"an import not named by stage: {node}"
-    match = re.fullmatch(r"hosp-reliability-\$\{Stage\}-(\w+)", name["Fn::Sub"])
+    match = re.fullmatch(re.escape(f"{constants.APP_NAME}-${{Stage}}-") + r"(\w+)", name["Fn::Sub"])
     assert match, f"an import outside the stage's stacks: {name}"
     return match.group(1)
 
@@ -160,7 +161,7 @@ def test_every_import_is_an_export_of_the_stages_network_stack(proxy: dict[str, 
         for output in decode(NETWORK_TEMPLATE).get("Outputs", {}).values()
         if "Export" in output
     }
-    missing = {key for key in imports if f"hosp-reliability-${{Stage}}-{key}" not in exports}
+    missing = {key for key in imports if f"{constants.APP_NAME}-${{Stage}}-{key}" not in exports}
     assert not missing, f"{NETWORK_TEMPLATE.name} exports none of {sorted(missing)}"
 
 
