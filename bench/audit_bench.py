@@ -10,7 +10,7 @@ the public listener, screens with the interceptor's and the note worker's calls 
 internal one, errors and retries, formula-like user agents, a few unreadable lines),
 then measures, each measurement in a process of its own so that its peak memory is
 its own, and alternating the runs:
-  1. the export as the local route runs it (duckdb_engine.export_csv: trail.sql with
+  1. the export as the local route runs it (audit_duckdb.export_csv: trail.sql with
      its derived columns and neutralising, written as CSV) next to DuckDB's plain COPY of the same
      rows, for the last two days;
   2. what the Lambda does after Athena, for CSVs of 10% and 100% of the records on a
@@ -61,7 +61,7 @@ START = datetime(2026, 11, 25, tzinfo=UTC)
 DAYS = 3
 EXPORT_FILTERS = Filters(START + timedelta(days=1), START + timedelta(days=DAYS))
 # The day the trail exports read the log, whatever the calendar says: the day the log
-# ends. Its unreadable lines count as logged that day (duckdb_engine's `today`).
+# ends. Its unreadable lines count as logged that day (audit_duckdb's `today`).
 READ_ON = (START + timedelta(days=DAYS)).date()
 LAMBDA_SHARES = (0.1, 1.0)  # the CSVs the Lambda's step reads: the first 10% of the span, and all of it
 
@@ -457,11 +457,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     prepared = time.perf_counter()
     found: dict[str, Any] = {}
     if kind == "trail":
-        from chalicelib.audit import duckdb_engine  # noqa: PLC0415 - each child imports only what it measures
+        from local import audit_duckdb  # noqa: PLC0415 - each child imports only what it measures
 
-        duckdb_engine.duckdb_sql()
+        audit_duckdb.duckdb_sql()
         started, cpu_started = time.perf_counter(), _cpu_seconds()
-        duckdb_engine.export_csv(spec["log"], chosen.query_parameters(), Path(spec["out"]), today=READ_ON)
+        audit_duckdb.export_csv(spec["log"], chosen.query_parameters(), Path(spec["out"]), today=READ_ON)
     elif kind == "copy":
         import duckdb  # noqa: PLC0415
 
@@ -663,7 +663,7 @@ def export_table(result: ExportResult, facts: LogFacts, args: argparse.Namespace
         "connecting to DuckDB to the CSV written, with the modules imported and trail.sql translated by sqlglot "
         f"beforehand, as chalice local does once (median {series.median('trail', 'prepare_seconds'):.2f} s, not "
         "counted). CPU: user + system time of all the process's threads. The log is in the page cache.",
-        f"A: duckdb_engine.export_csv(log, filters.query_parameters(), csv, today={READ_ON}): trail.sql with the "
+        f"A: audit_duckdb.export_csv(log, filters.query_parameters(), csv, today={READ_ON}): trail.sql with the "
         "patient and client expressions, the neutralised cells, every value quoted (FORCE_QUOTE, as Athena). "
         "B: COPY (SELECT the 12 columns plainly FROM read_json(log, the schema's columns, newline_delimited, "
         "ignore_errors) WHERE logged_at in the range ORDER BY logged_at) TO csv (HEADER).",

@@ -1,30 +1,34 @@
-"""Audit export jobs: an Athena query execution in AWS, a DuckDB run locally.
+"""Audit export jobs: the engine the route asks, and its Athena query executions.
 
-Both engines give the route the same two calls, `start(filters)` and
+Every engine gives the route the same two calls, `start(filters)` and
 `job(job_id)`, and the same Job. A job's filters come back from the engine
 itself (Athena keeps a query's execution parameters), so nothing else has to
 remember them between GET /audit and GET /audit/{job_id}.
+
+AUDIT_ENGINE chooses the engine (`engine`). Athena's is here, the one the
+Lambdas run. The local stack's stand-in, DuckDB over the proxy's access log,
+lives in local/audit_engine.py, outside the Lambda package: `python -m
+local.chalice_local` installs it (`install_local_engine`) before the app is
+loaded, and nothing here imports it. Without it, AUDIT_ENGINE=duckdb is a
+configuration error.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws
-from chalicelib.audit import query
+from chalicelib.audit import query, settings
 from chalicelib.audit.filters import Filters
 
 RUNNING_STATES = frozenset({"QUEUED", "RUNNING"})
-# Athena's query execution ids are UUIDs; the local engine uses them too.
+# Athena's query execution ids are UUIDs; the local stack's engine uses them too.
 JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 THROTTLED_CODES = frozenset({"TooManyRequestsException", "ThrottlingException"})
 THROTTLED_RETRY_AFTER = 5  # seconds
@@ -65,6 +69,29 @@ class Engine(Protocol):
     def start(self, filters: Filters) -> str: ...
 
     def job(self, job_id: str) -> Job: ...
+
+
+EngineFactory = Callable[[settings.ExportSettings], Engine]
+LOCAL_ENGINE = "duckdb"  # the AUDIT_ENGINE value of the local stack's engine
+# The local engine's factory once installed (install_local_engine); never in the Lambdas.
+_local_engines: dict[str, EngineFactory] = {}
+
+
+def engine(chosen: settings.ExportSettings) -> Engine:
+    """The engine AUDIT_ENGINE names; AuditConfigError for the local one where it is not installed."""
+    if chosen.engine == LOCAL_ENGINE:
+        factory = _local_engines.get(LOCAL_ENGINE)
+        if factory is None:
+            raise settings.AuditConfigError(
+                [f"the {LOCAL_ENGINE} audit engine is the local stack's, not installed here"]
+            )
+        return factory(chosen)
+    return AthenaEngine(chosen.database, chosen.workgroup, chosen.results_bucket, chosen.results_prefix)
+
+
+def install_local_engine(factory: EngineFactory) -> None:
+    """Serve AUDIT_ENGINE=duckdb with `factory` in this process (local/audit_engine.py's install)."""
+    _local_engines[LOCAL_ENGINE] = factory
 
 
 def _split_s3_url(url: str) -> tuple[str, str]:
@@ -139,65 +166,3 @@ def _engine_error(error: ClientError) -> Exception:
     if code in THROTTLED_CODES:
         return Throttled(THROTTLED_RETRY_AFTER)
     return EngineUnavailable(f"Athena refused the request ({code})")
-
-
-class LocalEngine:
-    """Runs trail.sql on DuckDB over the local access log, in a thread per job, as Athena would.
-
-    The CSV goes to the local S3 (moto) at the place Athena would put it. Jobs live
-    in this process's memory: a restarted `make run` forgets them (404). `clock`
-    gives the jobs' submission times and the day a line that cannot be read counts
-    as logged (the day the export reads the log, in UTC); a test pins it.
-    """
-
-    def __init__(
-        self,
-        log_glob: str,
-        results_bucket: str,
-        results_prefix: str,
-        work_dir: Path,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.log_glob = log_glob
-        self.results_bucket = results_bucket
-        self.results_prefix = results_prefix
-        self.work_dir = work_dir
-        self.clock = clock
-        self._lock = threading.Lock()
-
-    def start(self, filters: Filters) -> str:
-        job_id = str(uuid.uuid4())
-        job = Job(job_id, "RUNNING", filters, self.clock())
-        with self._lock:
-            _LOCAL_JOBS[job_id] = job
-        threading.Thread(target=self._run, args=(job,), name=f"audit-{job_id}", daemon=True).start()
-        return job_id
-
-    def job(self, job_id: str) -> Job:
-        with self._lock:
-            found = _LOCAL_JOBS.get(job_id)
-        if found is None:
-            raise JobNotFound(job_id)
-        return found
-
-    def _run(self, job: Job) -> None:
-        from chalicelib.audit import duckdb_engine  # noqa: PLC0415 - imports DuckDB, local only
-
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = self.work_dir / f"{job.job_id}.csv"
-        key = f"{self.results_prefix}{job.job_id}.csv"
-        try:
-            today = self.clock().astimezone(UTC).date()
-            duckdb_engine.export_csv(self.log_glob, job.filters.query_parameters(), csv_path, today=today)
-            aws.client("s3").upload_file(str(csv_path), self.results_bucket, key, ExtraArgs={"ContentType": "text/csv"})
-            done = Job(job.job_id, "SUCCEEDED", job.filters, job.submitted_at, output=(self.results_bucket, key))
-        except Exception as error:  # any failure is the job's, reported as Athena reports FAILED
-            done = Job(job.job_id, "FAILED", job.filters, job.submitted_at, reason=f"{type(error).__name__}: {error}")
-        finally:
-            csv_path.unlink(missing_ok=True)
-        with self._lock:
-            _LOCAL_JOBS[job.job_id] = done
-
-
-# The local engine's jobs, shared by every LocalEngine of the process.
-_LOCAL_JOBS: dict[str, Job] = {}

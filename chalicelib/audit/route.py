@@ -15,7 +15,6 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -38,13 +37,6 @@ UNREADABLE_LINE_HINT = (
     "the trail holds a log line the table cannot read, in the object the reason names; "
     "docs/audit.md says how to deal with it"
 )
-
-
-def engine(chosen: settings.ExportSettings) -> jobs.Engine:
-    if chosen.engine == "duckdb":
-        work_dir = Path(chosen.local_work_dir)
-        return jobs.LocalEngine(chosen.local_log, chosen.results_bucket, chosen.results_prefix, work_dir)
-    return jobs.AthenaEngine(chosen.database, chosen.workgroup, chosen.results_bucket, chosen.results_prefix)
 
 
 def start(query_params: Mapping[str, Sequence[str]], headers: Mapping[str, str]) -> Response:
@@ -72,7 +64,7 @@ def _answer(headers: Mapping[str, str], handle: Handler) -> Response:
         try:
             caller = auth.require_admin(headers.get("authorization"))
             chosen = settings.export()
-            answer = handle(caller, chosen, engine(chosen))
+            answer = handle(caller, chosen, jobs.engine(chosen))
         except auth.Unauthorized as refused:
             logs.info("audit_refused", status=401, reason=refused.reason)
             metrics.emit(metrics.AUDIT_REFUSALS, status=401)

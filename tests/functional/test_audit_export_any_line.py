@@ -19,7 +19,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.audit import duckdb_engine, export, filters, log_schema
+from chalicelib.audit import export, filters, log_schema
+from local import audit_duckdb
 from tests.functional.test_audit_trail_sql import COLUMNS, DAY, NOW, entry, rid
 
 # Python's csv module refuses a field over 131,072 characters by default.
@@ -61,7 +62,7 @@ def test_an_export_of_any_client_text_succeeds_with_a_row_per_line(
     out = directory / "trail.csv"
     chosen = filters.parse({name: [value] for name, value in DAY.items()}, NOW)
 
-    duckdb_engine.export_csv(str(log), chosen.query_parameters(), out, today=NOW.date())
+    audit_duckdb.export_csv(str(log), chosen.query_parameters(), out, today=NOW.date())
     with out.open("rb") as file:
         summary = export.summarise(file)
 

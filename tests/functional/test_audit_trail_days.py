@@ -23,7 +23,7 @@ from moto import mock_aws
 
 from chalicelib import aws
 from chalicelib.audit import filters, jobs
-from local import audit_buckets
+from local import audit_buckets, audit_engine
 from tests.functional.test_audit_trail_sql import entry, exported, ids, rid
 
 UNREADABLE = "(unreadable log line)"
@@ -172,7 +172,7 @@ def local_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     aws.reset()
 
 
-def finished(engine: jobs.LocalEngine, job_id: str) -> jobs.Job:
+def finished(engine: audit_engine.LocalEngine, job_id: str) -> jobs.Job:
     deadline = time.monotonic() + 30
     while (job := engine.job(job_id)).running and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -185,7 +185,9 @@ def test_the_local_engine_shows_an_unreadable_line_on_the_day_its_clock_says(
 ) -> None:
     log = tmp_path / "access.json"
     log.write_text("\x00\x01 not json\n", encoding="utf-8")
-    engine = jobs.LocalEngine(str(log), audit_buckets.RESULTS_BUCKET, "audit/", tmp_path / "work", clock=lambda: now)
+    engine = audit_engine.LocalEngine(
+        str(log), audit_buckets.RESULTS_BUCKET, "audit/", tmp_path / "work", clock=lambda: now
+    )
 
     job = finished(engine, engine.start(filters.parse({"user": ["nobody"]}, now)))
 

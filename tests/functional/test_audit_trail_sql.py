@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.audit import duckdb_engine, filters, log_schema
+from chalicelib.audit import filters, log_schema
+from local import audit_duckdb
 
 # The tests' clock: the filters' "now", and the day the export reads the log, which is
 # the day an unreadable line counts as logged (the local engine's clock gives both).
@@ -93,7 +94,7 @@ def exported(
     log.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
     chosen = filters.parse({name: [value] for name, value in given.items()}, now)
     out = tmp_path / "trail.csv"
-    duckdb_engine.export_csv(str(log), chosen.query_parameters(), out, today=today or now.date())
+    audit_duckdb.export_csv(str(log), chosen.query_parameters(), out, today=today or now.date())
     with out.open(newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file)
         assert reader.fieldnames == COLUMNS

@@ -29,9 +29,10 @@ import duckdb
 import pytest
 import requests
 
-from chalicelib.audit import duckdb_engine, filters
+from chalicelib.audit import filters
 from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
 from infra.nginx.render import LOG_TEXT_LIMIT
+from local import audit_duckdb
 from local.hosp_standin.parsing import decimal
 from local.nginx_proxy import NginxProxy
 from local.processes import closed_port
@@ -938,7 +939,7 @@ def test_every_screen_the_proxy_intercepts_is_the_patients_in_the_trail(
     now = datetime.now(UTC)
     chosen = filters.parse({"patient_id": ["4"]}, now + timedelta(seconds=1))
     out = tmp_path / "trail.csv"
-    duckdb_engine.export_csv(str(proxy.access_log), chosen.query_parameters(), out, today=now.date())
+    audit_duckdb.export_csv(str(proxy.access_log), chosen.query_parameters(), out, today=now.date())
     with out.open(newline="", encoding="utf-8") as file:
         found = {row["request_id"]: row["patient_id"] for row in csv.DictReader(file)}
     assert {answer.request_id: found.get(answer.request_id) for answer in answers} == {

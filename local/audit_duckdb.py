@@ -1,4 +1,4 @@
-"""The audit query on DuckDB, over the proxy's access log file: the local stand-in for Athena.
+"""The audit query on DuckDB, over the proxy's access log file: the local stack's stand-in for Athena.
 
 The query text is trail.sql, the one Athena runs, translated by sqlglot from
 Trino's dialect to DuckDB's; the values go in as parameters, as on Athena. The
@@ -6,13 +6,14 @@ Trino's dialect to DuckDB's; the values go in as parameters, as on Athena. The
 (log_schema.duckdb_columns), plus the `day` column that Athena's partitions
 give: the day a line was logged, or `today` for a line that cannot be read
 (Athena puts it in the day it reached the archive). `today` is the caller's, not
-DuckDB's clock: the local engine gives the day in UTC, and a test pins it.
+DuckDB's clock: the local engine (audit_engine.py) gives the day in UTC, and a
+test pins it.
 
 A line that is not valid JSON is not skipped: DuckDB reads it as a row of NULLs,
 as Athena's table does, and the query shows it (docs/audit.md).
 
-duckdb and sqlglot are development packages: this module is imported only when
-AUDIT_ENGINE is "duckdb", never in the Lambda.
+duckdb and sqlglot are development packages (requirements/dev.in): this module
+lives in local/, outside the Lambda package, and imports them on first use.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from chalicelib.audit import log_schema, query
 @functools.cache
 def duckdb_sql() -> str:
     """trail.sql in DuckDB's dialect, with positional `?`s."""
-    import sqlglot  # noqa: PLC0415 - a development package, absent from the Lambda
+    import sqlglot  # noqa: PLC0415 - on first use: importing it takes longer than the rest
 
     text, _ = query.positional()
     return str(sqlglot.transpile(text, read="trino", write="duckdb")[0])
@@ -64,7 +65,7 @@ def export_csv(log_glob: str, parameters: dict[str, Any], destination: Path, *, 
     same with FORCE_QUOTE. The rows stream from the reader to the file: memory
     does not grow with their number.
     """
-    import duckdb  # noqa: PLC0415 - a development package, absent from the Lambda
+    import duckdb  # noqa: PLC0415 - on first use, as sqlglot
 
     connection = duckdb.connect()
     try:
