@@ -48,7 +48,7 @@ import requests
 from bench.report import Table
 from bench.servers import BenchError, binary_version
 from bench.toolkit import alternated, run_directory
-from chalicelib import aws, config, note_jobs
+from chalicelib import aws, constants, note_jobs
 from local.hosp_standin.api import screen_images
 from local.hosp_standin.process import StandInProcess
 from local.hosp_standin.store import DEMO_ACCOUNTS
@@ -375,9 +375,9 @@ def running_system(run_dir: Path, seed: int) -> Iterator[System]:
     try:
         stack.start()
         sqs = sqs_client(stack.aws_url)
-        local = {"STAGE": "local"}  # as the stack creates the queues
-        note_queue = sqs.get_queue_url(QueueName=config.note_queue_name(local))["QueueUrl"]
-        dead_queue = sqs.get_queue_url(QueueName=config.note_dead_letter_queue_name(local))["QueueUrl"]
+        # The local stage's queues, as the stack creates them.
+        note_queue = sqs.get_queue_url(QueueName=constants.note_queue(constants.LOCAL_STAGE))["QueueUrl"]
+        dead_queue = sqs.get_queue_url(QueueName=constants.dead_letter_queue(constants.LOCAL_STAGE))["QueueUrl"]
         yield System(stack, sqs, note_queue, dead_queue)
     finally:
         stack.stop()

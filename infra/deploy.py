@@ -349,7 +349,7 @@ def fleet_package_problems(network: dict[str, Any], bundle: Path) -> list[str]:
 
 def _packaged_stage(template: Path) -> str:
     resources = json.loads(template.read_text(encoding="utf-8"))["Resources"]
-    return str(resources["APIHandler"]["Properties"]["Environment"]["Variables"].get("STAGE"))
+    return str(resources["APIHandler"]["Properties"]["Environment"]["Variables"].get(constants.STAGE))
 
 
 # ------------------------------------------------------------------ output

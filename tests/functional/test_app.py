@@ -19,7 +19,7 @@ ACCEPT_JSON = {"Accept": "application/json"}
 
 
 def test_health_reports_a_placeholder_hosp_url_without_revealing_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.dev.example.internal")
+    monkeypatch.setenv(constants.HOSP_BASE_URL, "https://hosp-proxy.dev.example.internal")
     with Client(app, stage_name="dev") as client:
         answer = client.http.get("/health", headers=ACCEPT_JSON)
 
@@ -37,7 +37,7 @@ def test_health_of_a_stage_configured_without_its_network_says_the_url_is_not_se
 ) -> None:
     """Outside a deploy (which sets HOSP_BASE_URL from the network stack), a stage's
     configuration holds no URL: /health says so rather than calling anyone."""
-    monkeypatch.delenv("HOSP_BASE_URL", raising=False)
+    monkeypatch.delenv(constants.HOSP_BASE_URL, raising=False)
     with Client(app, stage_name=stage) as client:
         answer = client.http.get("/health", headers=ACCEPT_JSON)
 
@@ -46,7 +46,7 @@ def test_health_of_a_stage_configured_without_its_network_says_the_url_is_not_se
 
 
 def test_local_stage_with_a_hosp_url_is_ok_and_names_only_the_stage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOSP_BASE_URL", "http://127.0.0.1:8080/")
+    monkeypatch.setenv(constants.HOSP_BASE_URL, "http://127.0.0.1:8080/")
     with Client(app, stage_name="local") as client:
         answer = client.http.get("/health", headers=ACCEPT_JSON)
 
@@ -56,7 +56,7 @@ def test_local_stage_with_a_hosp_url_is_ok_and_names_only_the_stage(monkeypatch:
 
 
 def test_a_missing_hosp_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HOSP_BASE_URL", raising=False)
+    monkeypatch.delenv(constants.HOSP_BASE_URL, raising=False)
     with Client(app, stage_name="local") as client:
         answer = client.http.get("/health", headers=ACCEPT_JSON)
 
@@ -66,7 +66,7 @@ def test_a_missing_hosp_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("value", ["ftp://hosp-proxy.corp.internal", "https://hosp-proxy.corp.test"])
 def test_a_bad_hosp_url_is_reported_without_its_host(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOSP_BASE_URL", value)
+    monkeypatch.setenv(constants.HOSP_BASE_URL, value)
     with Client(app, stage_name="local") as client:
         answer = client.http.get("/health", headers=ACCEPT_JSON)
 
@@ -87,7 +87,7 @@ def test_health_names_an_empty_service_account_secret_until_it_has_a_value(
 ) -> None:
     """The notes stack creates the secret empty; until an operator puts the account, every
     note job waits (note_worker), and /health says why, reading only the secret's metadata."""
-    monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.corp.internal")
+    monkeypatch.setenv(constants.HOSP_BASE_URL, "https://hosp-proxy.corp.internal")
     for name, value in {
         "AWS_DEFAULT_REGION": "eu-west-2",
         "AWS_ACCESS_KEY_ID": "t",
@@ -122,7 +122,7 @@ def test_health_names_an_empty_service_account_secret_until_it_has_a_value(
 
 def test_health_does_not_fail_when_secrets_manager_cannot_be_reached(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unreachable Secrets Manager is not a finding about the secret: /health stays 200."""
-    monkeypatch.setenv("HOSP_BASE_URL", "https://hosp-proxy.corp.internal")
+    monkeypatch.setenv(constants.HOSP_BASE_URL, "https://hosp-proxy.corp.internal")
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
     for name, value in {
         "AWS_DEFAULT_REGION": "eu-west-2",

@@ -158,11 +158,11 @@ def test_outputs_give_every_value_the_audit_route_is_configured_with(deployed: D
     resource."""
     names = StageResources(stage)
     expected = {
-        "AUDIT_DATABASE": names.audit_database,
-        "AUDIT_WORKGROUP": names.audit_workgroup,
-        "AUDIT_RESULTS_BUCKET": names.audit_results_bucket(ACCOUNT),
-        "AUDIT_RESULTS_PREFIX": constants.RESULTS_PREFIX,
-        "AUDIT_LOG_BUCKET": names.audit_log_bucket(ACCOUNT),
+        constants.AUDIT_DATABASE: names.audit_database,
+        constants.AUDIT_WORKGROUP: names.audit_workgroup,
+        constants.AUDIT_RESULTS_BUCKET: names.audit_results_bucket(ACCOUNT),
+        constants.AUDIT_RESULTS_PREFIX: constants.RESULTS_PREFIX,
+        constants.AUDIT_LOG_BUCKET: names.audit_log_bucket(ACCOUNT),
     }
     assert set(expected) <= set(constants.AUDIT_VARIABLES)
     outputs = deployed.template["Outputs"].values()

@@ -186,8 +186,8 @@ def test_every_function_reaches_hosp_at_the_network_stacks_url(template: dict[st
     """No placeholder: HOSP_BASE_URL is the internal load balancer's, from the network stack."""
     for name, function in _functions(template).items():
         variables = function["Properties"]["Environment"]["Variables"]
-        assert variables["HOSP_BASE_URL"] == _imported(stage, "HospBaseUrl"), name
-        assert variables["STAGE"] == stage
+        assert variables[constants.HOSP_BASE_URL] == _imported(stage, "HospBaseUrl"), name
+        assert variables[constants.STAGE] == stage
 
 
 def test_every_imported_export_is_one_the_network_stack_exports(template: dict[str, Any], stage: str) -> None:
@@ -239,12 +239,12 @@ def test_the_audit_route_is_given_the_audit_stacks_names(template: dict[str, Any
     audit = decode(AUDIT_TEMPLATE)
     bucket_names = {json.dumps(b["Properties"]["BucketName"]) for b in resources(audit, "AWS::S3::Bucket").values()}
     variables = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
-    for variable in ("AUDIT_LOG_BUCKET", "AUDIT_RESULTS_BUCKET"):
+    for variable in (constants.AUDIT_LOG_BUCKET, constants.AUDIT_RESULTS_BUCKET):
         assert json.dumps(variables[variable]) in bucket_names, variable
-    assert variables["AUDIT_COGNITO_ISSUER"] == {"Ref": "AuditCognitoIssuer"}
-    assert variables["AUDIT_COGNITO_CLIENT_ID"] == {"Ref": "AuditCognitoClientId"}
-    assert variables["AUDIT_COGNITO_JWKS"] == {"Ref": "AuditCognitoJwks"}
-    assert variables["AUDIT_WORKGROUP"] == StageResources(stage).audit_workgroup
+    assert variables[constants.AUDIT_COGNITO_ISSUER] == {"Ref": "AuditCognitoIssuer"}
+    assert variables[constants.AUDIT_COGNITO_CLIENT_ID] == {"Ref": "AuditCognitoClientId"}
+    assert variables[constants.AUDIT_COGNITO_JWKS] == {"Ref": "AuditCognitoJwks"}
+    assert variables[constants.AUDIT_WORKGROUP] == StageResources(stage).audit_workgroup
 
 
 def test_both_functions_name_the_service_account_secret_and_the_worker_alone_gets_audit_settings(
@@ -255,7 +255,7 @@ def test_both_functions_name_the_service_account_secret_and_the_worker_alone_get
     api = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
     worker = template["Resources"]["WriteNote"]["Properties"]["Environment"]["Variables"]
     secret = StageResources(stage).service_secret
-    assert worker["HOSP_SERVICE_SECRET_ID"] == api["HOSP_SERVICE_SECRET_ID"] == secret
+    assert worker[constants.HOSP_SERVICE_SECRET_ID] == api[constants.HOSP_SERVICE_SECRET_ID] == secret
     assert not [name for name in worker if name.startswith("AUDIT_")]
 
 

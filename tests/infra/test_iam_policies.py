@@ -398,7 +398,7 @@ def test_the_lambdas_use_the_names_the_policy_grants(stage: str) -> None:
     """The stage's environment (.chalice/config.json) and chalicelib.config's defaults
     name the resources the policy covers."""
     names = StageResources(stage)
-    environment = {"STAGE": stage, **lambdas.chalice_config(stage, NOTE_WORKER).environment_variables}
+    environment = {constants.STAGE: stage, **lambdas.chalice_config(stage, NOTE_WORKER).environment_variables}
     assert app_config.note_queue_name(environment) == names.note_queue
     assert app_config.note_dead_letter_queue_name(environment) == names.dead_letter_queue
     secret = environment.get(constants.HOSP_SERVICE_SECRET_ID)

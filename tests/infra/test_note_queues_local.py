@@ -20,7 +20,7 @@ def test_the_local_queues_take_the_templates_behaviour() -> None:
 
     with mock_aws():
         sqs = boto3.client("sqs", region_name="eu-west-2")
-        url = note_queue.create(sqs, {"STAGE": "dev"})
+        url = note_queue.create(sqs, {constants.STAGE: "dev"})
         local = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         dead_url = sqs.get_queue_url(QueueName=constants.dead_letter_queue("dev"))["QueueUrl"]
         local_dead = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["All"])["Attributes"]

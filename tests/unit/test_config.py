@@ -24,15 +24,15 @@ def chalice_config() -> dict[str, Any]:
 
 
 def test_load_reads_the_given_environment() -> None:
-    settings = config.load({"STAGE": "prod", "HOSP_BASE_URL": "https://hosp-proxy.vets.internal/"})
+    settings = config.load({constants.STAGE: "prod", constants.HOSP_BASE_URL: "https://hosp-proxy.vets.internal/"})
 
     assert settings == config.Settings(stage="prod", hosp_base_url="https://hosp-proxy.vets.internal")
 
 
 @pytest.mark.parametrize("value", ["", "hosp.corp.internal", "ftp://hosp.corp.internal", "https://", "http://[::1"])
 def test_a_bad_hosp_url_names_the_variable_but_not_the_value(value: str) -> None:
-    with pytest.raises(config.ConfigError, match="HOSP_BASE_URL") as raised:
-        config.load({"HOSP_BASE_URL": value})
+    with pytest.raises(config.ConfigError, match=constants.HOSP_BASE_URL) as raised:
+        config.load({constants.HOSP_BASE_URL: value})
 
     assert "corp" not in str(raised.value)
 
@@ -46,7 +46,7 @@ def test_a_bad_hosp_url_names_the_variable_but_not_the_value(value: str) -> None
 )  # fmt: skip
 def test_reserved_and_made_up_example_hosts_are_placeholders(host: str) -> None:
     assert config.is_placeholder_host(host)
-    problems = config.problems({"HOSP_BASE_URL": f"https://{host}:8443/v1"})
+    problems = config.problems({constants.HOSP_BASE_URL: f"https://{host}:8443/v1"})
 
     assert problems == ["HOSP_BASE_URL is a placeholder host name, not a real HOSP proxy"]
     assert host.lower().rstrip(".") not in " ".join(problems).lower()
@@ -57,7 +57,7 @@ def test_reserved_and_made_up_example_hosts_are_placeholders(host: str) -> None:
 )
 def test_real_hosts_are_not_placeholders(host: str) -> None:
     assert not config.is_placeholder_host(host)
-    assert config.problems({"HOSP_BASE_URL": f"http://{host}:8080"}) == []
+    assert config.problems({constants.HOSP_BASE_URL: f"http://{host}:8080"}) == []
 
 
 def test_each_function_of_each_deployable_stage_has_its_own_policy_file() -> None:
