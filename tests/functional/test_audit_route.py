@@ -26,12 +26,13 @@ from botocore.stub import Stubber
 from chalice.test import Client
 
 import app
-from chalicelib import aws, screen_path
-from chalicelib.audit import auth, export, jobs, query, route, settings
+from chalicelib import aws, constants, screen_path
+from chalicelib.audit import auth, export, jobs, query, route
 from local import audit_buckets, cognito
+from tests.error_shape import assert_error
 from tests.support import local_aws
 
-WORKGROUP = "hosp-reliability-test-audit"
+WORKGROUP = constants.audit_workgroup("test")
 DATABASE = "hosp_reliability_test"
 CSV = (
     '"time","user","on_behalf_of","authenticated","client_ip","method","path","patient_id","status","attempts",'
@@ -78,16 +79,16 @@ def configured(
     aws_url: str, pool: cognito.LocalCognito, boto: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
     """The app's environment for Athena against the moto server; fresh clients and keys."""
-    for name in settings.VARIABLES:
+    for name in constants.AUDIT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     environment = {
         **pool.environment(),
-        settings.AUDIT_ENGINE: "athena",
-        settings.AUDIT_DATABASE: DATABASE,
-        settings.AUDIT_WORKGROUP: WORKGROUP,
-        settings.AUDIT_RESULTS_BUCKET: audit_buckets.RESULTS_BUCKET,
-        settings.AUDIT_LOG_BUCKET: audit_buckets.LOG_BUCKET,
-        settings.AUDIT_WAIT_SECONDS: "0",
+        constants.AUDIT_ENGINE: "athena",
+        constants.AUDIT_DATABASE: DATABASE,
+        constants.AUDIT_WORKGROUP: WORKGROUP,
+        constants.AUDIT_RESULTS_BUCKET: audit_buckets.RESULTS_BUCKET,
+        constants.AUDIT_LOG_BUCKET: audit_buckets.LOG_BUCKET,
+        constants.AUDIT_WAIT_SECONDS: "0",
         "AWS_ENDPOINT_URL": aws_url,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "local",
@@ -126,7 +127,7 @@ def body(answer: Any) -> dict[str, Any]:
 
 
 def athena_writes_the_csv(boto: dict[str, Any], job_id: str, text: str = CSV) -> None:
-    key = f"{settings.DEFAULT_RESULTS_PREFIX}{job_id}.csv"
+    key = f"{constants.RESULTS_PREFIX}{job_id}.csv"
     boto["s3"].put_object(Bucket=audit_buckets.RESULTS_BUCKET, Key=key, Body=text.encode())
 
 
@@ -251,12 +252,12 @@ def test_another_workgroups_query_is_not_an_export(tokens: dict[str, str], boto:
 def test_a_link_longer_than_15_minutes_is_a_configuration_error(
     tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(settings.AUDIT_URL_TTL_SECONDS, "3600")
+    monkeypatch.setenv(constants.AUDIT_URL_TTL_SECONDS, "3600")
 
     answer = get("/audit", tokens["audit-admin"])
 
     assert answer.status_code == 503
-    assert any(settings.AUDIT_URL_TTL_SECONDS in problem for problem in body(answer)["problems"])
+    assert any(constants.AUDIT_URL_TTL_SECONDS in problem for problem in body(answer)["problems"])
 
 
 # --- the export ----------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def test_a_link_longer_than_15_minutes_is_a_configuration_error(
 def test_a_running_query_is_a_202_then_a_link_to_the_csv(
     tokens: dict[str, str], boto: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(settings.AUDIT_URL_TTL_SECONDS, "300")
+    monkeypatch.setenv(constants.AUDIT_URL_TTL_SECONDS, "300")
     before = datetime.now(UTC)
 
     started = get("/audit?from=2026-11-27T00:00:00Z&to=2026-11-28T00:00:00Z&user=nurse-joy", tokens["audit-admin"])
@@ -473,7 +474,7 @@ def test_every_link_handed_out_is_recorded_with_whom_it_went_to(
     password = "Audit-admin-two-local-only-1"
     idp.admin_create_user(UserPoolId=pool.pool_id, Username=second, MessageAction="SUPPRESS")
     idp.admin_set_user_password(UserPoolId=pool.pool_id, Username=second, Password=password, Permanent=True)
-    idp.admin_add_user_to_group(UserPoolId=pool.pool_id, Username=second, GroupName=cognito.ADMIN_GROUP)
+    idp.admin_add_user_to_group(UserPoolId=pool.pool_id, Username=second, GroupName=constants.ADMIN_GROUP)
     other = cognito.sign_in(pool, second, password).access
     job_id = started_and_written(tokens, boto)
 
@@ -529,3 +530,143 @@ def test_a_conditional_write_s3_calls_conflicting_is_tried_again(tokens: dict[st
         boto["s3"].get_object(Bucket=audit_buckets.LOG_BUCKET, Key=export.record_key(job))["Body"].read()
     )
     assert stored["sha256"] == record["sha256"] == hashlib.sha256(CSV.encode()).hexdigest()
+
+
+# --- the one shape of every error (docs/errors.md) -----------------------------------------------
+
+REQUEST_ID = "0123456789abcdef" * 2  # as the proxy sends it in X-Request-Id
+
+
+def sent_with_id(path: str, token: str | None = None) -> Any:
+    return get(path, token, **{"X-Request-Id": REQUEST_ID})
+
+
+@pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize(
+    ("who", "path", "status"),
+    [
+        (None, "/audit", 401),
+        ("forged", "/audit", 401),
+        ("audit-viewer", "/audit", 403),
+        ("audit-viewer", "/audit/not-a-job", 403),
+        ("audit-admin", "/audit?limit=10", 400),
+        ("audit-admin", "/audit?from=yesterday", 400),
+        ("audit-admin", "/audit/not-a-job", 404),
+    ],
+)
+def test_every_refusal_is_an_error_in_the_one_shape_with_the_proxys_request_id(
+    tokens: dict[str, str], who: str | None, path: str, status: int
+) -> None:
+    token = tokens["audit-admin"][:-4] + "AAAA" if who == "forged" else tokens.get(who or "")
+
+    answer = sent_with_id(path, token)
+
+    assert answer.status_code == status
+    assert answer.headers["Content-Type"] == "application/json"
+    error = assert_error(answer.body, status, request_id=REQUEST_ID)
+    if status == 400:
+        assert error["field"] == path.partition("?")[2].partition("=")[0]
+        assert error["accepts"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_misconfigured_route_is_a_503_in_the_one_shape_naming_its_problems(
+    tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIT_URL_TTL_SECONDS", "3600")
+
+    answer = sent_with_id("/audit", tokens["audit-admin"])
+
+    assert answer.status_code == 503
+    assert assert_error(answer.body, 503, request_id=REQUEST_ID)["problems"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_without_the_proxys_request_id_an_error_names_the_id_the_app_logged(
+    tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+
+    answer = get("/audit", tokens["audit-viewer"])
+
+    error = assert_error(answer.body, 403)
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (refusal,) = [line for line in logged if line.get("event") == "audit_refused"]
+    assert error["request_id"] == refusal["request_id"]
+    assert len(error["request_id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "extra"),
+    [
+        ({"State": "FAILED", "StateChangeReason": "Query exhausted resources"}, 502, {"reason", "job_id", "filters"}),
+        (
+            {"State": "FAILED", "StateChangeReason": "HIVE_CURSOR_ERROR: s3://trail/x.gz"},
+            502,
+            {"reason", "hint", "job_id", "filters"},
+        ),
+        (
+            {"State": "FAILED", "AthenaError": {"ErrorCategory": 1, "Retryable": True}},
+            503,
+            {"reason", "job_id", "filters"},
+        ),
+        ({"State": "CANCELLED"}, 410, {"job_id", "filters"}),
+    ],
+)
+def test_a_query_that_did_not_finish_is_an_error_in_the_one_shape(
+    athena_stub: Stubber, tokens: dict[str, str], state: dict[str, Any], status: int, extra: set[str]
+) -> None:
+    athena_stub.add_response("get_query_execution", stubbed_execution(JOB, state.pop("State"), **state))
+
+    answer = sent_with_id(f"/audit/{JOB}", tokens["audit-admin"])
+
+    assert answer.status_code == status
+    error = assert_error(answer.body, status, request_id=REQUEST_ID)
+    assert set(error) == {"error", "status", "request_id", *extra}
+    assert error["job_id"] == JOB
+
+
+@pytest.mark.parametrize(("code", "status"), [("TooManyRequestsException", 429), ("InternalServerException", 503)])
+def test_athena_refusing_a_start_is_an_error_in_the_one_shape(
+    athena_stub: Stubber, tokens: dict[str, str], code: str, status: int
+) -> None:
+    athena_stub.add_client_error("start_query_execution", code, "no", 400)
+
+    answer = sent_with_id("/audit", tokens["audit-admin"])
+
+    assert answer.status_code == status
+    assert_error(answer.body, status, request_id=REQUEST_ID)
+    assert int(answer.headers["Retry-After"]) > 0
+
+
+def test_a_fault_of_the_route_is_a_500_in_the_one_shape(
+    athena_stub: Stubber, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(export, "record_start", broken)
+    athena_stub.add_response("start_query_execution", {"QueryExecutionId": JOB})
+    athena_stub.add_response("get_query_execution", stubbed_execution(JOB, "RUNNING"))
+
+    answer = sent_with_id("/audit", tokens["audit-admin"])
+
+    assert answer.status_code == 500
+    assert "a bug" not in assert_error(answer.body, 500, request_id=REQUEST_ID)["error"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_the_answers_that_are_not_errors_say_where_the_export_is_in_state_not_status(
+    tokens: dict[str, str], boto: dict[str, Any]
+) -> None:
+    job_id = started_and_written(tokens, boto)
+    with Stubber(aws.client("athena")) as stub:
+        stub.add_response("start_query_execution", {"QueryExecutionId": JOB})
+        stub.add_response("get_query_execution", stubbed_execution(JOB, "RUNNING"))
+        stub.add_response("get_query_execution", stubbed_execution(JOB, "RUNNING"))
+        running = body(get("/audit", tokens["audit-admin"]))
+
+    ready = body(get(f"/audit/{job_id}", tokens["audit-admin"]))
+
+    assert (running["state"], ready["state"]) == ("running", "ready")
+    assert not {"status", "status_code", "error"} & (set(running) | set(ready))

@@ -14,7 +14,8 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import config, hosp, screen
+from chalicelib import constants, hosp, screen
+from tests.error_shape import assert_error
 from tests.functional.screen_support import NURSE, screen_body
 
 HTML_500 = b"<html><body><h1>We're sorry, but something went wrong.</h1></body></html>\n\xff"
@@ -63,7 +64,7 @@ class RawHosp:
 @pytest.fixture
 def raw_hosp(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[RawHosp]:
     server = RawHosp(request.param)
-    monkeypatch.setenv(config.HOSP_BASE_URL, server.url)
+    monkeypatch.setenv(constants.HOSP_BASE_URL, server.url)
     yield server
     server.close()
 
@@ -93,11 +94,11 @@ def test_a_non_json_error_page_reaches_the_nurse_byte_for_byte_and_makes_no_note
 )
 def test_an_answer_that_breaks_off_is_tried_again_and_then_a_json_502(raw_hosp: RawHosp) -> None:
     with Client(app, stage_name="local") as client:
-        reply = client.http.post("/patients/1/screen", body=screen_body(1), headers=NURSE)
+        reply = client.http.post("/patients/1/screen", body=screen_body(1), headers={**NURSE, "X-Request-Id": "6" * 32})
 
     assert len(raw_hosp.requests) == screen.SCREEN_TRIES
     assert reply.status_code == 502
-    assert b"HOSP could not be reached" in reply.body
+    assert assert_error(reply.body, 502, request_id="6" * 32)["error"] == "HOSP could not be reached"
 
 
 @pytest.mark.parametrize("raw_hosp", [[answer("200 OK", ["Content-Type: application/json"], b"{}")]], indirect=True)

@@ -25,11 +25,13 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from chalicelib.audit import route, settings
+from chalicelib import constants
+from chalicelib.audit import route
 from local import audit_buckets, cognito
 from local.hosp_standin import api
 from local.hosp_standin.parsing import decimal
 from local.stack import AUDIT_WORK_DIR, Stack
+from tests.error_shape import assert_error
 from tests.support import DEMO_AUTH, access_log_entry, whole_stack
 
 WAIT = 30.0  # seconds an export may take here; a bound, not an expectation
@@ -139,7 +141,7 @@ def test_the_access_log_names_each_verified_caller_a_refused_one_included(
 def test_an_export_is_written_in_the_stacks_own_run_dir(stack: Stack, admin: str) -> None:
     work_dir = stack.run_dir / AUDIT_WORK_DIR
     assert stack.chalice.env is not None
-    assert stack.chalice.env[settings.AUDIT_LOCAL_WORK_DIR] == str(work_dir)
+    assert stack.chalice.env[constants.AUDIT_LOCAL_WORK_DIR] == str(work_dir)
 
     export(stack, admin)
 
@@ -380,3 +382,26 @@ def test_a_note_the_worker_wrote_is_the_nurses_and_every_export_is_recorded(stac
     assert record["first_delivered_to"] == "audit-admin"
     assert record["sha256"] == ready["sha256"]
     assert record["filters"] == ready["filters"]
+
+
+# --- errors: one shape from the proxy and from the app (docs/errors.md) --------------------------
+
+
+def test_every_error_through_the_front_door_has_the_one_shape_and_the_proxys_request_id(
+    stack: Stack, pool: cognito.LocalCognito, admin: str
+) -> None:
+    viewer = cognito.sign_in(pool, "audit-viewer").access
+    bearer = {"admin": {"Authorization": f"Bearer {admin}"}, "viewer": {"Authorization": f"Bearer {viewer}"}}
+    asked = {
+        ("proxy", 404): requests.get(f"{stack.proxy.url}/_proxy/nothing", timeout=WAIT),
+        ("proxy", 405): requests.request("PROPFIND", f"{stack.proxy.url}/hospitals", headers=DEMO_AUTH, timeout=WAIT),
+        ("audit", 401): requests.get(f"{stack.proxy.url}/audit", timeout=WAIT),
+        ("audit", 403): requests.get(f"{stack.proxy.url}/audit", headers=bearer["viewer"], timeout=WAIT),
+        ("audit", 400): requests.get(f"{stack.proxy.url}/audit?limit=1", headers=bearer["admin"], timeout=WAIT),
+        ("audit", 404): requests.get(f"{stack.proxy.url}/audit/not-a-job", headers=bearer["admin"], timeout=WAIT),
+    }
+
+    for (who, status), answer in asked.items():
+        assert answer.status_code == status, (who, answer.text)
+        assert answer.headers["Content-Type"] == "application/json", who
+        assert_error(answer.content, status, request_id=answer.headers["X-Request-Id"])

@@ -6,25 +6,28 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.audit import jobs, route, settings
+from chalicelib import constants
+from chalicelib.audit import jobs, settings
+from local import audit_engine
 from local.stack import AUDIT_WORK_DIR, Ports, Stack
 
 
 def local_environment(work_dir: str | None) -> dict[str, str]:
     environment = {
-        settings.AUDIT_ENGINE: "duckdb",
-        settings.AUDIT_LOCAL_LOG: "/nowhere/access.json",
-        settings.AUDIT_RESULTS_BUCKET: "results",
-        settings.AUDIT_LOG_BUCKET: "log",
+        constants.AUDIT_ENGINE: "duckdb",
+        constants.AUDIT_LOCAL_LOG: "/nowhere/access.json",
+        constants.AUDIT_RESULTS_BUCKET: "results",
+        constants.AUDIT_LOG_BUCKET: "log",
     }
     if work_dir is not None:
-        environment[settings.AUDIT_LOCAL_WORK_DIR] = work_dir
+        environment[constants.AUDIT_LOCAL_WORK_DIR] = work_dir
     return environment
 
 
-def local_engine(environment: dict[str, str]) -> jobs.LocalEngine:
-    engine = route.engine(settings.export(environment))
-    assert isinstance(engine, jobs.LocalEngine)
+def local_engine(environment: dict[str, str]) -> audit_engine.LocalEngine:
+    audit_engine.install()  # as python -m local.chalice_local does
+    engine = jobs.engine(settings.export(environment))
+    assert isinstance(engine, audit_engine.LocalEngine)
     return engine
 
 
@@ -37,16 +40,16 @@ def test_the_local_engine_without_a_work_dir_is_a_configuration_error(work_dir: 
     with pytest.raises(settings.AuditConfigError) as missing:
         settings.export(local_environment(work_dir))
 
-    assert missing.value.problems == [f"{settings.AUDIT_LOCAL_WORK_DIR} is not set"]
+    assert missing.value.problems == [f"{constants.AUDIT_LOCAL_WORK_DIR} is not set"]
 
 
 def test_athena_needs_no_local_work_dir() -> None:
     chosen = settings.export(
         {
-            settings.AUDIT_DATABASE: "db",
-            settings.AUDIT_WORKGROUP: "wg",
-            settings.AUDIT_RESULTS_BUCKET: "results",
-            settings.AUDIT_LOG_BUCKET: "log",
+            constants.AUDIT_DATABASE: "db",
+            constants.AUDIT_WORKGROUP: "wg",
+            constants.AUDIT_RESULTS_BUCKET: "results",
+            constants.AUDIT_LOG_BUCKET: "log",
         }
     )
 
