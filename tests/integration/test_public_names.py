@@ -105,11 +105,12 @@ def assert_refused(proxy: NginxProxy, answer: Answer, status: int, message: str,
 
 
 def hosp_link_hosts(answer: Answer) -> set[str]:
-    """The host (and port) of every "url" in the stand-in's listing; its scheme is always http."""
+    """The host (and port) of every "url" in the stand-in's listing. The stand-in builds its
+    links as Rails does, from the proxy's forwarding headers: https, port 443 left out."""
     assert answer.status == 200, answer
     links = [item["url"] for item in answer.json()]
-    assert all(link.startswith("http://") for link in links), links
-    return {re.sub(r"^http://([^/]*)/.*$", r"\1", link) for link in links}
+    assert all(link.startswith("https://") for link in links), links
+    return {re.sub(r"^https://([^/]*)/.*$", r"\1", link) for link in links}
 
 
 # --- fixtures -----------------------------------------------------------------------------------
