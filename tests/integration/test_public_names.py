@@ -104,13 +104,14 @@ def assert_refused(proxy: NginxProxy, answer: Answer, status: int, message: str,
     assert (entry["upstream_addr"], entry["upstream_status"]) == ("", "")
 
 
-def hosp_link_hosts(answer: Answer) -> set[str]:
-    """The host (and port) of every "url" in the stand-in's listing. The stand-in builds its
-    links as Rails does, from the proxy's forwarding headers: https, port 443 left out."""
+def hosp_link_hosts(answer: Answer, scheme: str = "https") -> set[str]:
+    """The host (and port) of every "url" in the stand-in's listing, each of `scheme`. The
+    stand-in builds its links as Rails does, from the proxy's forwarding headers: https with
+    public names (port 443 left out), the listener's http without."""
     assert answer.status == 200, answer
     links = [item["url"] for item in answer.json()]
-    assert all(link.startswith("https://") for link in links), links
-    return {re.sub(r"^https://([^/]*)/.*$", r"\1", link) for link in links}
+    assert all(link.startswith(f"{scheme}://") for link in links), links
+    return {re.sub(r"^[a-z]+://([^/]*)/.*$", r"\1", link) for link in links}
 
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -444,7 +445,7 @@ def test_an_http_0_9_request_names_no_host_and_gets_only_the_json_body(
 def test_without_public_names_hosp_links_carry_the_clients_host(open_proxy: NginxProxy, fresh_hosp: Hosp) -> None:
     answer = request(open_proxy.port, b"127.0.0.1:8080", secret=None)
 
-    assert hosp_link_hosts(answer) == {"127.0.0.1:8080"}
+    assert hosp_link_hosts(answer, "http") == {"127.0.0.1:8080"}
 
 
 # --- production: rendered with both checks, or not at all -------------------------------------------
