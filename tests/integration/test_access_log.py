@@ -796,10 +796,9 @@ def test_query_patient_id_is_logged_for_note_listings_only(
     ("target", "forwarded", "normalized"),
     [
         (b"/audit", "/audit", "/audit"),
-        (b"/audit/", "/audit/", "/audit/"),
         (b"/audit/abc?from=2026-11-01&patient=%35", "/audit/abc?from=2026-11-01&patient=%35", "/audit/abc"),
         (b"/%61udit", "/audit", "/audit"),
-        (b"//audit/", "/audit/", "/audit/"),
+        (b"//audit", "/audit", "/audit"),
         (b"/audit//exports/../x", "/audit/x", "/audit/x"),
         (b"/x/../audit/a%20b?q", "/audit/a%20b?q", "/audit/a b"),
     ],
@@ -826,18 +825,34 @@ def test_every_spelling_of_audit_reaches_the_app_with_its_credentials_and_never_
     assert fresh_hosp.received() == 0
 
 
-def test_a_write_to_audit_reaches_the_app_with_its_body(
+@pytest.mark.parametrize(
+    ("target", "normalized"), [(b"/audit/", "/audit/"), (b"//audit/", "/audit/"), (b"/audit/a/b", "/audit/a/b")]
+)
+def test_an_audit_path_the_api_does_not_serve_is_the_proxys_404_logged_as_audit(
+    proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer, target: bytes, normalized: str
+) -> None:
+    answer = get_raw(proxy.port, target, {b"Authorization": b"Bearer an.audit.token"})
+
+    assert answer.status == 404
+    assert json.loads(answer.body)["request_id"] == answer.request_id
+    entry = access_log_entry(proxy, answer.request_id)
+    assert (entry["route"], entry["normalized_path"], entry["status"]) == ("audit", normalized, 404)
+    assert fresh_app.received == []
+    assert fresh_hosp.received() == 0
+
+
+def test_a_write_to_audit_is_the_proxys_405_logged_as_audit_and_never_sent_on(
     proxy: NginxProxy, fresh_hosp: Hosp, fresh_app: RecordingServer
 ) -> None:
     body = json.dumps({"patient_id": 17, "reason": BODY_TEXT}).encode()
 
     answer = requests.post(proxy.url + "/audit/exports", data=body, headers=DEMO_AUTH, timeout=10)
 
-    assert answer.status_code == 200
-    [received] = fresh_app.received
-    assert (received.method, received.path, received.body) == ("POST", "/audit/exports", body)
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == "GET"
     entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
-    assert (entry["route"], entry["body_patient_id"]) == ("audit", "17")
+    assert (entry["route"], entry["method"], entry["status"]) == ("audit", "POST", 405)
+    assert fresh_app.received == []
     assert fresh_hosp.received() == 0
 
 
