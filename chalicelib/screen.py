@@ -19,6 +19,7 @@ import base64
 import binascii
 import re
 import time
+import traceback
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -47,12 +48,16 @@ def intercept(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.
         if problems := config.problems():
             logs.error("screen_interceptor_misconfigured", problems=problems)
             return error_answer(503, "the screen interceptor is misconfigured", request_id)
-        forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
-        answer = forward(patient_id, body, {**forwarded, "X-Request-Id": request_id})
-        if 200 <= answer.status < 300:
-            queue_note(patient_id, answer, headers.get("authorization", ""), request_id)
-        else:
-            logs.info("screen_not_noted", status=answer.status, patient_id=patient_id)
+        try:
+            forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
+            answer = forward(patient_id, body, {**forwarded, "X-Request-Id": request_id})
+            if 200 <= answer.status < 300:
+                queue_note(patient_id, answer, headers.get("authorization", ""), request_id)
+            else:
+                logs.info("screen_not_noted", status=answer.status, patient_id=patient_id)
+        except Exception:  # a fault of ours: logged with its traceback, answered in the shape of every error
+            logs.error("screen_interceptor_failed", failure=traceback.format_exc(limit=5))
+            return error_answer(500, "the screen interceptor failed; the request id names it in the logs", request_id)
         return answer
 
 

@@ -109,3 +109,19 @@ def test_a_misconfigured_interceptor_answers_a_json_503_and_calls_nobody(
     assert b"example.internal" not in answer.body
     assert setup.hosp.received() == before
     assert setup.depth() == 0
+
+
+def test_a_fault_of_the_interceptor_is_a_500_in_the_one_shape_of_every_error(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(screen, "forward", broken)
+
+    answer = setup.screen(1, screen_body(1), {**NURSE, "X-Request-Id": "7" * 32})
+
+    assert answer.status_code == 500
+    assert answer.headers["Content-Type"] == "application/json"
+    assert "a bug" not in assert_error(answer.body, 500, request_id="7" * 32)["error"]
+    assert setup.depth() == 0
