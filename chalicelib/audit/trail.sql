@@ -1,7 +1,7 @@
 -- The audit trail: one row per request the proxy saw, oldest first.
 --
 -- This text is what Athena runs (Trino SQL); locally DuckDB runs the same text
--- after sqlglot translates it (chalicelib/audit/duckdb_engine.py). Nothing from a
+-- after sqlglot translates it (local/audit_duckdb.py). Nothing from a
 -- request is ever pasted in here: every :name below is an execution parameter,
 -- turned into a positional `?` by chalicelib/audit/query.py, which also says what
 -- each one holds. The table's columns are chalicelib/audit/log_schema.py.
