@@ -175,6 +175,10 @@ class Deployed:
                 f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{self.value(self._property(logical, 'AlarmName'))}"
             ),
             ("AWS::CloudWatch::Dashboard", ""): lambda: self.value(self._property(logical, "DashboardName")),
+            # A topic's Ref is its ARN.
+            ("AWS::SNS::Topic", ""): lambda: (
+                f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.value(self._property(logical, 'TopicName'))}"
+            ),
             ("AWS::S3::Bucket", ""): lambda: self.value(self._property(logical, "BucketName")),
             ("AWS::S3::Bucket", "Arn"): lambda: f"arn:aws:s3:::{self.name(logical)}",
             ("AWS::S3::Bucket", "RegionalDomainName"): lambda: f"{self.name(logical)}.s3.{REGION}.amazonaws.com",

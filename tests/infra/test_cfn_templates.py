@@ -22,6 +22,7 @@ from tests.infra.cfn import INFRA, REPO, cfn_templates, decode, resources
 
 PROXY_TEMPLATE = INFRA / "ec2" / "proxy.yaml"
 NOTES_TEMPLATE = INFRA / "notes" / "queues.yaml"
+MONITORING_TEMPLATE = INFRA / "monitoring" / "monitoring.yaml"
 
 # Ingress keys that open a group to addresses rather than to a named set of peers.
 _CIDR_KEYS = ("CidrIp", "CidrIpv6")
@@ -67,8 +68,8 @@ def _ingress_rules(template: dict[str, Any]) -> list[tuple[str | None, dict[str,
 
 
 def test_infra_has_cloudformation_templates() -> None:
-    """Both templates are found, so both are linted below and the shared checks apply to both."""
-    assert {PROXY_TEMPLATE, NOTES_TEMPLATE} <= set(cfn_templates())
+    """The templates are found, so each is linted below and the shared checks apply to each."""
+    assert {PROXY_TEMPLATE, NOTES_TEMPLATE, MONITORING_TEMPLATE} <= set(cfn_templates())
 
 
 @pytest.mark.parametrize("path", cfn_templates(), ids=lambda p: str(p.relative_to(REPO)))
