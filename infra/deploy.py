@@ -9,9 +9,16 @@ The stacks, in the order of docs/runbooks/deploy.md:
 2. notes    infra/notes/queues.yaml         note queue, dead-letter queue, service account secret
 3. app      dist/app-<stage>/sam.json       the Chalice app (`make package`), its code uploaded to S3
 4. proxy    infra/ec2/proxy.yaml            the fleet; its bootstrap bundle (`make bundle`) uploaded to S3
-5. audit    infra/athena/audit.yaml         the audit trail over the fleet's access log
-6. app      (again, only its audit sign-in) the audit stack's Cognito issuer, client and keys for GET /audit
-7. edge     infra/cloudfront/distribution.yaml
+5. monitoring infra/monitoring/monitoring.yaml  the alarm topic; metrics, alarms, dashboard over the fleet's log
+6. notes    (again, only its alarm topic)   the monitoring stack's topic for the note alarms
+7. audit    infra/athena/audit.yaml         the audit trail over the fleet's access log; alarms to the topic
+8. app      (again, only its audit sign-in) the audit stack's Cognito issuer, client and keys for GET /audit
+9. edge     infra/cloudfront/distribution.yaml
+
+The notes stack must exist before the app (the worker's queue) and so before the fleet
+and the monitoring stack that reads its log; its first deploy keeps the topic the
+monitoring stack already has (none on a stage's first deploy), and the second gives it
+the topic, a change set with nothing to change once the stage exists.
 
 A parameter's value comes from one of: the stage (Stage), the stage's file
 (infra/app/deploy-<stage>.json: the values only operators know, such as names and
@@ -52,6 +59,11 @@ from infra.cloudfront import function
 from infra.ec2.build_bundle import PACKAGES as BUNDLE_PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
+# The stacks of a stage (the stage file's sections), in the order of their first deploy.
+STACKS = ("network", "notes", "app", "proxy", "monitoring", "audit", "edge")
+# The monitoring stack's output, and the parameter of the stacks whose alarms notify it.
+ALARM_TOPIC = "AlarmTopicArn"
+TOPIC_STACKS = ("notes", "audit")
 STAGE_FILES = REPO / "infra" / "app"
 DIST = REPO / "dist"
 BUNDLE = DIST / "hosp-proxy-bundle.tar.gz"
@@ -140,7 +152,7 @@ Value = str | Output | Upload | Jwks | RedirectFunction
 class Step:
     """One `aws cloudformation deploy` of one stack."""
 
-    key: str  # network, notes, app, proxy, audit, edge
+    key: str  # network, notes, app, proxy, monitoring, audit, edge
     template: Path
     parameters: dict[str, Value]
     title: str
@@ -227,9 +239,15 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
     path = stage_path or stage_file(stage)
     config = load_stage_file(path)
     given: dict[str, dict[str, str]] = config["parameters"]
-    unknown_stacks = set(given) - {"network", "notes", "app", "proxy", "audit", "edge"}
+    unknown_stacks = set(given) - set(STACKS)
     if unknown_stacks:
         raise PlanError(f"{path} names no stack {sorted(unknown_stacks)}")
+    for key in TOPIC_STACKS:
+        if ALARM_TOPIC in given.get(key, {}):
+            raise PlanError(
+                f"{path}: {key}.{ALARM_TOPIC} is the monitoring stack's topic, which make deploy gives; "
+                "subscribe to it instead (monitoring.AlarmEmail, docs/runbooks/monitoring.md)"
+            )
 
     def operator(key: str) -> dict[str, Value]:
         return {name: str(value) for name, value in given.get(key, {}).items()}
@@ -250,9 +268,16 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
         "AuditCognitoClientId": Output("audit", "AdminAppClientId", default=""),
         "AuditCognitoJwks": Jwks(Output("audit", "CognitoIssuer", default="")),
     }
+    notes = infra / "notes" / "queues.yaml"
     steps = [
         Step("network", infra / "network" / "network.yaml", {"Stage": stage, **operator("network")}, "network"),
-        Step("notes", infra / "notes" / "queues.yaml", {"Stage": stage, **operator("notes")}, "notes"),
+        # The topic the monitoring stack already has: none before the stage's first deploy.
+        Step(
+            "notes",
+            notes,
+            {"Stage": stage, ALARM_TOPIC: Output("monitoring", ALARM_TOPIC, default=""), **operator("notes")},
+            "notes",
+        ),
         Step(
             "app",
             app,
@@ -272,10 +297,34 @@ def build_plan(stage: str, *, stage_path: Path | None = None, dist: Path = DIST,
             },
             "proxy",
         ),
+        # After the fleet whose access log it reads; its topic goes to the notes and
+        # audit stacks.
+        Step(
+            "monitoring",
+            infra / "monitoring" / "monitoring.yaml",
+            {
+                "Stage": stage,
+                "AccessLogGroupName": Output("proxy", "AccessLogGroupName"),
+                "AutoScalingGroupName": Output("proxy", "AutoScalingGroupName"),
+                **operator("monitoring"),
+            },
+            "monitoring",
+        ),
+        Step(
+            "notes",
+            notes,
+            {"Stage": stage, ALARM_TOPIC: Output("monitoring", ALARM_TOPIC), **operator("notes")},
+            "notes: the monitoring stack's alarm topic",
+        ),
         Step(
             "audit",
             infra / "athena" / "audit.yaml",
-            {"Stage": stage, "AccessLogGroupName": Output("proxy", "AccessLogGroupName"), **operator("audit")},
+            {
+                "Stage": stage,
+                "AccessLogGroupName": Output("proxy", "AccessLogGroupName"),
+                ALARM_TOPIC: Output("monitoring", ALARM_TOPIC),
+                **operator("audit"),
+            },
             "audit",
         ),
         # The audit stack comes after the fleet whose log it reads, and GET /audit

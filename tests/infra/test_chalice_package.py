@@ -435,8 +435,19 @@ def plan(dist: Path, bundle: Path, stage: str) -> deploy.Plan:
 
 
 def test_the_plan_deploys_every_stack_in_the_contracts_order(plan: deploy.Plan, stage: str) -> None:
-    assert [step.key for step in plan.steps] == ["network", "notes", "app", "proxy", "audit", "app", "edge"]
-    assert plan.steps[2].template == plan.steps[5].template
+    assert [step.key for step in plan.steps] == [
+        "network",
+        "notes",
+        "app",
+        "proxy",
+        "monitoring",
+        "notes",
+        "audit",
+        "app",
+        "edge",
+    ]
+    assert plan.steps[2].template == plan.steps[7].template
+    assert plan.steps[1].template == plan.steps[5].template
     assert plan.steps[2].template.name == package.TEMPLATE_NAME
     assert deploy.stack_name(stage, "app") == constants.stack(stage, "app")
 
@@ -482,8 +493,8 @@ def test_the_dry_run_prints_the_plan_and_runs_nothing(
     monkeypatch.setattr(subprocess, "run", no_process)
     assert deploy.main(["--stage", stage, "--dry-run", "--dist", str(dist), "--bundle", str(bundle)]) == 0
     printed = capsys.readouterr().out
-    stacks = re.findall(r"^\[\d/7\] (\S+)", printed, re.M)
-    expected = ["network", "notes", "app", "proxy", "audit", "app", "edge"]
+    stacks = re.findall(r"^\[\d/9\] (\S+)", printed, re.M)
+    expected = ["network", "notes", "app", "proxy", "monitoring", "notes", "audit", "app", "edge"]
     assert stacks == [constants.stack(stage, key) for key in expected]
     assert f"    InterceptorHost = <output ApiHost of {constants.prefix(stage)}-app>" in printed
     assert f"    AccessLogGroupName = <output AccessLogGroupName of {constants.prefix(stage)}-proxy>" in printed
@@ -537,10 +548,18 @@ def _deployable(plan: deploy.Plan) -> deploy.Plan:
     return plan
 
 
+def _topic(stage: str) -> str:
+    return f"arn:aws:sns:eu-west-2:123456789012:{constants.prefix(stage)}-alarms"
+
+
 def _outputs(stage: str) -> dict[str, dict[str, str]]:
     return {
         constants.stack(stage, "app"): {"ApiHost": "abc123.execute-api.eu-west-2.amazonaws.com", "EndpointURL": "x"},
-        constants.stack(stage, "proxy"): {"AccessLogGroupName": f"/{constants.APP_NAME}/{stage}/proxy-access"},
+        constants.stack(stage, "proxy"): {
+            "AccessLogGroupName": f"/{constants.APP_NAME}/{stage}/proxy-access",
+            "AutoScalingGroupName": f"{constants.prefix(stage)}-proxy-ProxyAutoScalingGroup-AbC123",
+        },
+        constants.stack(stage, "monitoring"): {"AlarmTopicArn": _topic(stage)},
         constants.stack(stage, "audit"): {
             "CognitoIssuer": "https://cognito-idp.eu-west-2.amazonaws.com/p",
             "AdminAppClientId": "c",
@@ -553,7 +572,7 @@ def test_a_deploy_runs_each_stack_in_order_with_its_resolved_parameters(plan: de
     runner = FakeRunner(_outputs(stage))
     deploy.deploy(_deployable(plan), runner)
     deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if c[:2] == ["cloudformation", "deploy"]]
-    expected = ["network", "notes", "app", "proxy", "audit", "app", "edge"]
+    expected = ["network", "notes", "app", "proxy", "monitoring", "notes", "audit", "app", "edge"]
     assert deployed == [constants.stack(stage, key) for key in expected]
     proxy = runner.parameter_files[3]["Parameters"]
     assert proxy["InterceptorHost"] == "abc123.execute-api.eu-west-2.amazonaws.com"
@@ -561,8 +580,8 @@ def test_a_deploy_runs_each_stack_in_order_with_its_resolved_parameters(plan: de
         rf"s3://{plan.artifact_bucket}/{constants.APP_NAME}/{stage}/proxy-bundle/[0-9a-f]{{16}}\.tar\.gz",
         proxy["ProxyBundleS3Uri"],
     )
-    assert runner.parameter_files[5]["Parameters"]["AuditCognitoClientId"] == "c"
-    assert runner.parameter_files[5]["Parameters"]["AuditCognitoJwks"] == (
+    assert runner.parameter_files[7]["Parameters"]["AuditCognitoClientId"] == "c"
+    assert runner.parameter_files[7]["Parameters"]["AuditCognitoJwks"] == (
         "<keys of https://cognito-idp.eu-west-2.amazonaws.com/p>"
     )
     # Before the audit stack exists (a first deploy), the app gets no keys and no issuer.

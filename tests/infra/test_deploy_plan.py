@@ -125,3 +125,78 @@ def test_only_with_no_stack_named_is_refused(dist: Path, bundle: Path, capsys: p
     arguments = ["--stage", "dev", "--dist", str(dist), "--bundle", str(bundle), "--dry-run"]
     assert deploy.main([*arguments, "--only", ",,"]) == 1
     assert "--only names no stack" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ the monitoring stack
+
+
+def test_the_monitoring_stack_comes_after_the_fleet_and_before_the_stacks_that_take_its_topic(
+    dist: Path, bundle: Path, stage: str
+) -> None:
+    plan = deploy.build_plan(stage, dist=dist, bundle=bundle)
+    keys = [step.key for step in plan.steps]
+    monitoring = keys.index("monitoring")
+    assert keys.index("proxy") < monitoring < keys.index("audit")
+    (step,) = [s for s in plan.steps if s.key == "monitoring"]
+    assert step.template == deploy.REPO / "infra" / "monitoring" / "monitoring.yaml"
+    assert step.parameters["AccessLogGroupName"] == deploy.Output("proxy", "AccessLogGroupName")
+    assert step.parameters["AutoScalingGroupName"] == deploy.Output("proxy", "AutoScalingGroupName")
+    # The notes stack, needed by the app before the fleet exists, is deployed again after it.
+    assert [i for i, key in enumerate(keys) if key == "notes"] == [1, monitoring + 1]
+
+
+def test_the_notes_and_audit_stacks_get_the_monitoring_stacks_topic(dist: Path, bundle: Path, stage: str) -> None:
+    plan = deploy.build_plan(stage, dist=dist, bundle=bundle)
+    topic = deploy.Output("monitoring", "AlarmTopicArn")
+    first_notes, second_notes = [s for s in plan.steps if s.key == "notes"]
+    (audit,) = [s for s in plan.steps if s.key == "audit"]
+    assert second_notes.parameters["AlarmTopicArn"] == topic
+    assert audit.parameters["AlarmTopicArn"] == topic
+    # Before the monitoring stack exists (a stage's first deploy), the notes stack gets none.
+    assert first_notes.parameters["AlarmTopicArn"] == deploy.Output("monitoring", "AlarmTopicArn", default="")
+    # The templates keep the parameter, so that either stack can still be deployed alone.
+    for step in (first_notes, audit):
+        assert deploy.template_parameters(step.template)["AlarmTopicArn"]["Default"] == ""
+
+
+def test_a_deploy_gives_the_topic_it_made_to_notes_and_audit(
+    dist: Path, bundle: Path, tmp_path: Path, stage: str
+) -> None:
+    internet = _stage_file(tmp_path, stage, FleetHttpsToInternet="true")
+    plan = deploy.build_plan(stage, stage_path=internet, dist=dist, bundle=bundle)
+    topic = f"arn:aws:sns:eu-west-2:123456789012:{constants.prefix(stage)}-alarms"
+    runner = FakeRunner(_outputs(stage))
+    runner.stack_outputs[constants.stack(stage, "monitoring")] = {"AlarmTopicArn": topic}
+
+    deploy.deploy(_deployable(plan), runner)
+
+    deployed = [c[c.index("--stack-name") + 1] for c in runner.commands if c[:2] == ["cloudformation", "deploy"]]
+    given = dict(enumerate(runner.parameter_files))
+    by_step = [(stack, given[i]["Parameters"]) for i, stack in enumerate(deployed)]
+    for stack, parameters in by_step:
+        if stack in (constants.stack(stage, "notes"), constants.stack(stage, "audit")):
+            assert parameters["AlarmTopicArn"] == topic, stack
+        if stack == constants.stack(stage, "monitoring"):
+            assert parameters["AccessLogGroupName"] == f"/{constants.APP_NAME}/{stage}/proxy-access"
+    # A stage's first deploy: no monitoring stack yet, so the notes stack's first step gets no topic.
+    first_notes = plan.steps[1]
+    before = {k: v for k, v in _outputs(stage).items() if not k.endswith("-monitoring")}
+    assert deploy.resolve(plan, first_notes, FakeRunner(before))["AlarmTopicArn"] == ""
+
+
+@pytest.mark.parametrize("key", ["notes", "audit"])
+def test_a_stage_file_that_sets_a_topic_of_its_own_is_refused(
+    dist: Path, bundle: Path, tmp_path: Path, stage: str, key: str
+) -> None:
+    values = json.loads(deploy.stage_file(stage).read_text())
+    values["parameters"][key]["AlarmTopicArn"] = "arn:aws:sns:eu-west-2:123456789012:elsewhere"
+    edited = tmp_path / "stage.json"
+    edited.write_text(json.dumps(values))
+    with pytest.raises(deploy.PlanError, match=rf"{key}\.AlarmTopicArn is the monitoring stack's topic"):
+        deploy.build_plan(stage, stage_path=edited, dist=dist, bundle=bundle)
+
+
+def test_the_stage_files_give_the_monitoring_stack_an_email_or_none(stage: str) -> None:
+    values = json.loads(deploy.stage_file(stage).read_text())
+    assert set(values["parameters"]) == set(deploy.STACKS)
+    assert values["parameters"]["monitoring"] == {"AlarmEmail": ""}
