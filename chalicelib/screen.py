@@ -51,13 +51,16 @@ def intercept(patient_id: str, body: bytes, headers: Mapping[str, str]) -> hosp.
         try:
             forwarded = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
             answer = forward(patient_id, body, {**forwarded, "X-Request-Id": request_id})
+        except Exception:  # a fault of ours: logged with its traceback, answered in the shape of every error
+            logs.error("screen_interceptor_failed", failure=traceback.format_exc(limit=5))
+            return error_answer(500, "the screen interceptor failed; the request id names it in the logs", request_id)
+        try:
             if 200 <= answer.status < 300:
                 queue_note(patient_id, answer, headers.get("authorization", ""), request_id)
             else:
                 logs.info("screen_not_noted", status=answer.status, patient_id=patient_id)
-        except Exception:  # a fault of ours: logged with its traceback, answered in the shape of every error
-            logs.error("screen_interceptor_failed", failure=traceback.format_exc(limit=5))
-            return error_answer(500, "the screen interceptor failed; the request id names it in the logs", request_id)
+        except Exception:  # HOSP has screened: the nurse gets its answer, the fault is logged for its note
+            logs.error("screen_note_failed", failure=traceback.format_exc(limit=5), patient_id=patient_id)
         return answer
 
 

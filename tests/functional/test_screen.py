@@ -125,3 +125,22 @@ def test_a_fault_of_the_interceptor_is_a_500_in_the_one_shape_of_every_error(
     assert answer.headers["Content-Type"] == "application/json"
     assert "a bug" not in assert_error(answer.body, 500, request_id="7" * 32)["error"]
     assert setup.depth() == 0
+
+
+def test_a_fault_after_hosp_screened_still_gives_the_nurse_hosps_answer(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HOSP has done the screen: a fault while queueing its note must not turn HOSP's 2xx into
+    a 500 that invites the nurse to send the POST again. The fault is logged for the note."""
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(screen, "queue_note", broken)
+    direct = setup.direct(1, screen_body(2))
+
+    answer = setup.screen(1, screen_body(2))
+
+    assert answer.status_code == direct.status_code == 200
+    assert answer.body == direct.content
+    assert '"event":"screen_note_failed"' in capsys.readouterr().out
