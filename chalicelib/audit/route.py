@@ -101,8 +101,12 @@ def _answer(headers: Mapping[str, str], handle: Handler) -> Response:
 
 
 def caller_header_value(username: str) -> str:
-    """A user name as CALLER_HEADER carries it: its UTF-8 percent-encoded, but for letters, digits and -._~."""
-    return quote(username, safe="")
+    """A user name as CALLER_HEADER carries it: its UTF-8 percent-encoded, but for letters, digits and -._~.
+
+    A name that is not valid Unicode text (a lone surrogate, which a JSON token can hold)
+    is written with that code point as \\udXXX, so that naming the caller never fails.
+    """
+    return quote(username.encode("utf-8", "backslashreplace"), safe="")
 
 
 def _start(

@@ -193,6 +193,7 @@ def test_every_answer_after_the_token_verified_names_the_caller_and_no_other_doe
         ("jos\u00e9 o'brien", "jos%C3%A9%20o%27brien"),
         ("a@b.example", "a%40b.example"),
         ('"\\\r\n%', "%22%5C%0D%0A%25"),
+        ("\ud800x", "%5Cud800x"),  # a lone surrogate, which a JSON token can hold: named, never a crash
     ],
 )
 def test_the_callers_name_is_sent_percent_encoded(username: str, sent: str) -> None:
