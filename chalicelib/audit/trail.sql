@@ -81,8 +81,16 @@ chosen AS (
         AND (:user = '' OR "user" = :user OR on_behalf_of = :user)
         -- A request may name more than one patient (a body or a query naming
         -- patient_id twice: which one HOSP takes is unknown), listed joined by
-        -- ","; it is found by each of them.
-        AND (:patient_id = '' OR strpos(',' || patient || ',', ',' || :patient_id || ',') > 0)
+        -- ","; it is found by each of them. One whose patients the log could not
+        -- all read (a body it could not scan, "?", or a list cut after 16 ids,
+        -- ending "\...") may have acted on any patient: every patient filter
+        -- finds it, as every filter finds an unreadable line.
+        AND (
+            :patient_id = ''
+            OR strpos(',' || patient || ',', ',' || :patient_id || ',') > 0
+            OR patient = '?'
+            OR strpos(patient, '\...') > 0
+        )
         AND (:method = '' OR method = :method)
         AND (:path_prefix = '' OR starts_with(normalized_path, :path_prefix))
         -- A line whose status is missing or not a number counts as status 0, so that

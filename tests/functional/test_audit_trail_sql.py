@@ -463,3 +463,19 @@ def test_a_screen_is_two_rows_told_apart_by_their_listener(tmp_path: Path) -> No
         ("a" * 32, "internal", "1"),
         ("b" * 32, "", ""),
     ]
+
+
+def test_a_write_whose_patients_the_log_could_not_all_read_is_found_by_every_patient_filter(tmp_path: Path) -> None:
+    """A body the log could not scan ("?") or a list cut after 16 ids may have acted on any
+    patient (HOSP may take the last of 17): no patient filter may leave it out."""
+    cut = ",".join(str(n) for n in range(101, 117)) + ",\\..."
+    note = {"method": "POST", "path": "/notes", "normalized_path": "/notes"}
+    lines = [
+        entry("2026-11-27 10:00:00.000", request_id=rid(1), body_patient_id="?", **note),
+        entry("2026-11-27 10:00:01.000", request_id=rid(2), body_patient_id=cut, **note),
+        entry("2026-11-27 10:00:02.000", request_id=rid(3), body_patient_id="5", **note),
+    ]
+
+    assert ids(trail(tmp_path, lines, patient_id="2")) == [rid(1), rid(2)]
+    assert ids(trail(tmp_path, lines, patient_id="5")) == [rid(1), rid(2), rid(3)]
+    assert ids(trail(tmp_path, lines, patient_id="101")) == [rid(1), rid(2)]
