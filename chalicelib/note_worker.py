@@ -16,7 +16,7 @@ What happens to a message:
   HOSP's 400/404/409/410/422:            at once, and deleted from the queue
   PERMANENT_STATUSES)
   misconfigured (the service account  -> left for redelivery after a wait that
-  secret empty or unreadable, no         grows to 12 h (about 30 hours in all
+  secret empty or unreadable, no         grows to 12 h (about 42 hours in all
   HOSP address)                          before the dead-letter queue); HOSP is
                                          not asked; a metric and its alarm
                                          (NoteWorkerMisconfigured) say so
@@ -211,7 +211,7 @@ def backoff(receive_count: int) -> int:
 def misconfigured_backoff(receive_count: int) -> int:
     """The wait of a job the worker cannot write for want of configuration: 1, 4, 16, 64
     minutes, then 4.3 h, then SQS's longest (12 h), so that with the queue's 8 receives a
-    job waits about 30 hours for an operator before it is dead-lettered."""
+    job waits about 42 hours for an operator (eight waits, the last 12 h) before it is dead-lettered."""
     return int(min(MISCONFIGURED_MAX_BACKOFF, MISCONFIGURED_BACKOFF_BASE * 4 ** max(0, receive_count - 1)))
 
 

@@ -270,7 +270,7 @@ def test_the_bundle_holds_infra_nginx_and_the_bundle_files_and_nothing_else(tmp_
 
 
 def test_packages_ship_under_packages_and_keep_the_build_reproducible(tmp_path: Path) -> None:
-    """bundle.py --packages: nginx.org's RPMs and key for a fleet without a route to it."""
+    """build_bundle.py --packages: nginx.org's RPMs and key for a fleet without a route to it."""
     shipped = tmp_path / "rpms"
     shipped.mkdir()
     (shipped / "nginx-1.28.0-1.amzn2023.ngx.x86_64.rpm").write_bytes(b"\xed\xab\xee\xdb nginx")

@@ -50,7 +50,7 @@ require ERROR_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 
 # --- packages: NGINX and njs are nginx.org's (nginx.repo says why); the AWS
 # CLI comes with the AMI, the rest from Amazon Linux's repositories. A bundle
-# built with `bundle.py --packages DIR` carries nginx.org's RPMs and signing
+# built with `build_bundle.py --packages DIR` carries nginx.org's RPMs and signing
 # key in packages/, for a fleet without a route to nginx.org; dnf then checks
 # their signatures against that key (localpkg_gpgcheck), as it would the
 # repository's.
