@@ -8,6 +8,7 @@ not pass as a green run.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -214,3 +215,42 @@ class Deployed:
         """A resource's properties, evaluated."""
         evaluated: dict[str, Any] = self.value(self.template["Resources"][logical].get("Properties", {}))
         return evaluated
+
+
+# ---------------------------------------------------------------- alarms and dashboards
+
+
+def breaches(alarm: dict[str, Any], value: float) -> bool:
+    """Whether `value` breaches the alarm's threshold, by its ComparisonOperator."""
+    compare = {
+        "GreaterThanThreshold": value > alarm["Threshold"],
+        "GreaterThanOrEqualToThreshold": value >= alarm["Threshold"],
+        "LessThanThreshold": value < alarm["Threshold"],
+        "LessThanOrEqualToThreshold": value <= alarm["Threshold"],
+    }
+    return compare[alarm["ComparisonOperator"]]
+
+
+def dashboard(deployed: Deployed) -> dict[str, Any]:
+    """The body of the template's one dashboard, as CloudWatch reads it."""
+    (logical,) = resources(deployed.template, "AWS::CloudWatch::Dashboard")
+    body: dict[str, Any] = json.loads(deployed.properties(logical)["DashboardBody"])
+    return body
+
+
+def charted(body: dict[str, Any]) -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
+    """(namespace, metric, dimensions) of every metric the dashboard's metric widgets draw.
+
+    Each entry is written out in full ([namespace, name, dim, value, ..., {options}]);
+    the "." shorthand of the console is not read here.
+    """
+    found = set()
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        for entry in widget["properties"]["metrics"]:
+            fields = [f for f in entry if not isinstance(f, dict)]
+            namespace, metric, *pairs = fields
+            assert "." not in (namespace, metric), f"shorthand entry {entry}"
+            found.add((namespace, metric, tuple(zip(pairs[::2], pairs[1::2], strict=True))))
+    return found

@@ -20,7 +20,7 @@ from chalicelib import constants, metrics
 from chalicelib.audit import log_schema
 from infra.athena import table
 from infra.iam.policies import StageResources
-from tests.infra.cfn import ACCOUNT, INFRA, REPO, Deployed, as_list, decode, resources
+from tests.infra.cfn import ACCOUNT, INFRA, REPO, Deployed, as_list, breaches, decode, resources
 
 AUDIT_TEMPLATE = INFRA / "athena" / "audit.yaml"
 PROXY_TEMPLATE = INFRA / "ec2" / "proxy.yaml"
@@ -129,14 +129,6 @@ def _alarm(deployed: Deployed, metric: str) -> dict[str, Any]:
     ]
     assert len(found) == 1, f"{len(found)} alarms on {metric}"
     return found[0]
-
-
-def _fires_on(alarm: dict[str, Any], value: float) -> bool:
-    compare = {
-        "GreaterThanThreshold": value > alarm["Threshold"],
-        "LessThanThreshold": value < alarm["Threshold"],
-    }
-    return compare[alarm["ComparisonOperator"]]
 
 
 # ------------------------------------------------------------------- names
@@ -504,16 +496,16 @@ def test_lines_waiting_fifteen_minutes_fire_an_alarm(deployed: Deployed) -> None
     stream = deployed.name(_logical(deployed.template, "AWS::KinesisFirehose::DeliveryStream"))
     assert alarm["Dimensions"] == [{"Name": "DeliveryStreamName", "Value": stream}]
     assert alarm["Statistic"] == "Maximum"
-    assert _fires_on(alarm, 15 * 60 + 1)
-    assert not _fires_on(alarm, 300)  # one full buffer is normal
+    assert breaches(alarm, 15 * 60 + 1)
+    assert not breaches(alarm, 300)  # one full buffer is normal
 
 
 def test_failing_puts_to_s3_fire_an_alarm(deployed: Deployed) -> None:
     alarm = _alarm(deployed, "DeliveryToS3.Success")
     assert alarm["Namespace"] == "AWS/Firehose"
     assert alarm["Statistic"] == "Average"
-    assert _fires_on(alarm, 0.5)
-    assert not _fires_on(alarm, 1)
+    assert breaches(alarm, 0.5)
+    assert not breaches(alarm, 1)
 
 
 def test_no_traffic_is_not_an_alarm(deployed: Deployed) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from chalicelib import constants
-from tests.infra.cfn import INFRA, Deployed, cfn_templates, decode, resources
+from tests.infra.cfn import INFRA, Deployed, breaches, cfn_templates, charted, dashboard, decode, resources
 from tests.infra.filter_pattern import FilterPattern, PatternError, metric_value
 
 MONITORING_TEMPLATE = INFRA / "monitoring" / "monitoring.yaml"
@@ -118,13 +118,7 @@ def fires(alarm: dict[str, Any], **by_metric: float | None) -> bool:
     value = alarm_value(alarm, **by_metric)
     if value is None:
         return bool(alarm["TreatMissingData"] == "breaching")
-    compare = {
-        "GreaterThanThreshold": value > alarm["Threshold"],
-        "GreaterThanOrEqualToThreshold": value >= alarm["Threshold"],
-        "LessThanThreshold": value < alarm["Threshold"],
-        "LessThanOrEqualToThreshold": value <= alarm["Threshold"],
-    }
-    return compare[alarm["ComparisonOperator"]]
+    return breaches(alarm, value)
 
 
 def window_seconds(alarm: dict[str, Any]) -> int:
@@ -137,26 +131,6 @@ def window_seconds(alarm: dict[str, Any]) -> int:
     )
     (period,) = periods
     return int(period * alarm["EvaluationPeriods"])
-
-
-def dashboard(deployed: Deployed) -> dict[str, Any]:
-    (logical,) = resources(deployed.template, "AWS::CloudWatch::Dashboard")
-    body: dict[str, Any] = json.loads(deployed.properties(logical)["DashboardBody"])
-    return body
-
-
-def charted(body: dict[str, Any]) -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
-    """(namespace, metric, dimensions) of every metric the dashboard's metric widgets draw."""
-    found = set()
-    for widget in body["widgets"]:
-        if widget["type"] != "metric":
-            continue
-        for entry in widget["properties"]["metrics"]:
-            fields = [f for f in entry if not isinstance(f, dict)]
-            space, metric, *pairs = fields
-            assert "." not in (space, metric), f"shorthand entry {entry}"
-            found.add((space, metric, tuple(zip(pairs[::2], pairs[1::2], strict=True))))
-    return found
 
 
 # ------------------------------------------------------------------ the topic

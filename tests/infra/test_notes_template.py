@@ -7,7 +7,6 @@ every other template (test_cfn_templates.py).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from chalicelib import metrics
 from infra.iam.policies import StageResources
 from tests.infra import lambdas
-from tests.infra.cfn import INFRA, Deployed, decode, resources
+from tests.infra.cfn import INFRA, Deployed, breaches, charted, dashboard, decode, resources
 
 NOTES_TEMPLATE = INFRA / "notes" / "queues.yaml"
 FOURTEEN_DAYS = 14 * 24 * 3600
@@ -86,42 +85,6 @@ def _alarm(deployed: Deployed, namespace: str, metric: str, dimensions: dict[str
             found.append(alarm)
     assert len(found) == 1, f"{len(found)} alarms on {namespace} {metric} {dimensions}"
     return found[0]
-
-
-def _fires_on(alarm: dict[str, Any], value: float) -> bool:
-    """Whether the alarm fires when its statistic stays at `value` for its whole window."""
-    compare = {
-        "GreaterThanThreshold": value > alarm["Threshold"],
-        "GreaterThanOrEqualToThreshold": value >= alarm["Threshold"],
-        "LessThanThreshold": value < alarm["Threshold"],
-        "LessThanOrEqualToThreshold": value <= alarm["Threshold"],
-    }
-    return compare[alarm["ComparisonOperator"]]
-
-
-def _dashboard(deployed: Deployed) -> dict[str, Any]:
-    (logical,) = resources(deployed.template, "AWS::CloudWatch::Dashboard")
-    body: dict[str, Any] = json.loads(deployed.properties(logical)["DashboardBody"])
-    return body
-
-
-def _charted(body: dict[str, Any]) -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
-    """(namespace, metric, dimensions) of every metric the dashboard's metric widgets draw.
-
-    Each entry is written out in full ([namespace, name, dim, value, ..., {options}]);
-    the "." shorthand of the console is not read here.
-    """
-    charted = set()
-    for widget in body["widgets"]:
-        if widget["type"] != "metric":
-            continue
-        for entry in widget["properties"]["metrics"]:
-            fields = [f for f in entry if not isinstance(f, dict)]
-            namespace, metric, *pairs = fields
-            assert "." not in (namespace, metric), f"shorthand entry {entry}"
-            dimensions = tuple(zip(pairs[::2], pairs[1::2], strict=True))
-            charted.add((namespace, metric, dimensions))
-    return charted
 
 
 # ------------------------------------------------------------------ queues
@@ -243,16 +206,16 @@ def test_a_dead_note_job_fires_the_dead_letter_alarm(deployed: Deployed, stage: 
     dead = StageResources(stage).dead_letter_queue
     alarm = _alarm(deployed, "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": dead})
     assert alarm["Statistic"] == "Maximum"
-    assert _fires_on(alarm, 1)
-    assert not _fires_on(alarm, 0)
+    assert breaches(alarm, 1)
+    assert not breaches(alarm, 0)
 
 
 def test_a_note_job_not_queued_fires_its_alarm_within_five_minutes(deployed: Deployed, stage: str) -> None:
     alarm = _alarm(deployed, NAMESPACE, "NoteJobsNotQueued", {"Stage": stage})
     assert alarm["Statistic"] == "Sum"
     assert alarm["Period"] * alarm["EvaluationPeriods"] <= 300
-    assert _fires_on(alarm, 1)
-    assert not _fires_on(alarm, 0)
+    assert breaches(alarm, 1)
+    assert not breaches(alarm, 0)
 
 
 def test_a_misconfigured_note_worker_fires_its_alarm_within_five_minutes(deployed: Deployed, stage: str) -> None:
@@ -260,16 +223,16 @@ def test_a_misconfigured_note_worker_fires_its_alarm_within_five_minutes(deploye
     alarm = _alarm(deployed, NAMESPACE, "NoteWorkerMisconfigured", {"Stage": stage})
     assert alarm["Statistic"] == "Sum"
     assert alarm["Period"] * alarm["EvaluationPeriods"] <= 300
-    assert _fires_on(alarm, 1)
-    assert not _fires_on(alarm, 0)
+    assert breaches(alarm, 1)
+    assert not breaches(alarm, 0)
 
 
 def test_a_note_job_older_than_fifteen_minutes_fires_its_alarm(deployed: Deployed, stage: str) -> None:
     queue = StageResources(stage).note_queue
     alarm = _alarm(deployed, "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": queue})
     assert alarm["Statistic"] == "Maximum"
-    assert _fires_on(alarm, 15 * 60 + 1)
-    assert not _fires_on(alarm, 15 * 60)
+    assert breaches(alarm, 15 * 60 + 1)
+    assert not breaches(alarm, 15 * 60)
 
 
 def test_an_idle_queue_or_quiet_metric_is_not_an_alarm(deployed: Deployed) -> None:
@@ -292,25 +255,25 @@ def test_alarms_notify_the_topic_only_when_one_is_given(template: dict[str, Any]
 
 
 def test_the_dashboard_charts_every_note_metric_of_the_stage(deployed: Deployed, stage: str) -> None:
-    charted = _charted(_dashboard(deployed))
+    drawn = charted(dashboard(deployed))
     for metric in APPLICATION_METRICS:
-        assert (NAMESPACE, metric, (("Stage", stage),)) in charted, metric
+        assert (NAMESPACE, metric, (("Stage", stage),)) in drawn, metric
 
 
 def test_the_dashboard_charts_queue_depth_and_age(deployed: Deployed, stage: str) -> None:
     names = StageResources(stage)
-    charted = _charted(_dashboard(deployed))
+    drawn = charted(dashboard(deployed))
     for queue, metric in (
         (names.note_queue, "ApproximateNumberOfMessagesVisible"),
         (names.note_queue, "ApproximateNumberOfMessagesNotVisible"),
         (names.dead_letter_queue, "ApproximateNumberOfMessagesVisible"),
         (names.note_queue, "ApproximateAgeOfOldestMessage"),
     ):
-        assert ("AWS/SQS", metric, (("QueueName", queue),)) in charted, (queue, metric)
+        assert ("AWS/SQS", metric, (("QueueName", queue),)) in drawn, (queue, metric)
 
 
 def test_the_dashboard_shows_every_alarm_and_the_stacks_region(deployed: Deployed) -> None:
-    body = _dashboard(deployed)
+    body = dashboard(deployed)
     shown = {arn for w in body["widgets"] if w["type"] == "alarm" for arn in w["properties"]["alarms"]}
     alarms = {deployed.name(f"{a}.Arn") for a in resources(deployed.template, "AWS::CloudWatch::Alarm")}
     assert shown == alarms
