@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -16,6 +17,7 @@ from local.processes import closed_port
 # Every answer of the app is binary to API Gateway (app.py), which sends it only to
 # a request whose Accept matches; the proxy sends */* for a client that sent none.
 ACCEPT_JSON = {"Accept": "application/json"}
+REGION = "eu-west-2"
 
 
 def test_health_reports_a_placeholder_hosp_url_without_revealing_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,24 +83,28 @@ def assert_reveals_no_address(body: bytes) -> None:
         assert leak not in text
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_health_names_an_empty_service_account_secret_until_it_has_a_value(
-    monkeypatch: pytest.MonkeyPatch, stage: str
-) -> None:
-    """The notes stack creates the secret empty; until an operator puts the account, every
-    note job waits (note_worker), and /health says why, reading only the secret's metadata."""
+@pytest.fixture
+def configured_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A stage configured to reach HOSP, with credentials for AWS (moto's, or none reachable);
+    the clients and /health's answer about the secret forgotten before and after."""
     monkeypatch.setenv(constants.HOSP_BASE_URL, "https://hosp-proxy.corp.internal")
-    for name, value in {
-        "AWS_DEFAULT_REGION": "eu-west-2",
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-    }.items():
+    for name, value in {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    aws.reset()
+    health.forget()
+    yield
+    aws.reset()
+    health.forget()
+
+
+@pytest.mark.usefixtures("configured_aws")
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_health_names_an_empty_service_account_secret_until_it_has_a_value(stage: str) -> None:
+    """The notes stack creates the secret empty; until an operator puts the account, every
+    note job waits (note_worker), and /health says why, reading only the secret's metadata."""
     with mock_aws():
-        aws.reset()
-        health.forget()
-        secrets = boto3.client("secretsmanager", region_name="eu-west-2")
+        secrets = boto3.client("secretsmanager", region_name=REGION)
         secrets.create_secret(Name=constants.service_secret(stage))
         with Client(app, stage_name=stage) as client:
             empty = client.http.get("/health", headers=ACCEPT_JSON)
@@ -109,7 +115,6 @@ def test_health_names_an_empty_service_account_secret_until_it_has_a_value(
             health.forget()
             put = client.http.get("/health", headers=ACCEPT_JSON)
         aws.reset()
-        health.forget()
 
     assert empty.status_code == 503
     (problem,) = json.loads(empty.body)["problems"]
@@ -120,20 +125,10 @@ def test_health_names_an_empty_service_account_secret_until_it_has_a_value(
     assert_reveals_no_address(empty.body)
 
 
+@pytest.mark.usefixtures("configured_aws")
 def test_health_does_not_fail_when_secrets_manager_cannot_be_reached(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unreachable Secrets Manager is not a finding about the secret: /health stays 200."""
-    monkeypatch.setenv(constants.HOSP_BASE_URL, "https://hosp-proxy.corp.internal")
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
-    for name, value in {
-        "AWS_DEFAULT_REGION": "eu-west-2",
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-    }.items():
-        monkeypatch.setenv(name, value)
-    aws.reset()
-    health.forget()
     with Client(app, stage_name="dev") as client:
         answer = client.http.get("/health", headers=ACCEPT_JSON)
-    aws.reset()
-    health.forget()
     assert answer.status_code == 200, answer.body
