@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: help run test checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
+.PHONY: help run test report checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
 .DEFAULT_GOAL := help
 
 ## help: this list, from the `## target: what it does` lines of this file
@@ -55,7 +55,7 @@ lock: $(UV)
 checkov: $(CHECKOV_STAMP)
 
 system-packages:
-	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so nodejs:node shellcheck
+	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so nodejs:node shellcheck chromium
 
 bench-packages: system-packages
 	@scripts/ensure-system-packages.sh haproxy wrk
@@ -70,6 +70,16 @@ run: $(STAMP) system-packages
 TEST_WORKERS ?= 4
 test: $(STAMP) $(CHECKOV_STAMP) system-packages
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+## report: the reliability report as one HTML file (default: the local stack's log -> .local/report.html);
+## LOG=<file|dir|s3://bucket/prefix> FROM=<day> TO=<day> OUT=<file> (python -m infra.monitoring.report --help)
+# The values reach the command through the environment, never pasted into it.
+report: export REPORT_LOG := $(LOG)
+report: export REPORT_FROM := $(FROM)
+report: export REPORT_TO := $(TO)
+report: export REPORT_OUT := $(OUT)
+report: $(STAMP)
+	$(BIN)/python -m infra.monitoring.report --log "$$REPORT_LOG" --from "$$REPORT_FROM" --to "$$REPORT_TO" --out "$$REPORT_OUT"
 
 ## package: the Chalice app of STAGE (dev or prod) as a CloudFormation template in dist/app-STAGE/, linted and scanned
 # Offline: no AWS credentials (docs/runbooks/deploy.md).

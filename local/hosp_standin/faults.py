@@ -500,6 +500,12 @@ class FaultState:
             self._config = apply_update(self._config, changes)
             return self._config
 
+    def clear(self) -> FaultConfig:
+        """Every fault off (DELETE /_sim/faults): no rate, outage, script or route; the seed and k stay."""
+        with self._lock:
+            self._config = DEFAULT_CONFIG.model_copy(update={"seed": self._config.seed})
+            return self._config
+
     def reset(self) -> None:
         """Back to the start-up config (and its script, normally empty), k back to 0."""
         with self._lock:

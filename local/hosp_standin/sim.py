@@ -1,6 +1,7 @@
 """The stand-in's state and its control endpoints under /_sim (no auth, no faults).
 
 GET/PUT /_sim/faults   the fault config (PUT replaces the fields given; 400 if invalid)
+DELETE /_sim/faults    every fault off (also the start-up ones); records and counters kept
 GET /_sim/stats        counters of API requests and notes per patient
 GET /_sim/requests     the last N API requests (?limit=N, default 100, at most
                        stats.REQUEST_LOG_SIZE: the size of the log)
@@ -66,6 +67,10 @@ def _put_faults(state: StandIn, query: Mapping[str, list[str]], body: bytes) -> 
         return _error(400, str(error))
 
 
+def _clear_faults(state: StandIn, query: Mapping[str, list[str]], body: bytes) -> ApiResponse:
+    return ApiResponse(200, state.faults.clear().to_json())
+
+
 def _stats(state: StandIn, query: Mapping[str, list[str]], body: bytes) -> ApiResponse:
     return ApiResponse(200, state.stats.snapshot(state.store.notes_by_patient()))
 
@@ -91,6 +96,7 @@ Endpoint = Callable[[StandIn, Mapping[str, list[str]], bytes], ApiResponse]
 _ENDPOINTS: dict[str, Endpoint] = {
     "get_faults": _get_faults,
     "put_faults": _put_faults,
+    "clear_faults": _clear_faults,
     "stats": _stats,
     "requests": _requests,
     "reset": _reset,
@@ -101,6 +107,7 @@ _ROUTER = Map(
     [
         Rule("/_sim/faults", methods=["GET"], endpoint="get_faults"),
         Rule("/_sim/faults", methods=["PUT"], endpoint="put_faults"),
+        Rule("/_sim/faults", methods=["DELETE"], endpoint="clear_faults"),
         Rule("/_sim/stats", methods=["GET"], endpoint="stats"),
         Rule("/_sim/requests", methods=["GET"], endpoint="requests"),
         Rule("/_sim/reset", methods=["POST"], endpoint="reset"),

@@ -543,6 +543,22 @@ def test_fault_config_get_put_and_validation(standin: RunningServer) -> None:
     assert sim(standin, "faults") == updated  # refused updates change nothing
 
 
+def test_delete_turns_every_fault_off_and_keeps_the_records(standin: RunningServer) -> None:
+    """PUT merges, so {"rates": {}} leaves the faults on; DELETE turns them all off, a
+    route's, the outage and the script included, and HOSP then answers every request."""
+    note = call(standin, "POST", "/notes", json={"title": "t", "body": "b", "patient_id": 1, "staff_id": 1})
+    assert note.status_code == 201, note.text
+    set_faults(standin, rates={"503": 0.5, "reset": 0.2}, outage=True, routes={"GET /hospitals": {"rates": {"502": 1}}})
+    assert set_faults(standin, rates={})["outage"] is True  # what a newcomer tries first: nothing changes
+
+    cleared = requests.delete(f"{standin.url}/_sim/faults", timeout=5)
+
+    assert cleared.status_code == 200
+    assert cleared.json() == {**DEFAULT_CONFIG.to_json(), "seed": SEED}
+    assert [call(standin, "GET", "/hospitals").status_code for _ in range(20)] == [200] * 20
+    assert call(standin, "GET", f"/notes/{note.json()['id']}").status_code == 200  # the records are kept
+
+
 def test_fault_config_routes_are_shown_changed_and_checked(standin: RunningServer) -> None:
     assert sim(standin, "faults")["routes"] == {}
 
