@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: help run test report checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
+.PHONY: help run test report bench-report checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
 .DEFAULT_GOAL := help
 
 ## help: this list, from the `## target: what it does` lines of this file
@@ -122,6 +122,11 @@ bench-audit: $(STAMP)
 bench-edge: $(STAMP) system-packages
 	@scripts/ensure-system-packages.sh wrk
 	$(BIN)/python -m bench.edge_bench
+
+## bench-report: the reliability report on 1,000,000 log lines beside DuckDB's own count, and its headline's exactness (not run by CI)
+# Other sizes: .venv/bin/python -m bench.report_bench --help (bench/README.md).
+bench-report: $(STAMP)
+	$(BIN)/python -m bench.report_bench
 
 ## bundle: the proxy fleet's bootstrap bundle (infra/ec2/README.md), reproducible, with its sha256
 # BUNDLE_PACKAGES=DIR ships DIR's nginx.org RPMs and signing key in it, for a fleet without internet access.

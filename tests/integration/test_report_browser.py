@@ -75,9 +75,11 @@ def test_the_plots_draw_in_a_browser_with_no_network(page: Path, tmp_path: Path)
     assert all(float(w) > 300 and float(h) > 60 for w, h in sizes), sizes
     # The screenshot shows the lines: many pixels of what users saw (blue) and of HOSP (orange).
     image = Image.open(shot).convert("RGB")
-    colours = image.getcolors(maxcolors=1 << 20) or []
-    drawn = {name: sum(n for n, rgb in colours if _near(rgb, hex_colour)) for name, hex_colour in
-             (("users", render.USERS), ("hosp", render.HOSP), ("refused", render.REFUSED))}  # fmt: skip
+    colours: list[tuple[int, tuple[int, int, int]]] = image.getcolors(maxcolors=1 << 20) or []  # type: ignore[assignment]
+    drawn = {
+        name: sum(count for count, rgb in colours if _near(rgb, hex_colour))
+        for name, hex_colour in (("users", render.USERS), ("hosp", render.HOSP), ("refused", render.REFUSED))
+    }
     assert drawn["users"] > 3000, drawn
     assert drawn["hosp"] > 3000, drawn
     assert drawn["refused"] > 300, drawn

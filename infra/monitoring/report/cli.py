@@ -36,7 +36,7 @@ EPILOG = """\
 examples:
   make report
   make report LOG=/var/log/hosp-proxy FROM=2026-12-01 TO=2026-12-07 OUT=week.html
-  python -m infra.monitoring.report --log s3://hosp-reliability-prod-audit-logs-123456789012/access/ \\
+  python -m infra.monitoring.report --log s3://hosp-reliability-prod-audit-log-123456789012/access/ \\
       --from 2026-12-01 --to 2026-12-07 --out week.html
 
 FROM and TO are UTC: a day (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM[:SS], with an
@@ -152,7 +152,12 @@ def run(args: argparse.Namespace) -> int:
             first_failures = crunch.first_failures(db)
         finally:
             db.close()
-    events, lambda_unreadable = crunch.lambda_events(lambdas, start, end) if lambdas is not None else (None, 0)
+    # The Lambdas' events of the buckets drawn: a Lambda log that reaches further back
+    # than the access log (the local stack's is kept across runs) must not stretch the plots.
+    events, lambda_unreadable = None, 0
+    if lambdas is not None:
+        within = (series[0]["bucket"], series[-1]["bucket"] + bucket) if series else (start, end)
+        events, lambda_unreadable = crunch.lambda_events(lambdas, *within)
     say(f"drawing {len(series)} buckets of {render._duration(bucket)} ...")
     report = render.Report(
         sources=log + (f" and {len(lambdas)} Lambda log{'s' if len(lambdas) != 1 else ''}" if lambdas else ""),

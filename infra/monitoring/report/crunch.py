@@ -112,7 +112,7 @@ def connect(work_dir: Path, memory_limit: str = "512MB", threads: int = 2) -> du
     return db
 
 
-def _reader(paths: Sequence[Path], compression: str) -> str:
+def reader(paths: Sequence[Path], compression: str) -> str:
     types = {f.name: f.type.duckdb for f in FIELDS if f.name in READ}
     columns = "{" + ", ".join(f"{_quote(name)}: {_quote(kind)}" for name, kind in types.items()) + "}"
     files = "[" + ", ".join(_quote(str(p)) for p in paths) + "]"
@@ -130,8 +130,8 @@ def load(
     end: datetime | None,
 ) -> Read:
     """Read the files into the table `lines`; count what was unreadable or outside [start, end)."""
-    parts = [_reader(plain, "none")] if plain else []
-    parts += [_reader(gzip, "gzip")] if gzip else []
+    parts = [reader(plain, "none")] if plain else []
+    parts += [reader(gzip, "gzip")] if gzip else []
     db.execute(
         f"""
         CREATE OR REPLACE TABLE raw AS

@@ -21,6 +21,7 @@ from typing import Any
 import matplotlib
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from infra.monitoring.report.crunch import AUDIT_EVENTS, NOTE_EVENTS, Headline, Read
 
@@ -62,7 +63,7 @@ def _svg(figure: Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def _figure(title: str, ylabel: str) -> tuple[Figure, Any]:
+def _figure(title: str, ylabel: str, *, counts: bool = False) -> tuple[Figure, Any]:
     figure = Figure(figsize=(10, 3.2))
     axes = figure.subplots()
     axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
@@ -70,6 +71,8 @@ def _figure(title: str, ylabel: str) -> tuple[Figure, Any]:
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    if counts:
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     return figure, axes
 
 
@@ -97,7 +100,7 @@ def _rates_plot(series: list[dict[str, Any]]) -> str:
 
 
 def _traffic_plot(series: list[dict[str, Any]]) -> str:
-    figure, axes = _figure("Requests and retries", "per bucket")
+    figure, axes = _figure("Requests and retries", "per bucket", counts=True)
     times = [row["bucket"] for row in series]
     axes.plot(times, [row["headline"].client_requests for row in series], color=USERS, label="client requests")
     axes.plot(times, [row["headline"].attempts for row in series], color=HOSP, label="attempts to HOSP")
@@ -144,20 +147,19 @@ def _events_plot(
 ) -> str:  # fmt: skip
     """The proxy's count per bucket (proxy: its key in series, its label), and the Lambdas' events of `names`."""
     proxy_key, proxy_label = proxy
-    figure, axes = _figure(title, "per bucket")
+    figure, axes = _figure(title, "per bucket", counts=True)
     times = [row["bucket"] for row in series]
     axes.plot(times, [row[proxy_key] for row in series], color=USERS, label=proxy_label)
-    if events is not None:
-        first = times[0] if times else datetime(1970, 1, 1)
+    if events is not None and times:
+        first = times[0]
         colours = iter((OTHER, HOSP, RETRIES, REFUSED, "#8e44ad", "#16a085"))
         for event, label in names.items():
             per_bucket: Counter[datetime] = Counter()
             for (when, name), count in events.items():
                 if name == event:
                     per_bucket[first + bucket * ((when - first) // bucket)] += count
-            if per_bucket:
-                marks = sorted(per_bucket)
-                axes.plot(marks, [per_bucket[m] for m in marks], marker=".", color=next(colours), label=label)
+            if per_bucket:  # an event that never happened is left out of the legend
+                axes.plot(times, [per_bucket[t] for t in times], color=next(colours), label=label)
     axes.set_ylim(bottom=0)
     _legend(axes)
     return _svg(figure)
