@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -349,3 +354,23 @@ def test_lambda_events_are_counted_with_or_without_a_prefix(tmp_path: Path) -> N
         (datetime(2026, 11, 30, 10, 0, 1), "note_job_dead_lettered"): 1,
     }
     assert unreadable == 1
+
+
+def test_a_report_killed_midway_leaves_no_spool_behind_for_long(generated: tuple[Path, Truth], tmp_path: Path) -> None:
+    """A run killed with -9 keeps its temporary directory (the spooled archive, DuckDB's
+    files); the next run removes it, and leaves a running one's alone."""
+    log, _ = generated
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = Path(tempfile.gettempdir())
+    stale = root / f"{cli.WORK_PREFIX}abc-pid{dead.pid}"
+    alive = root / f"{cli.WORK_PREFIX}def-pid{os.getpid()}"
+    for directory in (stale, alive):
+        (directory / "spool").mkdir(parents=True)
+    try:
+        assert cli.main(["--log", str(log), "--out", str(tmp_path / "r.html")]) == 0
+        assert not stale.exists()
+        assert alive.exists()
+    finally:
+        shutil.rmtree(alive, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)

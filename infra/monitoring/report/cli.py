@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -118,6 +119,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except duckdb.Error as problem:
         print(f"report: DuckDB could not read the log: {problem}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("report: interrupted; the previous report, if any, is left as it was", file=sys.stderr)
+        return 130
+
+
+WORK_PREFIX = "hosp-report-"
+
+
+def work_directory() -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory for the spool and DuckDB's files, named after this process.
+
+    A report killed with -9 cannot remove its own, which may hold gigabytes of spooled
+    archive: each run first removes those of processes that no longer exist.
+    """
+    root = Path(tempfile.gettempdir())
+    for stale in root.glob(f"{WORK_PREFIX}*-pid*"):
+        pid = stale.name.rpartition("-pid")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=WORK_PREFIX, suffix=f"-pid{os.getpid()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     log = args.log or str(args.run_dir / ACCESS_LOG)
     out = args.out if str(args.out) not in ("", ".") else args.run_dir / OUT
     lambdas = lambda_files(args.lambda_log, args.log, args.run_dir)
-    with tempfile.TemporaryDirectory(prefix="hosp-report-") as work:
+    with work_directory() as work:
         work_dir = Path(work)
         spool = work_dir / "spool"
         spool.mkdir()
