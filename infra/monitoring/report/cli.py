@@ -158,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
             log, spool, start.date() if start else None, (end - timedelta(microseconds=1)).date() if end else None
         )
         say(f"reading {len(files)} file{'s' if len(files) != 1 else ''} ({files.size / 1e6:.1f} MB) with DuckDB ...")
-        db = crunch.connect(work_dir, memory_limit=args.memory_limit)
+        on_a_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+        db = crunch.connect(work_dir, memory_limit=args.memory_limit, progress=on_a_terminal)
         try:
             read = crunch.load(db, files.plain, files.gzip, start, end)
             took = time.monotonic() - started

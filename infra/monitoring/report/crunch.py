@@ -102,13 +102,22 @@ def _in(values: Sequence[str]) -> str:
     return "(" + ", ".join(_quote(value) for value in values) + ")"
 
 
-def connect(work_dir: Path, memory_limit: str = "512MB", threads: int = 2) -> duckdb.DuckDBPyConnection:
-    """A DuckDB database in `work_dir` that spills to disk past `memory_limit`."""
+def connect(
+    work_dir: Path, memory_limit: str = "512MB", threads: int = 2, *, progress: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB database in `work_dir` that spills to disk past `memory_limit`.
+
+    progress: DuckDB draws its progress bar on the terminal for a pass longer than a second.
+    """
     db = duckdb.connect(str(work_dir / "report.duckdb"))
     db.execute(f"SET memory_limit = {_quote(memory_limit)}")
     db.execute(f"SET temp_directory = {_quote(str(work_dir / 'spill'))}")
     db.execute(f"SET threads = {int(threads)}")
     db.execute("SET preserve_insertion_order = false")
+    db.execute(f"SET enable_progress_bar = {str(progress).lower()}")
+    if progress:
+        db.execute("SET enable_progress_bar_print = true")
+        db.execute("SET progress_bar_time = 1000")
     return db
 
 
