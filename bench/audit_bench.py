@@ -6,8 +6,7 @@
 
 One run writes an access log of --records lines over three days to a temporary
 directory (every field of chalicelib/audit/log_schema.py; nurses, vets and admins on
-the public listener, screens with the interceptor's and the note worker's calls on the
-internal one, errors and retries, formula-like user agents, a few unreadable lines),
+the public listener, screens with the note worker's calls on the internal one, errors and retries, formula-like user agents, a few unreadable lines),
 then measures, each measurement in a process of its own so that its peak memory is
 its own, and alternating the runs:
   1. the export as the local route runs it (audit_duckdb.export_csv: trail.sql with
@@ -196,7 +195,8 @@ def format_line(line: Line, ms: int, stamps: _Stamps, rng: random.Random) -> str
         f'"request_time":{sum(seconds) + 0.001:.3f},"upstream_addr":"{upstream_addrs}",'
         f'"upstream_status":"{upstream}","upstream_response_time":"{upstream_times}",'
         f'"retry_budget":"{line.retry_budget}","listener":"{line.listener}","route":"{line.route}",'
-        f'"user_agent":{_json_text(line.user_agent)}}}'
+        f'"user_agent":{_json_text(line.user_agent)},'
+        f'"note_handoff":"{"sent" if line.route == "screen" else ""}"}}'
     )
 
 
@@ -235,11 +235,10 @@ def requests_of(rng: random.Random) -> list[Line]:
     viewer = 0 if rng.random() < 0.05 else user_index * 7 + 1
     agent = _agent(rng)
     kind = rng.random()
-    if kind < 0.03:  # an X-ray screen: intercepted, then the worker's note (docs/screen.md)
+    if kind < 0.03:  # an X-ray screen: its answer handed off, then the worker's note (docs/screen.md)
         screen = f"/patients/{patient}/screen"
         return [
-            Line(request_id, user, "POST", screen, listener="internal", user_agent=agent),
-            Line(request_id, user, "POST", screen, route="interceptor", user_agent=agent, viewer=viewer),
+            Line(request_id, user, "POST", screen, route="screen", user_agent=agent, viewer=viewer),
             Line(request_id, SERVICE_USER, "GET", "/notes", query=f"patient_id={patient}", listener="internal",
                  on_behalf_of=user, user_agent=INTERNAL_AGENT),
             Line(request_id, SERVICE_USER, "POST", "/notes", body_patient_id=patient, status=201,

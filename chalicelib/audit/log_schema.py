@@ -72,6 +72,7 @@ FIELDS: tuple[Field, ...] = (
     Field("listener", STRING),
     Field("route", STRING),
     Field("user_agent", STRING, client_text=True),
+    Field("note_handoff", STRING),
 )
 
 NAMES: tuple[str, ...] = tuple(field.name for field in FIELDS)

@@ -40,11 +40,13 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 LOG_TEXT_LIMIT = 2048
 # The proxy's slowest answer must come this much before CloudFront gives up.
 ORIGIN_MARGIN = 5.0
-# The largest screen body sent to the interceptor (docs/screen.md). A Lambda
-# invocation takes at most 6 MB, and API Gateway sends the body base64-encoded
-# (the app declares every type binary, so that answers pass through byte for
-# byte): 4,000,000 bytes become 5,333,336, which leaves room for the headers.
-SCREEN_MAX_BYTES = 4_000_000
+# A screen's hand-off to the note intake (screen-locations.conf): its connect
+# and answer timeouts. The nurse already has her answer; these bound how long
+# her connection stays open after it, and how soon a failed hand-off is logged.
+HANDOFF_CONNECT_TIMEOUT = 1.0
+HANDOFF_TIMEOUT = 2.0
+# The failed hand-offs' log, beside the access log.
+HANDOFF_FAILED_LOG = "note-handoff-failed.json"
 # Where the production variant finds the CA certificates (Amazon Linux 2023).
 SYSTEM_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
 # NGINX's JavaScript module: Debian's libnginx-mod-http-js (the local stack),
@@ -99,7 +101,7 @@ class Tuning:
     keepalive_timeout: float = 15.0
     client_timeout: float = 10.0
     origin_timeout: float = 60.0
-    # API Gateway gives up on the interceptor after 29 s.
+    # API Gateway gives up on the app after 29 s.
     interceptor_timeout: float = 30.0
     access_log_buffer: str = "64k"
     host_header: str = "$http_host"
@@ -121,7 +123,7 @@ TUNING_HELP: dict[str, str] = {
     "keepalive_timeout": "idle upstream connection lifetime; below HOSP's own idle timeout",
     "client_timeout": "longest silence allowed from a client: header, each body read, each answer write",
     "origin_timeout": "the seconds CloudFront waits for this proxy; the slowest answer must fit in it",
-    "interceptor_timeout": "seconds the screen interceptor may take to answer",
+    "interceptor_timeout": "seconds the Chalice app (the audit trail's API) may take to answer",
     "access_log_buffer": "access log buffer size (lines written within 1 s), or off",
     "host_header": "Host sent to HOSP, which builds its links from it; $http_host is the client's, port included",
     "retry_budget_rate": "retried requests per second",
@@ -206,8 +208,9 @@ def worst_case(t: Tuning) -> float:
     Retryable: each attempt waits at most connect + try; the retries start
     after the first attempt and none starts once deadline - try has passed
     since, so the last one ends by deadline + 2 x connect + try. Not retried:
-    connect + write. A screen: connect + the interceptor's timeout. The
-    request body is buffered by NGINX first and goes to HOSP over the
+    connect + write. An audit request: connect + the app's timeout. A screen
+    is retryable (its hand-off to the note intake starts once the nurse has
+    her answer, and does not count). The request body is buffered by NGINX first and goes to HOSP over the
     internal network, so its sending is not counted.
     """
     attempt = t.connect_timeout + t.try_timeout
@@ -301,9 +304,10 @@ def values(s: ProxySettings) -> dict[str, str]:
         "njs_dir": str(NJS_DIR),
         "body_scan_limit": str(t.body_scan_limit),
         "log_text_limit": str(LOG_TEXT_LIMIT),
-        "screen_max_bytes": str(SCREEN_MAX_BYTES),
-        "screen_length_regex": at_most(SCREEN_MAX_BYTES),
         "access_log": s.access_log,
+        "handoff_failed_log": str(Path(s.access_log).with_name(HANDOFF_FAILED_LOG)),
+        "handoff_connect_timeout": _ms(HANDOFF_CONNECT_TIMEOUT),
+        "handoff_timeout": _ms(HANDOFF_TIMEOUT),
         "error_log": s.error_log,
         "pid_path": s.pid_path,
         "temp_dir": s.temp_dir or "",
@@ -480,27 +484,6 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{TUNING_HELP[field.name]} (default: {default})".replace("%", "%%"),
         )
     return p
-
-
-def at_most(limit: int) -> str:
-    """A regular expression matching the decimal numbers from 0 to `limit`, without leading zeros.
-
-    NGINX's map compares strings, so "Content-Length at most N" is written as
-    the digit patterns of the numbers up to N: shorter numbers, then numbers of
-    the same length digit by digit.
-    """
-    digits = str(limit)
-    if len(digits) == 1:
-        return f"[0-{digits}]"
-    alternatives = ["0", f"[1-9][0-9]{{0,{len(digits) - 2}}}"]
-    for position, digit in enumerate(digits):
-        lowest = "1" if position == 0 else "0"
-        if digit > lowest:
-            below = f"[{lowest}-{int(digit) - 1}]"
-            rest = len(digits) - position - 1
-            alternatives.append(digits[:position] + below + (f"[0-9]{{{rest}}}" if rest else ""))
-    alternatives.append(digits)
-    return "|".join(alternatives)
 
 
 def _validate_logging(t: Tuning) -> None:

@@ -23,6 +23,7 @@ from tests.infra.filter_pattern import FilterPattern, PatternError, metric_value
 
 MONITORING_TEMPLATE = INFRA / "monitoring" / "monitoring.yaml"
 MERGE_TEMPLATE = INFRA / "app" / "merge.json"
+PROXY_TEMPLATE = INFRA / "ec2" / "proxy.yaml"
 GROUP = "hosp-reliability-dev-proxy-ProxyAutoScalingGroup-AbC123"
 EMAIL = "on-call@example.org"
 
@@ -227,14 +228,19 @@ def test_the_patterns_name_only_fields_of_the_access_log() -> None:
 def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears(deployed: Deployed) -> None:
     (topic,) = resources(deployed.template, "AWS::SNS::Topic")
     found = alarms(deployed)
-    assert len(found) == 4
+    assert len(found) == 5
     for logical, alarm in found.items():
         assert alarm["AlarmActions"] == [deployed.name(topic)], logical
         assert alarm["OKActions"] == [deployed.name(topic)], logical
 
 
+def proxy_stack_filters(stage: str) -> dict[str, dict[str, Any]]:
+    """The metric filters of the proxy stack (infra/ec2/proxy.yaml), by metric name."""
+    return filters(Deployed(decode(PROXY_TEMPLATE), Stage=stage))
+
+
 def test_the_alarms_read_metrics_the_filters_make(deployed: Deployed, stage: str) -> None:
-    made = {(namespace(stage), name) for name in filters(deployed)}
+    made = {(namespace(stage), name) for name in (*filters(deployed), *proxy_stack_filters(stage))}
     for logical, alarm in alarms(deployed).items():
         if "MetricName" in alarm:
             read = {(alarm["Namespace"], alarm["MetricName"])}
@@ -266,6 +272,20 @@ def test_a_hosp_first_attempt_failure_rate_over_ten_percent_fires(deployed: Depl
     assert not fires(alarm, HospFirstAttemptFailures=10, HospRequests=100)
     assert not fires(alarm, HospFirstAttemptFailures=None, HospRequests=100)
     assert not fires(alarm, HospFirstAttemptFailures=None, HospRequests=None)
+
+
+def test_one_failed_note_handoff_in_five_minutes_fires(deployed: Deployed, stage: str) -> None:
+    """The proxy stack counts the failed hand-offs' log lines; the alarm is here, with the topic."""
+    alarm = alarm_on(deployed, "NoteHandoffsFailed")
+    assert alarm["Statistic"] == "Sum"
+    assert window_seconds(alarm) == 300
+    assert fires(alarm, NoteHandoffsFailed=1)
+    assert not fires(alarm, NoteHandoffsFailed=None)
+    handoffs = proxy_stack_filters(stage)["NoteHandoffsFailed"]
+    assert handoffs["MetricTransformations"][0]["MetricNamespace"] == alarm["Namespace"] == namespace(stage)
+    assert handoffs["LogGroupName"] == f"/{constants.APP_NAME}/{stage}/note-handoff-failed"
+    line = '{"time":"2026-12-07T10:00:00+00:00","event":"note_handoff_failed","request_id":"0","status":"502"}'
+    assert FilterPattern(handoffs["FilterPattern"]).matches(line)
 
 
 def test_retry_budget_refusals_in_every_minute_of_five_fire(deployed: Deployed) -> None:
@@ -401,8 +421,8 @@ def test_the_template_is_linted_and_scanned_with_the_others() -> None:
     ("pattern", "line", "expected"),
     [
         ('{ $.route = "hosp" }', '{"route": "hosp"}', True),
-        ('{ $.route = "hosp" }', '{"route": "hosp-screen-too-large"}', False),  # whole value, no prefix
-        ('{ $.route = "hosp*" }', '{"route": "hosp-screen-too-large"}', True),
+        ('{ $.route = "hosp" }', '{"route": "hosp-more"}', False),  # whole value, no prefix
+        ('{ $.route = "hosp*" }', '{"route": "hosp-more"}', True),
         ('{ $.upstream_status = "5*" }', '{"upstream_status": "502 : 200"}', True),
         ('{ $.upstream_status = "5*" }', '{"upstream_status": "200"}', False),
         ('{ $.upstream_status = "5*" }', '{"upstream_status": ""}', False),

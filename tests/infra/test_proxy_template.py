@@ -275,7 +275,7 @@ def test_the_agent_ships_to_the_templates_log_groups_which_the_role_may_write(pr
     """The agent creates no log group (its role may not): each group install.sh is given
     is one of this template, and the instance role may write to it."""
     environment = _install_environment(_user_data(proxy)[0])
-    groups = {environment[name] for name in ("ACCESS_LOG_GROUP", "ERROR_LOG_GROUP")}
+    groups = {environment[name] for name in ("ACCESS_LOG_GROUP", "ERROR_LOG_GROUP", "HANDOFF_LOG_GROUP")}
     writable = [
         resource
         for statement in _statements(proxy)

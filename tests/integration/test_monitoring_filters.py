@@ -6,7 +6,7 @@ the real HOSP stand-in (with scripted faults) and of a recording server in the C
 app's place, and each kind of request is made for real: one that succeeds; GETs whose
 first attempt fails (a 503, a reset connection) and are retried to success; a GET that
 fails every try; a POST that fails and is never retried; retries the budget refuses; a
-HOSP 404; the proxy's own 405; a screen the app fails; a request on the internal
+HOSP 404; the proxy's own 405; a screen retried; an audit request; a request on the internal
 listener. Each line is then run through every filter's pattern (the template's own text,
 evaluated by tests/infra/filter_pattern.py), and the metrics it lands in must be exactly
 those the request's kind says (docs/runbooks/monitoring.md).
@@ -97,7 +97,7 @@ def _propfind(url: str) -> requests.Response:
 
 
 def _screen(url: str) -> requests.Response:
-    return requests.post(url + "/patients/1/screen", data=b'{"images":[]}', headers=DEMO_AUTH, timeout=10)
+    return requests.post(url + "/patients/1/screen", json={"images": ["aGVsbG8="]}, headers=DEMO_AUTH, timeout=10)
 
 
 @dataclasses.dataclass
@@ -128,7 +128,15 @@ CASES = [
     Case("a POST that fails, never retried", FAILED_NOT_RETRIED, 502, "502", _post_note, hosp_script=("502",)),
     Case("a GET HOSP answers 404", SUCCESS, 404, "404", lambda url: _get(url, "/patients/987654321")),
     Case("a method the proxy answers 405 itself", CLIENT | TO_HOSP, 405, "", _propfind),
-    Case("a screen the app answers 503", CLIENT | {"ClientErrors"}, 503, "503", _screen, app_statuses=(503,)),
+    Case(
+        "a screen whose first attempt gets a 503, retried",
+        RETRIED_TO_SUCCESS,
+        200,
+        "503 : 200",
+        _screen,
+        hosp_script=("503", "ok"),
+    ),
+    Case("an audit request, the app's to answer", CLIENT, 200, "200", lambda url: _get(url, "/audit")),
     Case("a GET on the internal listener", INTERNAL_SUCCESS, 200, "200", internal=True),
 ]
 

@@ -16,6 +16,7 @@
 #                       header (the network stack's OriginSecretArn)
 #   ACCESS_LOG_GROUP    CloudWatch Logs group of the JSON access log
 #   ERROR_LOG_GROUP     CloudWatch Logs group of NGINX's error log
+#   HANDOFF_LOG_GROUP   CloudWatch Logs group of the screens' failed hand-offs
 #
 # It installs the packages, writes /etc/hosp-proxy/proxy.env (the settings
 # every later step reads), fetches the origin secret and renders NGINX's
@@ -47,6 +48,7 @@ require PUBLIC_NAMES "^$host(,$host)*\$"
 require ORIGIN_SECRET_ARN '^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$'
 require ACCESS_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 require ERROR_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
+require HANDOFF_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 
 # --- packages: NGINX and njs are nginx.org's (nginx.repo says why); the AWS
 # CLI comes with the AMI, the rest from Amazon Linux's repositories. A bundle
@@ -105,11 +107,12 @@ install -m 0644 "$bundle"/systemd/hosp-proxy-*.service "$bundle"/systemd/hosp-pr
 # --- log rotation, and shipping to CloudWatch Logs: one stream per instance
 # in each group; the event time is the one NGINX wrote in the line (UTC).
 # cloudwatch-agent.json is plain JSON (no comments possible): its
-# @ACCESS_LOG_GROUP@ and @ERROR_LOG_GROUP@ become the stack's log groups
+# @ACCESS_LOG_GROUP@, @ERROR_LOG_GROUP@ and @HANDOFF_LOG_GROUP@ become the stack's log groups
 # (checked above: no character sed or JSON would read specially).
 install -m 0644 "$bundle/logrotate/hosp-proxy" /etc/logrotate.d/hosp-proxy
 agent_config=/opt/aws/amazon-cloudwatch-agent/etc/hosp-proxy.json
 sed -e "s|@ACCESS_LOG_GROUP@|$ACCESS_LOG_GROUP|" -e "s|@ERROR_LOG_GROUP@|$ERROR_LOG_GROUP|" \
+    -e "s|@HANDOFF_LOG_GROUP@|$HANDOFF_LOG_GROUP|" \
     "$bundle/cloudwatch-agent.json" >"$agent_config"
 /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config \
     -m ec2 -s -c "file:$agent_config"

@@ -58,9 +58,9 @@ var ID_SEPARATOR = ',';
 // holds a backslash but doubled or in \xHH.
 var CUT = '\\...';
 var WRITES = {POST: true, PUT: true, PATCH: true};
-// A screen names its patient in the path, and its body goes to the
-// interceptor (docs/screen.md): not scanned.
-var UNSCANNED_ROUTES = {'interceptor': true, 'screen-not-a-patient': true};
+// A screen names its patient in the path, and its body is images, up to
+// 16 MiB (docs/screen.md): not scanned.
+var UNSCANNED_ROUTES = {'screen': true, 'screen-not-a-patient': true};
 // Ruby's JSON refuses more than 100 levels by default and Python's json
 // stops near its recursion limit of 1000: no body HOSP can parse is deeper.
 var MAX_DEPTH = 1000;

@@ -1,0 +1,414 @@
+"""X-ray screens through the real NGINX: HOSP's answer to the nurse as for any request, and to the note intake.
+
+The real NGINX with the project's config in front of the real HOSP stand-in; in the
+Chalice app's place an intake server of this file, which records each hand-off and can
+answer late, fail or be down. Every screen is sent with http.client, which sends the
+path exactly as written and a body chunked when given as an iterable.
+
+What the nurse gets is compared with the same screen sent straight to HOSP: status,
+body and HOSP's headers byte for byte (only Date may move on, and the proxy adds
+X-Request-Id and Connection). What the intake gets is the patient, the nurse's user
+name, the request id and HOSP's answer bytes, and nothing of her credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+
+from infra.nginx.render import HANDOFF_FAILED_LOG, HANDOFF_TIMEOUT, MAX_BODY_BYTES
+from local.nginx_proxy import NginxProxy
+from local.processes import closed_port
+from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, Hosp, access_log_entry
+
+JSON = {"Content-Type": "application/json"}
+AUTH_HEADER = DEMO_AUTH["Authorization"]
+CLIENT_TIMEOUT = 30.0
+HANDOFF_WAIT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        found = [value for key, value in self.headers if key.lower() == name.lower()]
+        return found[0] if found else None
+
+    @property
+    def request_id(self) -> str:
+        value = self.header("X-Request-Id")
+        assert value, self.headers
+        return value
+
+
+def send(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One request with the path exactly as given; an iterable body goes chunked."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Answer(response.status, response.getheaders(), response.read())
+    finally:
+        connection.close()
+
+
+def screen_body(size: int, seed: int = 0) -> bytes:
+    """A valid screen body of exactly `size` bytes: one image (seeded), then JSON whitespace."""
+    prefix, suffix = b'{"images":["', b'"]}'
+    raw = (bytes((seed + i) % 256 for i in range(256)) * (size // 256 + 1))[
+        : (size - len(prefix) - len(suffix)) // 4 * 3
+    ]
+    body = prefix + base64.b64encode(raw) + suffix
+    return body + b" " * (size - len(body))
+
+
+def chunks(body: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+# --- the intake: the Chalice app's note intake, played -----------------------------------
+
+
+@dataclasses.dataclass
+class Handoff:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def answer(self) -> bytes:
+        return base64.b64decode(self.body["answer"], validate=True)
+
+
+class Intake:
+    """Records each hand-off; answers 202, or the next of `statuses`, after `delay` seconds."""
+
+    def __init__(self) -> None:
+        self.handoffs: list[Handoff] = []
+        self.statuses: list[int] = []
+        self.delay = 0.0
+        intake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                intake.handoffs.append(Handoff(self.path, dict(self.headers.items()), json.loads(body)))
+                time.sleep(intake.delay)
+                status = intake.statuses.pop(0) if intake.statuses else 202
+                answer = b'{"state":"queued"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        self.handoffs.clear()
+        self.statuses.clear()
+        self.delay = 0.0
+
+    def wait_for(self, count: int) -> list[Handoff]:
+        deadline = time.monotonic() + HANDOFF_WAIT
+        while len(self.handoffs) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.handoffs)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="module")
+def intake() -> Iterator[Intake]:
+    with Intake() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def proxy(hosp: Hosp, intake: Intake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
+    with NginxProxy(
+        hosp.address, tmp_path_factory.mktemp("nginx"), tuning=PROXY_TEST_TUNING, interceptor=intake.address
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh(hosp: Hosp, intake: Intake) -> None:
+    hosp.reset()
+    intake.reset()
+
+
+def failed_handoffs(proxy: NginxProxy, wait_for: int = 0) -> list[dict[str, Any]]:
+    """The lines of the failed hand-offs' log; waits (a bound) until it has `wait_for` lines."""
+    path = proxy.access_log.with_name(HANDOFF_FAILED_LOG)
+    deadline = time.monotonic() + HANDOFF_WAIT
+    while True:
+        lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if len(lines) >= wait_for or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
+def same_as_hosps(through: Answer, direct: Answer) -> None:
+    """The nurse's answer is HOSP's: status, body, and every header HOSP sent, each as sent
+    (NGINX writes Server after its own Date, as for every answer it passes on)."""
+    assert (through.status, through.body) == (direct.status, direct.body)
+    added = {"x-request-id", "connection", "date"}
+    assert sorted((k, v) for k, v in through.headers if k.lower() not in added) == sorted(
+        (k, v) for k, v in direct.headers if k.lower() not in added
+    )
+    assert through.header("Date") is not None
+
+
+# --- sizes, framing, byte for byte ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("size", [1024, 4_000_000, 8_000_000, MAX_BODY_BYTES - 1], ids=["1KB", "4MB", "8MB", "16MiB-1"])
+def test_a_screen_of_any_size_gets_hosps_answer_and_one_handoff(
+    size: int, chunked: bool, hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    body = screen_body(size, seed=size % 251)
+    direct = send(hosp.port, "POST", "/patients/3/screen", body, {**DEMO_AUTH, **JSON})
+    assert direct.status == 200, direct.body
+
+    through = send(proxy.port, "POST", "/patients/3/screen", chunks(body) if chunked else body, {**DEMO_AUTH, **JSON})
+
+    same_as_hosps(through, direct)
+    assert through.header("Connection") == "close"  # no next request of hers waits on the hand-off
+    (handoff,) = intake.wait_for(1)
+    assert handoff.path == "/note-intake"
+    assert handoff.answer == direct.body
+    assert handoff.body == {
+        "patient_id": "3",
+        "user": "test-account",
+        "request_id": through.request_id,
+        "answer": base64.b64encode(direct.body).decode(),
+    }
+    assert "Authorization" not in handoff.headers and "authorization" not in handoff.headers
+    assert handoff.headers["X-Request-Id"] == through.request_id
+    entry = access_log_entry(proxy, through.request_id)
+    assert (entry["route"], entry["status"], entry["note_handoff"], entry["body_patient_id"]) == (
+        "screen",
+        200,
+        "sent",
+        "",
+    )
+    assert len(intake.wait_for(2)) == 1  # and no second one
+
+
+def test_the_query_and_the_nurses_other_headers_reach_hosp_as_for_any_request(
+    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    body = screen_body(2000)
+    through = send(proxy.port, "POST", "/patients/3/screen?model=2&x=%41", body,
+                   {**DEMO_AUTH, **JSON, "Cookie": "session=secret", "Accept-Encoding": "gzip"})  # fmt: skip
+    assert through.status == 200
+    (handoff,) = intake.wait_for(1)
+    assert "Cookie" not in handoff.headers
+    (seen,) = [e for e in hosp_requests(hosp) if e["x_request_id"] == through.request_id]
+    assert seen["path"] == "/patients/3/screen?model=2&x=%41" or seen["path"].startswith("/patients/3/screen")
+
+
+def hosp_requests(hosp: Hosp) -> list[dict[str, Any]]:
+    answer = send(hosp.port, "GET", "/_sim/requests?limit=1000")
+    return list(json.loads(answer.body))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/patients/4/screen",
+        "/patients/4/screen.json",
+        "/patients/4/screen.JSON",
+        "/patients/4/screen/",
+        "//patients//4//screen",
+        "/patients/%34/screen",
+        "/patients/4/./screen",
+        "/patients/x/../4/screen",
+        "/patients/0004/screen",
+        "/patients/4/screen.xml",
+    ],
+)
+def test_every_spelling_hosp_screens_is_handed_off(
+    path: str, hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    """The path goes to HOSP as the nurse wrote it, as any request's does. Every spelling of a
+    screen is caught; whichever HOSP answers with a screening (a 2xx) is handed off, and the
+    others get HOSP's refusal and no hand-off."""
+    body = screen_body(1500)
+    direct = send(hosp.port, "POST", path, body, {**DEMO_AUTH, **JSON})
+    through = send(proxy.port, "POST", path, body, {**DEMO_AUTH, **JSON})
+
+    same_as_hosps(through, direct)
+    entry = access_log_entry(proxy, through.request_id)
+    assert entry["route"] == "screen"
+    if direct.status == 200:
+        (handoff,) = intake.wait_for(1)
+        assert handoff.body["patient_id"].lstrip("0") == "4"
+        assert handoff.answer == direct.body
+        assert entry["note_handoff"] == "sent"
+    else:
+        assert intake.wait_for(1) == []
+        assert entry["note_handoff"] == "not-2xx"
+
+
+# --- what makes no note ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "auth", "status", "why"),
+    [
+        pytest.param(b"{}", True, 422, "not-2xx", id="no images: HOSP's 422"),
+        pytest.param(b"not json", True, 400, "not-2xx", id="a body HOSP cannot read"),
+        pytest.param(None, False, 401, "not-2xx", id="no credentials: HOSP's 401, never retried"),
+    ],
+)
+def test_hosps_refusals_pass_through_and_make_no_handoff(
+    body: bytes | None, auth: bool, status: int, why: str, intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    through = send(proxy.port, "POST", "/patients/1/screen", body if body is not None else screen_body(1024),
+                   {**(DEMO_AUTH if auth else {}), **JSON})  # fmt: skip
+    assert through.status == status, through.body
+    assert access_log_entry(proxy, through.request_id)["note_handoff"] == why
+    assert intake.wait_for(1) == []
+
+
+def test_a_failed_first_attempt_is_retried_and_only_the_answer_is_handed_off(
+    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    hosp.script("503", "reset", "ok")
+    through = send(proxy.port, "POST", "/patients/2/screen", screen_body(3000), {**DEMO_AUTH, **JSON})
+    assert through.status == 200
+    entry = access_log_entry(proxy, through.request_id)
+    assert (entry["upstream_status"], entry["retry_budget"], entry["note_handoff"]) == (
+        "503 : 502, 200",
+        "PASSED",
+        "sent",
+    )
+    (handoff,) = intake.wait_for(1)
+    assert json.loads(handoff.answer)["patient_id"] == 2
+
+
+def test_a_screen_failing_every_try_gets_hosps_last_answer_and_no_handoff(
+    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    hosp.script("503", "503", "500")
+    through = send(proxy.port, "POST", "/patients/2/screen", screen_body(3000), {**DEMO_AUTH, **JSON})
+    assert through.status == 500
+    entry = access_log_entry(proxy, through.request_id)
+    assert (entry["upstream_status"], entry["note_handoff"]) == ("503 : 503, 500", "not-2xx")
+    assert intake.wait_for(1) == []
+
+
+def test_the_internal_listener_never_hands_off(hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None) -> None:
+    through = send(proxy.internal_port, "POST", "/patients/2/screen", screen_body(1024), {**DEMO_AUTH, **JSON})
+    assert through.status == 200
+    entry = access_log_entry(proxy, through.request_id)
+    assert (entry["route"], entry["note_handoff"]) == ("hosp", "")
+    assert intake.wait_for(1) == []
+
+
+def test_a_client_cannot_reach_the_intake_or_the_handoff_location(
+    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    forged = json.dumps({"patient_id": "1", "user": "x", "request_id": "0" * 32, "answer": "e30="}).encode()
+    to_intake = send(proxy.port, "POST", "/note-intake", forged, {**DEMO_AUTH, **JSON})
+    to_location = send(proxy.port, "POST", "/_proxy/note-handoff", forged, {**DEMO_AUTH, **JSON})
+    assert to_intake.status == 404  # HOSP's: the path went to HOSP like any other
+    assert access_log_entry(proxy, to_intake.request_id)["route"] == "hosp"
+    assert to_location.status == 404
+    assert access_log_entry(proxy, to_location.request_id)["upstream_addr"] == ""  # the proxy's own 404
+    assert intake.wait_for(1) == []
+
+
+# --- hand-off failures: the nurse is answered, the job is kept ------------------------------
+
+
+@pytest.mark.parametrize("failure", ["5xx", "slow", "down"])
+def test_a_failed_handoff_is_written_whole_and_the_nurse_is_answered_first(
+    failure: str, hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None, tmp_path: Path
+) -> None:
+    if failure == "5xx":
+        intake.statuses = [503]
+    elif failure == "slow":
+        intake.delay = HANDOFF_TIMEOUT + 1.5
+    before = len(failed_handoffs(proxy))
+    body = screen_body(2500)
+    direct = send(hosp.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
+
+    if failure == "down":
+        with NginxProxy(
+            hosp.address, tmp_path / "nginx", tuning=PROXY_TEST_TUNING, interceptor=f"127.0.0.1:{closed_port()}"
+        ) as down:
+            started = time.monotonic()
+            through = send(down.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
+            answered = time.monotonic() - started
+            lines = failed_handoffs(down, wait_for=1)
+    else:
+        started = time.monotonic()
+        through = send(proxy.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
+        answered = time.monotonic() - started
+        lines = failed_handoffs(proxy, wait_for=before + 1)[before:]
+
+    same_as_hosps(through, direct)
+    assert answered < 1.0  # she never waits on the hand-off
+    (line,) = lines
+    assert line["event"] == "note_handoff_failed"
+    assert line["request_id"] == through.request_id
+    assert line["status"] == {"5xx": "503", "slow": "504", "down": "502"}[failure]
+    assert json.loads(line["handoff"]) == {
+        "patient_id": "5",
+        "user": "test-account",
+        "request_id": through.request_id,
+        "answer": base64.b64encode(direct.body).decode(),
+    }
+
+
+def test_identical_resends_are_each_handed_off_with_the_same_answer(
+    intake: Intake, proxy: NginxProxy, fresh: None
+) -> None:
+    """The intake's marker comes from the patient and the answer, so these make one note."""
+    body = screen_body(4000, seed=9)
+    first = send(proxy.port, "POST", "/patients/6/screen", body, {**DEMO_AUTH, **JSON})
+    second = send(proxy.port, "POST", "/patients/6/screen", body, {**DEMO_AUTH, **JSON})
+    other = send(proxy.port, "POST", "/patients/6/screen", screen_body(4000, seed=10), {**DEMO_AUTH, **JSON})
+    handoffs = intake.wait_for(3)
+    assert [h.body["request_id"] for h in handoffs] == [first.request_id, second.request_id, other.request_id]
+    assert handoffs[0].answer == handoffs[1].answer != handoffs[2].answer
