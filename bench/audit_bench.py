@@ -6,7 +6,8 @@
 
 One run writes an access log of --records lines over three days to a temporary
 directory (every field of chalicelib/audit/log_schema.py; nurses, vets and admins on
-the public listener, screens with the note worker's calls on the internal one, errors and retries, formula-like user agents, a few unreadable lines),
+the public listener, screens with the note worker's calls on the internal one, errors
+and retries, formula-like user agents, a few unreadable lines),
 then measures, each measurement in a process of its own so that its peak memory is
 its own, and alternating the runs:
   1. the export as the local route runs it (audit_duckdb.export_csv: trail.sql with

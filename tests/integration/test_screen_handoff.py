@@ -168,10 +168,21 @@ def proxy(hosp: Hosp, intake: Intake, tmp_path_factory: pytest.TempPathFactory) 
         yield running
 
 
+@dataclasses.dataclass(frozen=True)
+class Rig:
+    """The stand-in, the intake and the proxy in front of both."""
+
+    hosp: Hosp
+    intake: Intake
+    proxy: NginxProxy
+
+
 @pytest.fixture
-def fresh(hosp: Hosp, intake: Intake) -> None:
+def rig(hosp: Hosp, intake: Intake, proxy: NginxProxy) -> Rig:
+    """The module's servers, the stand-in reset (seed data, no fault) and no hand-off recorded."""
     hosp.reset()
     intake.reset()
+    return Rig(hosp, intake, proxy)
 
 
 def failed_handoffs(proxy: NginxProxy, wait_for: int = 0) -> list[dict[str, Any]]:
@@ -201,18 +212,18 @@ def same_as_hosps(through: Answer, direct: Answer) -> None:
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("size", [1024, 4_000_000, 8_000_000, MAX_BODY_BYTES - 1], ids=["1KB", "4MB", "8MB", "16MiB-1"])
-def test_a_screen_of_any_size_gets_hosps_answer_and_one_handoff(
-    size: int, chunked: bool, hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
-) -> None:
+def test_a_screen_of_any_size_gets_hosps_answer_and_one_handoff(size: int, chunked: bool, rig: Rig) -> None:
     body = screen_body(size, seed=size % 251)
-    direct = send(hosp.port, "POST", "/patients/3/screen", body, {**DEMO_AUTH, **JSON})
+    direct = send(rig.hosp.port, "POST", "/patients/3/screen", body, {**DEMO_AUTH, **JSON})
     assert direct.status == 200, direct.body
 
-    through = send(proxy.port, "POST", "/patients/3/screen", chunks(body) if chunked else body, {**DEMO_AUTH, **JSON})
+    through = send(
+        rig.proxy.port, "POST", "/patients/3/screen", chunks(body) if chunked else body, {**DEMO_AUTH, **JSON}
+    )
 
     same_as_hosps(through, direct)
     assert through.header("Connection") == "close"  # no next request of hers waits on the hand-off
-    (handoff,) = intake.wait_for(1)
+    (handoff,) = rig.intake.wait_for(1)
     assert handoff.path == "/note-intake"
     assert handoff.answer == direct.body
     assert handoff.body == {
@@ -221,29 +232,27 @@ def test_a_screen_of_any_size_gets_hosps_answer_and_one_handoff(
         "request_id": through.request_id,
         "answer": base64.b64encode(direct.body).decode(),
     }
-    assert "Authorization" not in handoff.headers and "authorization" not in handoff.headers
+    assert "authorization" not in {name.lower() for name in handoff.headers}
     assert handoff.headers["X-Request-Id"] == through.request_id
-    entry = access_log_entry(proxy, through.request_id)
+    entry = access_log_entry(rig.proxy, through.request_id)
     assert (entry["route"], entry["status"], entry["note_handoff"], entry["body_patient_id"]) == (
         "screen",
         200,
         "sent",
         "",
     )
-    assert len(intake.wait_for(2)) == 1  # and no second one
+    assert len(rig.intake.wait_for(2)) == 1  # and no second one
 
 
-def test_the_query_and_the_nurses_other_headers_reach_hosp_as_for_any_request(
-    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
-) -> None:
+def test_the_query_and_the_nurses_other_headers_reach_hosp_as_for_any_request(rig: Rig) -> None:
     body = screen_body(2000)
-    through = send(proxy.port, "POST", "/patients/3/screen?model=2&x=%41", body,
+    through = send(rig.proxy.port, "POST", "/patients/3/screen?model=2&x=%41", body,
                    {**DEMO_AUTH, **JSON, "Cookie": "session=secret", "Accept-Encoding": "gzip"})  # fmt: skip
     assert through.status == 200
-    (handoff,) = intake.wait_for(1)
+    (handoff,) = rig.intake.wait_for(1)
     assert "Cookie" not in handoff.headers
-    (seen,) = [e for e in hosp_requests(hosp) if e["x_request_id"] == through.request_id]
-    assert seen["path"] == "/patients/3/screen?model=2&x=%41" or seen["path"].startswith("/patients/3/screen")
+    (seen,) = [e for e in hosp_requests(rig.hosp) if e["x_request_id"] == through.request_id]
+    assert seen["path"] == "/patients/3/screen?model=2&x=%41"  # the query, as sent
 
 
 def hosp_requests(hosp: Hosp) -> list[dict[str, Any]]:
@@ -266,26 +275,24 @@ def hosp_requests(hosp: Hosp) -> list[dict[str, Any]]:
         "/patients/4/screen.xml",
     ],
 )
-def test_every_spelling_hosp_screens_is_handed_off(
-    path: str, hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
-) -> None:
+def test_every_spelling_hosp_screens_is_handed_off(path: str, rig: Rig) -> None:
     """The path goes to HOSP as the nurse wrote it, as any request's does. Every spelling of a
     screen is caught; whichever HOSP answers with a screening (a 2xx) is handed off, and the
     others get HOSP's refusal and no hand-off."""
     body = screen_body(1500)
-    direct = send(hosp.port, "POST", path, body, {**DEMO_AUTH, **JSON})
-    through = send(proxy.port, "POST", path, body, {**DEMO_AUTH, **JSON})
+    direct = send(rig.hosp.port, "POST", path, body, {**DEMO_AUTH, **JSON})
+    through = send(rig.proxy.port, "POST", path, body, {**DEMO_AUTH, **JSON})
 
     same_as_hosps(through, direct)
-    entry = access_log_entry(proxy, through.request_id)
+    entry = access_log_entry(rig.proxy, through.request_id)
     assert entry["route"] == "screen"
     if direct.status == 200:
-        (handoff,) = intake.wait_for(1)
+        (handoff,) = rig.intake.wait_for(1)
         assert handoff.body["patient_id"].lstrip("0") == "4"
         assert handoff.answer == direct.body
         assert entry["note_handoff"] == "sent"
     else:
-        assert intake.wait_for(1) == []
+        assert rig.intake.wait_for(1) == []
         assert entry["note_handoff"] == "not-2xx"
 
 
@@ -301,61 +308,60 @@ def test_every_spelling_hosp_screens_is_handed_off(
     ],
 )
 def test_hosps_refusals_pass_through_and_make_no_handoff(
-    body: bytes | None, auth: bool, status: int, why: str, intake: Intake, proxy: NginxProxy, fresh: None
+    body: bytes | None, auth: bool, status: int, why: str, rig: Rig
 ) -> None:
-    through = send(proxy.port, "POST", "/patients/1/screen", body if body is not None else screen_body(1024),
+    through = send(rig.proxy.port, "POST", "/patients/1/screen", body if body is not None else screen_body(1024),
                    {**(DEMO_AUTH if auth else {}), **JSON})  # fmt: skip
     assert through.status == status, through.body
-    assert access_log_entry(proxy, through.request_id)["note_handoff"] == why
-    assert intake.wait_for(1) == []
+    assert access_log_entry(rig.proxy, through.request_id)["note_handoff"] == why
+    assert rig.intake.wait_for(1) == []
 
 
-def test_a_failed_first_attempt_is_retried_and_only_the_answer_is_handed_off(
-    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
-) -> None:
-    hosp.script("503", "reset", "ok")
-    through = send(proxy.port, "POST", "/patients/2/screen", screen_body(3000), {**DEMO_AUTH, **JSON})
+def test_a_failed_first_attempt_is_retried_and_only_the_answer_is_handed_off(rig: Rig) -> None:
+    rig.hosp.script("503", "reset", "ok")
+    through = send(rig.proxy.port, "POST", "/patients/2/screen", screen_body(3000), {**DEMO_AUTH, **JSON})
     assert through.status == 200
-    entry = access_log_entry(proxy, through.request_id)
+    entry = access_log_entry(rig.proxy, through.request_id)
     assert (entry["upstream_status"], entry["retry_budget"], entry["note_handoff"]) == (
         "503 : 502, 200",
         "PASSED",
         "sent",
     )
-    (handoff,) = intake.wait_for(1)
+    (handoff,) = rig.intake.wait_for(1)
     assert json.loads(handoff.answer)["patient_id"] == 2
 
 
-def test_a_screen_failing_every_try_gets_hosps_last_answer_and_no_handoff(
-    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
-) -> None:
-    hosp.script("503", "503", "500")
-    through = send(proxy.port, "POST", "/patients/2/screen", screen_body(3000), {**DEMO_AUTH, **JSON})
+def test_a_screen_failing_every_try_gets_hosps_last_answer_and_no_handoff(rig: Rig) -> None:
+    rig.hosp.script("503", "503", "500")
+    through = send(rig.proxy.port, "POST", "/patients/2/screen", screen_body(3000), {**DEMO_AUTH, **JSON})
     assert through.status == 500
-    entry = access_log_entry(proxy, through.request_id)
+    entry = access_log_entry(rig.proxy, through.request_id)
     assert (entry["upstream_status"], entry["note_handoff"]) == ("503 : 503, 500", "not-2xx")
-    assert intake.wait_for(1) == []
+    assert rig.intake.wait_for(1) == []
 
 
-def test_the_internal_listener_never_hands_off(hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None) -> None:
-    through = send(proxy.internal_port, "POST", "/patients/2/screen", screen_body(1024), {**DEMO_AUTH, **JSON})
+def test_the_internal_listener_never_hands_off(rig: Rig) -> None:
+    through = send(rig.proxy.internal_port, "POST", "/patients/2/screen", screen_body(1024), {**DEMO_AUTH, **JSON})
     assert through.status == 200
-    entry = access_log_entry(proxy, through.request_id)
+    entry = access_log_entry(rig.proxy, through.request_id)
     assert (entry["route"], entry["note_handoff"]) == ("hosp", "")
-    assert intake.wait_for(1) == []
+    assert rig.intake.wait_for(1) == []
 
 
-def test_a_client_cannot_reach_the_intake_or_the_handoff_location(
-    hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None
-) -> None:
+def test_a_client_cannot_reach_the_intake_or_the_handoff_location(rig: Rig) -> None:
     forged = json.dumps({"patient_id": "1", "user": "x", "request_id": "0" * 32, "answer": "e30="}).encode()
-    to_intake = send(proxy.port, "POST", "/note-intake", forged, {**DEMO_AUTH, **JSON})
-    to_location = send(proxy.port, "POST", "/_proxy/note-handoff", forged, {**DEMO_AUTH, **JSON})
+    logged_before = failed_handoffs(rig.proxy)
+    to_intake = send(rig.proxy.port, "POST", "/note-intake", forged, {**DEMO_AUTH, **JSON})
+    to_location = send(rig.proxy.port, "POST", "/_proxy/note-handoff", forged, {**DEMO_AUTH, **JSON})
+    to_failed = send(rig.proxy.port, "POST", "/_proxy/note-handoff-failed", forged, {**DEMO_AUTH, **JSON})
     assert to_intake.status == 404  # HOSP's: the path went to HOSP like any other
-    assert access_log_entry(proxy, to_intake.request_id)["route"] == "hosp"
+    assert access_log_entry(rig.proxy, to_intake.request_id)["route"] == "hosp"
     assert to_location.status == 404
-    assert access_log_entry(proxy, to_location.request_id)["upstream_addr"] == ""  # the proxy's own 404
-    assert intake.wait_for(1) == []
+    assert access_log_entry(rig.proxy, to_location.request_id)["upstream_addr"] == ""  # the proxy's own 404
+    assert to_failed.status == 404
+    assert access_log_entry(rig.proxy, to_failed.request_id)["upstream_addr"] == ""
+    assert rig.intake.wait_for(1) == []
+    assert failed_handoffs(rig.proxy) == logged_before  # no client can write a job into the log requeue reads
 
 
 # --- hand-off failures: the nurse is answered, the job is kept ------------------------------
@@ -363,19 +369,19 @@ def test_a_client_cannot_reach_the_intake_or_the_handoff_location(
 
 @pytest.mark.parametrize("failure", ["5xx", "slow", "down"])
 def test_a_failed_handoff_is_written_whole_and_the_nurse_is_answered_first(
-    failure: str, hosp: Hosp, intake: Intake, proxy: NginxProxy, fresh: None, tmp_path: Path
+    failure: str, tmp_path: Path, rig: Rig
 ) -> None:
     if failure == "5xx":
-        intake.statuses = [503]
+        rig.intake.statuses = [503]
     elif failure == "slow":
-        intake.delay = HANDOFF_TIMEOUT + 1.5
-    before = len(failed_handoffs(proxy))
+        rig.intake.delay = HANDOFF_TIMEOUT + 1.5
+    before = len(failed_handoffs(rig.proxy))
     body = screen_body(2500)
-    direct = send(hosp.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
+    direct = send(rig.hosp.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
 
     if failure == "down":
         with NginxProxy(
-            hosp.address, tmp_path / "nginx", tuning=PROXY_TEST_TUNING, interceptor=f"127.0.0.1:{closed_port()}"
+            rig.hosp.address, tmp_path / "nginx", tuning=PROXY_TEST_TUNING, interceptor=f"127.0.0.1:{closed_port()}"
         ) as down:
             started = time.monotonic()
             through = send(down.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
@@ -383,9 +389,9 @@ def test_a_failed_handoff_is_written_whole_and_the_nurse_is_answered_first(
             lines = failed_handoffs(down, wait_for=1)
     else:
         started = time.monotonic()
-        through = send(proxy.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
+        through = send(rig.proxy.port, "POST", "/patients/5/screen", body, {**DEMO_AUTH, **JSON})
         answered = time.monotonic() - started
-        lines = failed_handoffs(proxy, wait_for=before + 1)[before:]
+        lines = failed_handoffs(rig.proxy, wait_for=before + 1)[before:]
 
     same_as_hosps(through, direct)
     assert answered < 1.0  # she never waits on the hand-off
@@ -401,14 +407,12 @@ def test_a_failed_handoff_is_written_whole_and_the_nurse_is_answered_first(
     }
 
 
-def test_identical_resends_are_each_handed_off_with_the_same_answer(
-    intake: Intake, proxy: NginxProxy, fresh: None
-) -> None:
+def test_identical_resends_are_each_handed_off_with_the_same_answer(rig: Rig) -> None:
     """The intake's marker comes from the patient and the answer, so these make one note."""
     body = screen_body(4000, seed=9)
-    first = send(proxy.port, "POST", "/patients/6/screen", body, {**DEMO_AUTH, **JSON})
-    second = send(proxy.port, "POST", "/patients/6/screen", body, {**DEMO_AUTH, **JSON})
-    other = send(proxy.port, "POST", "/patients/6/screen", screen_body(4000, seed=10), {**DEMO_AUTH, **JSON})
-    handoffs = intake.wait_for(3)
+    first = send(rig.proxy.port, "POST", "/patients/6/screen", body, {**DEMO_AUTH, **JSON})
+    second = send(rig.proxy.port, "POST", "/patients/6/screen", body, {**DEMO_AUTH, **JSON})
+    other = send(rig.proxy.port, "POST", "/patients/6/screen", screen_body(4000, seed=10), {**DEMO_AUTH, **JSON})
+    handoffs = rig.intake.wait_for(3)
     assert [h.body["request_id"] for h in handoffs] == [first.request_id, second.request_id, other.request_id]
     assert handoffs[0].answer == handoffs[1].answer != handoffs[2].answer

@@ -85,6 +85,9 @@ function capture(r, data, flags) {
         answer: Buffer.concat(chunks).toString('base64'),
     });
     chunks = [];
+    // Says to the hand-off's locations that this is the hand-off, not a
+    // client's request for their paths (screen-locations.conf).
+    r.variables.hosp_handoff_sent = '1';
     r.subrequest('/_proxy/note-handoff', {method: 'POST', body: handoff, detached: true});
     outcome = 'sent';
 }
