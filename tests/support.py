@@ -152,6 +152,14 @@ class RecordingServer:
         self.statuses.clear()
         self.drop = False
 
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
+        """What it received, once that is `count` requests or `timeout` has passed: a screen's
+        hand-off to the note intake follows the nurse's answer, and may arrive after it."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.received)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

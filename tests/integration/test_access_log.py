@@ -377,7 +377,7 @@ def test_a_screen_is_logged_with_the_schema(proxy: NginxProxy, fresh_hosp: Hosp,
     entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
     assert (entry["route"], entry["status"], entry["body_patient_id"]) == ("screen", 200, "")
     assert entry["note_handoff"] == "sent"
-    assert [r.path for r in wait_for_received(fresh_app, 1)] == ["/note-intake"]
+    assert [r.path for r in fresh_app.wait_for(1)] == ["/note-intake"]
 
 
 def test_an_audit_request_is_logged_with_the_schema(
@@ -387,14 +387,6 @@ def test_an_audit_request_is_logged_with_the_schema(
 
     entry = assert_logged_with_schema(proxy, answer.headers["X-Request-Id"])
     assert (entry["route"], entry["status"], entry["normalized_path"]) == ("audit", 200, "/audit")
-
-
-def wait_for_received(app: RecordingServer, count: int) -> list[Any]:
-    """What the app received, once it has `count` requests (a screen's hand-off follows its answer)."""
-    deadline = time.monotonic() + 5
-    while len(app.received) < count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return list(app.received)
 
 
 # --- body_patient_id ----------------------------------------------------------------------------

@@ -40,8 +40,9 @@ HOSP_ROUTES = [
     (b"GET", b"/hospitals", b""),  # the first attempt, over the keep-alive pool
     (b"POST", b"/notes", b"{}"),  # @hosp_once
 ]
+# A screen goes to HOSP (@hosp_screen) on the public listener, and its hand-off to the app.
+SCREEN_ROUTE = (b"POST", b"/patients/1/screen", b'{"images": ["eA=="]}')
 APP_ROUTES = [  # public listener only
-    (b"POST", b"/patients/1/screen", b'{"images": []}'),  # the screen interceptor
     (b"GET", b"/audit", b""),  # the audit trail's API
     (b"GET", b"/audit/notes", b""),
 ]
@@ -199,7 +200,7 @@ def test_a_clients_forwarding_headers_reach_neither_hosp_nor_the_app_on_the_publ
     fields = forged(rendered.forged_proto)
     statuses = [
         send(rendered.proxy.port, rendered.host, *route, secret=rendered.secret, fields=fields)
-        for route in HOSP_ROUTES + APP_ROUTES
+        for route in [*HOSP_ROUTES, SCREEN_ROUTE, *APP_ROUTES]
     ]
     hosp.statuses = [502]  # a first attempt that fails: its retry goes through @hosp_retry
     statuses.append(send(rendered.proxy.port, rendered.host, secret=rendered.secret, fields=fields))
@@ -208,13 +209,20 @@ def test_a_clients_forwarding_headers_reach_neither_hosp_nor_the_app_on_the_publ
     assert [(r.method, r.path) for r in hosp.received] == [
         ("GET", "/hospitals"),
         ("POST", "/notes"),
+        ("POST", "/patients/1/screen"),
         ("GET", "/hospitals"),
         ("GET", "/hospitals"),
     ]
-    assert [r.path for r in app.received] == ["/patients/1/screen", "/audit", "/audit/notes"]
-    for received in hosp.received + app.received:
+    handoffs = [r for r in app.wait_for(3) if r.path == "/note-intake"]
+    from_clients = [r for r in app.received if r.path != "/note-intake"]
+    assert [r.path for r in from_clients] == ["/audit", "/audit/notes"]
+    for received in hosp.received + from_clients:
         assert forwarding(received) == expected(rendered.proto, rendered.public_port), received
         assert not any("evil" in value for value in received.headers.values()), received
+    # The hand-off carries none of the client's headers, forged or not.
+    (handoff,) = handoffs
+    assert forwarding(handoff) == [], handoff
+    assert not any("evil" in value for value in handoff.headers.values()), handoff
     for received in hosp.received:
         assert rack_base_url(received.headers) == rendered.base_url
 
@@ -273,13 +281,13 @@ def test_in_production_hosp_and_the_app_are_told_https_on_443_on_both_listeners(
 ) -> None:
     hosp, app = recorders
     public = send(production.proxy.port, b"HOSP.Example:8080", secret=SECRET)
-    screen = send(production.proxy.port, b"hosp.example", b"POST", b"/patients/1/screen", b"{}", secret=SECRET)
+    audit = send(production.proxy.port, b"hosp.example", b"GET", b"/audit", secret=SECRET)
     internal = send(production.proxy.internal_port, INTERNAL_NAME.encode())
 
-    assert (public, screen, internal) == (200, 200, 200)
+    assert (public, audit, internal) == (200, 200, 200)
     [from_public, from_internal] = hosp.received
-    [from_screen] = app.received
-    for received in (from_public, from_screen, from_internal):
+    [from_audit] = app.received
+    for received in (from_public, from_audit, from_internal):
         assert (received.headers["X-Forwarded-Proto"], received.headers["X-Forwarded-Port"]) == ("https", "443")
     # What a Rails HOSP builds its links from: https and the public name, or the Lambdas' name.
     assert rack_base_url(from_public.headers) == f"https://{PUBLIC_NAME}"
@@ -345,11 +353,12 @@ def test_production_renders_fixed_values_and_local_the_viewers_scheme_and_listen
     named = render.render(dataclasses.replace(base, public_names=(PUBLIC_NAME,)))
     plain = render.render(base)
 
-    # Once for HOSP (the http block), once in each of the three locations that proxy to the app.
+    # Once for HOSP (the http block), once in each of the two locations that proxy clients'
+    # requests to the app (the hand-off to the note intake sends no client header).
     for config, proto, port in ((named, "https", "443"), (plain, "$hosp_viewer_scheme", "$server_port")):
-        assert config.count(f"proxy_set_header X-Forwarded-Proto {proto};") == 4
-        assert config.count(f"proxy_set_header X-Forwarded-Port {port};") == 4
+        assert config.count(f"proxy_set_header X-Forwarded-Proto {proto};") == 3
+        assert config.count(f"proxy_set_header X-Forwarded-Port {port};") == 3
         for name in ("X-Forwarded-Host", "X-Forwarded-Server", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "Forwarded"):
-            assert config.count(f'proxy_set_header {name} "";') == 4
+            assert config.count(f'proxy_set_header {name} "";') == 3
         # NGINX's defaults: a field name with an underscore is dropped, never passed on.
         assert not re.search(r"^\s*(underscores_in_headers|ignore_invalid_headers)\b", config, re.MULTILINE)
