@@ -7,10 +7,15 @@ MessageGroupId = the patient, so one patient's notes are written one at a
 time, and MessageDeduplicationId = the marker, so that sending the same job
 twice within SQS's five minutes queues it once.
 
-The marker is stable: a hash of the request id, the patient and HOSP's answer
-bytes. The interceptor's own retries of the screen call share the request id
-and get the same answer (screening is a pure function), so they make the
-same marker; the worker looks for it in the patient's notes before it writes.
+One note per distinct result: the marker is a hash of the patient (as a
+number, so 04 and 4 agree) and HOSP's answer bytes, exactly as HOSP sent
+them, and of nothing else. A nurse's client that sends the same screen again
+(a dropped connection, a double tap) gets the same answer from HOSP (screening
+is a pure function), so the same marker: the queue drops the second job
+within five minutes, and the worker, which looks for the marker in the
+patient's notes before it writes, drops it after that. A new image is a new
+answer, so a new marker and a new note. The interceptor's own retries of the
+screen call get the same answer too, so they make the same marker.
 
 If the queue cannot be reached, the job is written to the log in full as an
 ERROR line (event "note_job_not_queued") with the NoteJobsNotQueued metric,
@@ -31,6 +36,9 @@ from chalicelib import aws, config, logs, metrics
 
 VERSION = 1
 MARKER_PREFIX = "xray-"
+# Hashed before the patient and the answer: a marker of another recipe (the first one
+# hashed the request id too) never equals one of this recipe.
+MARKER_RECIPE = b"xray-note-v2\n"
 # SQS's limit on a message; a job above it cannot be queued.
 MAX_MESSAGE_BYTES = 256 * 1024
 
@@ -77,19 +85,30 @@ class NoteJob:
         return cls(**known)
 
 
-def marker(request_id: str, patient_id: int, answer: bytes) -> str:
-    digest = hashlib.sha256(f"{request_id}\n{patient_id}\n".encode() + answer).hexdigest()
+def marker(patient_id: int, answer: bytes) -> str:
+    """The marker of HOSP's `answer` (its bytes as HOSP sent them) for the patient: the same for the same result."""
+    digest = hashlib.sha256(MARKER_RECIPE + f"{patient_id}\n".encode() + answer).hexdigest()
     return MARKER_PREFIX + digest[:40]
 
 
-def new_job(patient_id: int, results: Any, requested_by: str, request_id: str, answer: bytes) -> NoteJob:
+def new_job(
+    patient_id: int,
+    results: Any,
+    requested_by: str,
+    request_id: str,
+    answer: bytes,
+    *,
+    requested_at: datetime | None = None,
+) -> NoteJob:
+    """The job of HOSP's `answer` (its JSON: `results`) to the screen `request_id`, asked at `requested_at` or now."""
+    asked = datetime.now(UTC) if requested_at is None else requested_at.astimezone(UTC)
     return NoteJob(
         patient_id=patient_id,
         results=results,
         requested_by=requested_by,
-        requested_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        requested_at=asked.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         request_id=request_id,
-        marker=marker(request_id, patient_id, answer),
+        marker=marker(patient_id, answer),
     )
 
 
