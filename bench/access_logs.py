@@ -78,7 +78,8 @@ _LINE = (
     '"patient_id":"","body_patient_id":"{body_patient_id}","query_patient_id":"","status":{status},'
     '"bytes_sent":{bytes_sent},"request_time":{request_time},"upstream_addr":"{upstream_addr}",'
     '"upstream_status":"{upstream_status}","upstream_response_time":"{upstream_response_time}",'
-    '"retry_budget":"{retry_budget}","listener":"{listener}","route":"{route}","user_agent":"made-up/1.0"}}'
+    '"retry_budget":"{retry_budget}","listener":"{listener}","route":"{route}","user_agent":"made-up/1.0",'
+    '"note_handoff":"{note_handoff}"}}'
 )
 
 
@@ -95,7 +96,7 @@ def _request(draw: random.Random, rates: Rates, listener: str) -> dict[str, obje
     if listener == "public":
         roll = draw.random()
         if roll < rates.screen:
-            route, method, path = "interceptor", "POST", "/patients/5/xrays/screen"
+            route, method, path = "screen", "POST", "/patients/5/screen"
         elif roll < rates.screen + rates.audit:
             route, method, path = "audit", "GET", "/audit"
         elif roll < rates.screen + rates.audit + rates.write:
@@ -103,7 +104,7 @@ def _request(draw: random.Random, rates: Rates, listener: str) -> dict[str, obje
     elif draw.random() < 0.5:
         method, path = "POST", "/notes"
     fields: dict[str, object] = {"route": route, "method": method, "path": path, "retry_budget": ""}
-    if route != "hosp":  # the Chalice app's answer: one attempt, never a HOSP failure
+    if route == "audit":  # the Chalice app's answer: one attempt, never a HOSP failure
         status = "200" if draw.random() > rates.first_failure / 4 else "502"
         fields.update(status=int(status), attempts=[status])
         return fields
@@ -114,7 +115,8 @@ def _request(draw: random.Random, rates: Rates, listener: str) -> dict[str, obje
     if first == "200" and draw.random() < rates.not_found:
         first = "404"
     attempts = [first]
-    if first in FAILURES and method == "GET":
+    # GETs and screens are retried (screening stores nothing); other writes never.
+    if first in FAILURES and (method == "GET" or route == "screen"):
         if draw.random() < rates.refusal:
             fields.update(status=503, attempts=attempts, retry_budget="REJECTED")
             return fields
@@ -164,6 +166,7 @@ def generate(out: IO[str], lines: int, start: datetime, span: timedelta, rates: 
                 retry_budget=fields["retry_budget"],
                 listener=listener,
                 route=fields["route"],
+                note_handoff=("sent" if status < 300 else "not-2xx") if fields["route"] == "screen" else "",
             )
             + "\n"
         )
@@ -180,9 +183,9 @@ def _count(
     if listener == "public":
         counts.client_requests += 1
         counts.client_failures += status >= 500
-        counts.screens += fields["route"] == "interceptor"
+        counts.screens += fields["route"] == "screen"
         counts.audit_requests += fields["route"] == "audit"
-    if fields["route"] == "hosp" and attempts:
+    if fields["route"] in ("hosp", "screen") and attempts:
         counts.hosp_requests += 1
         counts.attempts += len(attempts)
         failed = attempts[0] in FAILURES

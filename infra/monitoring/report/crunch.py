@@ -33,9 +33,9 @@ import duckdb
 from chalicelib.audit.log_schema import FIELDS
 
 # Routes that send a request to HOSP (docs/access-log.md, `route`).
-HOSP_ROUTES = ("hosp", "hosp-screen-too-large")
-# Routes of an X-ray screen: given to the note path, or too large for it.
-SCREEN_ROUTES = ("interceptor", "hosp-screen-too-large")
+HOSP_ROUTES = ("hosp", "screen")
+# Routes of an X-ray screen of a patient: HOSP answers it, and its answer goes to the note path.
+SCREEN_ROUTES = ("screen",)
 AUDIT_ROUTE = "audit"
 # The fields read; a line without a time, a status, a listener or a route is unreadable.
 READ = ("logged_at", "status", "request_time", "upstream_status", "retry_budget", "listener", "route")
@@ -47,7 +47,7 @@ BUCKETS = (
 MAX_BUCKETS = 300
 # Events of the Lambdas' logs (chalicelib/logs.py lines) that the screens plot counts.
 NOTE_EVENTS = {
-    "note_job_queued": "hand-offs queued",
+    "note_job_queued": "note jobs queued",
     "note_job_not_queued": "hand-offs not queued",
     "note_written": "notes written",
     "note_already_present": "notes already present",
