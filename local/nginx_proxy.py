@@ -128,7 +128,7 @@ class NginxProxy(NginxProcess):
     port: int = 0
     tuning: Tuning = field(default_factory=Tuning)
     internal_port: int = 0  # the Lambdas' listener; 0: a free port
-    interceptor: str = "127.0.0.1:8000"  # where screens and /audit go (chalice local)
+    interceptor: str = "127.0.0.1:8000"  # the Chalice app: screens' hand-offs and /audit (chalice local)
     njs_module: str = render.DEBIAN_NJS_MODULE
     # The X-Origin-Verify values the public listener accepts; (): no check, as `make run`.
     origin_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -141,7 +141,7 @@ class NginxProxy(NginxProcess):
 
     @property
     def internal_url(self) -> str:
-        """The internal listener: HOSP for the Lambdas, never the interceptor."""
+        """The internal listener: HOSP for the Lambdas, never a hand-off."""
         return f"http://127.0.0.1:{self.internal_port}"
 
     @property

@@ -3,8 +3,8 @@
 Starts, each as a real server on loopback:
   HOSP stand-in   http://127.0.0.1:9000   (local/hosp_standin, faults off unless --faults)
   NGINX proxy     http://127.0.0.1:8080   (infra/nginx, rendered for loopback)
-  NGINX internal  http://127.0.0.1:8081   (the Lambdas' way to HOSP; never the interceptor)
-  chalice local   http://127.0.0.1:8000   (app.py, stage "local": the screen interceptor)
+  NGINX internal  http://127.0.0.1:8081   (the Lambdas' way to HOSP; never a hand-off)
+  chalice local   http://127.0.0.1:8000   (app.py, stage "local": the note intake, the audit trail's API)
   note worker     http://127.0.0.1:8001   (local/note_worker_loop.py: the Lambda's handler, draining the queue)
   local AWS       http://127.0.0.1:5000   (moto in server mode; AWS_ENDPOINT_URL; the note queues)
   NGINX edge      https://hosp.localhost:8443 (local/edge: CloudFront played in front of 8080;
@@ -347,7 +347,7 @@ class Stack:
                 f"  HOSP stand-in   http://127.0.0.1:{p.hosp}    faults: {self.faults or 'off'}",
                 f"  NGINX proxy     http://127.0.0.1:{p.proxy}    log: {self.proxy.access_log}",
                 f"  NGINX internal  http://127.0.0.1:{p.internal}    (the Lambdas' way to HOSP)",
-                f"  chalice local   http://127.0.0.1:{p.chalice}    (the screen interceptor)",
+                f"  chalice local   http://127.0.0.1:{p.chalice}    (the note intake and the audit trail's API)",
                 f"  note worker     http://127.0.0.1:{p.worker}    (drains the note queue; GET /health counts)",
                 f"  local AWS       http://127.0.0.1:{p.aws}    (moto server: note queues, audit buckets, Cognito)",
                 f"  NGINX edge      {self.edge.https_url}    (plays CloudFront; old name {self.edge.old_names[0]})",

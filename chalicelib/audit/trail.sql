@@ -113,8 +113,8 @@ shown AS (
         attempts,
         request_id AS ordering,
         -- Which of the proxy's listeners took the request: public (a user, through the
-        -- front door) or internal (the app's Lambdas: the interceptor's screen, the note
-        -- worker's reads and note). A screen is one row of each, with one request id.
+        -- front door) or internal (the app's Lambdas: the note worker's reads and note,
+        -- under the request id of the screen that caused them).
         -- The value is the proxy's own, never a client's.
         CASE WHEN listener IN ('public', 'internal') THEN listener ELSE '' END AS listener,
         -- BEGIN escaped columns
