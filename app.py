@@ -5,14 +5,17 @@ from __future__ import annotations
 from chalice import Chalice, Response
 from chalice.app import SQSEvent
 
-from chalicelib import config, constants, deploy_guard, health, note_worker, screen
+from chalicelib import config, constants, deploy_guard, health, note_intake, note_worker
 
 # A stage is deployed by `make deploy`, never by `chalice deploy` (chalicelib/deploy_guard.py).
 deploy_guard.refuse_chalice_deploy()
 
 app = Chalice(app_name=constants.APP_NAME)
-# Every body is binary to API Gateway, so that HOSP's answers reach the nurse
-# byte for byte, whatever their type (docs/screen.md).
+# Every body is binary to API Gateway: the answers' bodies are bytes
+# (chalicelib/errors.py), which a Lambda proxy answer carries only as base64.
+# So API Gateway and chalice send an answer only to a request that has an
+# Accept header: the proxy sends one to the app on every request, the note
+# intake's hand-off included.
 app.api.binary_types = ["*/*"]
 
 
@@ -22,20 +25,19 @@ def get_health() -> Response:
     return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
 
 
-# Any content type: HOSP, not this app, decides what a screen body may be.
-@app.route("/patients/{patient_id}/screen", methods=["POST"], content_types=["*/*"])
-def post_screen(patient_id: str) -> Response:
+# The proxy's hand-off of HOSP's answer to a screen, for its note (chalicelib/note_intake.py).
+# Only the proxy fleet reaches it; the proxy routes no client's request here.
+@app.route("/note-intake", methods=["POST"], content_types=["application/json"])
+def post_note_intake() -> Response:
     request = app.current_request
     assert request is not None  # always set while a route runs
-    raw = request.raw_body
-    answer = screen.intercept(patient_id, raw if isinstance(raw, bytes) else raw.encode(), request.headers)
-    return Response(body=answer.body, status_code=answer.status, headers=answer.header_map())
+    return note_intake.receive(request.raw_body, request.headers)
 
 
 # Admins only: the token is checked in chalicelib/audit/auth.py, not by an
 # authorizer, because `chalice local` does not check Cognito tokens' signatures.
 # The audit route is imported on its first call: its token check (PyJWT,
-# cryptography) would add about 40 ms to every cold start of the screen route.
+# cryptography) would add about 40 ms to every cold start of the note intake.
 @app.route("/audit", methods=["GET"])
 def get_audit() -> Response:
     from chalicelib.audit import route as audit  # noqa: PLC0415 - see above

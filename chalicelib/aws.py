@@ -4,8 +4,8 @@ A Lambda's process outlives one invocation, so reusing clients saves their
 set-up on every warm call; creating them lazily keeps importing app.py free
 of AWS (chalice deploy and the tests import it). `AWS_ENDPOINT_URL` (the
 local stack's moto server) is honoured by boto3 itself. Timeouts are short
-and retries bounded, so that a queue that cannot be reached costs the nurse
-a few seconds at most.
+and retries bounded, so that a queue that cannot be reached costs a call (the
+note intake's, the worker's) a few seconds at most.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import boto3
 from botocore.config import Config
 
 # At most about 6 s per call (2 attempts of 1 s to connect and 2 s to read, and
-# a backoff): the interceptor's 20 s screen deadline plus this fits API
-# Gateway's 29 s (docs/screen.md).
+# a backoff): the note intake's lookup of the queue and its SendMessage fit well
+# inside API Gateway's 29 s, and the audit route's 20 s wait plus one call does.
 CLIENT_CONFIG = Config(
     connect_timeout=1,
     read_timeout=2,

@@ -1,4 +1,4 @@
-"""The HOSP HTTP client of the Lambdas: one `requests` session, timeouts on every call.
+"""The HOSP HTTP client of the Lambdas (the note worker's): one `requests` session, timeouts on every call.
 
 Every call goes to HOSP_BASE_URL, the proxy's internal listener, so that it
 gets the proxy's retries of idempotent requests and lands in the same access
@@ -21,41 +21,15 @@ from requests.structures import CaseInsensitiveDict
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 10.0
-# Hop-by-hop headers (RFC 9110 7.6.1) and the ones the way back sets itself:
-# never copied from HOSP's answer onto the interceptor's. X-Request-Id is set
-# by the proxy on the nurse's answer.
-NOT_END_TO_END = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "date",
-        "server",
-        "x-request-id",
-    }
-)
 
 
 @dataclass(frozen=True)
 class Answer:
-    """HOSP's answer as it came: status, end-to-end headers, body bytes (still encoded)."""
+    """HOSP's answer as it came: status, headers, body bytes (still encoded)."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
-
-    def header_map(self) -> dict[str, str | list[str]]:
-        """The headers as Chalice's Response takes them: a repeated header as a list of its values."""
-        grouped: dict[str, list[str]] = {}
-        for name, value in self.headers:
-            grouped.setdefault(name, []).append(value)
-        return {name: values[0] if len(values) == 1 else values for name, values in grouped.items()}
 
 
 class HospUnreachable(Exception):
@@ -67,7 +41,7 @@ def session() -> requests.Session:
     s = requests.Session()
     s.trust_env = False  # HOSP_BASE_URL is reached directly, never through an HTTP_PROXY
     # None of requests' default headers: HOSP gets what the caller gives, and is
-    # asked for an unencoded answer, which the interceptor must be able to read.
+    # asked for an unencoded answer, which the worker must be able to read.
     s.headers = CaseInsensitiveDict({"Accept-Encoding": "identity"})
     return s
 
@@ -94,8 +68,7 @@ def call(
             allow_redirects=False,
         ) as response:
             raw = response.raw.read(decode_content=False)
-            kept = tuple((k, v) for k, v in response.raw.headers.items() if k.lower() not in NOT_END_TO_END)
-            return Answer(response.status_code, kept, raw)
+            return Answer(response.status_code, tuple(response.raw.headers.items()), raw)
     # urllib3's own errors: the answer broke off, or stalled, part-way through its body.
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise HospUnreachable(f"{method} {_path(url)}: {type(exc).__name__}") from exc

@@ -17,8 +17,8 @@ from chalicelib import config, logs
 
 NAMESPACE = "HospReliability"
 
-SCREENS_INTERCEPTED = "ScreensIntercepted"
-SCREEN_FORWARD_RETRIES = "ScreenForwardRetries"
+NOTE_HANDOFFS_RECEIVED = "NoteHandoffsReceived"  # the proxy's hand-offs of HOSP's answers (note_intake.py)
+NOTE_HANDOFFS_REFUSED = "NoteHandoffsRefused"  # hand-offs the intake could not read: no note: alarm
 NOTE_JOBS_QUEUED = "NoteJobsQueued"
 NOTE_JOBS_NOT_QUEUED = "NoteJobsNotQueued"  # a note may be lost: alarm
 NOTES_WRITTEN = "NotesWritten"

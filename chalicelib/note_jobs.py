@@ -1,11 +1,13 @@
 """The note job: what a successful screen leaves for the note worker, and how it is queued.
 
-A job holds the screening results, the patient, who asked and when, the
-request id and a marker of this result; never the nurse's credentials (the
-worker writes with its own service account). It goes on an SQS FIFO queue:
-MessageGroupId = the patient, so one patient's notes are written one at a
-time, and MessageDeduplicationId = the marker, so that sending the same job
-twice within SQS's five minutes queues it once.
+The proxy sends the nurse's screen to HOSP itself and hands HOSP's answer to
+the app's note intake (POST /note-intake, chalicelib/note_intake.py), which
+makes the job. A job holds the screening results, the patient, who asked and
+when, the request id of the nurse's screen and a marker of this result; never
+the nurse's credentials (the worker writes with its own service account). It
+goes on an SQS FIFO queue: MessageGroupId = the patient, so one patient's
+notes are written one at a time, and MessageDeduplicationId = the marker, so
+that sending the same job twice within SQS's five minutes queues it once.
 
 One note per distinct result: the marker is a hash of the patient (as a
 number, so 04 and 4 agree) and HOSP's answer bytes, exactly as HOSP sent
@@ -14,8 +16,7 @@ them, and of nothing else. A nurse's client that sends the same screen again
 is a pure function), so the same marker: the queue drops the second job
 within five minutes, and the worker, which looks for the marker in the
 patient's notes before it writes, drops it after that. A new image is a new
-answer, so a new marker and a new note. The interceptor's own retries of the
-screen call get the same answer too, so they make the same marker.
+answer, so a new marker and a new note.
 
 If the queue cannot be reached, the job is written to the log in full as an
 ERROR line (event "note_job_not_queued") with the NoteJobsNotQueued metric,
@@ -112,11 +113,16 @@ def new_job(
     )
 
 
+def fits(job: NoteJob) -> bool:
+    """Whether the job fits in one SQS message; one that does not can never be queued."""
+    return len(job.to_json().encode()) <= MAX_MESSAGE_BYTES
+
+
 def queue(job: NoteJob) -> bool:
     """Put the job on the note queue; True once SQS has it.
 
     On failure the job goes to the log instead (see the module docstring),
-    and the caller goes on: the nurse's answer never waits for a note.
+    and the caller says so to whoever handed the job over.
     """
     text = job.to_json()
     if len(text.encode()) > MAX_MESSAGE_BYTES:

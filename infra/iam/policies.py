@@ -4,7 +4,7 @@ Every function gets a role of its own (Chalice's per-function `iam_policy_file`,
 with `autogen_policy` false), holding `.chalice/policy-<stage>-<function>.json`,
 which grants what that function does and nothing else:
 
-- api_handler serves every route. The screen route queues a note job on the
+- api_handler serves every route. The note intake queues a note job on the
   note queue. The audit route runs its query in the stage's Athena workgroup,
   which reads the access log table with the caller's credentials and writes
   the CSV to the results bucket, and records each export in the log bucket.
@@ -22,7 +22,7 @@ denied. The endpoint's id is the network stack's export, resolved by
 CloudFormation when the app stack is deployed.
 
 The lists follow the AWS calls each function makes (chalicelib's boto3
-clients): note_jobs.queue (screen route), audit.jobs and audit.export (audit
+clients): note_jobs.queue (note intake), audit.jobs and audit.export (audit
 route), note_worker and service_account (write_note).
 
 Resource names are those infra/notes/queues.yaml, infra/athena/audit.yaml and
@@ -207,7 +207,7 @@ def statements(stage: str, function: str) -> list[Statement]:
 def _api_handler(names: StageResources) -> list[Statement]:
     return [
         {
-            # The screen route queues a note job (chalicelib/note_jobs.py) on
+            # The note intake queues a note job (chalicelib/note_jobs.py) on
             # the queue it looks up by name (NOTE_QUEUE_NAME).
             "Sid": "QueueNoteJobs",
             "Effect": "Allow",

@@ -1,7 +1,7 @@
-"""The Lambdas' HOSP client and the interceptor against a HOSP that misbehaves at the byte level.
+"""The Lambdas' HOSP client (the note worker's) against a HOSP that answers at the byte level.
 
-A one-connection-at-a-time raw HTTP server plays HOSP, so that an answer can be
-an HTML error page, or break off half-way, as no well-behaved server would.
+A one-connection-at-a-time raw HTTP server plays HOSP, so that a test sees the
+request exactly as it arrived, and can answer as no well-behaved server would.
 """
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from chalice.test import Client
 
-from app import app
-from chalicelib import constants, hosp, screen
-from tests.error_shape import assert_error
-from tests.functional.screen_support import NURSE, screen_body
+from chalicelib import constants, hosp
 
 HTML_500 = b"<html><body><h1>We're sorry, but something went wrong.</h1></body></html>\n\xff"
 
@@ -75,32 +71,6 @@ def answer(status: str, headers: list[str], body: bytes, declared: int | None = 
     return head.encode() + body
 
 
-@pytest.mark.parametrize(
-    "raw_hosp", [[answer("500 Internal Server Error", ["Content-Type: text/html"], HTML_500)]], indirect=True
-)
-def test_a_non_json_error_page_reaches_the_nurse_byte_for_byte_and_makes_no_note(raw_hosp: RawHosp) -> None:
-    with Client(app, stage_name="local") as client:
-        reply = client.http.post("/patients/1/screen", body=screen_body(1), headers=NURSE)
-
-    assert reply.status_code == 500
-    assert reply.body == HTML_500  # not valid UTF-8 either: bytes, not text
-    assert reply.headers["Content-Type"] == "text/html"
-
-
-@pytest.mark.parametrize(
-    "raw_hosp",
-    [[answer("200 OK", ["Content-Type: application/json"], b'{"screening_id":', declared=500)] * 3],
-    indirect=True,
-)
-def test_an_answer_that_breaks_off_is_tried_again_and_then_a_json_502(raw_hosp: RawHosp) -> None:
-    with Client(app, stage_name="local") as client:
-        reply = client.http.post("/patients/1/screen", body=screen_body(1), headers={**NURSE, "X-Request-Id": "6" * 32})
-
-    assert len(raw_hosp.requests) == screen.SCREEN_TRIES
-    assert reply.status_code == 502
-    assert assert_error(reply.body, 502, request_id="6" * 32)["error"] == "HOSP could not be reached"
-
-
 @pytest.mark.parametrize("raw_hosp", [[answer("200 OK", ["Content-Type: application/json"], b"{}")]], indirect=True)
 def test_hosp_is_asked_for_an_unencoded_answer_and_gets_only_the_callers_headers(raw_hosp: RawHosp) -> None:
     hosp.call("GET", raw_hosp.url + "/notes", {"Authorization": "Basic eDp5"})
@@ -109,3 +79,24 @@ def test_hosp_is_asked_for_an_unencoded_answer_and_gets_only_the_callers_headers
     assert "accept-encoding: identity" in head
     assert "python-requests" not in head
     assert "gzip" not in head
+
+
+@pytest.mark.parametrize(
+    "raw_hosp", [[answer("500 Internal Server Error", ["Content-Type: text/html"], HTML_500)]], indirect=True
+)
+def test_a_non_json_error_page_is_read_as_its_bytes_and_is_no_json(raw_hosp: RawHosp) -> None:
+    got = hosp.call("POST", raw_hosp.url + "/notes", {"Content-Type": "application/json"}, b"{}")
+
+    assert got.status == 500
+    assert got.body == HTML_500  # not valid UTF-8 either: bytes, not text
+    assert ("Content-Type", "text/html") in got.headers
+    assert hosp.json_of(got) is None
+
+
+@pytest.mark.parametrize(
+    "raw_hosp", [[answer("200 OK", ["Content-Type: application/json"], b'{"id":', declared=500)]], indirect=True
+)
+def test_an_answer_that_breaks_off_is_no_answer(raw_hosp: RawHosp) -> None:
+    """The worker takes it for HOSP unreachable (a transient failure), never for a note's answer."""
+    with pytest.raises(hosp.HospUnreachable, match="GET /notes"):
+        hosp.call("GET", raw_hosp.url + "/notes", {}, timeout=5)

@@ -12,27 +12,19 @@ import requests
 
 from chalicelib import aws, config, constants, note_jobs, note_worker, requeue, service_account
 from local.hosp_standin.store import NOTES_SERVICE_ACCOUNT
-from tests.functional.screen_support import Setup, screen_body
+from tests.functional.intake_support import Setup, handoff, screen_body
 from tests.support import DEMO_AUTH, DEMO_PASSWORD
 
 pytestmark = pytest.mark.usefixtures("setup")
 
 
 def screened(setup: Setup, patient: int, seed: int) -> str:
-    """Screen once; the request id of the answer."""
-    answer = setup.screen(patient, screen_body(seed))
-    assert answer.status_code == 200
-    return str(answer.headers.get("X-Request-Id") or "")
+    """Screen once and hand HOSP's answer to the note intake; the request id of the screen."""
+    return str(setup.screened(patient, seed)["request_id"])
 
 
 def drain(setup: Setup, limit: int = 20) -> list[str | None]:
-    outcomes = []
-    for _ in range(limit):
-        outcome = setup.queue.handle_one(wait_seconds=0)
-        outcomes.append(outcome)
-        if outcome is None:
-            break
-    return outcomes
+    return setup.drain(limit)
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def test_a_redelivered_job_writes_no_second_note(setup: Setup) -> None:
 def test_two_workers_draining_one_queue_write_each_note_once(setup: Setup) -> None:
     for seed in range(6):
         screened(setup, 8 + seed % 2, seed)
-    # A message sent twice (the interceptor's send retried) is one message to a FIFO queue.
+    # A message sent twice (a send retried, a hand-off requeued) is one message to a FIFO queue.
     job = setup.sqs.receive_message(QueueUrl=setup.queue.url, VisibilityTimeout=0)["Messages"][0]["Body"]
     parsed = note_jobs.NoteJob.from_json(job)
     assert note_jobs.queue(parsed)
@@ -150,16 +142,19 @@ def test_a_job_that_can_never_succeed_goes_to_the_dead_letter_queue_at_once(setu
     assert setup.depth() == 0
 
 
-def test_an_unreachable_queue_still_answers_the_nurse_and_the_logged_job_can_be_requeued(
+def test_an_unreachable_queue_is_a_503_to_the_proxy_and_the_logged_job_can_be_requeued(
     setup: Setup,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     setup.sqs.delete_queue(QueueUrl=setup.queue.url)
     aws.reset()
+    answer = setup.screen(11, screen_body(5))
+    sent = handoff(11, answer.content)
 
-    request_id = screened(setup, 11, 5)  # the nurse gets HOSP's answer all the same
+    refused = setup.hand_off(sent)
 
+    assert refused.status_code == 503
     printed = capsys.readouterr().out
     lost = [line for line in printed.splitlines() if '"note_job_not_queued"' in line]
     assert len(lost) == 1
@@ -174,7 +169,7 @@ def test_an_unreachable_queue_still_answers_the_nurse_and_the_logged_job_can_be_
     assert drain(setup) == ["handled", None]
     notes = setup.xray_notes(11)
     assert len(notes) == 1
-    assert request_id in notes[0]["body"]
+    assert sent["request_id"] in notes[0]["body"]
 
 
 def test_no_password_authorization_or_image_reaches_the_log(
@@ -182,7 +177,8 @@ def test_no_password_authorization_or_image_reaches_the_log(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     body = screen_body(12345)
-    setup.screen(12, body)
+    answer = setup.screen(12, body)
+    assert setup.hand_off(handoff(12, answer.content)).status_code == 202
     setup.hosp.script("ok", "commit_then_fail:502")
     drain(setup)
 

@@ -29,8 +29,8 @@ VISIBILITY_PER_TIMEOUT = 6
 NAMESPACE = "HospReliability"
 # The metrics the Lambdas emit (EMF, dimension Stage).
 APPLICATION_METRICS = (
-    "ScreensIntercepted",
-    "ScreenForwardRetries",
+    "NoteHandoffsReceived",
+    "NoteHandoffsRefused",
     "NoteJobsQueued",
     "NoteJobsNotQueued",
     "NotesWritten",
@@ -115,9 +115,9 @@ def test_the_redrive_count_is_a_parameter(template: dict[str, Any], stage: str) 
     assert int(queue["RedrivePolicy"]["maxReceiveCount"]) == 3
 
 
-def test_the_interceptor_deduplicates_note_jobs_not_their_content(deployed: Deployed, stage: str) -> None:
-    """Two screens with the same body are two notes; the interceptor's MessageDeduplicationId
-    is what makes a retried send of one job count once."""
+def test_the_intake_deduplicates_note_jobs_by_their_marker_not_their_content(deployed: Deployed, stage: str) -> None:
+    """Two jobs of one result (a screen sent twice) differ in request id and time; the intake's
+    MessageDeduplicationId, the marker of the patient and HOSP's answer, makes them count once."""
     queue = _queue(deployed, StageResources(stage).note_queue)
     assert queue["ContentBasedDeduplication"] is False
 
@@ -212,6 +212,15 @@ def test_a_dead_note_job_fires_the_dead_letter_alarm(deployed: Deployed, stage: 
 
 def test_a_note_job_not_queued_fires_its_alarm_within_five_minutes(deployed: Deployed, stage: str) -> None:
     alarm = _alarm(deployed, NAMESPACE, "NoteJobsNotQueued", {"Stage": stage})
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["Period"] * alarm["EvaluationPeriods"] <= 300
+    assert breaches(alarm, 1)
+    assert not breaches(alarm, 0)
+
+
+def test_a_refused_hand_off_fires_its_alarm_within_five_minutes(deployed: Deployed, stage: str) -> None:
+    """A hand-off the intake cannot read is a screen with no note."""
+    alarm = _alarm(deployed, NAMESPACE, "NoteHandoffsRefused", {"Stage": stage})
     assert alarm["Statistic"] == "Sum"
     assert alarm["Period"] * alarm["EvaluationPeriods"] <= 300
     assert breaches(alarm, 1)
