@@ -22,7 +22,8 @@ If the queue cannot be reached, the job is written to the log in full as an
 ERROR line (event "note_job_not_queued") with the NoteJobsNotQueued metric,
 which has an alarm. Lambda delivers its logs even when the function's own
 network is down, so the log is the fallback store: `requeue` sends such lines
-to the queue again (python -m chalicelib.requeue < lines).
+to the queue again (python -m chalicelib.requeue < lines), and with them the
+proxy's own lines of the hand-offs it could not deliver ("note_handoff_failed").
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ MARKER_PREFIX = "xray-"
 # Hashed before the patient and the answer: a marker of another recipe (the first one
 # hashed the request id too) never equals one of this recipe.
 MARKER_RECIPE = b"xray-note-v2\n"
+# The events of the log lines `requeue` reads: the app's job that SQS did not take, and
+# the proxy's hand-off that the note intake did not take (chalicelib/note_intake.py).
+NOT_QUEUED_EVENT = "note_job_not_queued"
+HANDOFF_FAILED_EVENT = "note_handoff_failed"
 # SQS's limit on a message; a job above it cannot be queued.
 MAX_MESSAGE_BYTES = 256 * 1024
 
@@ -143,24 +148,60 @@ def queue(job: NoteJob) -> bool:
 
 
 def not_queued(job: NoteJob, reason: str) -> None:
-    logs.error("note_job_not_queued", reason=reason, job=asdict(job))
+    logs.error(NOT_QUEUED_EVENT, reason=reason, job=asdict(job))
     metrics.emit(metrics.NOTE_JOBS_NOT_QUEUED, reason=reason[:100])
 
 
 def jobs_in_log(lines: list[str]) -> tuple[list[NoteJob], int]:
-    """The jobs of the "note_job_not_queued" lines among `lines`, and how many such lines could not be read.
+    """The jobs the log lines among `lines` hold, and how many such lines could not be read.
 
-    Other lines are skipped. A line that names the event but is not a whole job
-    (cut short on its way, say) is counted, never silently dropped.
+    Two kinds of line hold a job: the app's "note_job_not_queued" (the job in
+    full, under "job") and the proxy's "note_handoff_failed" (the hand-off it
+    posted to the note intake, as a JSON string under "handoff"; the job is
+    made from it as the intake makes it, with the same marker). Other lines are
+    skipped. A line that names either event but holds no readable job (cut
+    short on its way, say, or a hand-off the intake would refuse) is counted,
+    never silently dropped. The same job may come from both kinds of line, or
+    twice: the marker tells them apart (see requeue).
     """
     jobs, unreadable = [], 0
     for line in lines:
-        if '"note_job_not_queued"' not in line:
+        if f'"{NOT_QUEUED_EVENT}"' not in line and f'"{HANDOFF_FAILED_EVENT}"' not in line:
             continue
         try:
             record = json.loads(line)
-            if isinstance(record, dict) and record.get("event") == "note_job_not_queued" and "job" in record:
+        except (ValueError, RecursionError):
+            unreadable += 1
+            continue
+        event = record.get("event") if isinstance(record, dict) else None
+        try:
+            if event == NOT_QUEUED_EVENT:
                 jobs.append(NoteJob.from_json(json.dumps(record["job"])))
-        except (ValueError, MalformedJob):
+            elif event == HANDOFF_FAILED_EVENT:
+                jobs.append(_job_of_failed_handoff(record))
+            elif not isinstance(record, dict):
+                unreadable += 1  # the event's name, but not in a log line's shape
+        except (ValueError, KeyError, TypeError, RecursionError):  # MalformedJob and RefusedHandoff are ValueErrors
             unreadable += 1
     return jobs, unreadable
+
+
+def _job_of_failed_handoff(record: dict[str, Any]) -> NoteJob:
+    """The job of a proxy's "note_handoff_failed" line, asked at the line's time; raises ValueError."""
+    # The intake builds jobs with this module: imported here, not at the top, so that the
+    # two modules do not import each other while they load.
+    from chalicelib import note_intake  # noqa: PLC0415
+
+    handoff = record["handoff"]
+    if not isinstance(handoff, str):
+        raise TypeError("the hand-off is not a JSON string")
+    return note_intake.job_of(note_intake.parse_handoff(handoff), _time_of(record.get("time")))
+
+
+def _time_of(value: Any) -> datetime | None:
+    """The time of a log line, if it is an ISO 8601 time with its offset; None otherwise."""
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None

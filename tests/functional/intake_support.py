@@ -1,4 +1,4 @@
-"""What the note intake and note worker tests use: a screen's body, a hand-off, and Setup.
+"""What the note intake and note worker tests use: a screen's body, a hand-off, the proxy's log lines, and Setup.
 
 The proxy screens with HOSP and hands HOSP's answer to the note intake; here
 a test does both of the proxy's parts itself: the screen goes straight to the
@@ -59,6 +59,23 @@ def handoff(
         "answer": base64.b64encode(answer).decode(),
         **extra,
     }
+
+
+def failed_handoff_line(
+    body: dict[str, Any] | str, status: str = "502", time: str = "2026-12-07T10:00:00+00:00"
+) -> str:
+    """The proxy's log line of a hand-off the intake did not take (its note-handoff-failed.json)."""
+    text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+    request_id = body["request_id"] if isinstance(body, dict) else "0" * 32
+    record = {
+        "time": time,
+        "event": note_jobs.HANDOFF_FAILED_EVENT,
+        "request_id": request_id,
+        "status": status,
+        "upstream_status": status,
+        "handoff": text,
+    }
+    return json.dumps(record, separators=(",", ":"))
 
 
 @dataclass

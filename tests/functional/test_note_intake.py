@@ -7,18 +7,20 @@ worker (and so HOSP) use `setup`, the others only `intake`.
 from __future__ import annotations
 
 import base64
+import io
 import json
 from typing import Any
 
 import pytest
 
-from chalicelib import aws, note_intake, note_jobs
+from chalicelib import aws, config, note_intake, note_jobs, requeue
 from tests.error_shape import assert_error
 from tests.functional.intake_support import (
     HANDOFF_HEADERS,
     INTAKE,
     Intake,
     Setup,
+    failed_handoff_line,
     handoff,
     new_request_id,
     screen_body,
@@ -31,6 +33,13 @@ OTHER_ANSWER = b'{"screening_id":"scr_2","findings":[{"image":0,"finding":"nodul
 
 def lines_of(printed: str, event: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in printed.splitlines() if f'"event":"{event}"' in line]
+
+
+def run_requeue(monkeypatch: pytest.MonkeyPatch, lines: list[str]) -> int:
+    """requeue's exit status, fed `lines` on its standard input as bytes, as a pipe gives them."""
+    stdin = io.TextIOWrapper(io.BytesIO("\n".join(lines).encode() + b"\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    return requeue.main()
 
 
 # ------------------------------------------------------------------ a hand-off taken
@@ -348,6 +357,66 @@ def test_a_fault_of_the_intake_is_a_500_in_the_one_shape_of_every_error(
     assert "a bug" not in assert_error(failed.body, 500, request_id=sent["request_id"])["error"]
     assert lines_of(capsys.readouterr().out, "note_intake_failed")
     assert intake.depth() == 0
+
+
+# ------------------------------------------------------------------ requeue
+
+
+def test_requeue_recovers_jobs_from_the_apps_and_the_proxys_lines_once_each(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intake unreachable for one screen (only the proxy's line), the queue down for
+    another (the app's line and the proxy's), lines cut short or unreadable beside them:
+    every job is queued once, the bad lines are counted, and a second run writes no note twice."""
+    screens = [setup.screen(patient, screen_body(patient)) for patient in (14, 15)]
+    assert [screen.status_code for screen in screens] == [200, 200]
+    first = handoff(14, screens[0].content, user="nurse-joy")
+    second = handoff(15, screens[1].content)
+    setup.sqs.delete_queue(QueueUrl=setup.queue.url)
+    aws.reset()
+    assert setup.hand_off(second).status_code == 503
+    app_lines = [line for line in capsys.readouterr().out.splitlines() if '"note_job_not_queued"' in line]
+    assert len(app_lines) == 1
+    bad_handoff = {**handoff(16, ANSWER), "answer": "not base64!"}
+    lines = [
+        failed_handoff_line(first, status="504", time="2026-12-07T10:00:00+00:00"),
+        *app_lines,
+        failed_handoff_line(second, status="503"),
+        '{"time":"2026-12-07T10:00:01+00:00","event":"note_handoff_failed","request_id":"',  # cut short
+        failed_handoff_line(bad_handoff),  # a hand-off the intake would refuse
+        '{"event":"note_handoff_failed","handoff":{"patient_id":"3"}}',  # not a JSON string
+        '{"event":"note_job_not_queued","reason":"x"}',  # no job
+        "an unrelated line",
+        '{"event":"note_written"}',
+        "",
+    ]
+    setup.queue.url = setup.sqs.create_queue(QueueName=config.note_queue_name(), Attributes={"FifoQueue": "true"})[
+        "QueueUrl"
+    ]
+    aws.reset()
+
+    assert run_requeue(monkeypatch, lines) == 1  # the unreadable lines
+    err = capsys.readouterr().err
+    assert "requeued 2 of 2 note job(s) (1 line(s) repeated a job already read)" in err
+    assert "4 logged job(s) could not be read" in err
+    assert setup.drain() == ["handled", "handled", None]
+    (note_14,) = setup.xray_notes(14)
+    (note_15,) = setup.xray_notes(15)
+    body_14 = json.loads(note_14["body"])
+    assert body_14["request_id"] == first["request_id"]
+    assert body_14["requested_by"] == "nurse-joy"
+    assert body_14["requested_at"] == "2026-12-07T10:00:00.000Z"  # when the proxy logged it
+    assert body_14["marker"] == note_jobs.marker(14, base64.b64decode(first["answer"]))
+    assert body_14["results"] == json.loads(screens[0].content)
+    assert json.loads(note_15["body"])["request_id"] == second["request_id"]
+
+    # Run again: moto's queue, like SQS after its five minutes, no longer knows the markers
+    # of jobs it has delivered; the worker finds each note before it writes and writes none.
+    assert run_requeue(monkeypatch, lines) == 1
+    assert "requeued 2 of 2 note job(s)" in capsys.readouterr().err
+    assert setup.drain() == ["handled", "handled", None]
+    assert '"event":"note_already_present"' in capsys.readouterr().out
+    assert len(setup.xray_notes(14)) == len(setup.xray_notes(15)) == 1
 
 
 # ------------------------------------------------------------------ to the note
