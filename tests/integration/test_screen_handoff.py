@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import http.client
 import json
 import threading
@@ -35,6 +36,9 @@ JSON = {"Content-Type": "application/json"}
 AUTH_HEADER = DEMO_AUTH["Authorization"]
 CLIENT_TIMEOUT = 30.0
 HANDOFF_WAIT = 5.0
+# How long a test waits to see that no hand-off comes: one is posted as the answer's
+# last byte passes, milliseconds before the nurse has it.
+NO_HANDOFF_WAIT = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +83,10 @@ def screen_body(size: int, seed: int = 0) -> bytes:
     ]
     body = prefix + base64.b64encode(raw) + suffix
     return body + b" " * (size - len(body))
+
+
+def gzip_of(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
 
 
 def chunks(body: bytes, size: int = 1 << 20) -> Iterator[bytes]:
@@ -137,8 +145,8 @@ class Intake:
         self.statuses.clear()
         self.delay = 0.0
 
-    def wait_for(self, count: int) -> list[Handoff]:
-        deadline = time.monotonic() + HANDOFF_WAIT
+    def wait_for(self, count: int, timeout: float = HANDOFF_WAIT) -> list[Handoff]:
+        deadline = time.monotonic() + timeout
         while len(self.handoffs) < count and time.monotonic() < deadline:
             time.sleep(0.01)
         return list(self.handoffs)
@@ -241,7 +249,7 @@ def test_a_screen_of_any_size_gets_hosps_answer_and_one_handoff(size: int, chunk
         "sent",
         "",
     )
-    assert len(rig.intake.wait_for(2)) == 1  # and no second one
+    assert len(rig.intake.wait_for(2, NO_HANDOFF_WAIT)) == 1  # and no second one
 
 
 def test_the_query_and_the_nurses_other_headers_reach_hosp_as_for_any_request(rig: Rig) -> None:
@@ -292,7 +300,7 @@ def test_every_spelling_hosp_screens_is_handed_off(path: str, rig: Rig) -> None:
         assert handoff.answer == direct.body
         assert entry["note_handoff"] == "sent"
     else:
-        assert rig.intake.wait_for(1) == []
+        assert rig.intake.wait_for(1, NO_HANDOFF_WAIT) == []
         assert entry["note_handoff"] == "not-2xx"
 
 
@@ -314,7 +322,7 @@ def test_hosps_refusals_pass_through_and_make_no_handoff(
                    {**(DEMO_AUTH if auth else {}), **JSON})  # fmt: skip
     assert through.status == status, through.body
     assert access_log_entry(rig.proxy, through.request_id)["note_handoff"] == why
-    assert rig.intake.wait_for(1) == []
+    assert rig.intake.wait_for(1, NO_HANDOFF_WAIT) == []
 
 
 def test_a_failed_first_attempt_is_retried_and_only_the_answer_is_handed_off(rig: Rig) -> None:
@@ -337,7 +345,7 @@ def test_a_screen_failing_every_try_gets_hosps_last_answer_and_no_handoff(rig: R
     assert through.status == 500
     entry = access_log_entry(rig.proxy, through.request_id)
     assert (entry["upstream_status"], entry["note_handoff"]) == ("503 : 503, 500", "not-2xx")
-    assert rig.intake.wait_for(1) == []
+    assert rig.intake.wait_for(1, NO_HANDOFF_WAIT) == []
 
 
 def test_the_internal_listener_never_hands_off(rig: Rig) -> None:
@@ -345,7 +353,7 @@ def test_the_internal_listener_never_hands_off(rig: Rig) -> None:
     assert through.status == 200
     entry = access_log_entry(rig.proxy, through.request_id)
     assert (entry["route"], entry["note_handoff"]) == ("hosp", "")
-    assert rig.intake.wait_for(1) == []
+    assert rig.intake.wait_for(1, NO_HANDOFF_WAIT) == []
 
 
 def test_a_client_cannot_reach_the_intake_or_the_handoff_location(rig: Rig) -> None:
@@ -360,7 +368,7 @@ def test_a_client_cannot_reach_the_intake_or_the_handoff_location(rig: Rig) -> N
     assert access_log_entry(rig.proxy, to_location.request_id)["upstream_addr"] == ""  # the proxy's own 404
     assert to_failed.status == 404
     assert access_log_entry(rig.proxy, to_failed.request_id)["upstream_addr"] == ""
-    assert rig.intake.wait_for(1) == []
+    assert rig.intake.wait_for(1, NO_HANDOFF_WAIT) == []
     assert failed_handoffs(rig.proxy) == logged_before  # no client can write a job into the log requeue reads
 
 
@@ -416,3 +424,122 @@ def test_identical_resends_are_each_handed_off_with_the_same_answer(rig: Rig) ->
     handoffs = rig.intake.wait_for(3)
     assert [h.body["request_id"] for h in handoffs] == [first.request_id, second.request_id, other.request_id]
     assert handoffs[0].answer == handoffs[1].answer != handoffs[2].answer
+
+
+# --- answers that make no note, from a HOSP that answers as told --------------------------
+
+
+class OddHosp:
+    """HOSP's place, answering every request with the next of `answers`: (headers, body, bytes
+    actually sent: fewer than the body's to break the answer off)."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[dict[str, str], bytes, int | None]] = []
+        odd = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers, body, sent = odd.answers.pop(0)
+                self.send_response(200)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body[:sent] if sent is not None else body)
+                if sent is not None:
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def odd_proxy(intake: Intake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OddHosp, NginxProxy]]:
+    odd = OddHosp()
+    try:
+        with NginxProxy(
+            odd.address, tmp_path_factory.mktemp("odd"), tuning=PROXY_TEST_TUNING, interceptor=intake.address
+        ) as proxy:
+            yield odd, proxy
+    finally:
+        odd.close()
+
+
+RESULT = json.dumps({"results": [{"finding": "none"}]}).encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class OddAnswer:
+    headers: dict[str, str]
+    body: bytes
+    sent: int | None  # bytes of the body sent before HOSP closes; None: all of them
+    why: str  # the access log's note_handoff
+
+
+ODD_ANSWERS = [
+    pytest.param(OddAnswer({"Content-Type": "text/plain"}, b"screened", None, "not-json"), id="a 2xx that is not JSON"),
+    pytest.param(
+        OddAnswer({"Content-Type": "application/json", "Content-Encoding": "gzip"}, gzip_of(RESULT), None, "encoded"),
+        id="an encoded answer",
+    ),
+    pytest.param(
+        OddAnswer({"Content-Type": "application/json"}, b'{"r":"' + b"x" * (1 << 20) + b'"}', None, "too-large"),
+        id="over 1 MiB",
+    ),
+    pytest.param(OddAnswer({"Content-Type": "application/json"}, RESULT, 10, "incomplete"), id="broken off"),
+]
+
+
+@pytest.mark.parametrize("odd_answer", ODD_ANSWERS)
+def test_an_answer_that_cannot_be_noted_reaches_the_nurse_and_is_not_handed_off(
+    odd_answer: OddAnswer, intake: Intake, odd_proxy: tuple[OddHosp, NginxProxy]
+) -> None:
+    headers, body, sent, why = odd_answer.headers, odd_answer.body, odd_answer.sent, odd_answer.why
+    odd, proxy = odd_proxy
+    intake.reset()
+    odd.answers = [(headers, body, sent)]
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=CLIENT_TIMEOUT)
+    connection.request("POST", "/patients/1/screen", screen_body(1024), {**DEMO_AUTH, **JSON})
+    response = connection.getresponse()
+    request_id = response.getheader("X-Request-Id")
+    try:
+        received = response.read()
+    except http.client.IncompleteRead as cut:
+        received = cut.partial
+    connection.close()
+
+    assert response.status == 200
+    assert received == (body[:sent] if sent is not None else body)  # as HOSP sent it
+    assert request_id
+    assert access_log_entry(proxy, request_id)["note_handoff"] == why
+    assert intake.wait_for(1, NO_HANDOFF_WAIT) == []
+
+
+def test_the_nurses_user_name_is_handed_off_escaped_as_the_log_writes_it(
+    intake: Intake, odd_proxy: tuple[OddHosp, NginxProxy]
+) -> None:
+    """Any bytes in a Basic user name reach the intake as the access log's client text: valid
+    UTF-8 as it is, a backslash doubled, a byte that is not UTF-8 as \\xHH; never the password."""
+    odd, proxy = odd_proxy
+    intake.reset()
+    odd.answers = [({"Content-Type": "application/json"}, RESULT, None)]
+    auth = "Basic " + base64.b64encode("nurse-é\\x".encode() + b"\xff:secret-pw").decode()
+    answer = send(proxy.port, "POST", "/patients/1/screen", screen_body(1024), {"Authorization": auth, **JSON})
+
+    assert answer.status == 200
+    (handoff,) = intake.wait_for(1)
+    assert handoff.body["user"] == "nurse-é\\\\x\\xff"
+    assert access_log_entry(proxy, answer.request_id)["user"] == handoff.body["user"]
+    assert "secret-pw" not in json.dumps(handoff.body)
+    assert handoff.answer == RESULT
