@@ -1,5 +1,6 @@
-"""The screen benchmark's pure parts: percentiles, the order of the latency probes, the
-images, the tally of notes per request id, the drain condition and the log readers.
+"""The screen benchmark's pure parts: percentiles and the per-round comparison, the order of
+the probes, the sizes and bodies of screens, the tally of notes per result, the access
+log's hand-off states, /proc's memory fields, the drain condition and the log counter.
 
 Percentiles are checked against the standard library's own; the tally against counts
 made by hand on small cases, and against the note body the worker really writes.
@@ -16,22 +17,44 @@ from collections import Counter
 import pytest
 
 from bench.screen_bench import (
-    TIMELINE,
+    DIRECT,
+    FRONT,
+    MIB,
+    MIN_BODY_BYTES,
+    PLAIN,
     DrainWatch,
+    Latency,
+    MemoryResult,
+    Snapshot,
+    WorkerMemory,
+    answer_key,
+    chunks,
     count_events,
-    image_for,
-    interceptor_stamps,
+    differences,
+    failed_statuses,
+    flat,
+    handoff_states,
+    is_handoff,
     latency,
-    log_time_ms,
-    note_request_id,
+    median_of,
+    memory_flat,
+    note_key,
+    notes_plan,
+    paired,
+    parse_size,
+    parse_sizes,
     patient_for,
     percentile,
-    screen_spans,
+    ratios,
+    screen_body,
+    size_label,
+    status_kib,
     tally,
-    timeline,
 )
 from bench.toolkit import alternated
 from chalicelib import note_jobs, note_worker
+from infra.nginx.render import MAX_BODY_BYTES
+from local.hosp_standin.api import screen_images
 
 # ------------------------------------------------------------------ percentiles
 
@@ -69,26 +92,114 @@ def test_latency_gives_count_p50_p99() -> None:
     assert (found.count, found.p50, found.p99) == (100, 50.5, pytest.approx(99.01))
 
 
-# ------------------------------------------------------------------ order, images, patients
+# ------------------------------------------------------------------ rounds compared
 
 
-def test_alternated_measures_each_target_once_per_step_in_a_rotating_order() -> None:
-    names = ["a", "b", "c"]
-    order = alternated(names, 6)
-    assert order[:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
-    assert Counter(order) == {"a": 6, "b": 6, "c": 6}
-    steps = [order[i : i + 3] for i in range(0, len(order), 3)]
-    assert all(sorted(step) == names for step in steps)
-    # Every name is first, second and third equally often.
-    for position in range(3):
-        assert Counter(step[position] for step in steps) == {"a": 2, "b": 2, "c": 2}
+ROUNDS = [
+    {FRONT: Latency(10, 1.5, 4.0), DIRECT: Latency(10, 1.0, 3.0)},
+    {FRONT: Latency(10, 2.4, 9.0), DIRECT: Latency(10, 2.0, 3.5)},
+    {FRONT: Latency(10, 1.2, 3.0), DIRECT: Latency(10, 1.2, 3.2)},
+    {DIRECT: Latency(10, 9.0, 9.0)},  # every front door screen failed: no comparison
+]
 
 
-def test_every_screen_gets_distinct_image_bytes_of_the_given_size() -> None:
-    images = {image_for("run", i) for i in range(2000)} | {image_for("other", i) for i in range(2000)}
-    assert len(images) == 4000
-    assert len(base64.b64decode(image_for("run", 1, size=1000))) == 1000
-    assert image_for("run", 5) == image_for("run", 5)  # a pure function
+def test_differences_and_ratios_are_taken_round_by_round() -> None:
+    assert differences(ROUNDS, "p50") == pytest.approx([0.5, 0.4, 0.0])
+    assert differences(ROUNDS, "p99") == pytest.approx([1.0, 5.5, -0.2])
+    assert ratios(ROUNDS) == pytest.approx([1.5, 1.2, 1.0])
+    assert ratios(ROUNDS, "p99") == pytest.approx([4 / 3, 9 / 3.5, 3 / 3.2])
+
+
+def test_the_median_of_the_differences_is_not_the_difference_of_the_medians() -> None:
+    # Same round, same noise: the per-round difference is what the targets are read from.
+    assert statistics.median(differences(ROUNDS, "p50")) == pytest.approx(0.4)
+    assert median_of(ROUNDS[:3], FRONT, "p50") - median_of(ROUNDS[:3], DIRECT, "p50") == pytest.approx(0.3)
+    assert median_of(ROUNDS, DIRECT, "p50") == pytest.approx(1.6)  # every round that has it
+
+
+def test_paired_takes_the_median_of_each_steps_difference_and_ratio() -> None:
+    pairs = [(11.0, 10.0), (30.0, 20.0), (9.0, 10.0), (100.0, 10.0)]
+    assert paired(pairs) == (pytest.approx(5.5), pytest.approx(1.3))
+    assert paired([(2.0, 1.0)]) == (1.0, 2.0)
+    with pytest.raises(ValueError, match="no pairs"):
+        paired([])
+
+
+# ------------------------------------------------------------------ order, sizes, bodies, patients
+
+
+def test_alternated_takes_the_two_paths_in_turns_a_b_then_b_a() -> None:
+    order = alternated([FRONT, DIRECT], 4)
+    steps = [order[i : i + 2] for i in range(0, len(order), 2)]
+    assert steps == [[FRONT, DIRECT], [DIRECT, FRONT], [FRONT, DIRECT], [DIRECT, FRONT]]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1024", 1024), ("1KiB", 1024), ("4MiB", 4 * MIB), ("8MiB", 8 * MIB), ("16MiB-1", MAX_BODY_BYTES - 1),
+     (" 16MiB ", MAX_BODY_BYTES), ("19", MIN_BODY_BYTES)],
+)  # fmt: skip
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "1 KiB", "1kib", "1KB", "4M", "-1", "16MiB+1", "17MiB", "16MiB-0x1", "18"])
+def test_parse_size_refuses_other_text_and_sizes_out_of_range(text: str) -> None:
+    with pytest.raises(ValueError, match=r"size|bytes"):
+        parse_size(text)
+
+
+def test_parse_sizes_reads_a_list_in_order() -> None:
+    assert parse_sizes("1KiB,4MiB,8MiB,16MiB-1") == [1024, 4 * MIB, 8 * MIB, MAX_BODY_BYTES - 1]
+    assert parse_sizes("8MiB, 1KiB,") == [8 * MIB, 1024]
+    with pytest.raises(ValueError, match="no size"):
+        parse_sizes(" , ")
+
+
+@pytest.mark.parametrize(
+    ("size", "label"),
+    [(1024, "1 KiB"), (4 * MIB, "4 MiB"), (MAX_BODY_BYTES - 1, "16 MiB - 1"), (1023, "1 KiB - 1"),
+     (1000, "1,000 bytes"), (3 * MIB + 1024, "3073 KiB")],
+)  # fmt: skip
+def test_size_label(size: int, label: str) -> None:
+    assert size_label(size) == label
+
+
+@pytest.mark.parametrize("size", [MIN_BODY_BYTES, 20, 21, 22, 23, 1024, 4 * MIB + 1, MAX_BODY_BYTES - 1])
+def test_a_screen_body_has_exactly_its_size_and_is_a_screen_the_stand_in_takes(size: int) -> None:
+    body = screen_body("run", 3, size)
+    assert len(body) == size
+    images = json.loads(body)["images"]
+    assert len(images) == 1
+    image = base64.b64decode(images[0], validate=True)
+    assert len(images[0]) % 4 == 0
+    assert len(image) == (size - MIN_BODY_BYTES + 4) // 4 * 3
+    assert screen_body("run", 3, size) == body  # a pure function
+
+
+def test_a_screen_body_below_the_smallest_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        screen_body("run", 0, MIN_BODY_BYTES - 1)
+
+
+def test_every_screen_gets_its_own_image_and_so_its_own_result() -> None:
+    bodies = {screen_body(tag, i, 1024) for tag in ("run", "other") for i in range(500)}
+    assert len(bodies) == 1000
+    results = {
+        screen_images(patient_for(i, 20), [base64.b64decode(json.loads(screen_body("run", i, 1024))["images"][0])])[
+            "screening_id"
+        ]
+        for i in range(200)
+    }
+    assert len(results) == 200
+
+
+def test_chunks_cut_a_body_into_pieces_of_the_size_and_a_last_one() -> None:
+    body = bytes(range(256)) * 10
+    pieces = list(chunks(body, 1000))
+    assert [len(p) for p in pieces] == [1000, 1000, 560]
+    assert b"".join(pieces) == body
+    assert list(chunks(b"", 1000)) == []
 
 
 def test_patients_are_screened_in_turn() -> None:
@@ -96,43 +207,104 @@ def test_patients_are_screened_in_turn() -> None:
     assert Counter(patient_for(i, 20) for i in range(10_000)) == dict.fromkeys(range(1, 21), 500)
 
 
-# ------------------------------------------------------------------ notes per request id
+def test_the_notes_plan_gives_each_screen_its_own_image_but_the_re_sends() -> None:
+    sizes = [1024, 4 * MIB]
+    plan = notes_plan(sizes, per_size=3, resends=4, seed=1)
+    assert len(plan) == 2 * 2 * 3 + 2 * 4
+    distinct = [p for p in plan if not p.resend]
+    assert len({p.image for p in distinct}) == len(distinct)
+    assert Counter((p.size, p.chunked) for p in distinct) == {(s, c): 3 for s in sizes for c in (False, True)}
+    resent = [p for p in plan if p.resend]
+    assert Counter((p.size, p.image) for p in resent) == {(1024, 12): 4, (4 * MIB, 13): 4}
+    assert Counter(p.chunked for p in resent) == {False: 4, True: 4}
+    assert notes_plan(sizes, 3, 4, seed=1) == plan  # the seed decides the order
+    assert notes_plan(sizes, 3, 4, seed=2) != plan
+    assert sorted(notes_plan(sizes, 3, 4, seed=2), key=lambda p: (p.image, p.chunked)) == sorted(
+        plan, key=lambda p: (p.image, p.chunked)
+    )
 
 
-def test_note_request_id_reads_the_body_the_worker_writes() -> None:
-    job = note_jobs.new_job(3, {"summary": {"abnormal": 0}}, "test-account", "ab" * 16, b"{}")
-    assert note_request_id(note_worker.note_body(job)) == "ab" * 16
+# ------------------------------------------------------------------ notes per result
 
 
-@pytest.mark.parametrize("body", [None, 5, "", "not json", "[]", '{"request_id": 5}', '{"request_id": ""}', "{}"])
-def test_note_request_id_is_none_for_anything_else(body: object) -> None:
-    assert note_request_id(body) is None
+RESULTS = {"summary": {"abnormal": 0}, "screening_id": "scr_abc"}
+
+
+def test_note_key_reads_the_body_the_worker_writes() -> None:
+    job = note_jobs.new_job(3, RESULTS, "test-account", "ab" * 16, b"{}")
+    assert note_key(note_worker.note_body(job)) == ("scr_abc", "ab" * 16)
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (None, (None, None)),
+        (5, (None, None)),
+        ("", (None, None)),
+        ("not json", (None, None)),
+        ("[]", (None, None)),
+        ("{}", (None, None)),
+        ('{"request_id": 5, "results": []}', (None, None)),
+        ('{"request_id": "", "results": {"screening_id": ""}}', (None, None)),
+        ('{"request_id": "r1", "results": {"screening_id": 7}}', (None, "r1")),
+        ('{"results": {"screening_id": "s1"}}', ("s1", None)),
+    ],
+)
+def test_note_key_is_none_for_what_a_note_lacks(body: object, key: tuple[str | None, str | None]) -> None:
+    assert note_key(body) == key
+
+
+def test_answer_key_reads_the_stand_ins_screening_answer() -> None:
+    answer = json.dumps(screen_images(4, [b"image"])).encode()
+    assert answer_key(answer) == screen_images(4, [b"image"])["screening_id"]
+    assert answer_key(answer) != answer_key(json.dumps(screen_images(5, [b"image"])).encode())
+    for other in (b"", b"not json", b"[]", b'{"screening_id": 1}', b'{"error": "x"}'):
+        assert answer_key(other) is None
 
 
 def test_tally_exactly_once() -> None:
-    found = tally(["r1", "r2", "r3"], ["r3", "r1", "r2"])
+    found = tally([("s1", "r1"), ("s2", "r2"), ("s3", "r3")], [("s3", "r3"), ("s1", "r1"), ("s2", "r2")])
     assert found.met
-    assert (found.exactly_once, found.duplicates, found.lost, found.stray) == (3, 0, 0, 0)
-    assert found.per_screen == {1: 3}
+    assert (found.screens, found.results, found.exactly_once, found.duplicates, found.lost, found.stray) == (
+        3, 3, 3, 0, 0, 0,
+    )  # fmt: skip
+    assert found.per_result == {1: 3}
 
 
 def test_tally_counts_duplicates_lost_and_stray_notes() -> None:
-    succeeded = ["r1", "r2", "r3", "r4"]
-    notes = ["r1", "r1", "r1", "r2", "r2", "r3", "x9", None]
-    found = tally(succeeded, notes)
+    successes = [("s1", "r1"), ("s2", "r2"), ("s3", "r3"), ("s4", "r4")]
+    notes = [("s1", "r1"), ("s1", "r1"), ("s1", "r1"), ("s2", "r2"), ("s2", "r2"), ("s3", "r3"), ("x9", "r9"),
+             (None, None)]  # fmt: skip
+    found = tally(successes, notes)
     assert not found.met
-    assert found.successful == 4
-    assert found.notes == 8
-    assert found.per_screen == {0: 1, 1: 1, 2: 1, 3: 1}  # r4, r3, r2, r1
+    assert (found.screens, found.results, found.notes) == (4, 4, 8)
+    assert found.per_result == {0: 1, 1: 1, 2: 1, 3: 1}  # s4, s3, s2, s1
     assert found.exactly_once == 1
-    assert found.duplicates == 2  # r1 and r2
-    assert found.extra_notes == 3  # two more of r1, one more of r2
-    assert found.lost == 1  # r4
-    assert found.stray == 2  # x9, and the note that names no request id
+    assert found.duplicates == 2  # s1 and s2
+    assert found.extra_notes == 3  # two more of s1, one more of s2
+    assert found.lost == 1  # s4
+    assert found.stray == 2  # x9, and the note that names no result
+    assert found.misattributed == 0
+
+
+def test_identical_re_sends_are_one_result_and_want_one_note_naming_one_of_them() -> None:
+    resent = [("s1", "r1"), ("s1", "r2"), ("s1", "r3")]
+    found = tally(resent, [("s1", "r2")])
+    assert found.met
+    assert (found.screens, found.results, found.per_result) == (3, 1, {1: 1})
+    twice = tally(resent, [("s1", "r1"), ("s1", "r3")])  # a note per send: what the marker must prevent
+    assert not twice.met
+    assert (twice.duplicates, twice.extra_notes, twice.lost) == (1, 1, 0)
+
+
+def test_a_note_naming_another_screens_request_id_is_misattributed() -> None:
+    found = tally([("s1", "r1"), ("s2", "r2")], [("s1", "r2"), ("s2", None)])
+    assert (found.exactly_once, found.misattributed, found.stray) == (2, 2, 0)
+    assert not found.met
 
 
 def test_tally_duplicates_among_stray_notes_count_too() -> None:
-    found = tally(["r1"], ["r1", "x", "x"])
+    found = tally([("s1", "r1")], [("s1", "r1"), ("x", "rx"), ("x", "rx")])
     assert (found.duplicates, found.extra_notes, found.stray, found.lost) == (1, 1, 2, 0)
     assert not found.met
 
@@ -140,11 +312,134 @@ def test_tally_duplicates_among_stray_notes_count_too() -> None:
 def test_tally_of_nothing_is_met() -> None:
     found = tally([], [])
     assert found.met
-    assert (found.successful, found.notes, found.per_screen) == (0, 0, {})
+    assert (found.screens, found.results, found.notes, found.per_result) == (0, 0, 0, {})
 
 
-def test_tally_counts_a_request_id_once_however_often_it_was_reported() -> None:
-    assert tally(["r1", "r1"], ["r1"]).met
+def test_tally_counts_a_screen_once_however_often_it_was_reported() -> None:
+    found = tally([("s1", "r1"), ("s1", "r1")], [("s1", "r1")])
+    assert found.met
+    assert (found.screens, found.results) == (1, 1)
+
+
+# ------------------------------------------------------------------ hand-offs
+
+
+def access(request_id: str, state: str, route: str = "screen") -> str:
+    return json.dumps({"request_id": request_id, "route": route, "status": 200, "note_handoff": state})
+
+
+def test_handoff_states_count_the_access_logs_field_for_the_given_requests() -> None:
+    lines = [
+        access("r1", "sent"),
+        access("r2", "sent"),
+        access("r3", "not-2xx"),
+        access("r4", "incomplete"),
+        access("other", "sent"),  # not one of ours
+        access("r1", "", route="hosp"),  # the note worker's call for r1's note, on the internal listener
+        json.dumps({"request_id": "r5", "route": "screen"}),  # no field: "-"
+        access("r6", "", route="hosp"),  # only a line of another route
+        "not json",
+        "[1]",
+    ]
+    assert handoff_states(lines, ["r1", "r2", "r3", "r4", "r5", "r6", "r7"]) == {
+        "sent": 2,
+        "not-2xx": 1,
+        "incomplete": 1,
+        "-": 1,
+        "no line": 2,  # r6, r7
+    }
+    assert handoff_states(lines, []) == {}
+
+
+def test_failed_statuses_count_the_proxys_failed_hand_offs_by_status() -> None:
+    lines = [
+        json.dumps({"event": "note_handoff_failed", "request_id": "r1", "status": "400", "handoff": "{}"}),
+        json.dumps({"event": "note_handoff_failed", "request_id": "r2", "status": "502", "handoff": "{}"}),
+        json.dumps({"event": "note_handoff_failed", "request_id": "r3", "status": "400", "handoff": "{}"}),
+        json.dumps({"event": "note_handoff_failed", "request_id": "r4", "handoff": "{}"}),
+        json.dumps({"event": "something_else"}),
+        "not json",
+    ]
+    assert failed_statuses(lines) == {"400": 2, "502": 1, "-": 1, "unreadable": 2}
+    assert failed_statuses([]) == {}
+
+
+def handoff(**changes: object) -> bytes:
+    answer = base64.b64encode(b'{"a":1}').decode()
+    fields = {"patient_id": "4", "user": "nurse", "request_id": "ab" * 16, "answer": answer}
+    return json.dumps({**fields, **changes}).encode()
+
+
+def test_is_handoff_takes_what_the_front_door_posts() -> None:
+    assert is_handoff(handoff())
+    assert is_handoff(handoff(extra=1))  # unknown keys are no matter
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        handoff(patient_id=4),
+        handoff(answer="not base64!"),
+        handoff(answer=base64.b64encode(b"not json").decode()),
+        handoff(answer=base64.b64encode(b"\xff\xfe").decode()),
+        json.dumps({"patient_id": "4", "user": "nurse", "request_id": "ab" * 16}).encode(),
+    ],
+)
+def test_is_handoff_refuses_anything_else(body: bytes) -> None:
+    assert not is_handoff(body)
+
+
+# ------------------------------------------------------------------ memory
+
+
+STATUS = """Name:\tnginx
+Umask:\t0022
+State:\tS (sleeping)
+VmPeak:\t   60724 kB
+VmHWM:\t    8312 kB
+VmRSS:\t    7964 kB
+Threads:\t1
+"""
+
+
+def test_status_kib_reads_a_field_of_proc_status() -> None:
+    assert status_kib(STATUS, "VmHWM") == 8312
+    assert status_kib(STATUS, "VmRSS") == 7964
+    assert status_kib(STATUS, "VmSwap") is None
+    assert status_kib(STATUS, "Threads") is None  # not in kB
+    assert status_kib(STATUS, "Vm") is None
+
+
+def shot(screens: int, size: int, *workers: tuple[int, int, float]) -> Snapshot:
+    return Snapshot(screens, size, tuple(WorkerMemory(100 + i, *w) for i, w in enumerate(workers)))
+
+
+def test_a_snapshot_sums_rss_and_cpu_and_takes_the_largest_peak() -> None:
+    found = shot(100, MIB, (8000, 9000, 1.5), (7000, 9500, 0.25))
+    assert (found.rss_kib, found.largest_rss_kib, found.hwm_kib, found.cpu_seconds) == (15000, 8000, 9500, 1.75)
+    assert shot(0, 0).hwm_kib == 0
+
+
+def test_memory_is_flat_while_peak_and_rss_grow_less_than_half_a_body() -> None:
+    before = shot(100, 1024, (8000, 9000, 1.0), (8000, 9000, 1.0))
+    body = 8 * MIB  # half a body: 4096 KiB
+    assert flat(before, shot(100, body, (8800, 10_000, 2.0), (8100, 9100, 2.0)), body)
+    assert not flat(before, shot(100, body, (8000, 13_096, 2.0), (8000, 9000, 2.0)), body)  # one worker's peak
+    assert not flat(before, shot(100, body, (10_048, 9000, 2.0), (10_048, 9000, 2.0)), body)  # the RSS, summed
+
+
+def test_memory_flat_compares_each_batch_of_screens_with_the_one_before_and_leaves_the_baseline_out() -> None:
+    snapshots = [
+        shot(0, 0, (8000, 8000, 0.0)),
+        shot(100, 1024, (10_000, 10_400, 0.1)),
+        shot(100, 8 * MIB, (10_500, 11_400, 1.0)),
+        Snapshot(100, 8 * MIB, (WorkerMemory(100, 30_000, 30_000, 2.0),), PLAIN),  # not a screen: no matter
+    ]
+    result = MemoryResult(snapshots, [0, 0, 0], [0.1, 30.0, 20.0], 0, Counter())
+    assert memory_flat(result) == [(8 * MIB, 1000, 500, True)]
 
 
 # ------------------------------------------------------------------ draining
@@ -188,82 +483,3 @@ def test_count_events_reads_json_lines_and_skips_the_rest() -> None:
         "note_write_deferred": 1,
         "note_job_dead_lettered": 0,
     }
-
-
-def test_log_time_ms_reads_nginx_and_app_times() -> None:
-    assert log_time_ms("2026-11-28T09:36:47.247+00:00") == pytest.approx(1795858607247)
-    assert log_time_ms("2026-11-28T09:36:47.247Z") == pytest.approx(1795858607247)
-
-
-def access(listener: str, request_id: str, end: str, request_time: float, path: str = "/patients/1/screen") -> str:
-    time = f"2026-11-28T09:00:{end}+00:00"
-    fields = {"time": time, "request_id": request_id, "method": "POST", "path": path, "listener": listener}
-    return json.dumps({**fields, "request_time": request_time})
-
-
-def metric(name: str, at_ms: float) -> str:
-    return json.dumps({"_aws": {"Timestamp": at_ms}, name: 1})
-
-
-BASE_MS = log_time_ms("2026-11-28T09:00:00.000+00:00")
-
-
-def test_screen_spans_keep_screens_of_each_listener_only() -> None:
-    lines = [
-        access("public", "r1", "01.050", 0.050),
-        access("internal", "r1", "01.020", 0.004),
-        access("internal", "r2", "02.000", 0.001, path="/notes"),
-        json.dumps({"method": "GET", "path": "/patients/1/screen", "listener": "public"}),
-        "not json",
-    ]
-    spans = screen_spans(lines)
-    assert set(spans["public"]) == {"r1"}
-    assert set(spans["internal"]) == {"r1"}
-    start, end = spans["public"]["r1"]
-    assert (start - BASE_MS, end - BASE_MS) == (pytest.approx(1000), pytest.approx(1050))
-
-
-def test_interceptor_stamps_pair_the_metric_times_with_the_request_id_after_them() -> None:
-    lines = [
-        "Serving on http://127.0.0.1:1",
-        metric("ScreensIntercepted", 100),
-        metric("NoteJobsQueued", 110),
-        '{"event": "note_job_queued", "request_id": "r1"}',
-        metric("ScreensIntercepted", 200),  # a screen that made no job (HOSP refused it)
-        '{"event": "screen_not_noted", "request_id": "r2"}',
-        metric("ScreensIntercepted", 300),
-        metric("NoteJobsQueued", 312),
-        '{"event": "note_job_queued", "request_id": "r3"}',
-    ]
-    assert interceptor_stamps(lines) == {"r1": (100.0, 110.0), "r3": (300.0, 312.0)}
-
-
-def test_timeline_splits_an_intercepted_screen_into_parts_that_add_up() -> None:
-    # Public listener 1.000-1.050 s; the interceptor starts at 1.002; its screen call on
-    # the internal listener 1.004-1.008; the job is queued at 1.020.
-    access_lines = [
-        access("public", "r1", "01.050", 0.050),
-        access("internal", "r1", "01.008", 0.004),
-        access("internal", "d1", "02.003", 0.003),  # a direct screen
-        access("internal", "other", "03.000", 0.002),  # not one of ours
-    ]
-    chalice_lines = [
-        metric("ScreensIntercepted", BASE_MS + 1002),
-        metric("NoteJobsQueued", BASE_MS + 1020),
-        '{"event": "note_job_queued", "request_id": "r1"}',
-    ]
-    parts = timeline(access_lines, chalice_lines, intercepted={"r1"}, direct={"d1"})
-    assert set(parts) == {key for key, _ in TIMELINE}
-    expected = {"intake": 2, "to_call": 2, "call": 4, "queue": 12, "answer": 30, "total": 50, "direct": 3}
-    assert {key: [round(v, 3) for v in values] for key, values in parts.items()} == {
-        key: [float(v)] for key, v in expected.items()
-    }
-    assert sum(parts[key][0] for key in ("intake", "to_call", "call", "queue", "answer")) == pytest.approx(50)
-
-
-def test_timeline_skips_requests_missing_from_a_log() -> None:
-    access_lines = [access("public", "r1", "01.050", 0.050)]  # no internal line
-    queued = '{"event": "note_job_queued", "request_id": "r1"}'
-    chalice_lines = [metric("ScreensIntercepted", 1), metric("NoteJobsQueued", 2), queued]
-    parts = timeline(access_lines, chalice_lines, intercepted={"r1"}, direct=set())
-    assert all(values == [] for values in parts.values())
