@@ -68,6 +68,7 @@ def entry(at: str = "2026-11-27 10:00:00.000", **fields: Any) -> dict[str, Any]:
         "listener": "public",
         "route": "hosp",
         "user_agent": "curl/8.0",
+        "note_handoff": "",
     }
     line.update(fields)
     assert set(line) == set(log_schema.NAMES)
@@ -355,7 +356,7 @@ def test_a_note_the_worker_wrote_is_attributed_to_the_nurse(tmp_path: Path) -> N
     screen = rid(7)
     lines = [
         entry("2026-11-27 00:00:04.000", request_id=screen, user="nurse-joy", method="POST",
-              path="/patients/4/screen", normalized_path="/patients/4/screen", route="interceptor"),
+              path="/patients/4/screen", normalized_path="/patients/4/screen", route="screen", note_handoff="sent"),
         entry("2026-11-27 00:00:05.000", request_id=screen, user="notes-service", on_behalf_of="nurse-joy",
               method="GET", path="/notes", normalized_path="/notes", query="patient_id=4", query_patient_id="4",
               listener="internal"),
@@ -445,14 +446,15 @@ def test_a_request_naming_two_patients_is_found_by_either_and_shows_both(tmp_pat
     assert ids(trail(tmp_path, lines, patient_id="12")) == []  # "1,2" names 1 and 2, not 12
 
 
-def test_a_screen_is_two_rows_told_apart_by_their_listener(tmp_path: Path) -> None:
-    """The nurse's screen through the front door (public) and the interceptor's call to HOSP
+def test_a_screen_and_its_note_are_told_apart_by_their_listener(tmp_path: Path) -> None:
+    """The nurse's screen through the front door (public) and the note worker's write to HOSP
     (internal) share one request id: the listener column says which row is which. A value
     other than the proxy's two is never shown."""
     screen = {"method": "POST", "path": "/patients/1/screen", "normalized_path": "/patients/1/screen"}
+    note = {"method": "POST", "path": "/notes", "normalized_path": "/notes", "body_patient_id": "1"}
     lines = [
-        entry("2026-11-27 10:00:00.000", request_id="a" * 32, route="interceptor", **screen),
-        entry("2026-11-27 10:00:00.100", request_id="a" * 32, listener="internal", user="", **screen),
+        entry("2026-11-27 10:00:00.000", request_id="a" * 32, route="screen", **screen),
+        entry("2026-11-27 10:00:00.100", request_id="a" * 32, listener="internal", user="notes-service", **note),
         entry("2026-11-27 10:00:01.000", request_id="b" * 32, listener="=cmd|' /C calc'!A0"),
     ]
 
