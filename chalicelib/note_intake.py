@@ -58,7 +58,10 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_ANSWER_BYTES = 1024 * 1024
 # Base64 of MAX_ANSWER_BYTES: a longer text is refused before it is decoded.
 MAX_ANSWER_TEXT = 4 * -(-MAX_ANSWER_BYTES // 3)
-MAX_USER_CHARS = 256
+# The proxy sends the user name as its access log writes it: client text of at most
+# 2,048 bytes of escaped text, then the 4-byte cut marker (infra/nginx/render.py,
+# LOG_TEXT_LIMIT; docs/access-log.md). Characters are never more than bytes.
+MAX_USER_CHARS = 2048 + 4
 MAX_PATIENT_DIGITS = 18
 # The answer's JSON may nest this deep. HOSP's screening answer nests three or four
 # levels; a much deeper one would make the job too deep for the JSON encoder of the

@@ -242,6 +242,7 @@ def test_a_screen_of_any_size_gets_hosps_answer_and_one_handoff(size: int, chunk
     }
     assert "authorization" not in {name.lower() for name in handoff.headers}
     assert handoff.headers["X-Request-Id"] == through.request_id
+    assert handoff.headers["Accept"] == "application/json"  # the app answers a binary type to no other
     entry = access_log_entry(rig.proxy, through.request_id)
     assert (entry["route"], entry["status"], entry["note_handoff"], entry["body_patient_id"]) == (
         "screen",

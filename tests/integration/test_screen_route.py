@@ -169,6 +169,14 @@ def wait_for_note(stack: Stack, patient_id: int, request_id: str) -> dict[str, A
     return found[0]
 
 
+def assert_handed_off(stack: Stack, request_id: str) -> None:
+    """The screen's hand-off was taken by the note intake: sent, and not in the failed hand-offs' log."""
+    assert logged(stack, request_id, listener="public")["note_handoff"] == "sent"
+    failed = stack.proxy.access_log.with_name(HANDOFF_FAILED_LOG)
+    lines = failed.read_text().splitlines() if failed.exists() else []
+    assert [line for line in lines if request_id in line] == []
+
+
 def hosp_requests(stack: Stack, request_id: str) -> list[dict[str, Any]]:
     """The API requests HOSP received carrying the request id."""
     received = send(stack.ports.hosp, "GET", f"/_sim/requests?limit={REQUEST_LOG_SIZE}").json()
@@ -218,6 +226,7 @@ def test_every_spelling_hosp_screens_gets_hosps_answer_and_a_note(stack: Stack, 
         assert note["results"] == direct.json()
         assert note["marker"].startswith("xray-")
         assert note["requested_by"] == "test-account"
+        assert_handed_off(stack, answer.request_id)
     else:  # a spelling HOSP does not screen: its refusal, no note
         assert entry["note_handoff"] == "not-2xx"
         assert_no_note(stack, 1, answer.request_id)
@@ -308,8 +317,8 @@ def test_a_screen_of_any_size_gets_its_note(stack: Stack, size: int, chunked: bo
     answer = screen(stack.ports.proxy, "/patients/2/screen", sent)
 
     assert (answer.status, answer.body) == (200, direct.body)
-    assert logged(stack, answer.request_id, listener="public")["note_handoff"] == "sent"
     assert wait_for_note(stack, 2, answer.request_id)["results"] == direct.json()
+    assert_handed_off(stack, answer.request_id)
 
 
 def test_an_identical_screen_sent_again_makes_no_second_note(stack: Stack) -> None:

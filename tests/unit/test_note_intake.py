@@ -53,7 +53,7 @@ def test_a_patient_id_is_its_digits_without_leading_zeros(patient: str, read: in
         ({"patient_id": "٤"}, "patient_id", 400),
         ({"patient_id": True}, "patient_id", 400),
         ({"request_id": REQUEST_ID.upper()}, "request_id", 400),
-        ({"user": "u" * 257}, "user", 400),
+        ({"user": "u" * (note_intake.MAX_USER_CHARS + 1)}, "user", 400),
         ({"answer": "e30"}, "answer", 400),  # "{}" without its padding
         ({"answer": base64.b64encode(b"[" * 101 + b"]" * 101).decode()}, "answer", 400),
         ({"answer": base64.b64encode(b"1" * (note_intake.MAX_ANSWER_BYTES + 1)).decode()}, "answer", 400),
