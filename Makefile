@@ -107,7 +107,7 @@ typecheck: $(STAMP)
 bench: $(STAMP) bench-packages
 	$(BIN)/python -m bench.proxy_bench
 
-## bench-screen: the screen interceptor's added latency and one note per screen (not run by CI)
+## bench-screen: a screen through the front door against straight to HOSP (latency, NGINX's memory) and one note per distinct screen (not run by CI)
 # Other sizes: .venv/bin/python -m bench.screen_bench --help (bench/README.md).
 bench-screen: $(STAMP) system-packages
 	$(BIN)/python -m bench.screen_bench
