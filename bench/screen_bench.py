@@ -937,6 +937,21 @@ def wait_for_drain(system: System, expected: int, handled_before: int, timeout: 
     return watch
 
 
+def wait_for_handoffs(system: System, request_ids: set[str], timeout: float) -> Counter[str]:
+    """The screens' note_handoff states, once the access log has a line for each: NGINX writes a screen's
+    line when its hand-off has ended, and the intake answers a hand-off once the job is on the queue (or
+    logged). Until then the queue can be empty while a job is still coming: the watch on the queue alone would
+    stop early, since the worker's handled count also holds the jobs of identical re-sends (moto's FIFO queue
+    drops a repeated deduplication id only while the first message is still in the queue)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = system.log_lines(system.stack.proxy.access_log)
+        states = handoff_states(lines, request_ids)
+        if not states.get("no line") or time.monotonic() > deadline:
+            return states
+        time.sleep(POLL_SECONDS)
+
+
 @dataclass(frozen=True)
 class Planned:
     """One screen of the notes section: its body is screen_body(tag, image, size)."""
@@ -1088,7 +1103,9 @@ def measure_notes(system: System, args: argparse.Namespace) -> NotesResult:
     answered = sum(1 for s in screens if s.status == 200)
     results = len({s.key for s in screens if s.status == 200 and s.key is not None})
     print(f"  sent in {send_seconds:.1f} s; {answered} answered 200 ({results} distinct results); "
-          "waiting for the queue to drain", flush=True)  # fmt: skip
+          "waiting for the hand-offs to end and the queue to drain", flush=True)  # fmt: skip
+    ids = {s.request_id for s in screens if s.request_id}
+    handoffs = wait_for_handoffs(system, ids, args.drain_timeout)
     drain = wait_for_drain(system, results, worker_before["handled"], args.drain_timeout)
     drained_after = None if drain.drained_at is None else max(drain.drained_at - started - send_seconds, 0.0)
     system.standin.set_faults({"rates": {"503": 0.0, "reset": 0.0}, "routes": {"POST /notes": None}})
@@ -1102,7 +1119,7 @@ def measure_notes(system: System, args: argparse.Namespace) -> NotesResult:
         note_keys=keys,
         drain=drain,
         drain_seconds=drained_after,
-        handoffs=handoff_states(access_lines(system.stack.proxy), {s.request_id for s in screens if s.request_id}),
+        handoffs=handoffs,
         logged={},
     )
     result.first = result.tally = tally(result.successes(), keys)
