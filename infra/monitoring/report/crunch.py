@@ -48,6 +48,7 @@ MAX_BUCKETS = 300
 # Events of the Lambdas' logs (chalicelib/logs.py lines) that the screens plot counts.
 NOTE_EVENTS = {
     "note_job_queued": "note jobs queued",
+    "note_handoff_refused": "hand-offs refused",
     "note_job_not_queued": "hand-offs not queued",
     "note_written": "notes written",
     "note_already_present": "notes already present",
