@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -98,6 +100,73 @@ def local_aws(run_dir: Path) -> Iterator[str]:
         yield server.url
 
 
+# --- raw HTTP: the path exactly as written, a body chunked when given as an iterable ---------
+
+RAW_CLIENT_TIMEOUT = 30.0
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    @property
+    def request_id(self) -> str:
+        """The answer's X-Request-Id; there must be exactly one."""
+        values = self.headers.get_all("X-Request-Id") or []
+        assert len(values) == 1, f"X-Request-Id headers: {values}"
+        assert REQUEST_ID.fullmatch(values[0]), values[0]
+        return values[0]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def send_raw(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> RawAnswer:
+    """One request to 127.0.0.1:port with http.client, which sends the path exactly as written
+    (requests would resolve "..", "." and "%31" first); an iterable body goes chunked."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=RAW_CLIENT_TIMEOUT)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return RawAnswer(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+class LoopbackHTTPServer:
+    """An HTTP server on 127.0.0.1 in threads of this process, answering with `handler`;
+    a context manager that shuts it down."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclasses.dataclass
 class Received:
     method: str
@@ -106,7 +175,7 @@ class Received:
     body: bytes
 
 
-class RecordingServer:
+class RecordingServer(LoopbackHTTPServer):
     """A loopback HTTP server standing in for the Chalice app (or HOSP): it keeps what it
     received and answers 200 with a small JSON body, or the next of `statuses`, or
     closes the connection without answering when `drop` is set."""
@@ -141,11 +210,7 @@ class RecordingServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.address = f"127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def reset(self) -> None:
         self.received.clear()
@@ -159,16 +224,6 @@ class RecordingServer:
         while len(self.received) < count and time.monotonic() < deadline:
             time.sleep(0.01)
         return list(self.received)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def proxy_in_front(

@@ -156,6 +156,17 @@ def test_a_directory_of_plain_and_gzip_files_reads_as_the_one_log(
     assert found["read"]["unreadable"] == truth.unreadable
 
 
+def point_boto3_at(aws_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's default boto3 client goes to the local S3, as an operator's would with AWS_ENDPOINT_URL."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": aws_url,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "eu-west-2",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture(scope="module")
 def aws_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with local_aws(tmp_path_factory.mktemp("moto")) as url:
@@ -183,13 +194,7 @@ def test_the_archive_in_s3_is_read_by_day_partition(
         s3.put_object(
             Bucket=audit_buckets.LOG_BUCKET, Key=key, Body=gzip.compress(b"".join(lines)), ChecksumAlgorithm="SHA256"
         )
-    for name, value in {
-        "AWS_ENDPOINT_URL": aws_url,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": "eu-west-2",
-    }.items():
-        monkeypatch.setenv(name, value)
+    point_boto3_at(aws_url, monkeypatch)
 
     code, found, _ = report(
         "--log",
@@ -214,13 +219,7 @@ def test_a_bucket_without_objects_for_the_days_says_so(
 ) -> None:
     s3 = audit_buckets.client(aws_url)
     audit_buckets.create(s3)
-    for name, value in {
-        "AWS_ENDPOINT_URL": aws_url,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": "eu-west-2",
-    }.items():
-        monkeypatch.setenv(name, value)
+    point_boto3_at(aws_url, monkeypatch)
     assert cli.main(["--log", f"s3://{audit_buckets.LOG_BUCKET}/nothing-here/", "--out", str(tmp_path / "r.html")]) == 2
     assert cli.main(["--log", "s3://no-such-bucket-here/access/", "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err

@@ -18,11 +18,8 @@ handled first. HOSP's request log then shows what carried the request id.
 from __future__ import annotations
 
 import base64
-import dataclasses
-import http.client
 import itertools
 import json
-import re
 import subprocess
 import sys
 import time
@@ -37,7 +34,7 @@ from local.hosp_standin.stats import REQUEST_LOG_SIZE
 from local.nginx_proxy import NginxProxy
 from local.processes import closed_port
 from local.stack import Stack
-from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, whole_stack
+from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, RawAnswer, send_raw, whole_stack
 
 SCREEN_PATH = "/patients/1/screen"
 _IMAGES = itertools.count()
@@ -52,30 +49,7 @@ def images() -> bytes:
 JSON = {"Content-Type": "application/json"}
 NOTE_TIMEOUT = 15.0  # a note is written within a second or two; a bound, not an expectation
 LOG_TIMEOUT = 5.0
-CLIENT_TIMEOUT = 30.0
-REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 SCREEN_ROUTE = "POST /patients/{id}/screen"  # how the stand-in names the screen route
-
-
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    @property
-    def request_id(self) -> str:
-        """The answer's X-Request-Id; there must be exactly one."""
-        values = self.headers.get_all("X-Request-Id") or []
-        assert len(values) == 1, f"X-Request-Id headers: {values}"
-        assert REQUEST_ID.fullmatch(values[0]), values[0]
-        return values[0]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +61,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def send(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | Iterable[bytes] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Answer:
-    """One request with the path exactly as given; an iterable body goes chunked."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        connection.close()
+Answer = RawAnswer
+send = send_raw
 
 
 def screen(
