@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import note_intake, note_jobs
+from chalicelib import note_intake, note_jobs, requeue
 from chalicelib.note_intake import parse_handoff
 
 ANSWER = b'{"screening_id":"scr_1","findings":[]}'
@@ -68,7 +68,7 @@ def proxy_line(handoff: Any, **fields: Any) -> str:
 
 
 def test_a_proxys_failed_hand_off_line_makes_the_job_the_intake_would() -> None:
-    (job,), unreadable = note_jobs.jobs_in_log([proxy_line(body())])
+    (job,), unreadable = requeue.jobs_in_log([proxy_line(body())])
 
     assert unreadable == 0
     assert job == note_intake.job_of(parse_handoff(body()), datetime(2026, 12, 7, 10, tzinfo=UTC))
@@ -76,7 +76,7 @@ def test_a_proxys_failed_hand_off_line_makes_the_job_the_intake_would() -> None:
 
 
 def test_a_proxy_line_without_a_readable_time_is_asked_now() -> None:
-    (job,), _ = note_jobs.jobs_in_log([proxy_line(body(), time="yesterday")])
+    (job,), _ = requeue.jobs_in_log([proxy_line(body(), time="yesterday")])
 
     assert job.requested_at.startswith(datetime.now(UTC).strftime("%Y-%m-%d"))
 
@@ -87,7 +87,7 @@ def test_the_apps_not_queued_line_gives_back_its_job() -> None:
         {"level": "ERROR", "event": "note_job_not_queued", "reason": "down", "job": json.loads(job.to_json())}
     )
 
-    assert note_jobs.jobs_in_log([line]) == ([job], 0)
+    assert requeue.jobs_in_log([line]) == ([job], 0)
 
 
 @pytest.mark.parametrize(
@@ -104,11 +104,11 @@ def test_the_apps_not_queued_line_gives_back_its_job() -> None:
     ],
 )
 def test_a_line_naming_either_event_that_holds_no_job_is_counted(line: str) -> None:
-    assert note_jobs.jobs_in_log([line]) == ([], 1)
+    assert requeue.jobs_in_log([line]) == ([], 1)
 
 
 @pytest.mark.parametrize(
     "line", ["", "plain text", '{"event":"note_written"}', '{"event":"note_handoff_refused","reason":"x"}']
 )
 def test_other_lines_are_skipped(line: str) -> None:
-    assert note_jobs.jobs_in_log([line]) == ([], 0)
+    assert requeue.jobs_in_log([line]) == ([], 0)
