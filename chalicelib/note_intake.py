@@ -54,8 +54,9 @@ from chalicelib import config, errors, logs, metrics, note_jobs
 
 # A hand-off is a few KB: the answer and four short fields.
 MAX_BODY_BYTES = 2 * 1024 * 1024
-# HOSP's answer, decoded.
-MAX_ANSWER_BYTES = 1024 * 1024
+# HOSP's answer, decoded: the proxy hands off no larger one (infra/nginx/njs/note_handoff.js).
+# Its job, the answer escaped as JSON (at most 3 bytes for each of its), fits an SQS message.
+MAX_ANSWER_BYTES = 80 * 1024
 # Base64 of MAX_ANSWER_BYTES: a longer text is refused before it is decoded.
 MAX_ANSWER_TEXT = 4 * -(-MAX_ANSWER_BYTES // 3)
 # The proxy sends the user name as its access log writes it: client text of at most

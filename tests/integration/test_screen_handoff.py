@@ -364,6 +364,8 @@ def test_a_failed_handoff_is_written_whole_and_the_nurse_is_answered_first(
 
     same_as_hosps(through, direct)
     assert answered < 1.0  # she never waits on the hand-off
+    if failure != "down":  # and her line says so: request_time ends with her answer's last byte
+        assert access_log_entry(rig.proxy, through.request_id)["request_time"] < 1.0
     (line,) = lines
     assert line["event"] == "note_handoff_failed"
     assert line["request_id"] == through.request_id

@@ -20,7 +20,7 @@
  *     not-json    a 2xx that is not JSON: no note
  *     encoded     a 2xx with a Content-Encoding: no note (the proxy asks HOSP
  *                 for none on screens, so HOSP chose to)
- *     too-large   an answer over MAX_ANSWER bytes: no note
+ *     too-large   an answer over MAX_ANSWER bytes (80 KiB): no note
  *     incomplete  the answer ended before its last byte (HOSP broke it off,
  *                 or the nurse went away): no note
  *
@@ -31,8 +31,10 @@
  */
 
 // The largest answer handed off; the note intake takes the same
-// (chalicelib/note_intake.py). HOSP's screening answers are a few KB.
-var MAX_ANSWER = 1048576;
+// (chalicelib/note_intake.py). HOSP's screening answers are a few KB (about
+// 150 bytes an image); the job that holds one, escaped as JSON (at most 3
+// bytes for each of the answer's), fits an SQS message (256 KiB) whatever it holds.
+var MAX_ANSWER = 81920;
 var JSON_TYPE = /^application\/(?:[A-Za-z0-9.+-]*\+)?json\s*(?:;|$)/i;
 
 var decided = '';  // '' until the first buffer: 'capture', or why not
@@ -74,6 +76,9 @@ function capture(r, data, flags) {
     if (!flags.last) {
         return;
     }
+    // The nurse's request_time ends here, with her answer's last byte; the
+    // request itself ends when the hand-off does (logging.conf).
+    r.variables.hosp_answered_in = r.variables.request_time;
     if (decided !== 'capture') {
         outcome = decided;
         return;
