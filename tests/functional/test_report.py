@@ -324,7 +324,9 @@ def test_an_empty_log_makes_a_report_that_says_there_is_nothing(tmp_path: Path) 
         (timedelta(hours=2), timedelta(minutes=1)),
         (timedelta(days=3), timedelta(minutes=15)),
         (timedelta(days=30), timedelta(hours=6)),
-        (timedelta(days=400), timedelta(days=1)),
+        (timedelta(days=300), timedelta(days=1)),
+        (timedelta(days=400), timedelta(days=7)),
+        (timedelta(days=36500), timedelta(days=30)),
     ],
 )
 def test_the_plot_bucket_follows_the_span(span: timedelta, bucket: timedelta) -> None:
@@ -373,3 +375,65 @@ def test_a_report_killed_midway_leaves_no_spool_behind_for_long(generated: tuple
     finally:
         shutil.rmtree(alive, ignore_errors=True)
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def test_times_no_proxy_logged_are_unreadable_lines_not_a_crash(generated: tuple[Path, Truth], tmp_path: Path) -> None:
+    """A line of the year 9999, 1970 or 0001 (a clock or a line gone wrong) would stretch the
+    plots over millennia: it is counted as unreadable, and the rest is read as ever."""
+    log, truth = generated
+    odd = tmp_path / "access.json"
+    line = '{{"logged_at": "{at}", "status": 503, "listener": "public", "route": "hosp", "upstream_status": "503"}}'
+    extra = [
+        line.format(at=at) for at in ("9999-12-31 23:59:59.000", "1970-01-01 00:00:00.000", "0001-01-01 00:00:00.000")
+    ]
+    odd.write_bytes(log.read_bytes() + ("\n".join(extra) + "\n").encode())
+
+    code, found, _ = report("--log", odd, "--out", tmp_path / "r.html")
+
+    assert code == 0
+    assert headline(found["whole"]) == expected(truth)
+    assert found["read"]["unreadable"] == truth.unreadable + 3
+
+
+def test_a_fleets_log_directory_is_read_for_its_access_logs_and_a_cut_gzip_is_skipped(
+    generated: tuple[Path, Truth], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/var/log/hosp-proxy holds NGINX's error log and the failed hand-offs beside the access
+    log and its rotations: only the access logs are read. A rotated copy cut short is left out
+    and named, and the rest is reported."""
+    log, truth = generated
+    fleet = tmp_path / "hosp-proxy"
+    fleet.mkdir()
+    data = log.read_bytes()
+    half = data.rfind(b"\n", 0, len(data) // 2) + 1
+    (fleet / "access.json.1").write_bytes(data[:half])
+    (fleet / "access.json").write_bytes(data[half:])
+    (fleet / "access.json.2.gz").write_bytes(gzip.compress(data[:half])[:-100])  # cut short
+    (fleet / "error.log").write_text("2026/12/01 10:00:00 [error] 12#12: *1 connect() failed\n" * 3)
+    (fleet / "note-handoff-failed.json").write_text('{"event":"note_handoff_failed","handoff":"{}"}\n')
+
+    code, found, page = report("--log", fleet, "--out", tmp_path / "r.html")
+
+    assert code == 0
+    assert headline(found["whole"]) == expected(truth)
+    assert found["read"]["unreadable"] == truth.unreadable
+    assert "1 corrupt gzip file skipped" in page
+    assert "access.json.2.gz" in capsys.readouterr().err
+
+
+def test_a_to_past_the_calendar_is_refused_with_what_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "access.json"
+    log.write_text("")
+    assert cli.main(["--log", str(log), "--to", "9999-12-31", "--out", str(tmp_path / "r.html")]) == 2
+    assert "TO must be a UTC day" in capsys.readouterr().err
+
+
+def test_a_lambda_line_whose_event_is_not_a_name_is_unreadable(tmp_path: Path) -> None:
+    log = tmp_path / "lambda.log"
+    log.write_text(
+        '{"time": "2026-11-30T10:00:00.000Z", "event": {}}\n{"time": "2026-11-30T10:00:00.000Z", "event": ["x"]}\n'
+    )
+    counts, unreadable = crunch.lambda_events([log], None, None)
+    assert (dict(counts), unreadable) == ({}, 2)

@@ -59,7 +59,7 @@ def parse_moment(text: str, name: str, end: bool) -> datetime:
             moment = datetime(day.year, day.month, day.day)
             return moment + timedelta(days=1) if end else moment
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(f"{name} must be a UTC day (2026-12-01) or time (2026-12-01T08:30), got {text!r}") from None
     return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
@@ -161,7 +161,15 @@ def run(args: argparse.Namespace) -> int:
         on_a_terminal = sys.stdout.isatty() and sys.stderr.isatty()
         db = crunch.connect(work_dir, memory_limit=args.memory_limit, progress=on_a_terminal)
         try:
-            read = crunch.load(db, files.plain, files.gzip, start, end)
+            try:
+                read = crunch.load(db, files.plain, files.gzip, start, end)
+            except duckdb.Error:
+                broken = files.drop_broken_gzip()
+                if not broken:
+                    raise
+                say(f"  {len(broken)} gzip file(s) cut short or corrupt, skipped: {', '.join(map(str, broken[:5]))}")
+                log += f" ({len(broken)} corrupt gzip file{'s' if len(broken) != 1 else ''} skipped)"
+                read = crunch.load(db, files.plain, files.gzip, start, end)
             took = time.monotonic() - started
             say(
                 f"  {read.lines:,} lines in {took:.1f} s: "

@@ -37,12 +37,15 @@ HOSP_ROUTES = ("hosp", "screen")
 # Routes of an X-ray screen of a patient: HOSP answers it, and its answer goes to the note path.
 SCREEN_ROUTES = ("screen",)
 AUDIT_ROUTE = "audit"
-# The fields read; a line without a time, a status, a listener or a route is unreadable.
+# The fields read; a line without a time, a status, a listener or a route is unreadable, and
+# so is a time outside these years (no proxy logged it: a clock or a line gone wrong).
+SANE_TIMES = (datetime(2000, 1, 1), datetime(2100, 1, 1))
 READ = ("logged_at", "status", "request_time", "upstream_status", "retry_budget", "listener", "route")
 # Buckets for the plots: the smallest giving at most MAX_BUCKETS over the span.
 BUCKETS = (
     timedelta(seconds=1), timedelta(seconds=10), timedelta(minutes=1), timedelta(minutes=5),
     timedelta(minutes=15), timedelta(hours=1), timedelta(hours=6), timedelta(days=1),
+    timedelta(days=7), timedelta(days=30),
 )  # fmt: skip
 MAX_BUCKETS = 300
 # Events of the Lambdas' logs (chalicelib/logs.py lines) that the screens plot counts.
@@ -147,7 +150,9 @@ def load(
         CREATE OR REPLACE TABLE raw AS
         SELECT
             logged_at, status, request_time, listener, route, retry_budget,
-            logged_at IS NULL OR status IS NULL OR listener IS NULL OR route IS NULL AS unreadable,
+            logged_at IS NULL OR status IS NULL OR listener IS NULL OR route IS NULL
+                OR logged_at < TIMESTAMP {_quote(SANE_TIMES[0].isoformat(sep=" "))}
+                OR logged_at >= TIMESTAMP {_quote(SANE_TIMES[1].isoformat(sep=" "))} AS unreadable,
             CASE WHEN coalesce(upstream_status, '') = '' THEN 0
                  ELSE len(regexp_split_to_array(upstream_status, '\\s*,\\s*|\\s+:\\s+')) END AS attempts,
             regexp_extract(coalesce(upstream_status, ''), '^\\s*(\\S+?)(?:\\s*,|\\s+:|\\s*$)', 1) AS first_status
@@ -295,7 +300,9 @@ def lambda_events(
                     line = json.loads(raw[at:])
                     event = line["event"]
                     when = datetime.fromisoformat(line["time"].replace("Z", "+00:00")).replace(tzinfo=None)
-                except (ValueError, KeyError, TypeError, AttributeError):
+                    if not isinstance(event, str):
+                        raise TypeError("the event is not a name")
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                     unreadable += 1
                     continue
                 if event in wanted and (not start or when >= start) and (not end or when < end):

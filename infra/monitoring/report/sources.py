@@ -10,8 +10,10 @@ to download, and memory stays flat in the archive's size.
 
 from __future__ import annotations
 
+import gzip
 import re
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -22,6 +24,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 GZIP_MAGIC = b"\x1f\x8b"
+# The access log's name on an instance and locally, and its rotated copies' (access.json.1, .2.gz).
+ACCESS_LOG_NAME = "access.json"
 # The archive's day partitions (infra/athena/audit.yaml: access/day=YYYY-MM-DD/).
 DAY_PARTITION = re.compile(r"(?:^|/)day=(\d{4}-\d{2}-\d{2})/")
 
@@ -47,6 +51,23 @@ class Files:
     def __len__(self) -> int:
         return len(self.plain) + len(self.gzip)
 
+    def drop_broken_gzip(self) -> list[Path]:
+        """Leave out the gzip files that are cut short or corrupt (DuckDB stops at the first);
+        the ones left out, each read through once to tell."""
+        broken = [path for path in self.gzip if not _gzip_whole(path)]
+        self.gzip = [path for path in self.gzip if path not in broken]
+        return broken
+
+
+def _gzip_whole(path: Path) -> bool:
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error):
+        return False
+    return True
+
 
 Progress = Callable[[str], None]
 
@@ -62,11 +83,18 @@ def local(location: str) -> Files:
     if not path.exists():
         raise SourceError(f"no access log at {location}: give a file, a directory or s3://bucket/prefix")
     files = Files()
-    if path.is_file():
-        files.add(path)
-    else:
-        for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            files.add(child)
+    try:
+        if path.is_file():
+            files.add(path)
+        else:
+            children = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            # A fleet's log directory holds NGINX's other logs too (error.log, the failed
+            # hand-offs): where access logs are named as NGINX names them, only they are read.
+            access_logs = [p for p in children if p.name.startswith(ACCESS_LOG_NAME)]
+            for child in access_logs or children:
+                files.add(child)
+    except OSError as failure:
+        raise SourceError(f"cannot read {failure.filename or location}: {failure.strerror or failure}") from failure
     if not len(files):
         raise SourceError(f"{location} holds no file")
     return files
