@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Table, ratio
-from bench.toolkit import alternated, run_directory
+from bench.toolkit import alternated, peak_rss_kib, run_directory
 from chalicelib import constants
 from chalicelib.audit import log_schema
 from chalicelib.audit.filters import Filters
@@ -490,23 +490,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "prepare_seconds": started - prepared,
         "peak_rss_kib": peak_rss_kib(),
     }
-
-
-def peak_rss_kib() -> int:
-    """This process's peak resident memory in KiB: VmHWM, its memory's own high-water mark.
-
-    Not ru_maxrss: Linux keeps the larger of it and the memory the process had before
-    its execve, and a child started with vfork (as subprocess does) counts the parent's
-    peak as its own; VmHWM starts afresh with the new program.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _cpu_seconds() -> float:

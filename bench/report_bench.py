@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.access_logs import Rates, Truth, write
 from bench.report import Table, ratio
-from bench.toolkit import Check, alternated, checks_table, run_directory
+from bench.toolkit import Check, alternated, checks_table, peak_rss_kib, run_directory
 
 DEFAULT_LINES = 1_000_000
 DEFAULT_ROUNDS = 3
@@ -37,15 +37,6 @@ HEADLINE = (
     "client_requests", "client_failures", "hosp_requests", "first_attempt_failures",
     "recovered", "attempts", "retried", "refusals",
 )  # fmt: skip
-
-
-def _peak_rss_kib() -> int:
-    """VmHWM: this process's own high-water mark (audit_bench.peak_rss_kib says why not ru_maxrss)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def child(kind: str, log: Path, out: Path, started: float) -> int:
@@ -64,7 +55,7 @@ def child(kind: str, log: Path, out: Path, started: float) -> int:
 
         code = cli.main(["--log", str(log), "--out", str(out)])
         extra = {"exit": code}
-    print(json.dumps({"seconds": time.time() - started, "peak_rss_kib": _peak_rss_kib(), **extra}))
+    print(json.dumps({"seconds": time.time() - started, "peak_rss_kib": peak_rss_kib(), **extra}))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,3 +56,20 @@ def checks_table(title: str, target_header: str, checks: Sequence[Check]) -> Tab
     for check in checks:
         table.add(check.target, check.case, check.expected, check.seen, "ok" if check.passed else "FAILED")
     return table
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory in KiB: VmHWM, its memory's own high-water mark.
+
+    Not ru_maxrss: Linux keeps the larger of it and the memory the process had before
+    its execve, and a child started with vfork (as subprocess does) counts the parent's
+    peak as its own; VmHWM starts afresh with the new program.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if lambdas is not None:
         within = (series[0]["bucket"], series[-1]["bucket"] + bucket) if series else (start, end)
         events, lambda_unreadable = crunch.lambda_events(lambdas, *within)
-    say(f"drawing {len(series)} buckets of {render._duration(bucket)} ...")
+    say(f"drawing {len(series)} buckets of {render.duration(bucket)} ...")
     report = render.Report(
         sources=log + (f" and {len(lambdas)} Lambda log{'s' if len(lambdas) != 1 else ''}" if lambdas else ""),
         read=read, lambda_unreadable=lambda_unreadable, start=start, end=end, bucket=bucket,

@@ -215,7 +215,7 @@ def page(report: Report) -> str:
         + (f"; {report.lambda_unreadable:,} unreadable lines in the Lambda logs" if report.lambda_unreadable else "")
         + f". Lines logged from {_when(read.first)} to {_when(read.last)}"
         + (f" (asked: from {_when(report.start)} to {_when(report.end)})" if report.start or report.end else "")
-        + f". Plots in buckets of {_duration(report.bucket)}.</p>",
+        + f". Plots in buckets of {duration(report.bucket)}.</p>",
         "<h2>Headline</h2>",
         "<table><tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr>",
         _headline_row(report.whole),
@@ -270,7 +270,8 @@ def page(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _duration(size: timedelta) -> str:
+def duration(size: timedelta) -> str:
+    """A bucket's size in words: 15 minutes, 1 day."""
     seconds = int(size.total_seconds())
     for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
         if seconds % unit == 0:
