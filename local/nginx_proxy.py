@@ -24,9 +24,9 @@ INSTALL_HINT = (
     "install it with `sudo apt-get install nginx` (Debian/Ubuntu), or run `make test`, "
     "which installs it when run as root"
 )
-NJS_INSTALL_HINT = (
-    "install it with `sudo apt-get install libnginx-mod-http-js` (Debian/Ubuntu), or run `make test`, "
-    "which installs it when run as root"
+MODULES_INSTALL_HINT = (
+    "install the versions of infra/nginx/debian-packages.txt with `sudo scripts/ensure-system-packages.sh "
+    "$(cat infra/nginx/debian-packages.txt)` (Debian 12), or run `make test`, which installs them when run as root"
 )
 # Started by root, the workers run as this user, as production's run as the
 # distribution's nginx user: never as root.
@@ -41,11 +41,12 @@ def nginx_binary() -> str:
     return system_binary("nginx", INSTALL_HINT)
 
 
-def njs_module(path: str = render.DEBIAN_NJS_MODULE) -> str:
-    """Path of NGINX's JavaScript module, which the access log needs (infra/nginx/templates/logging.conf)."""
-    if not Path(path).is_file():
-        raise ProcessError(f"NGINX's JavaScript module (njs) was not found at {path}: {NJS_INSTALL_HINT}")
-    return path
+def nginx_modules(*paths: str) -> None:
+    """Fail, saying how to install them, unless NGINX's dynamic modules are all there (default: the proxy's)."""
+    wanted = paths or tuple(f"{render.MODULES_DIR}/{name}" for name in render.NGINX_MODULES)
+    missing = [path for path in wanted if not Path(path).is_file()]
+    if missing:
+        raise ProcessError(f"NGINX's module(s) {', '.join(missing)} not found: {MODULES_INSTALL_HINT}")
 
 
 class NginxProcess(LoopbackServer):
@@ -54,14 +55,14 @@ class NginxProcess(LoopbackServer):
     What the local proxy and the local edge share: the configuration checked
     with `nginx -t` before it is run, the access log's times in UTC, and, when
     started by root, a temp directory of its own for the unprivileged workers,
-    removed on stop. Subclasses (dataclasses) set `run_dir` and `njs_module`,
+    removed on stop. Subclasses (dataclasses) set `run_dir` and `modules`,
     and define `render`, `_pick_ports` and `listen_ports`. Started only once our
     master holds every listener: NGINX retries a taken port for some seconds
     before it exits, while whatever holds the port answers the health check.
     """
 
     run_dir: Path
-    njs_module: str
+    modules: tuple[str, ...]  # the dynamic modules the configuration loads
     WORKER_TEMP_PREFIX = "hosp-nginx-"
     _worker_temp: Path | None = None
 
@@ -82,7 +83,7 @@ class NginxProcess(LoopbackServer):
 
     def check(self) -> str:
         """`nginx -t` on the rendered file; returns its output."""
-        njs_module(self.njs_module)
+        nginx_modules(*self.modules)
         done = subprocess.run(
             [nginx_binary(), "-t", "-c", str(self.config_path), "-e", str(self.error_log)],
             capture_output=True, text=True, check=False,
@@ -129,7 +130,7 @@ class NginxProxy(NginxProcess):
     tuning: Tuning = field(default_factory=Tuning)
     internal_port: int = 0  # the Lambdas' listener; 0: a free port
     interceptor: str = "127.0.0.1:8000"  # the Chalice app: screens' hand-offs and /audit (chalice local)
-    njs_module: str = render.DEBIAN_NJS_MODULE
+    modules: tuple[str, ...] = tuple(f"{render.MODULES_DIR}/{name}" for name in render.NGINX_MODULES)
     # The X-Origin-Verify values the public listener accepts; (): no check, as `make run`.
     origin_secrets: tuple[str, ...] = field(default=(), repr=False)
     # The Host names the public listener answers (render.py --public-name); (): any, as `make run`.
@@ -153,7 +154,6 @@ class NginxProxy(NginxProcess):
             "listen": self.address,
             "internal_listen": f"127.0.0.1:{self.internal_port}",
             "interceptor": self.interceptor,
-            "njs_module": self.njs_module,
             "origin_secrets": self.origin_secrets,
             "public_names": self.public_names,
         }

@@ -47,12 +47,17 @@ HANDOFF_CONNECT_TIMEOUT = 1.0
 HANDOFF_TIMEOUT = 2.0
 # The failed hand-offs' log, beside the access log.
 HANDOFF_FAILED_LOG = "note-handoff-failed.json"
-# Where the production variant finds the CA certificates (Amazon Linux 2023).
-SYSTEM_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
-# NGINX's JavaScript module: Debian's libnginx-mod-http-js (the local stack),
-# and nginx.org's nginx-module-njs on Amazon Linux 2023 (installed by infra/ec2/bundle/install.sh).
-DEBIAN_NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
-NGINX_ORG_NJS_MODULE = "/usr/lib64/nginx/modules/ngx_http_js_module.so"
+# Where the production variant finds the CA certificates (Debian 12, as the fleet runs).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# NGINX's dynamic modules, from Debian 12's packages everywhere: the tests, the
+# local stack and the fleet install the same versions (infra/nginx/debian-packages.txt).
+# The JavaScript module (libnginx-mod-http-js): the access log and the screens'
+# hand-off. Lua (libnginx-mod-http-lua, which needs the development kit
+# libnginx-mod-http-ndk loaded first): the retry budget's counters, shared by
+# the workers.
+MODULES_DIR = "/usr/lib/nginx/modules"
+NGINX_MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so", "ngx_http_js_module.so")
+DEBIAN_NJS_MODULE = f"{MODULES_DIR}/ngx_http_js_module.so"
 # CloudFront's secret origin header (origin-policy.conf): the values the public
 # listener accepts, the current one and, during a rotation, the previous one.
 # The alphabet and length of infra/cloudfront/distribution.yaml's OriginSecret,
@@ -144,7 +149,7 @@ class ProxySettings:
     interceptor_tls: bool  # HTTPS to the interceptor (API Gateway), with its certificate checked
     interceptor_prefix: str  # path before /patients/..., e.g. API Gateway's stage "/api"
     ca_bundle: str  # CA certificates that check the interceptor's; "" without TLS
-    njs_module: str  # the ngx_http_js_module.so that load_module loads
+    modules_dir: str  # where load_module finds NGINX_MODULES
     access_log: str
     error_log: str
     pid_path: str
@@ -172,7 +177,7 @@ class ProxySettings:
                 interceptor_tls=False,
                 interceptor_prefix="",
                 ca_bundle="",
-                njs_module=DEBIAN_NJS_MODULE,
+                modules_dir=MODULES_DIR,
                 access_log=str(run_dir / "access.json"),
                 error_log=str(run_dir / "error.log"),
                 pid_path=str(run_dir / "nginx.pid"),
@@ -189,7 +194,7 @@ class ProxySettings:
                 interceptor_tls=True,
                 interceptor_prefix="/api",
                 ca_bundle=SYSTEM_CA_BUNDLE,
-                njs_module=NGINX_ORG_NJS_MODULE,
+                modules_dir=MODULES_DIR,
                 access_log="/var/log/hosp-proxy/access.json",
                 error_log="/var/log/hosp-proxy/error.log",
                 pid_path="/run/nginx.pid",
@@ -297,7 +302,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "interceptor_prefix": s.interceptor_prefix,
         "interceptor_timeout": _ms(t.interceptor_timeout),
         "trusted_certificates": s.ca_bundle,
-        "njs_module": s.njs_module,
+        "load_modules": "\n".join(f"load_module {s.modules_dir}/{name};" for name in NGINX_MODULES),
         "origin_secret_current": secrets[0],
         "origin_secret_previous": secrets[1],
         "public_names_regex": "|".join(name.replace(".", r"\.") for name in s.public_names),
@@ -412,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "interceptor",
         "interceptor_prefix",
         "ca_bundle",
-        "njs_module",
+        "modules_dir",
         "access_log",
         "error_log",
         "user",
@@ -454,8 +459,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interceptor-prefix", help="path before /patients/... at the interceptor (production: /api)")
     p.add_argument("--ca-bundle", help=f"CA certificates for the interceptor's TLS (production: {SYSTEM_CA_BUNDLE})")
     p.add_argument(
-        "--njs-module",
-        help=f"NGINX's JavaScript module (local: {DEBIAN_NJS_MODULE}, production: {NGINX_ORG_NJS_MODULE})",
+        "--modules-dir", help=f"where NGINX's modules are ({', '.join(NGINX_MODULES)}; default: {MODULES_DIR})"
     )
     p.add_argument("--access-log", help="JSON access log path")
     p.add_argument("--error-log", help="error log path")

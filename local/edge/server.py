@@ -66,7 +66,7 @@ class LocalEdge(NginxProcess):
     http_port: int = 0  # plain HTTP, answered with 301 to HTTPS; 0: a free port
     new_name: str = NEW_NAME
     old_names: tuple[str, ...] = (OLD_NAME,)
-    njs_module: str = render.DEBIAN_NJS_MODULE
+    modules: tuple[str, ...] = (render.DEBIAN_NJS_MODULE,)
     WORKER_TEMP_PREFIX = "hosp-edge-"
 
     @property
@@ -106,7 +106,7 @@ class LocalEdge(NginxProcess):
         https_suffix = "" if self.port == 443 else f":{self.port}"
         running_as_root = os.geteuid() == 0
         return {
-            "njs_module": self.njs_module,
+            "njs_module": render.DEBIAN_NJS_MODULE,
             "njs_dir": str(NJS_DIR),
             "run_dir": str(self.run_dir),
             "pid_path": str(self.run_dir / "nginx.pid"),

@@ -42,7 +42,7 @@ import pytest
 
 from infra.ec2 import build_bundle
 from infra.nginx.render import ProxySettings
-from local.nginx_proxy import nginx_binary, njs_module, unprivileged_user
+from local.nginx_proxy import nginx_binary, unprivileged_user
 from local.processes import free_port
 
 BUNDLE_DIR = build_bundle.REPO / "infra" / "ec2" / "bundle"
@@ -54,7 +54,6 @@ AGENT_CONFIG = BUNDLE_DIR / "cloudwatch-agent.json"
 NGINX_DROP_IN = SYSTEMD_DIR / "nginx.service.d" / "10-hosp-proxy.conf"
 # Where the user data unpacks the bundle; the units start programs under it.
 INSTANCE_ROOT = "/opt/hosp-proxy"
-DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:hosp-reliability/dev/origin-verify-AbC123"
 PUBLIC_NAMES = ("hosp.example.org", "hosp.old-example.org")
 # Values of the contract's shape: 48 characters of A-Za-z0-9.
@@ -456,15 +455,11 @@ class Instance:
 
     @property
     def local_options(self) -> list[str]:
-        """This machine's paths instead of Amazon Linux's, and loopback ports; everything
+        """This machine's log paths and user, and loopback ports; everything
         else as production."""
         return [
             "--user",
             " ".join(unprivileged_user()),
-            "--njs-module",
-            njs_module(),
-            "--ca-bundle",
-            DEBIAN_CA_BUNDLE,
             "--access-log",
             str(self.dir / "access.json"),
             "--error-log",

@@ -12,11 +12,10 @@ import pytest
 
 from infra.nginx import render
 from infra.nginx.render import ProxySettings, Tuning
-from local.nginx_proxy import nginx_binary, njs_module, unprivileged_user
+from local.nginx_proxy import nginx_binary, nginx_modules, unprivileged_user
 from local.processes import ProcessError
 
 API_GATEWAY = "abc123.execute-api.eu-west-2.amazonaws.com:443"
-DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # Production always checks the origin secret and the public names (render.py refuses it without them).
 PRODUCTION_CHECKS: dict[str, Any] = {"origin_secrets": ("s" * 40,), "public_names": ("hosp.example",)}
 
@@ -47,7 +46,7 @@ def nginx_t(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "nginx.conf"
     path.write_text(config)
     (tmp_path / "tmp").mkdir(exist_ok=True)
-    njs_module()  # fails and says how to install it, rather than a dlopen() error from nginx -t
+    nginx_modules()  # fails and says how to install them, rather than a dlopen() error from nginx -t
     return subprocess.run(
         [nginx_binary(), "-t", "-c", str(path), "-e", str(tmp_path / "error.log")],
         capture_output=True, text=True, check=False,
@@ -93,9 +92,8 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     logs = ["--access-log", str(tmp_path / "access.json"), "--error-log", str(tmp_path / "error.log")]
     user = " ".join(unprivileged_user())
     args = ["--variant", "production", "--upstream", "localhost:9000", "--user", user, "--output", str(output)]
-    # NGINX resolves the interceptor's name at start; the CA bundle's and the njs module's paths
-    # are the distribution's.
-    args += ["--interceptor", "localhost:443", "--ca-bundle", DEBIAN_CA_BUNDLE, "--njs-module", njs_module()]
+    # NGINX resolves the interceptor's name at start; the CA bundle and the modules are Debian's, as the fleet's.
+    args += ["--interceptor", "localhost:443"]
     secret_file = tmp_path / "origin-secrets"
     secret_file.write_text("s" * 40 + "\n")
     args += ["--origin-secret-file", str(secret_file), "--public-name", "hosp.example"]
@@ -112,14 +110,19 @@ def test_production_variant_with_a_dns_name_passes_nginx_t(tmp_path: Path) -> No
     assert "_temp_path" not in config  # the distribution's own temp paths
 
 
-def test_the_production_variant_loads_nginx_orgs_njs_module(tmp_path: Path) -> None:
-    # nginx.org's nginx-module-njs on Amazon Linux 2023 (infra/ec2/bundle/install.sh installs it).
+def test_both_variants_load_debians_modules_development_kit_first(tmp_path: Path) -> None:
+    # The fleet runs Debian 12 with the packages the tests run (infra/ec2/bundle/install.sh).
     production = ProxySettings.for_variant(
         "production", "hosp.internal:80", tmp_path, interceptor=API_GATEWAY, **PRODUCTION_CHECKS
     )
+    loads = [
+        "load_module /usr/lib/nginx/modules/ndk_http_module.so;",
+        "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;",
+        "load_module /usr/lib/nginx/modules/ngx_http_js_module.so;",
+    ]
 
-    assert "load_module /usr/lib64/nginx/modules/ngx_http_js_module.so;" in render.render(production)
-    assert f"load_module {render.DEBIAN_NJS_MODULE};" in render.render(settings(tmp_path))
+    for config in (render.render(production), render.render(settings(tmp_path))):
+        assert [line for line in config.splitlines() if line.startswith("load_module")] == loads
 
 
 def test_the_access_log_script_is_loaded_from_beside_the_renderer(tmp_path: Path) -> None:
@@ -141,9 +144,9 @@ def test_bodies_up_to_the_scan_limit_stay_in_memory(tmp_path: Path) -> None:
     assert nginx_t(smaller, tmp_path).returncode == 0
 
 
-def test_a_missing_njs_module_is_reported_with_how_to_install_it(tmp_path: Path) -> None:
-    with pytest.raises(ProcessError, match=r"apt-get install libnginx-mod-http-js"):
-        njs_module(str(tmp_path / "ngx_http_js_module.so"))
+def test_a_missing_module_is_reported_with_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(ProcessError, match=r"ngx_http_lua_module.so not found: .*debian-packages.txt"):
+        nginx_modules(str(tmp_path / "ngx_http_lua_module.so"))
 
 
 def test_the_audit_api_is_routed_on_the_public_listener_only(tmp_path: Path) -> None:
