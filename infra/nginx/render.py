@@ -26,6 +26,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The access log's njs script (logging.conf): NGINX reads it from here when it
 # loads the configuration, so it ships with render.py (the EC2 proxy bundle).
 NJS_DIR = Path(__file__).resolve().parent / "njs"
+# The retry budget's Lua module (retry-policy.conf), read from beside this file too.
+LUA_DIR = Path(__file__).resolve().parent / "lua"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 INCLUDE = re.compile(r"^(?P<indent>[ \t]*)include (?P<name>[\w./-]+\.conf);[ \t]*$", re.MULTILINE)
 HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
@@ -110,10 +112,15 @@ class Tuning:
     interceptor_timeout: float = 30.0
     access_log_buffer: str = "64k"
     host_header: str = "$http_host"
-    # Sized for HOSP's traffic: tens of requests per second at peak, of which
-    # up to a third may fail once. Raise both with the traffic (docs/proxy.md).
-    retry_budget_rate: int = 20
-    retry_budget_burst: int = 40
+    # The retry budget (docs/proxy.md): retry attempts per first attempt, plus
+    # a floor per second, over a window; each user gets the ratio of its own
+    # traffic and an equal share of the floor. 0.3 lets every retry of a 20%
+    # failure rate through (0.24 attempts per request with 3 tries) at any
+    # traffic, and bounds a full outage at 1.3 attempts per request + the floor.
+    retry_budget_ratio: float = 0.3
+    retry_budget_floor: float = 10.0
+    retry_budget_window: float = 10.0
+    retry_budget_memory: str = "10m"
     # The largest write body whose patient_id the access log reads; bodies up
     # to it stay in NGINX's memory (docs/access-log.md).
     body_scan_limit: int = 1024 * 1024
@@ -131,8 +138,10 @@ TUNING_HELP: dict[str, str] = {
     "interceptor_timeout": "seconds the Chalice app (the audit trail's API) may take to answer",
     "access_log_buffer": "access log buffer size (lines written within 1 s), or off",
     "host_header": "Host sent to HOSP, which builds its links from it; $http_host is the client's, port included",
-    "retry_budget_rate": "retried requests per second",
-    "retry_budget_burst": "retried requests allowed in a burst",
+    "retry_budget_ratio": "retry attempts allowed per first attempt, over the budget's window",
+    "retry_budget_floor": "retry attempts allowed per second whatever the traffic, shared equally by the users",
+    "retry_budget_window": "seconds over which the budget counts first attempts and retries",
+    "retry_budget_memory": "shared memory for the budget's counters (about 1.5 KiB per user asking)",
     "body_scan_limit": "bytes: the largest write body kept in memory and read for the access log's body_patient_id",
 }
 
@@ -248,9 +257,7 @@ def validate(s: ProxySettings) -> None:
     _validate_logging(t)
     _validate_origin_secrets(s.origin_secrets)
     _validate_public_names(s.public_names, t.host_header)
-    # NGINX refuses burst=0 (no burst is written by leaving the parameter out).
-    if t.retry_budget_rate < 1 or t.retry_budget_burst < 1:
-        raise RenderError("the retry budget needs a rate of at least 1/s and a burst of at least 1")
+    _validate_budget(t)
     slowest = worst_case(t)
     if slowest + ORIGIN_MARGIN > t.origin_timeout:
         raise RenderError(
@@ -332,8 +339,11 @@ def values(s: ProxySettings) -> dict[str, str]:
         "write_timeout": _ms(t.write_timeout),
         "client_timeout": _ms(t.client_timeout),
         "retry_window": _ms(t.deadline - t.try_timeout),
-        "budget_rate": str(t.retry_budget_rate),
-        "budget_burst": str(t.retry_budget_burst),
+        "budget_ratio": f"{t.retry_budget_ratio:g}",
+        "budget_floor": f"{t.retry_budget_floor:g}",
+        "budget_window": f"{t.retry_budget_window:g}",
+        "budget_memory": t.retry_budget_memory,
+        "lua_dir": str(LUA_DIR),
         "max_body_bytes": str(MAX_BODY_BYTES),
         "api_methods": ", ".join(API_METHODS),
         "api_methods_regex": "|".join(API_METHODS),
@@ -495,6 +505,25 @@ def _validate_logging(t: Tuning) -> None:
         raise RenderError(f"access log buffer must be a size like 64k, or off; got {t.access_log_buffer!r}")
     if not 1 <= t.body_scan_limit <= MAX_BODY_BYTES:
         raise RenderError(f"body scan limit must be between 1 and {MAX_BODY_BYTES} bytes, got {t.body_scan_limit}")
+
+
+def _validate_budget(t: Tuning) -> None:
+    if not 0 <= t.retry_budget_ratio <= 10 or not 0 <= t.retry_budget_floor <= 100_000:
+        raise RenderError(
+            "the retry budget's ratio must be between 0 and 10 and its floor between 0 and 100000 per second"
+        )
+    if t.retry_budget_ratio == 0 and t.retry_budget_floor == 0:
+        raise RenderError("a retry budget of ratio 0 and floor 0 allows no retry: set --tries 1 instead")
+    if not 1 <= t.retry_budget_window <= 3600:
+        raise RenderError(f"the retry budget's window must be 1 to 3600 seconds, got {t.retry_budget_window:g}")
+    if not re.fullmatch(r"[1-9]\d*[km]", t.retry_budget_memory) or _bytes(t.retry_budget_memory) < 256 * 1024:
+        raise RenderError(
+            f"the retry budget's memory must be a size like 10m, at least 256k; got {t.retry_budget_memory!r}"
+        )
+
+
+def _bytes(size: str) -> int:
+    return int(size[:-1]) * {"k": 1024, "m": 1024 * 1024}[size[-1]]
 
 
 def _validate_origin_secrets(secrets: tuple[str, ...]) -> None:

@@ -36,7 +36,7 @@ INSTALL_HINT = "schemathesis is pinned in requirements/dev.in; `make test` insta
 @pytest.fixture
 def front_door(fresh_hosp: Hosp, tmp_path: Path) -> Iterator[NginxProxy]:
     # The budget is generous: schemathesis sends hundreds of requests a second.
-    tuning = Tuning(retry_budget_rate=1000, retry_budget_burst=1000)
+    tuning = Tuning(retry_budget_ratio=10, retry_budget_floor=1000)
     with NginxProxy(fresh_hosp.address, tmp_path / "nginx", tuning=tuning) as proxy:
         yield proxy
     fresh_hosp.reset()  # leave no generated records to the tests that follow

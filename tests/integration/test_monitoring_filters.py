@@ -169,9 +169,9 @@ def test_each_kind_of_request_lands_in_exactly_its_metrics(
 
 
 def test_retries_the_budget_refuses_land_in_the_refusals(hosp: Hosp, app: RecordingServer, tmp_path: Path) -> None:
-    """A budget of one retry a second (burst 1) in a full outage: the first failures are
-    retried (and fail again), the rest are refused with the proxy's 503."""
-    tuning = dataclasses.replace(PROXY_TEST_TUNING, retry_budget_rate=1, retry_budget_burst=1)
+    """A budget of no ratio and a floor of 2 attempts per 10 s in a full outage: the first
+    failure is retried (and fails again), the rest are refused with the proxy's 503."""
+    tuning = dataclasses.replace(PROXY_TEST_TUNING, retry_budget_ratio=0, retry_budget_floor=0.2)
     hosp.reset()
     hosp.faults(outage=True)
     try:

@@ -33,7 +33,7 @@ NOTE = {"title": "t", "body": "b", "patient_id": 1, "staff_id": 1}
 
 
 def test_the_headline_matches_what_clients_and_hosp_counted(hosp: Hosp, app: RecordingServer, tmp_path: Path) -> None:
-    tuning = dataclasses.replace(PROXY_TEST_TUNING, retry_budget_rate=5, retry_budget_burst=10)
+    tuning = dataclasses.replace(PROXY_TEST_TUNING, retry_budget_ratio=0.1, retry_budget_floor=1)
     hosp.reset(FAULTS)
     answers: list[requests.Response] = []
     try:

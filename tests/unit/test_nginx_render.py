@@ -236,8 +236,10 @@ def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
             deadline=4,
             connect_timeout=0.25,
             client_timeout=3,
-            retry_budget_rate=7,
-            retry_budget_burst=9,
+            retry_budget_ratio=0.25,
+            retry_budget_floor=7,
+            retry_budget_window=30,
+            retry_budget_memory="4m",
         )
     )
 
@@ -245,8 +247,11 @@ def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
     assert "proxy_connect_timeout 250ms;" in config
     assert "proxy_next_upstream_timeout 2500ms;" in config  # the deadline less the first try
     assert "client_body_timeout 3000ms;" in config
-    assert "rate=7r/s" in config
-    assert "burst=9 nodelay" in config
+    assert "lua_shared_dict hosp_retry_budget 4m;" in config
+    assert "ratio = 0.25," in config
+    assert "floor = 7," in config
+    assert "window = 30," in config
+    assert "reserve = 2," in config  # the retries of one request: tries - 1
     assert f"client_max_body_size {render.MAX_BODY_BYTES};" in config
 
 
@@ -298,8 +303,12 @@ def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
         ({"try_timeout": 2, "deadline": 2}, "deadline"),  # 0 ms would mean "no deadline" to NGINX
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"client_timeout": -1}, "client_timeout"),
-        ({"retry_budget_rate": 0}, "budget"),
-        ({"retry_budget_burst": 0}, "budget"),  # NGINX itself refuses burst=0
+        ({"retry_budget_ratio": -0.1}, "ratio"),
+        ({"retry_budget_ratio": 0, "retry_budget_floor": 0}, "allows no retry"),
+        ({"retry_budget_floor": -1}, "floor"),
+        ({"retry_budget_window": 0.5}, "window"),
+        ({"retry_budget_memory": "64k"}, "memory"),
+        ({"retry_budget_memory": "10 m"}, "memory"),
         ({"access_log_buffer": "lots"}, "buffer"),
         ({"body_scan_limit": 0}, "body scan limit"),
         ({"body_scan_limit": render.MAX_BODY_BYTES + 1}, "body scan limit"),

@@ -1,0 +1,178 @@
+-- ----------------------------------------------------------------------
+-- | The retry budget: a share of the traffic, split fairly by user     |
+-- ----------------------------------------------------------------------
+--
+-- Every first attempt of a retryable request deposits, every retry attempt
+-- withdraws. Over the last `window` seconds, for this NGINX instance:
+--
+--   retry attempts  <=  ratio x first attempts  +  floor x window
+--
+-- and for each user (the Basic user name; the client's address for a
+-- request with other credentials):
+--
+--   its retry attempts  <=  ratio x its first attempts  +  floor x window / (N + 1)
+--
+-- where N is the number of users who sent a first attempt in the window
+-- (each user is counted in the slot it was last seen in).
+-- The ratio follows each user's own traffic, and the floor is split equally,
+-- with one share always kept for a user who has not asked yet: a user who
+-- floods failing requests spends its own share, never another's, and a
+-- quiet user, or one who arrives during a flood, finds its share free.
+--
+-- The counters live in a lua_shared_dict, one for all the workers of the
+-- instance, in time slots of window / SLOTS seconds that expire on their
+-- own. A retry is let through by reserving its `tries - 1` attempts (an
+-- atomic increment, taken back if it went over); the request gives back the
+-- attempts it did not make when it ends. So at any moment the retries under
+-- way are counted, and the instance's bound is exceeded by at most
+-- tries - 2 attempts. docs/proxy.md, "The retry budget".
+
+local M = {}
+
+local SLOTS = 10
+-- Longer user names are kept by their MD5, and so is a long address header,
+-- so that a key stays short.
+local LONGEST_NAME = 64
+
+local settings = nil
+
+-- Called once from init_by_lua with the rendered settings.
+function M.configure(options)
+    settings = {
+        ratio = options.ratio,
+        floor = options.floor,
+        window = options.window,
+        reserve = options.reserve,
+        slot_seconds = options.window / SLOTS,
+        ttl = options.window + options.window / SLOTS,
+        dict = ngx.shared[options.dict],
+    }
+end
+
+local function current_slot()
+    return math.floor(ngx.now() / settings.slot_seconds)
+end
+
+-- A user name never holds ":" (Basic credentials end it there), so the
+-- keys that start with one, an address or a long name's MD5, meet no name.
+local function user_key()
+    local user = ngx.var.remote_user
+    if user == nil then
+        -- Credentials that are not Basic: the viewer's address as CloudFront
+        -- sent it, or the connection's.
+        local address = ngx.var.http_cloudfront_viewer_address or ngx.var.remote_addr
+        if #address > LONGEST_NAME then
+            return "::" .. ngx.md5(address)
+        end
+        return ":" .. address
+    end
+    if #user > LONGEST_NAME then
+        return "::" .. ngx.md5(user)
+    end
+    return user
+end
+
+-- Sums over the window of the instance's and one user's deposits, of their
+-- withdrawals in the window's earlier slots (the current slot's are checked
+-- as they are taken), and the number of users asking: "l<slot>" counts the
+-- users last seen in that slot.
+local function window_totals(dict, slot, user)
+    local deposits, user_deposits, withdrawals, user_withdrawals, users = 0, 0, 0, 0, 0
+    for s = slot - SLOTS + 1, slot do
+        deposits = deposits + (dict:get("d" .. s) or 0)
+        user_deposits = user_deposits + (dict:get("d" .. s .. ":" .. user) or 0)
+        users = users + (dict:get("l" .. s) or 0)
+        if s < slot then
+            withdrawals = withdrawals + (dict:get("w" .. s) or 0)
+            user_withdrawals = user_withdrawals + (dict:get("w" .. s .. ":" .. user) or 0)
+        end
+    end
+    return deposits, user_deposits, withdrawals, user_withdrawals, users
+end
+
+-- Takes `amount` from a counter unless that would go over `allowed`;
+-- atomic, whatever the other workers do at the same moment.
+local function take(dict, key, amount, allowed, ttl)
+    local after = dict:incr(key, amount, 0, ttl)
+    if after == nil or after - amount + 1 > allowed then
+        if after ~= nil then
+            dict:incr(key, -amount)
+        end
+        return false
+    end
+    return true
+end
+
+-- access_by_lua of @hosp_retry: let the retry through, or answer 429,
+-- which the location's error page turns into the budget's 503.
+function M.admit()
+    local s = settings
+    local dict, slot, user = s.dict, current_slot(), user_key()
+    local deposits, user_deposits, withdrawals, user_withdrawals, users = window_totals(dict, slot, user)
+    -- This request's own first attempt is deposited when it ends: count it now.
+    if user_deposits == 0 then
+        users = users + 1
+    end
+    deposits, user_deposits = deposits + 1, user_deposits + 1
+    -- What the current slot may still take, for the user and for the instance.
+    local user_left = s.ratio * user_deposits + s.floor * s.window / (users + 1) - user_withdrawals
+    local left = s.ratio * deposits + s.floor * s.window - withdrawals
+    local user_key_now, key_now = "w" .. slot .. ":" .. user, "w" .. slot
+    if take(dict, user_key_now, s.reserve, user_left, s.ttl) then
+        if take(dict, key_now, s.reserve, left, s.ttl) then
+            ngx.var.hosp_retry_budget = "PASSED"
+            ngx.var.hosp_retry_budget_slot = slot
+            return
+        end
+        dict:incr(user_key_now, -s.reserve)
+    end
+    ngx.var.hosp_retry_budget = "REJECTED"
+    return ngx.exit(429)
+end
+
+-- The attempts @hosp_retry made: $upstream_status lists each attempt, and
+-- " : " separates the first attempt's location from @hosp_retry's.
+local function retry_attempts(statuses)
+    local retries = statuses:match(" : ([^:]*)$")
+    if retries == nil then
+        return 0
+    end
+    local _, commas = retries:gsub(",", "")
+    return commas + 1
+end
+
+-- log_by_lua, for every request: the deposit of a retryable request's first
+-- attempt, and the unused part of a retry's reservation given back.
+function M.log()
+    if ngx.is_subrequest or ngx.var.hosp_retryable ~= "1" or ngx.var.upstream_addr == nil then
+        return
+    end
+    local route = ngx.var.hosp_route
+    if route ~= "hosp" and route ~= "screen" then
+        return
+    end
+    local s = settings
+    local dict, slot, user = s.dict, current_slot(), user_key()
+    dict:incr("d" .. slot, 1, 0, s.ttl)
+    dict:incr("d" .. slot .. ":" .. user, 1, 0, s.ttl)
+    -- The user moves to the current slot of the users' count.
+    local last = dict:get("u" .. user)
+    if last ~= slot then
+        dict:set("u" .. user, slot, s.ttl)
+        dict:incr("l" .. slot, 1, 0, s.ttl)
+        if last ~= nil then
+            dict:incr("l" .. last, -1)
+        end
+    end
+    local held = tonumber(ngx.var.hosp_retry_budget_slot)
+    if held ~= nil then
+        local unused = s.reserve - retry_attempts(ngx.var.upstream_status or "")
+        if unused > 0 then
+            -- Gone when its slot has expired: the window has passed it anyway.
+            dict:incr("w" .. held, -unused)
+            dict:incr("w" .. held .. ":" .. user, -unused)
+        end
+    end
+end
+
+return M
