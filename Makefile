@@ -55,7 +55,7 @@ lock: $(UV)
 checkov: $(CHECKOV_STAMP)
 
 system-packages:
-	@scripts/ensure-system-packages.sh nginx libnginx-mod-http-js:/usr/lib/nginx/modules/ngx_http_js_module.so libnginx-mod-http-lua:/usr/lib/nginx/modules/ngx_http_lua_module.so nodejs:node shellcheck chromium
+	@scripts/ensure-system-packages.sh $$(sed 's/#.*//' infra/nginx/debian-packages.txt) nodejs:node shellcheck chromium
 
 bench-packages: system-packages
 	@scripts/ensure-system-packages.sh haproxy wrk

@@ -377,9 +377,10 @@ def check_parameters(step: Step) -> None:
 
 
 def fleet_package_problems(network: dict[str, Any], bundle: Path) -> list[str]:
-    """The fleet installs NGINX and njs from the bundle's packages/ or from nginx.org; the
-    network stack gives it no route to nginx.org unless FleetHttpsToInternet is true (with a
-    NAT gateway of the VPC). Without either, every instance would fail its bootstrap."""
+    """The fleet installs the pinned Debian packages (infra/nginx/debian-packages.txt) from
+    the bundle's packages/ or from Debian's mirror; the network stack gives it no route to
+    the mirror unless FleetHttpsToInternet is true (with a NAT gateway of the VPC). Without
+    either, every instance would fail its bootstrap."""
     if str(network.get("FleetHttpsToInternet", "false")).lower() == "true" or not bundle.is_file():
         return []  # a missing bundle is reported when it is uploaded
     try:
@@ -387,12 +388,12 @@ def fleet_package_problems(network: dict[str, Any], bundle: Path) -> list[str]:
             names = archive.getnames()
     except (OSError, tarfile.TarError) as exc:
         return [f"{_shown(bundle)} is not a bundle ({exc}); make bundle builds it"]
-    if any(name.startswith(f"{BUNDLE_PACKAGES}/") and name.endswith(".rpm") for name in names):
+    if any(name.startswith(f"{BUNDLE_PACKAGES}/") and name.endswith(".deb") for name in names):
         return []
     return [
         f"{_shown(bundle)} carries no NGINX packages and the network stack gives the fleet no route to "
-        "nginx.org: build it with make bundle BUNDLE_PACKAGES=<dir of the RPMs> (infra/ec2/README.md), "
-        'or set the network\'s "FleetHttpsToInternet": "true" with a NAT gateway in the VPC'
+        "Debian's mirror: build it with make bundle BUNDLE_PACKAGES=<dir of the pinned .deb files> "
+        '(infra/ec2/README.md), or set the network\'s "FleetHttpsToInternet": "true" with a NAT gateway in the VPC'
     ]
 
 

@@ -7,9 +7,14 @@ dns_refresh.py) and infra/ec2/bundle/ (install.sh and the files it installs),
 under their repository paths: an instance unpacks it into /opt/hosp-proxy and
 runs /opt/hosp-proxy/infra/ec2/bundle/install.sh (infra/ec2/README.md).
 
-With --packages DIR it also holds DIR's RPM files and signing keys (*.rpm, *.key)
-under packages/: install.sh then installs NGINX and njs from them instead of from
-nginx.org, for a fleet without a route to the internet (infra/ec2/README.md).
+The fleet installs exactly the Debian packages of infra/nginx/debian-packages.txt
+(PACKAGE=VERSION lines), the versions the tests run: install.sh reads that file from
+the bundle, and the build refuses a tree without it. With --packages DIR the bundle
+also holds DIR's .deb files under packages/, with their sha256 in packages/SHA256SUMS;
+DIR must hold a .deb of each pinned package at its pinned version (the names
+`apt-get download PACKAGE=VERSION` writes). install.sh then installs them rather than
+from Debian's mirror: for a fleet without a route to it, or after Debian's archive
+dropped a pinned version (infra/ec2/README.md).
 
 The same tree gives the same bytes, whoever builds it and whenever: entries in
 sorted order, fixed times, owner root, modes 0755 for directories and scripts
@@ -24,6 +29,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import re
 import subprocess
 import sys
 import tarfile
@@ -42,7 +48,12 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo", "~", ".swp")
 
 # Where --packages files go in the bundle, and which of them are taken.
 PACKAGES = "packages"
-PACKAGE_SUFFIXES = (".rpm", ".key")
+PACKAGE_SUFFIX = ".deb"
+# The list of their sha256 in the bundle, in sha256sum's format (install.sh checks it).
+CHECKSUMS = f"{PACKAGES}/SHA256SUMS"
+# The one list of the Debian packages (and versions) the fleet, the tests and `make`
+# install; the bundle ships it and install.sh reads it there.
+PINS = "infra/nginx/debian-packages.txt"
 
 
 def members(root: Path = REPO) -> list[str]:
@@ -86,25 +97,77 @@ def _tracked(root: Path) -> set[str] | None:
     return {name for name in listed.decode("utf-8").split("\0") if name}
 
 
-def packages(directory: Path) -> dict[str, Path]:
-    """The bundle names (packages/NAME) of directory's RPM files and keys."""
+def debian_pins(path: Path = REPO / PINS) -> dict[str, str]:
+    """PACKAGE -> VERSION of the pins file: one PACKAGE=VERSION a line, '#' starts a comment."""
+    pins: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        package, equals, version = line.partition("=")
+        if not equals or not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", package) or not re.fullmatch(r"[\w.+:~-]+", version):
+            raise ValueError(f"{path}:{number}: not PACKAGE=VERSION: {raw!r}")
+        if package in pins:
+            raise ValueError(f"{path}:{number}: {package} is pinned twice")
+        pins[package] = version
+    if not pins:
+        raise ValueError(f"{path} pins no package")
+    return pins
+
+
+def deb_name_version(filename: str) -> tuple[str, str]:
+    """(package, version) of a .deb named as apt-get download names it: NAME_VERSION_ARCH.deb,
+    with an epoch's ':' written %3a."""
+    parts = filename.removesuffix(PACKAGE_SUFFIX).split("_")
+    if len(parts) != 3 or not filename.endswith(PACKAGE_SUFFIX):
+        raise ValueError(f"{filename} is not named NAME_VERSION_ARCH.deb (as apt-get download names it)")
+    return parts[0], parts[1].replace("%3a", ":").replace("%3A", ":")
+
+
+def packages(directory: Path, pins: dict[str, str]) -> dict[str, Path]:
+    """The bundle names (packages/NAME) of directory's .deb files, which must include each
+    pinned package at its pinned version, and no other version of a pinned package."""
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
     found = {
         f"{PACKAGES}/{path.name}": path
         for path in directory.iterdir()
-        if path.is_file() and path.name.endswith(PACKAGE_SUFFIXES)
+        if path.is_file() and path.name.endswith(PACKAGE_SUFFIX)
     }
-    if not any(name.endswith(".rpm") for name in found):
-        raise FileNotFoundError(f"{directory} holds no .rpm file")
+    versions: dict[str, list[str]] = {}
+    for name in found:
+        package, version = deb_name_version(name.removeprefix(f"{PACKAGES}/"))
+        versions.setdefault(package, []).append(version)
+    wrong = [
+        f"{package}={version} (it holds {', '.join(versions.get(package, [])) or 'none'})"
+        for package, version in sorted(pins.items())
+        if versions.get(package) != [version]
+    ]
+    if wrong:
+        raise FileNotFoundError(
+            f"{directory} must hold one .deb of each pin of {PINS} at its version: "
+            f"{'; '.join(wrong)}. Download them with apt-get download PACKAGE=VERSION"
+        )
     return found
+
+
+def checksums(files: dict[str, Path]) -> bytes:
+    """sha256sum's lines for the package files, relative to packages/."""
+    lines = [
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name.removeprefix(PACKAGES + '/')}\n"
+        for name, path in sorted(files.items())
+    ]
+    return "".join(lines).encode()
 
 
 def build(output: Path, root: Path = REPO, package_dir: Path | None = None) -> str:
     """Write the bundle to output; return its sha256 (hex)."""
-    sources = {name: root / name for name in members(root)}
+    sources: dict[str, Path | bytes] = {name: root / name for name in members(root)}
+    if PINS not in sources:
+        raise FileNotFoundError(f"{root / PINS} is not in the bundle: install.sh installs the packages it pins")
     if package_dir is not None:
-        sources |= {PACKAGES: package_dir, **packages(package_dir)}
+        shipped = packages(package_dir, debian_pins(root / PINS))
+        sources |= {PACKAGES: package_dir, **shipped, CHECKSUMS: checksums(shipped)}
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, path in sorted(sources.items()):
@@ -112,12 +175,12 @@ def build(output: Path, root: Path = REPO, package_dir: Path | None = None) -> s
             info.mtime = MTIME
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
-            if path.is_dir():
+            if isinstance(path, Path) and path.is_dir():
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
                 tar.addfile(info)
             else:
-                data = path.read_bytes()
+                data = path if isinstance(path, bytes) else path.read_bytes()
                 info.size = len(data)
                 info.mode = 0o755 if data.startswith(b"#!") and not name.startswith(PACKAGES) else 0o644
                 tar.addfile(info, io.BytesIO(data))
@@ -155,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--packages",
         type=Path,
-        help="a directory of RPM files (nginx, nginx-module-njs) and their signing key (*.key) to ship "
-        "in the bundle, installed instead of nginx.org's repository",
+        help=f"a directory of .deb files to ship in the bundle, installed instead of from Debian's mirror: "
+        f"each package of {PINS} at its pinned version (apt-get download PACKAGE=VERSION), and any other",
     )
     args = parser.parse_args(argv)
     try:

@@ -50,7 +50,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     as a fleet without internet access needs (infra/deploy.py checks it)."""
     path = tmp_path_factory.mktemp("bundle") / "hosp-proxy-bundle.tar.gz"
     with tarfile.open(path, "w:gz") as archive:
-        for name in ("infra/ec2/bundle/install.sh", f"{PACKAGES}/nginx.rpm"):
+        for name in ("infra/ec2/bundle/install.sh", f"{PACKAGES}/nginx_1.22.1-9+deb12u12_amd64.deb"):
             info = tarfile.TarInfo(name)
             info.size = 1
             archive.addfile(info, io.BytesIO(b"x"))

@@ -42,7 +42,7 @@ def _tarball(path: Path, names: list[str]) -> Path:
 def test_a_bundle_without_packages_for_a_fleet_without_internet_stops_the_deploy(
     dist: Path, tmp_path: Path, stage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every instance would fail its bootstrap: dnf could not reach nginx.org. The dry run
+    """Every instance would fail its bootstrap: apt could not reach Debian's mirror. The dry run
     shows the plan and says so; the deploy refuses before running anything."""
     plain = _tarball(tmp_path / "plain.tar.gz", ["infra/ec2/bundle/install.sh"])
     stage_path = _stage_file(tmp_path, stage)
@@ -59,9 +59,11 @@ def test_a_bundle_without_packages_for_a_fleet_without_internet_stops_the_deploy
     assert runner.commands == []
 
 
-def test_a_bundle_with_packages_or_a_route_to_nginx_org_passes(dist: Path, tmp_path: Path, stage: str) -> None:
+def test_a_bundle_with_packages_or_a_route_to_debians_mirror_passes(dist: Path, tmp_path: Path, stage: str) -> None:
     plain = _tarball(tmp_path / "plain.tar.gz", ["infra/ec2/bundle/install.sh"])
-    packaged = _tarball(tmp_path / "rpms.tar.gz", ["infra/ec2/bundle/install.sh", "packages/nginx-1.28.0.rpm"])
+    packaged = _tarball(
+        tmp_path / "debs.tar.gz", ["infra/ec2/bundle/install.sh", "packages/nginx_1.22.1-9+deb12u12_amd64.deb"]
+    )
     assert deploy.build_plan(stage, stage_path=_stage_file(tmp_path, stage), dist=dist, bundle=packaged).problems == []
     internet = _stage_file(tmp_path, stage, FleetHttpsToInternet="true")
     assert deploy.build_plan(stage, stage_path=internet, dist=dist, bundle=plain).problems == []

@@ -348,7 +348,7 @@ def test_the_lambdas_have_no_path_to_the_private_api(deployed: Deployed) -> None
 
 
 def test_only_the_fleet_may_reach_the_internet_and_only_when_asked(template: dict[str, Any]) -> None:
-    """FleetHttpsToInternet (nginx.org's packages at boot, through a NAT gateway the VPC
+    """FleetHttpsToInternet (Debian's mirror at boot, through a NAT gateway the VPC
     provides) adds HTTPS to any address on the fleet's group, and nothing else anywhere."""
     closed = Network(template, Stage="prod", **PARAMETERS)
     opened = Network(template, Stage="prod", FleetHttpsToInternet="true", **PARAMETERS)

@@ -268,41 +268,66 @@ def test_the_bundle_holds_infra_nginx_and_the_bundle_files_and_nothing_else(tmp_
     }
 
 
-def test_packages_ship_under_packages_and_keep_the_build_reproducible(tmp_path: Path) -> None:
-    """build_bundle.py --packages: nginx.org's RPMs and key for a fleet without a route to it."""
-    shipped = tmp_path / "rpms"
-    shipped.mkdir()
-    (shipped / "nginx-1.28.0-1.amzn2023.ngx.x86_64.rpm").write_bytes(b"\xed\xab\xee\xdb nginx")
-    (shipped / "nginx-module-njs-1.28.0+0.9.0-1.amzn2023.ngx.x86_64.rpm").write_bytes(b"\xed\xab\xee\xdb njs")
-    (shipped / "nginx_signing.key").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
+def _debs(directory: Path, pins: dict[str, str]) -> dict[str, bytes]:
+    """A stand-in .deb per pin, named as apt-get download names it; file name -> bytes."""
+    directory.mkdir()
+    written = {}
+    for package, version in pins.items():
+        name = f"{package}_{version.replace(':', '%3a')}_amd64.deb"
+        written[name] = f"!<arch>\n{package} {version}".encode()
+        (directory / name).write_bytes(written[name])
+    return written
+
+
+def test_packages_ship_under_packages_with_their_sha256_and_keep_the_build_reproducible(tmp_path: Path) -> None:
+    """build_bundle.py --packages: the pinned .deb files, for a fleet without a route to
+    Debian's mirror, and the sha256 list install.sh checks them against."""
+    shipped = tmp_path / "debs"
+    debs = _debs(shipped, build_bundle.debian_pins())
+    (shipped / "awscli_2.9.19-1_all.deb").write_bytes(b"!<arch>\nawscli")
+    debs["awscli_2.9.19-1_all.deb"] = b"!<arch>\nawscli"
     (shipped / "notes.txt").write_text("not shipped")
 
     first = build_bundle.build(tmp_path / "a.tar.gz", package_dir=shipped)
-    os.utime(shipped / "nginx_signing.key", (1_700_000_000, 1_700_000_000))
+    os.utime(shipped / "awscli_2.9.19-1_all.deb", (1_700_000_000, 1_700_000_000))
     second = build_bundle.build(tmp_path / "b.tar.gz", package_dir=shipped)
 
     assert first == second
     with tarfile.open(tmp_path / "a.tar.gz") as tar:
         names = [info.name for info in tar.getmembers()]
         modes = {info.name: info.mode for info in tar.getmembers()}
+        sums = tar.extractfile("packages/SHA256SUMS").read().decode()  # type: ignore[union-attr]
     assert [n for n in names if n.startswith("packages")] == [
         "packages",
-        "packages/nginx-1.28.0-1.amzn2023.ngx.x86_64.rpm",
-        "packages/nginx-module-njs-1.28.0+0.9.0-1.amzn2023.ngx.x86_64.rpm",
-        "packages/nginx_signing.key",
+        *sorted(["packages/SHA256SUMS", *(f"packages/{name}" for name in debs)]),
     ]
-    assert modes["packages/nginx_signing.key"] == 0o644
-    # install.sh takes them from where the bundle puts them, with signatures checked.
+    assert {modes[f"packages/{name}"] for name in debs} == {0o644}
+    assert sums == "".join(f"{hashlib.sha256(debs[name]).hexdigest()}  {name}\n" for name in sorted(debs))
+    # install.sh takes them from where the bundle puts them, checked against that list.
     install = INSTALL_SH.read_text()
-    assert 'shipped=("$root"/packages/*.rpm)' in install
-    assert 'rpm --import "$key"' in install
-    assert "localpkg_gpgcheck=True" in install
+    assert 'shipped=("$root"/packages/*.deb)' in install
+    assert "sha256sum --check --strict --quiet SHA256SUMS" in install
 
 
-def test_packages_without_an_rpm_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "rpms").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"no \.rpm file"):
-        build_bundle.build(tmp_path / "a.tar.gz", package_dir=tmp_path / "rpms")
+def test_packages_without_each_pin_at_its_version_are_refused(tmp_path: Path) -> None:
+    pins = build_bundle.debian_pins()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"nginx=1\.22\.1-9\+deb12u12 \(it holds none\)"):
+        build_bundle.build(tmp_path / "a.tar.gz", package_dir=tmp_path / "empty")
+    older = _debs(tmp_path / "older", {**pins, "nginx": "1.22.1-9+deb12u1"})
+    assert older
+    with pytest.raises(FileNotFoundError, match=r"nginx=1\.22\.1-9\+deb12u12 \(it holds 1\.22\.1-9\+deb12u1\)"):
+        build_bundle.build(tmp_path / "b.tar.gz", package_dir=tmp_path / "older")
+
+
+def test_a_tree_without_the_pins_is_refused(tmp_path: Path) -> None:
+    """install.sh installs what debian-packages.txt pins: no bundle ships without it."""
+    tree = tmp_path / "tree"
+    for source in build_bundle.SOURCES:
+        shutil.copytree(build_bundle.REPO / source, tree / source)
+    (tree / build_bundle.PINS).unlink()
+    with pytest.raises(FileNotFoundError, match=r"debian-packages\.txt"):
+        build_bundle.build(tmp_path / "a.tar.gz", root=tree)
 
 
 def test_the_builder_prints_the_bundles_sha256(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -417,7 +442,7 @@ class Instance:
             '[ ! -f "$STATE/aws-fails" ] || { echo "An error occurred (AccessDeniedException)" >&2; exit 254; }\n'
             'cat "$STATE/secret-string"\n',
         )
-        # As with nginx.org's nginx.service: is-active while the NGINX that start_nginx
+        # As with Debian's nginx.service: is-active while the NGINX that start_nginx
         # started runs; reload (its ExecReload) sends the master a HUP and returns 0 at
         # once, whatever the master then makes of the new config. With reload-fails,
         # systemctl fails; with reload-not-taken, it returns 0 without the HUP: a reload

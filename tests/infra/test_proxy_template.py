@@ -310,5 +310,7 @@ def test_a_failing_bootstrap_step_fails_the_instance(proxy: dict[str, Any]) -> N
     assert "pipefail" in commands[options]
     trap = _first(commands, r"^trap .*\bERR\b")
     assert "signal 1" in commands[trap]
-    # Both take effect before the first command that can fail.
-    assert max(options, trap) < _first(commands, r"^(dnf|yum|aws|curl|python3|tar|install) ")
+    # Both take effect before the first command that can fail (signal()'s body runs later).
+    body_end = commands.index("}")
+    first = body_end + 1 + _first(commands[body_end + 1 :], r"^(apt-get|command|aws|curl|python3|tar|install) ")
+    assert max(options, trap) < first

@@ -5,7 +5,7 @@
 #
 # The launch template's user data (infra/ec2/proxy.yaml) unpacks the bundle
 # (`make bundle`) into /opt/hosp-proxy and runs this script as root on
-# Amazon Linux 2023, with the stack's values in the environment:
+# Debian 12 (bookworm), with the stack's values in the environment:
 #
 #   AWS_DEFAULT_REGION  the stack's region
 #   HOSP_UPSTREAM       host:port of HOSP's load balancer
@@ -18,7 +18,7 @@
 #   ERROR_LOG_GROUP     CloudWatch Logs group of NGINX's error log
 #   HANDOFF_LOG_GROUP   CloudWatch Logs group of the screens' failed hand-offs
 #
-# It installs the packages, writes /etc/hosp-proxy/proxy.env (the settings
+# It installs the pinned NGINX packages and the CloudWatch agent, writes /etc/hosp-proxy/proxy.env (the settings
 # every later step reads), fetches the origin secret and renders NGINX's
 # config (origin-secret-refresh.sh -> render-nginx.sh, which runs nginx -t),
 # installs the systemd units, logrotate and the CloudWatch agent's config,
@@ -50,31 +50,69 @@ require ACCESS_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 require ERROR_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 require HANDOFF_LOG_GROUP '^[A-Za-z0-9_./#-]+$'
 
-# --- packages: NGINX and njs are nginx.org's (nginx.repo says why); the AWS
-# CLI comes with the AMI, the rest from Amazon Linux's repositories. A bundle
-# built with `build_bundle.py --packages DIR` carries nginx.org's RPMs and signing
-# key in packages/, for a fleet without a route to nginx.org; dnf then checks
-# their signatures against that key (localpkg_gpgcheck), as it would the
-# repository's.
-shipped=("$root"/packages/*.rpm)
+# --- packages: exactly the Debian versions the tests run, pinned in
+# infra/nginx/debian-packages.txt (PACKAGE=VERSION lines, '#' comments), the
+# one list the tests, `make` and this script read. From Debian's mirror, or
+# from the bundle's packages/ when it carries them (`build_bundle.py
+# --packages DIR`, checked there to hold each pin): apt checks no signature on
+# a local .deb, so their sha256 must match the bundle's packages/SHA256SUMS,
+# written when the bundle was built. --allow-downgrades: the pin wins over a
+# newer version the AMI or the mirror has. Then `apt-mark hold` keeps
+# unattended upgrades from moving them; a new pin comes with a new bundle.
+export DEBIAN_FRONTEND=noninteractive
+pins=()
+while IFS= read -r line || [ -n "$line" ]; do
+    line=${line%%#*}
+    line=${line//[[:space:]]/}
+    [ -z "$line" ] || pins+=("$line")
+done <"$root/infra/nginx/debian-packages.txt"
+[ ${#pins[@]} -gt 0 ]
+apt_install=(apt-get install -y -q --no-install-recommends --allow-downgrades
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+# Debian's nginx starts its default site on port 80 when installed: no service
+# starts during the install (policy-rc.d), and the default site goes.
+printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+chmod 0755 /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+shipped=("$root"/packages/*.deb)
 if [ -e "${shipped[0]}" ]; then
-    for key in "$root"/packages/*.key; do
-        [ ! -e "$key" ] || rpm --import "$key"
-    done
-    dnf install -y --setopt=localpkg_gpgcheck=True \
-        "${shipped[@]}" python3 amazon-cloudwatch-agent logrotate
+    (cd "$root/packages" && sha256sum --check --strict --quiet SHA256SUMS)
+    "${apt_install[@]}" "${shipped[@]}" "${pins[@]}" python3 logrotate curl
 else
-    install -m 0644 "$bundle/nginx.repo" /etc/yum.repos.d/nginx.repo
-    dnf install -y nginx nginx-module-njs python3 amazon-cloudwatch-agent logrotate
+    apt-get update -q
+    "${apt_install[@]}" "${pins[@]}" python3 logrotate curl
 fi
+for pin in "${pins[@]}"; do
+    installed=$(dpkg-query -W -f='${Version}' "${pin%%=*}")
+    if [ "$installed" != "${pin#*=}" ]; then
+        echo "install.sh: ${pin%%=*} is $installed, not the pinned ${pin#*=}" >&2
+        exit 1
+    fi
+done
+apt-mark hold "${pins[@]%%=*}" >/dev/null
+rm -f /etc/nginx/sites-enabled/default
+
+# The CloudWatch agent: AWS's .deb, from the region's bucket (through the S3
+# gateway endpoint), checked against its detached signature with gpgv. gpgv
+# trusts any key it is given, so openpgp_keyring.py first refuses a key that
+# is not AWS's CloudWatch agent key, by its fingerprint (AWS's page
+# "Verifying the signature of the CloudWatch agent package" gives it; change
+# it here if AWS changes its key).
+agent_key_fingerprint=937616F3450B7D806CBD9725D58167303B789C72
+agent_url=https://amazoncloudwatch-agent-$AWS_DEFAULT_REGION.s3.$AWS_DEFAULT_REGION.amazonaws.com
+agent_dir=$(mktemp -d)
+for file in assets/amazon-cloudwatch-agent.gpg debian/amd64/latest/amazon-cloudwatch-agent.deb \
+    debian/amd64/latest/amazon-cloudwatch-agent.deb.sig; do
+    curl --fail --silent --show-error --retry 3 --max-time 300 --output "$agent_dir/${file##*/}" "$agent_url/$file"
+done
+python3 "$bundle/openpgp_keyring.py" --fingerprint "$agent_key_fingerprint" \
+    "$agent_dir/amazon-cloudwatch-agent.gpg" "$agent_dir/keyring.gpg"
+gpgv --keyring "$agent_dir/keyring.gpg" "$agent_dir/amazon-cloudwatch-agent.deb.sig" \
+    "$agent_dir/amazon-cloudwatch-agent.deb"
+"${apt_install[@]}" "$agent_dir/amazon-cloudwatch-agent.deb"
+rm -rf "$agent_dir"
 
 install -d -m 0755 /etc/hosp-proxy /var/log/hosp-proxy
-# AL2023 boots with SELinux permissive; should it be enforcing, NGINX needs
-# the log label on its directory, and leave to connect to HOSP.
-if [ "$(getenforce 2>/dev/null || true)" = Enforcing ]; then
-    chcon -t httpd_log_t /var/log/hosp-proxy
-    setsebool -P httpd_can_network_connect 1
-fi
 test -f "$root/infra/nginx/render.py"
 test -f "$root/infra/nginx/dns_refresh.py"
 

@@ -34,13 +34,13 @@ render_py=$here/../../nginx/render.py
 # Production variant: listens on PUBLIC_LISTEN (80: public, behind the origin
 # load balancer; origin-secret-refresh.sh asks it on loopback after a reload)
 # and 8081 (internal, the Lambdas'), logs under /var/log/hosp-proxy/, and its
-# workers run as nginx.org's package user.
+# workers run as the user of Debian's nginx package (www-data).
 options=(
     --variant production
     --upstream "$HOSP_UPSTREAM"
     --listen "$PUBLIC_LISTEN"
     --interceptor "$INTERCEPTOR_HOST:443"
-    --user nginx
+    --user www-data
     --origin-secret-file "$ORIGIN_SECRET_FILE"
 )
 # The Host names production answers; the first is the new domain.
