@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 FAULTS ?=
 export FAULTS
 
-.PHONY: help run test report bench-report checkov package deploy check lint typecheck bench bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
+.PHONY: help run test report bench-report checkov package deploy check lint typecheck bench bench-budget bench-screen bench-audit bench-edge clean system-packages bench-packages bundle lock
 .DEFAULT_GOAL := help
 
 ## help: this list, from the `## target: what it does` lines of this file
@@ -106,6 +106,11 @@ typecheck: $(STAMP)
 ## bench: proxy benchmarks (not run by CI); figures go to docs/benchmarks.md
 bench: $(STAMP) bench-packages
 	$(BIN)/python -m bench.proxy_bench
+
+## bench-budget: the retry budget under a full outage, at 30 and 300 GETs/s, and against a flood, beside the fixed budget and HAProxy (not run by CI)
+# Other lengths: .venv/bin/python -m bench.budget_bench --help (bench/README.md).
+bench-budget: $(STAMP) bench-packages
+	$(BIN)/python -m bench.budget_bench
 
 ## bench-screen: a screen through the front door against straight to HOSP (latency, NGINX's memory) and one note per distinct screen (not run by CI)
 # Other sizes: .venv/bin/python -m bench.screen_bench --help (bench/README.md).

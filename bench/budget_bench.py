@@ -1,0 +1,322 @@
+"""The retry budget under load: the ratio budget against the fixed one it replaced, and HAProxy.
+
+    python -m bench.budget_bench            # or: make bench-budget
+    python -m bench.budget_bench --help
+
+Three tables, each from the real NGINX (rendered config) and the HOSP stand-in on
+127.0.0.1, bounded in count and time:
+  1. outage: HOSP fully down, GETs offered at a steady rate; HOSP's load per client
+     request after the budget's first window, against the bound 1 + ratio + floor / rate;
+  2. scaling: 20% of first attempts fail, at 30 and 300 GETs/s; client failures against
+     the realized floor (requests whose 3 attempts all failed) and the budget's refusals;
+  3. fairness: one user floods a path HOSP always fails (wrk, 30 connections) while a
+     second user sends 100 sequential GETs at a 30% fault rate; the second user's
+     failures against its own realized floor, round by round.
+"nginx, fixed budget" is the same config with the budget it had before the ratio budget:
+limit_req, 20 retried requests/s and a burst of 40 for the whole instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from bench.floor import fault_config
+from bench.report import Table
+from bench.servers import HAProxy, require_binary
+from bench.toolkit import run_directory
+from infra.nginx.render import Tuning
+from local.hosp_standin.process import StandInProcess as StandIn
+from local.hosp_standin.store import DEMO_ACCOUNTS
+from local.nginx_proxy import NginxProxy
+
+TRIES = 3
+TUNING = Tuning(tries=TRIES, try_timeout=2.0, connect_timeout=2.0)
+SECTIONS = ("outage", "scaling", "fairness")
+FIXED_RATE, FIXED_BURST = 20, 40
+PATH = "/patients/1"
+FLOOD_PATH = "/hospitals"  # the path HOSP always fails in the fairness table
+REQUEST_TIMEOUT = 10.0
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+QUIET = basic(DEMO_ACCOUNTS[1].username, DEMO_ACCOUNTS[1].password)
+FLOODER = basic(DEMO_ACCOUNTS[2].username, DEMO_ACCOUNTS[2].password)
+
+
+@dataclass
+class FixedBudgetProxy(NginxProxy):
+    """The rendered config with the fixed budget it had before: limit_req, one key for all."""
+
+    def render(self) -> None:
+        super().render()
+        text = self.config_path.read_text()
+        admit = 'access_by_lua_block {\n                require("hosp_retry_budget").admit()\n            }'
+        if admit not in text:
+            raise SystemExit("budget_bench: the rendered @hosp_retry no longer looks as expected")
+        limit = f"limit_req zone=fixed_budget burst={FIXED_BURST} nodelay;\n            limit_req_status 429;"
+        zone = (
+            f"    limit_req_zone $hosp_fixed_key zone=fixed_budget:1m rate={FIXED_RATE}r/s;\n"
+            "    map $request_method $hosp_fixed_key { default all; }\n"
+        )
+        text = text.replace(admit, limit).replace("http {\n", "http {\n" + zone, 1)
+        self.config_path.write_text(text)
+
+
+@dataclass(frozen=True)
+class Answer:
+    user: str
+    status: int | None  # None: the connection failed
+    refused: bool  # the budget's 503 (Retry-After: 1), not HOSP's answer
+    sent_at: float
+
+
+def paced(url: str, rate: float, seconds: float, users: dict[str, dict[str, str]], threads: int = 8) -> list[Answer]:
+    """GETs at `rate` per second for `seconds`, the users taking turns, from `threads` keep-alive sessions.
+
+    Open loop: request i is due at i / rate; a thread that falls behind sends at once."""
+    total = round(rate * seconds)
+    names = list(users)
+    started = time.monotonic()
+    local = threading.local()
+
+    def one(i: int) -> Answer:
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        name = names[i % len(names)]
+        sent_at = time.monotonic() - started
+        try:
+            answer = session.get(url + PATH, headers=users[name], timeout=REQUEST_TIMEOUT)
+        except requests.RequestException:
+            return Answer(name, None, False, sent_at)
+        return Answer(name, answer.status_code, answer.headers.get("Retry-After") == "1", sent_at)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(total)))
+
+
+def log_lines(proxy: NginxProxy) -> list[dict[str, object]]:
+    return [json.loads(line) for line in proxy.access_log.read_text().splitlines()]
+
+
+def floor_failures(lines: list[dict[str, object]], user: str) -> int:
+    """The user's requests whose every one of the 3 attempts failed: what a perfect 3-try proxy fails too."""
+    count = 0
+    for line in lines:
+        statuses = str(line.get("upstream_status", "")).replace(" : ", ", ").split(", ")
+        if line.get("user") == user and len(statuses) == TRIES and all(not s.startswith("2") for s in statuses):
+            count += 1
+    return count
+
+
+@contextlib.contextmanager
+def proxies(standin: StandIn, run_dir: Path, tuning: Tuning = TUNING) -> Iterator[dict[str, NginxProxy]]:
+    with (
+        NginxProxy(standin.address, run_dir / "nginx-ratio", tuning=tuning) as ratio_proxy,
+        FixedBudgetProxy(standin.address, run_dir / "nginx-fixed", tuning=tuning) as fixed_proxy,
+    ):
+        yield {"nginx, ratio budget": ratio_proxy, "nginx, fixed budget": fixed_proxy}
+
+
+def outage_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> Table:
+    window = TUNING.retry_budget_window
+    table = Table(
+        f"1. Full outage: GETs at {args.outage_rate:g}/s for {args.outage_seconds:g} s, "
+        f"HOSP's load per client request after the first {window:g} s",
+        [
+            "proxy",
+            "client GETs",
+            "upstream",
+            "upstream/GET, whole run",
+            "upstream/GET after the window",
+            "bound",
+            "within",
+        ],
+    )
+    users = {"quiet": QUIET, "flooder": FLOODER}
+    with proxies(standin, run_dir) as targets, HAProxy(standin.address, run_dir / "haproxy") as haproxy:
+        named: dict[str, str] = {name: proxy.url for name, proxy in targets.items()} | {"haproxy": haproxy.url}
+        for name, url in named.items():
+            standin.reset({"outage": True})
+            at_window: list[int] = []
+            marker = threading.Timer(window, _count_into, (standin, at_window))
+            marker.start()
+            answers = paced(url, args.outage_rate, args.outage_seconds, users)
+            marker.join()
+            upstream = int(standin.stats()["total"])
+            # The requests due after the window: the client is open loop, request i due at i / rate.
+            sent_after = sum(a.sent_at >= window for a in answers)
+            after = (upstream - at_window[0]) / max(1, sent_after)
+            if name == "haproxy":
+                bound, bound_text = float(TRIES), f"{TRIES:.3f} (no budget)"
+            elif "fixed" in name:
+                bound = 1 + (TRIES - 1) * FIXED_RATE / args.outage_rate
+                bound_text = f"{bound:.3f} (1 + 2 x {FIXED_RATE}/s / rate)"
+            else:
+                bound = 1 + TUNING.retry_budget_ratio + TUNING.retry_budget_floor / args.outage_rate
+                bound_text = f"{bound:.3f} (1 + ratio + floor / rate)"
+            table.add(name, len(answers), upstream, f"{upstream / len(answers):.3f}", f"{after:.3f}", bound_text,
+                      "yes" if after <= bound * 1.02 else "NO")  # fmt: skip
+    return table
+
+
+def _count_into(standin: StandIn, counts: list[int]) -> None:
+    counts.append(int(standin.stats()["total"]))
+
+
+def scaling_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> Table:
+    table = Table(
+        f"2. Traffic scaling: 20% of attempts fail, {args.scaling_seconds:g} s per rate",
+        [
+            "rate/s",
+            "proxy",
+            "client GETs",
+            "failures",
+            "realized floor",
+            "failures/floor",
+            "budget refusals",
+            "upstream/GET",
+        ],
+    )
+    user = DEMO_ACCOUNTS[1].username
+    with proxies(standin, run_dir) as targets:
+        for rate in (30.0, 300.0):
+            for name, proxy in targets.items():
+                standin.reset(fault_config(0.2, args.seed))
+                start = len(log_lines(proxy))
+                answers = paced(proxy.url, rate, args.scaling_seconds, {"quiet": QUIET})
+                time.sleep(1.5)  # the access log is written in buffers, at least every second
+                lines = log_lines(proxy)[start:]
+                failures = sum(a.status is None or a.status >= 400 for a in answers)
+                floor = floor_failures(lines, user)
+                refusals = sum(a.refused for a in answers)
+                table.add(f"{rate:g}", name, len(answers), failures, floor, _ratio(failures, floor), refusals,
+                          f"{standin.stats()['total'] / len(answers):.3f}")  # fmt: skip
+    return table
+
+
+def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> Table:
+    table = Table(
+        f"3. Fairness: a flood of failing GETs (wrk, 30 connections) and a second user's 100 sequential GETs "
+        f"at 30% faults, {args.rounds} rounds",
+        [
+            "proxy",
+            "round",
+            "flood req/s",
+            "second user's failures",
+            "its realized floor",
+            "failures/floor",
+            "its refusals",
+        ],
+    )
+    wrk = require_binary("wrk")
+    faults = {
+        "seed": args.seed,
+        "rates": {},
+        "routes": {"GET /hospitals": {"rates": {"503": 1.0}}, "GET /patients/{id}": {"rates": {"503": 0.3}}},
+    }
+    script = run_dir / "flood.lua"
+    script.write_text(f'wrk.headers["Authorization"] = "{FLOODER["Authorization"]}"\n')
+    user = DEMO_ACCOUNTS[1].username
+    summary: dict[str, list[tuple[int, int]]] = {}
+    with proxies(standin, run_dir) as targets:
+        for round_number in range(1, args.rounds + 1):
+            for name, proxy in targets.items():
+                standin.reset(faults)
+                flood = subprocess.Popen(
+                    [wrk, "-t2", "-c30", f"-d{args.flood_seconds}s", "-s", str(script), proxy.url + FLOOD_PATH],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                )  # fmt: skip
+                time.sleep(1.0)  # the flood is under way, and has spent what it can
+                start = len(log_lines(proxy))
+                answers = []
+                with requests.Session() as session:
+                    for _ in range(100):
+                        answer = session.get(proxy.url + PATH, headers=QUIET, timeout=REQUEST_TIMEOUT)
+                        answers.append((answer.status_code, answer.headers.get("Retry-After") == "1"))
+                output, _ = flood.communicate(timeout=args.flood_seconds + 30)
+                time.sleep(1.5)
+                lines = [line for line in log_lines(proxy)[start:] if line.get("user") == user]
+                failures = sum(status >= 400 for status, _ in answers)
+                floor = floor_failures(lines, user)
+                summary.setdefault(name, []).append((failures, floor))
+                rps = next((line.split()[-1] for line in output.splitlines() if line.startswith("Requests/sec")), "?")
+                table.add(name, round_number, rps, failures, floor, _ratio(failures, floor),
+                          sum(refused for _, refused in answers))  # fmt: skip
+    for name, rounds in summary.items():
+        failures, floors = sum(f for f, _ in rounds), sum(f for _, f in rounds)
+        table.add(name, "all", "", failures, floors, _ratio(failures, floors), "")
+    return table
+
+
+def _ratio(value: int, reference: int) -> str:
+    if reference == 0:
+        return "0 = 0" if value == 0 else f"{value} vs 0"
+    return f"{value / reference:.2f}x"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--sections", default=",".join(SECTIONS), help="which tables (default: all)")
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--outage-rate", type=float, default=300.0, help="GETs per second during the outage")
+    p.add_argument("--outage-seconds", type=float, default=25.0)
+    p.add_argument("--scaling-seconds", type=float, default=20.0)
+    p.add_argument("--rounds", type=int, default=3, help="fairness rounds")
+    p.add_argument("--flood-seconds", type=int, default=6)
+    p.add_argument("--keep", action="store_true", help="keep the run's logs and configs")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sections = set(args.sections.split(","))
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        print(
+            f"budget_bench: unknown section(s) {', '.join(sorted(unknown))}; use {', '.join(SECTIONS)}", file=sys.stderr
+        )
+        return 2
+    t = TUNING
+    print(
+        f"budget: ratio {t.retry_budget_ratio:g}, floor {t.retry_budget_floor:g}/s, window {t.retry_budget_window:g} s "
+        f"(the defaults); fixed: {FIXED_RATE}/s, burst {FIXED_BURST}; tries {TRIES}",
+        flush=True,
+    )
+    tables = []
+    with (
+        run_directory(args.keep, "budget-bench", "the logs and configs") as run_dir,
+        StandIn(run_dir / "standin", args.seed) as standin,
+    ):
+        builders = {"outage": outage_table, "scaling": scaling_table, "fairness": fairness_table}
+        for section in SECTIONS:
+            if section in sections:
+                (run_dir / section).mkdir()
+                table = builders[section](standin, run_dir / section, args)
+                print("\n" + table.plain() + "\n", flush=True)
+                tables.append(table)
+    print("\n".join(table.markdown() for table in tables))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
