@@ -134,7 +134,7 @@ bench-report: $(STAMP)
 	$(BIN)/python -m bench.report_bench
 
 ## bundle: the proxy fleet's bootstrap bundle (infra/ec2/README.md), reproducible, with its sha256
-# BUNDLE_PACKAGES=DIR ships DIR's nginx.org RPMs and signing key in it, for a fleet without internet access.
+# BUNDLE_PACKAGES=DIR ships DIR's pinned Debian .deb files (apt-get download) in it, for a fleet without internet access.
 BUNDLE_PACKAGES ?=
 bundle:
 	$(PYTHON) -m infra.ec2.build_bundle --output dist/hosp-proxy-bundle.tar.gz $(if $(BUNDLE_PACKAGES),--packages "$(BUNDLE_PACKAGES)")
