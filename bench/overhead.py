@@ -1,17 +1,20 @@
 """Table 3: wrk against a static upstream directly and through each proxy, runs interleaved.
 
-run_wrk and parse_wrk serve bench.edge_bench too, with a request of its own (WrkRequest)."""
+run_wrk and parse_wrk serve bench.edge_bench too, with a request of its own (WrkRequest).
+A request with another method or a body (table 3's writes) is sent by a wrk script."""
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bench.clients import AUTH
-from bench.servers import BenchError, require_binary
+from bench.clients import AUTH, NOTE
+from bench.servers import BenchError, HAProxy, require_binary
 
 WRK_PATH = "/patients/1"
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -37,13 +40,36 @@ class WrkSettings:
 
 @dataclass(frozen=True)
 class WrkRequest:
-    """What wrk sends besides the credentials: the path and any other headers (a Host replaces wrk's own)."""
+    """What wrk sends besides the credentials: the path and any other headers (a Host replaces wrk's own);
+    a method other than GET, or a body, goes in a wrk script (wrk_script)."""
 
     path: str = WRK_PATH
     headers: tuple[tuple[str, str], ...] = ()
+    method: str = "GET"
+    body: str = ""
+
+    @property
+    def scripted(self) -> bool:
+        return self.method != "GET" or bool(self.body)
 
 
 DEFAULT_REQUEST = WrkRequest()
+# Table 3's write: a note as HOSP's clients post it, a JSON body of about 80 bytes.
+WRITE_PATH = "/notes"
+WRITE_REQUEST = WrkRequest(WRITE_PATH, (("Content-Type", "application/json"),), "POST", json.dumps(NOTE))
+
+
+def lua_string(text: str) -> str:
+    """A Lua string literal holding `text` exactly (a long bracket that the text cannot close)."""
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]" if text else '""'
+
+
+def wrk_script(request: WrkRequest) -> str:
+    """The wrk script that sets the method and the body of every request."""
+    return f"wrk.method = {lua_string(request.method)}\nwrk.body = {lua_string(request.body)}\n"
 
 
 def percentile_ms(output: str, percent: int) -> float:
@@ -61,7 +87,10 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), percentile_ms(output, 50), percentile_ms(output, 99), "; ".join(errors))
 
 
-def wrk_args(wrk: str, url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST) -> list[str]:
+def wrk_args(
+    wrk: str, url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST, script: str | None = None
+) -> list[str]:
+    """wrk's command line; `script`: the path of wrk_script(request), for a scripted request."""
     args = [
         wrk, f"-t{settings.threads}", f"-c{settings.connections}", f"-d{settings.duration}s", "--latency",
         # As every HOSP client does: without credentials a request is not retried,
@@ -70,12 +99,18 @@ def wrk_args(wrk: str, url: str, settings: WrkSettings, request: WrkRequest = DE
     ]  # fmt: skip
     for name, value in request.headers:
         args += ["-H", f"{name}: {value}"]
+    if script is not None:
+        args += ["-s", script]
     return [*args, url + request.path]
 
 
 def run_wrk(url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST) -> WrkResult:
-    args = wrk_args(require_binary("wrk"), url, settings, request)
-    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=settings.duration + 60)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="wrk-") as script:
+        if request.scripted:
+            script.write(wrk_script(request))
+            script.flush()
+        args = wrk_args(require_binary("wrk"), url, settings, request, script.name if request.scripted else None)
+        done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=settings.duration + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk failed on {url}: {done.stderr.strip()}")
     return parse_wrk(done.stdout)
@@ -140,3 +175,37 @@ def interleaved(
                 line += f"  CPU {sum(done.counted[name][-1].values()):.2f} s"
             print(line, flush=True)
     return done
+
+
+# What HAProxy does with writes by default (bench/haproxy.cfg, `http-reuse safe`): a client
+# connection's first request goes over a new server connection, and its later requests,
+# POSTs included, over the server connection it kept. This variant sends every POST, PATCH
+# and DELETE over a new server connection, as the project's NGINX does, for a like-for-like row.
+FRESH_WRITES_ROUTE = (
+    "    # Writes over a new server connection each (bench/overhead.py, HAProxyFreshWrites).\n"
+    "    use_backend hosp_writes if METH_POST || METH_DELETE || { method PATCH }\n"
+)
+FRESH_WRITES_BACKEND = """
+backend hosp_writes
+    # One attempt (no L7 retry), and the server connection closed after each answer.
+    option http-server-close
+    option http-buffer-request
+    server hosp {upstream}
+"""
+
+
+def fresh_writes_config(text: str, upstream: str) -> str:
+    """bench/haproxy.cfg as rendered, with writes sent to a backend that opens a new connection for each."""
+    marker = "    default_backend hosp\n"
+    if marker not in text:
+        raise BenchError("bench/haproxy.cfg has no `default_backend hosp` line to route writes before")
+    return text.replace(marker, FRESH_WRITES_ROUTE + marker) + FRESH_WRITES_BACKEND.format(upstream=upstream)
+
+
+@dataclass
+class HAProxyFreshWrites(HAProxy):
+    """HAProxy as bench/haproxy.cfg configures it, except that every write opens a new server connection."""
+
+    def render(self) -> None:
+        super().render()
+        self.config_path.write_text(fresh_writes_config(self.config_path.read_text(), self.upstream))

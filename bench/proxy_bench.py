@@ -263,20 +263,42 @@ def reliability_and_storm(run_dir: Path, args: argparse.Namespace, sections: set
 # --- 3: overhead ----------------------------------------------------------------------------------
 
 
+# Table 3's targets: GETs (the rows since the first run), then writes, each against its own direct row.
+# "haproxy POST, new conn": HAProxy sending each write over a new server connection, as ours does.
+GET_TARGETS = ("direct", "nginx", "haproxy")
+WRITE_TARGETS = ("direct POST", "nginx POST", "haproxy POST", "haproxy POST, new conn")
+
+
 def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict[str, overhead.Summary]]:
     settings = overhead.WrkSettings(duration=args.wrk_duration)
     with contextlib.ExitStack() as stack:
         static = stack.enter_context(StaticUpstream(run_dir / "static"))
         nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", tuning=COMMON_NGINX))
         haproxy = stack.enter_context(HAProxy(static.address, run_dir / "haproxy-overhead"))
-        targets = {"direct": static.url, "nginx": nginx.url, "haproxy": haproxy.url}
-        results = overhead.interleaved(targets, args.wrk_runs, settings).results
+        fresh = stack.enter_context(overhead.HAProxyFreshWrites(static.address, run_dir / "haproxy-fresh-writes"))
+        urls = [static.url, nginx.url, haproxy.url]
+        targets = {
+            **dict(zip(GET_TARGETS, urls, strict=True)),
+            **dict(zip(WRITE_TARGETS, [*urls, fresh.url], strict=True)),
+        }
+        requests = dict.fromkeys(WRITE_TARGETS, overhead.WRITE_REQUEST)
+        results = overhead.interleaved(targets, args.wrk_runs, settings, requests).results
         log_lines = {"nginx": _lines(nginx.access_log), "haproxy": _lines(haproxy.access_log)}
     summaries = {name: overhead.summarize(runs) for name, runs in results.items()}
     table = _overhead_rows(summaries, log_lines, settings)
-    paired = [n.rps / h.rps for n, h in zip(results["nginx"], results["haproxy"], strict=True)]
-    table.notes.insert(1, f"nginx/haproxy req/s round by round (paired, same noise): {_ratios(paired)}.")
+    paired = _paired(results, "nginx", "haproxy")
+    paired_writes = _paired(results, "nginx POST", "haproxy POST")
+    paired_fresh = _paired(results, "nginx POST", "haproxy POST, new conn")
+    table.notes[1:1] = [
+        f"nginx/haproxy req/s round by round (paired, same noise): {_ratios(paired)}.",
+        f"writes, nginx POST/haproxy POST round by round: {_ratios(paired_writes)}; "
+        f"nginx POST/haproxy POST, new conn: {_ratios(paired_fresh)}.",
+    ]
     return table, summaries
+
+
+def _paired(results: dict[str, list[overhead.WrkResult]], top: str, bottom: str) -> list[float]:
+    return [a.rps / b.rps for a, b in zip(results[top], results[bottom], strict=True)]
 
 
 def _ratios(values: list[float]) -> str:
@@ -284,43 +306,73 @@ def _ratios(values: list[float]) -> str:
     return f"{listed}; median {statistics.median(values):.2f}x"
 
 
+def _added(summaries: dict[str, overhead.Summary], name: str) -> tuple[float, float]:
+    """A target's p50 and p99 minus those of its direct row (GETs: direct; writes: direct POST)."""
+    direct = summaries["direct POST" if name in WRITE_TARGETS else "direct"]
+    s = summaries[name]
+    return s.p50_ms - direct.p50_ms, s.p99_ms - direct.p99_ms
+
+
 def overhead_targets(report: Report, summaries: dict[str, overhead.Summary]) -> None:
-    """(c) nginx's throughput at least haproxy's, its added p50 at most haproxy's."""
-    direct, nginx, haproxy = summaries["direct"], summaries["nginx"], summaries["haproxy"]
-    report.targets.add(
-        "(c) nginx req/s >= haproxy req/s",
-        f"{nginx.rps / haproxy.rps:.2f}x",
-        "yes" if nginx.rps >= haproxy.rps else "no",
-    )
-    added_nginx, added_haproxy = nginx.p50_ms - direct.p50_ms, haproxy.p50_ms - direct.p50_ms
-    report.targets.add(
-        "(c) nginx added p50 <= haproxy added p50",
-        f"{added_nginx:+.3f} ms vs {added_haproxy:+.3f} ms",
-        "yes" if added_nginx <= added_haproxy else "no",
-    )
+    """(c) nginx's throughput at least haproxy's, its added p50 at most haproxy's; (d) the same for writes."""
+    for label, ours, theirs in (("(c)", "nginx", "haproxy"), ("(d) writes:", "nginx POST", "haproxy POST")):
+        nginx, haproxy = summaries[ours], summaries[theirs]
+        report.targets.add(
+            f"{label} {ours} req/s >= {theirs} req/s",
+            f"{nginx.rps / haproxy.rps:.2f}x",
+            "yes" if nginx.rps >= haproxy.rps else "no",
+        )
+        (p50_nginx, p99_nginx), (p50_haproxy, p99_haproxy) = _added(summaries, ours), _added(summaries, theirs)
+        report.targets.add(
+            f"{label} {ours} added p50 <= {theirs} added p50",
+            f"{p50_nginx:+.3f} ms vs {p50_haproxy:+.3f} ms",
+            "yes" if p50_nginx <= p50_haproxy else "no",
+        )
+        if label != "(c)":
+            report.targets.add(
+                f"{label} {ours} added p99 <= {theirs} added p99",
+                f"{p99_nginx:+.3f} ms vs {p99_haproxy:+.3f} ms",
+                "yes" if p99_nginx <= p99_haproxy else "no",
+            )
 
 
 def _overhead_rows(
     summaries: dict[str, overhead.Summary], log_lines: dict[str, int], settings: overhead.WrkSettings
 ) -> Table:
-    headers = ["target", "req/s (median)", "p50 ms", "p99 ms", "added p50 ms", "runs", "wrk errors"]
+    headers = ["target", "req/s (median)", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "runs", "wrk errors"]
     title = f"3. Overhead: wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s, static upstream"
     table = Table(title, headers)
-    direct = summaries["direct"]
     for name, s in summaries.items():
-        added = "-" if name == "direct" else f"{s.p50_ms - direct.p50_ms:+.3f}"
+        if name in ("direct", "direct POST"):
+            added = ("-", "-")
+        else:
+            added = tuple(f"{value:+.3f}" for value in _added(summaries, name))  # type: ignore[assignment]
         table.add(
-            name, f"{s.rps:.0f}", f"{s.p50_ms:.3f}", f"{s.p99_ms:.3f}", added, s.runs, "; ".join(s.errors) or "none"
+            name, f"{s.rps:.0f}", f"{s.p50_ms:.3f}", f"{s.p99_ms:.3f}", *added, s.runs, "; ".join(s.errors) or "none"
         )
-    nginx, haproxy = summaries["nginx"], summaries["haproxy"]
-    table.notes += [
+    direct, nginx, haproxy = summaries["direct"], summaries["nginx"], summaries["haproxy"]
+    notes = [
         f"throughput nginx/haproxy (ratio of the medians): {nginx.rps / haproxy.rps:.2f}x; "
         f"nginx/direct {nginx.rps / direct.rps:.2f}x, "
         f"haproxy/direct {haproxy.rps / direct.rps:.2f}x.",
+    ]
+    if all(name in summaries for name in WRITE_TARGETS):
+        d, n, h, f = (summaries[name] for name in WRITE_TARGETS)
+        notes.append(
+            f"writes (ratio of the medians): nginx POST/haproxy POST {n.rps / h.rps:.2f}x, "
+            f"nginx POST/haproxy POST, new conn {n.rps / f.rps:.2f}x; nginx POST/direct POST {n.rps / d.rps:.2f}x."
+        )
+    table.notes += notes
+    table.notes += [
         "upstream: NGINX, 1 worker, `return 200 '{\"ok\":true}'`; proxies: our rendered nginx.conf "
         "(worker_processes auto = 2 here, JSON access log to a file) vs haproxy nbthread 2 (httplog to stdout, "
         "redirected to a file); keep-alive on both sides. Runs interleaved (direct, nginx, haproxy, ...) after "
         "a 1 s warm-up of each; medians of the runs.",
+        "GET rows: authenticated `GET /patients/1`. POST rows: authenticated `POST /notes` with a JSON body "
+        f"({len(overhead.WRITE_REQUEST.body)} bytes), sent by a wrk script; added p50/p99 against direct POST. "
+        "nginx sends each write over a new connection to the upstream (docs/proxy.md); haproxy POST is "
+        "bench/haproxy.cfg (`http-reuse safe`: a client connection's later writes reuse its server connection); "
+        "haproxy POST, new conn: the same with writes routed to a backend with `option http-server-close`.",
         f"access log lines written: nginx {log_lines['nginx']}, haproxy {log_lines['haproxy']}.",
     ]
     return table
