@@ -141,31 +141,38 @@ local function retry_attempts(statuses)
     return commas + 1
 end
 
+-- The current slot's deposit keys, made once per slot by each worker: a
+-- number turned into a string costs more than the rest of a deposit.
+local deposit_slot, deposit_key, user_deposit_prefix = nil, nil, nil
+
 -- log_by_lua, for every request: the deposit of a retryable request's first
 -- attempt, and the unused part of a retry's reservation given back.
+-- $hosp_retry_budget_deposit (retry-policy.conf) says whether the request
+-- is one that deposits; it did if it reached HOSP.
 function M.log()
-    if ngx.is_subrequest or ngx.var.hosp_retryable ~= "1" or ngx.var.upstream_addr == nil then
-        return
-    end
-    local route = ngx.var.hosp_route
-    if route ~= "hosp" and route ~= "screen" then
+    if ngx.var.hosp_retry_budget_deposit == "" or ngx.is_subrequest or ngx.var.upstream_addr == nil then
         return
     end
     local s = settings
     local dict, slot, user = s.dict, current_slot(), user_key()
-    dict:incr("d" .. slot, 1, 0, s.ttl)
-    dict:incr("d" .. slot .. ":" .. user, 1, 0, s.ttl)
-    -- The user moves to the current slot of the users' count.
-    local last = dict:get("u" .. user)
-    if last ~= slot then
-        dict:set("u" .. user, slot, s.ttl)
-        dict:incr("l" .. slot, 1, 0, s.ttl)
-        if last ~= nil then
-            dict:incr("l" .. last, -1)
+    if slot ~= deposit_slot then
+        deposit_slot, deposit_key, user_deposit_prefix = slot, "d" .. slot, "d" .. slot .. ":"
+    end
+    dict:incr(deposit_key, 1, 0, s.ttl)
+    if dict:incr(user_deposit_prefix .. user, 1, 0, s.ttl) == 1 then
+        -- The user's first request in this slot: it moves to this slot in the
+        -- users' count.
+        local last = dict:get("u" .. user)
+        if last ~= slot then
+            dict:set("u" .. user, slot, s.ttl)
+            dict:incr("l" .. slot, 1, 0, s.ttl)
+            if last ~= nil then
+                dict:incr("l" .. last, -1)
+            end
         end
     end
-    local held = tonumber(ngx.var.hosp_retry_budget_slot)
-    if held ~= nil then
+    local held = ngx.var.hosp_retry_budget_slot
+    if held ~= "" then
         local unused = s.reserve - retry_attempts(ngx.var.upstream_status or "")
         if unused > 0 then
             -- Gone when its slot has expired: the window has passed it anyway.
