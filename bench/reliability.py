@@ -158,6 +158,10 @@ def measure_storm(standin: StandIn, target: Target, seed: int, clients: int, wor
     return StormResult(run, int(standin.stats()["total"]))
 
 
-def budget_bound(requests: int, tries: int, rate: float, burst: int, seconds: float) -> float:
-    """docs/proxy.md: HOSP receives at most R + (tries - 1) x (burst + 1 + rate x T)."""
-    return requests + (tries - 1) * (burst + 1 + rate * seconds)
+def budget_bound(requests: int, tries: int, *, ratio: float, floor: float, window: float, seconds: float) -> float:
+    """docs/proxy.md, "The retry budget": HOSP receives at most R first attempts, plus
+    ratio x R retry attempts, plus the floor's floor x (W + T) (any stretch of T seconds
+    meets at most 1 + T / W windows' floors), plus tries - 2 attempts of the last retry."""
+    if tries == 1:
+        return requests
+    return requests + ratio * requests + floor * (window + seconds) + tries - 2
