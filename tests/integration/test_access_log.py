@@ -40,6 +40,7 @@ from tests.support import (
     ACCESS_LOG_TIMEOUT,
     DEMO_AUTH,
     DEMO_PASSWORD,
+    DEMO_USER,
     PROXY_TEST_TUNING,
     Hosp,
     RecordingServer,
@@ -232,6 +233,133 @@ def test_the_escaping_of_client_text_is_undone_by_the_documented_rule() -> None:
 
     assert [raw_bytes(client_text(sample)) for sample in samples] == samples
     assert client_text(b"\xff") != client_text(b"\\xff")
+
+
+# --- the fast path: plain text is written by maps, anything else as above ----------------------
+
+# ASCII without a backslash, but with what JSON itself escapes: a quote and control characters.
+PLAIN_WITH_CONTROLS = b'say "hi"\x01\x1f\x7f\tend'
+
+
+def test_a_plain_request_is_logged_field_for_field(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    headers = {
+        b"Authorization": DEMO_AUTH["Authorization"].encode(),
+        b"X-Forwarded-For": b"203.0.113.9, 198.51.100.7",
+        b"CloudFront-Viewer-Address": b"203.0.113.9:46532",
+        b"User-Agent": b"curl/7.88.1",
+        b"X-Patient-Id": b"005",
+    }
+
+    answer = get_raw(proxy.port, b"/hospitals//./x/..?view=full&page=2", headers)
+
+    entry = access_log_entry(proxy, answer.request_id)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", entry["time"])
+    assert entry["logged_at"] == entry["time"][:23].replace("T", " ")
+    assert isinstance(entry["request_time"], float)
+    assert re.fullmatch(r"\d+\.\d{3}", entry["upstream_response_time"])
+    timing = {"time", "logged_at", "request_time", "upstream_response_time"}
+    assert {name: value for name, value in entry.items() if name not in timing} == {
+        "request_id": answer.request_id,
+        "user": DEMO_USER,
+        "on_behalf_of": "",
+        "audit_user": "",
+        "client_ip": "127.0.0.1",
+        "forwarded_for": "203.0.113.9, 198.51.100.7",
+        "viewer_address": "203.0.113.9:46532",
+        "method": "GET",
+        "path": "/hospitals//./x/..",
+        "normalized_path": "/hospitals/",
+        "query": "view=full&page=2",
+        "patient_id": "5",
+        "body_patient_id": "",
+        "query_patient_id": "",
+        "status": answer.status,
+        "bytes_sent": len(answer.body),
+        "upstream_addr": fresh_hosp.address,
+        "upstream_status": str(answer.status),
+        "retry_budget": "",
+        "listener": "public",
+        "route": "hosp",
+        "user_agent": "curl/7.88.1",
+        "note_handoff": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        pytest.param(b"/hospitals?", b"/hospitals", b"", id="an empty query"),
+        pytest.param(b"/hospitals??q=1", b"/hospitals", b"?q=1", id="a query starting with ?"),
+        pytest.param(b"/hospitals?q=\xff", b"/hospitals", b"q=\xff", id="a query that is not utf-8"),
+        pytest.param(b"/hospitals/\xff?q=1", b"/hospitals/\xff", b"q=1", id="a path that is not utf-8"),
+        pytest.param(b"/h\\?q=\\", b"/h\\", b"q=\\", id="backslashes"),
+        pytest.param(
+            b"/" + b"p" * (TEXT_LIMIT - 1) + b"?q=1", b"/" + b"p" * (TEXT_LIMIT - 1), b"q=1", id="at the limit"
+        ),
+        pytest.param(b"/" + b"p" * TEXT_LIMIT + b"?q=1", b"/" + b"p" * TEXT_LIMIT, b"q=1", id="one past it"),
+    ],
+)
+def test_the_path_and_the_query_are_read_apart_from_the_target(
+    proxy: NginxProxy, fresh_hosp: Hosp, target: bytes, path: bytes, query: bytes
+) -> None:
+    answer = get_raw(proxy.port, target)
+
+    entry = access_log_entry(proxy, answer.request_id)
+    assert (entry["path"], entry["query"]) == (logged_text(path), logged_text(query))
+
+
+@pytest.mark.parametrize("extra", [b"", b"\xff", b"\\"], ids=["plain", "not utf-8", "a backslash"])
+@pytest.mark.parametrize("field", ["user", "on_behalf_of", "forwarded_for", "viewer_address", "user_agent"])
+def test_quotes_and_control_characters_in_each_header_field_are_escaped_by_json(
+    proxy: NginxProxy, fresh_hosp: Hosp, field: str, extra: bytes
+) -> None:
+    text = PLAIN_WITH_CONTROLS + extra
+    headers = {
+        "user": {b"Authorization": basic(text)},
+        "on_behalf_of": {b"X-On-Behalf-Of": text},
+        "forwarded_for": {b"X-Forwarded-For": text},
+        "viewer_address": {b"CloudFront-Viewer-Address": text},
+        "user_agent": {b"User-Agent": text},
+    }[field]
+    port = int(proxy.internal_url.rsplit(":", 1)[1]) if field == "on_behalf_of" else proxy.port
+
+    answer = get_raw(port, b"/hospitals", headers)
+
+    [line] = proxy_log_lines(proxy, answer.request_id)
+    assert json.loads(line)[field] == client_text(text)
+    assert b'say \\"hi\\"\\u0001\\u001F\x7f\\tend' in line  # NGINX's JSON escapes (DEL is not one)
+    assert_schema(json.loads(line))
+
+
+def proxy_log_lines(proxy: NginxProxy, request_id: str) -> list[bytes]:
+    """The raw bytes of a request's line, once it is written."""
+    access_log_entry(proxy, request_id)
+    return [line for line in proxy.access_log.read_bytes().splitlines() if request_id.encode() in line]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "M-_X"])
+def test_every_method_is_logged_as_sent_and_only_writes_are_scanned(
+    proxy: NginxProxy, fresh_hosp: Hosp, method: str
+) -> None:
+    body = json.dumps(note(7)).encode()
+
+    answer = get_raw(
+        proxy.port, b"/notes/1", {b"Authorization": DEMO_AUTH["Authorization"].encode()}, method.encode(), body
+    )
+
+    entry = access_log_entry(proxy, answer.request_id)
+    scanned = method in {"POST", "PUT", "PATCH"}
+    assert (entry["method"], entry["body_patient_id"]) == (method, "7" if scanned else "")
+
+
+def test_the_log_asks_njs_for_a_screens_note_handoff_only(proxy: NginxProxy, fresh_hosp: Hosp) -> None:
+    """note_handoff is empty off a screen, also for a path the hand-off's filter runs on (a retry)."""
+    fresh_hosp.script("503")
+
+    answer = requests.get(proxy.url + "/patients/1", headers=DEMO_AUTH, timeout=10)
+
+    entry = access_log_entry(proxy, answer.headers["X-Request-Id"])
+    assert (entry["route"], entry["upstream_status"], entry["note_handoff"]) == ("hosp", "503 : 200", "")
 
 
 # --- the schema: every line has exactly the schema's fields, with its JSON types ----------------
