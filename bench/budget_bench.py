@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +77,10 @@ class FixedBudgetProxy(NginxProxy):
         )
         text = text.replace(admit, limit).replace("http {\n", "http {\n" + zone, 1)
         self.config_path.write_text(text)
+
+
+# (target, measured, met): the issue's targets, for bench.proxy_bench's table of targets too.
+Targets = list[tuple[str, str, bool]]
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ def proxies(standin: StandIn, run_dir: Path, tuning: Tuning = TUNING) -> Iterato
         yield {"nginx, ratio budget": ratio_proxy, "nginx, fixed budget": fixed_proxy}
 
 
-def outage_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> Table:
+def outage_table(standin: StandIn, run_dir: Path, args: argparse.Namespace, targets: Targets) -> Table:
     window = TUNING.retry_budget_window
     table = Table(
         f"1. Full outage: GETs at {args.outage_rate:g}/s for {args.outage_seconds:g} s, "
@@ -153,8 +157,8 @@ def outage_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> T
         ],
     )
     users = {"quiet": QUIET, "flooder": FLOODER}
-    with proxies(standin, run_dir) as targets, HAProxy(standin.address, run_dir / "haproxy") as haproxy:
-        named: dict[str, str] = {name: proxy.url for name, proxy in targets.items()} | {"haproxy": haproxy.url}
+    with proxies(standin, run_dir) as proxied, HAProxy(standin.address, run_dir / "haproxy") as haproxy:
+        named: dict[str, str] = {name: proxy.url for name, proxy in proxied.items()} | {"haproxy": haproxy.url}
         for name, url in named.items():
             standin.reset({"outage": True})
             at_window: list[int] = []
@@ -179,6 +183,11 @@ def outage_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> T
                 bound = 1 + TUNING.retry_budget_ratio + TUNING.retry_budget_floor / args.outage_rate
                 bound_text = f"{bound:.3f} (1 + ratio + floor / rate)"
             within = "-" if bound is None else "yes" if after <= bound * 1.02 else "NO"
+            if "ratio" in name and bound is not None:
+                targets.append(
+                    (f"outage: HOSP's load per GET after the window <= 1 + ratio + floor/rate ({bound:.3f})",
+                     f"{after:.3f}", after <= bound * 1.02)
+                )  # fmt: skip
             table.add(
                 name, len(answers), upstream, f"{upstream / len(answers):.3f}", f"{after:.3f}", bound_text, within
             )
@@ -189,7 +198,7 @@ def _count_into(standin: StandIn, counts: list[int]) -> None:
     counts.append(int(standin.stats()["total"]))
 
 
-def scaling_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> Table:
+def scaling_table(standin: StandIn, run_dir: Path, args: argparse.Namespace, targets: Targets) -> Table:
     table = Table(
         f"2. Traffic scaling: 20% of attempts fail, {args.scaling_seconds:g} s per rate",
         [
@@ -204,9 +213,9 @@ def scaling_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> 
         ],
     )
     user = DEMO_ACCOUNTS[1].username
-    with proxies(standin, run_dir) as targets:
+    with proxies(standin, run_dir) as proxied:
         for rate in (30.0, 300.0):
-            for name, proxy in targets.items():
+            for name, proxy in proxied.items():
                 standin.reset(fault_config(0.2, args.seed))
                 start = len(log_lines(proxy))
                 answers = paced(proxy.url, rate, args.scaling_seconds, {"quiet": QUIET})
@@ -215,12 +224,17 @@ def scaling_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> 
                 failures = sum(a.status is None or a.status >= 400 for a in answers)
                 floor = floor_failures(lines, user)
                 refusals = sum(a.refused for a in answers)
+                if "ratio" in name:
+                    targets.append(
+                        (f"scaling: {rate:g} GETs/s at 20% faults, failures = realized floor, no refusal",
+                         f"{failures} vs {floor}, {refusals} refused", failures == floor and refusals == 0)
+                    )  # fmt: skip
                 table.add(f"{rate:g}", name, len(answers), failures, floor, _ratio(failures, floor), refusals,
                           f"{standin.stats()['total'] / len(answers):.3f}")  # fmt: skip
     return table
 
 
-def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) -> Table:
+def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace, targets: Targets) -> Table:
     table = Table(
         f"3. Fairness: a flood of failing GETs (wrk, 30 connections) and a second user's 100 sequential GETs "
         f"at 30% faults, {args.rounds} rounds",
@@ -244,9 +258,9 @@ def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) ->
     script.write_text(f'wrk.headers["Authorization"] = "{FLOODER["Authorization"]}"\n')
     user = DEMO_ACCOUNTS[1].username
     summary: dict[str, list[tuple[int, int]]] = {}
-    with proxies(standin, run_dir) as targets:
+    with proxies(standin, run_dir) as proxied:
         for round_number in range(1, args.rounds + 1):
-            for name, proxy in targets.items():
+            for name, proxy in proxied.items():
                 standin.reset(faults)
                 flood = subprocess.Popen(
                     [wrk, "-t2", "-c30", f"-d{args.flood_seconds}s", "-s", str(script), proxy.url + FLOOD_PATH],
@@ -271,6 +285,11 @@ def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace) ->
     for name, rounds in summary.items():
         failures, floors = sum(f for f, _ in rounds), sum(f for _, f in rounds)
         table.add(name, "all", "", failures, floors, _ratio(failures, floors), "")
+        if "ratio" in name:
+            met = failures <= 1.2 * floors if floors else failures == 0
+            targets.append(
+                ("fairness: the second user's failures within 1.2x its realized floor", _ratio(failures, floors), met)
+            )
     return table
 
 
@@ -308,20 +327,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(the defaults); fixed: {FIXED_RATE}/s, burst {FIXED_BURST}; tries {TRIES}",
         flush=True,
     )
-    tables = []
-    with (
-        run_directory(args.keep, "budget-bench", "the logs and configs") as run_dir,
-        StandIn(run_dir / "standin", args.seed) as standin,
-    ):
-        builders = {"outage": outage_table, "scaling": scaling_table, "fairness": fairness_table}
+    with run_directory(args.keep, "budget-bench", "the logs and configs") as run_dir:
+        tables, targets = run(
+            run_dir, args, sections, show=lambda table: print("\n" + table.plain() + "\n", flush=True)
+        )
+    summary = Table("Targets", ["target", "measured", "met"])
+    for target, measured, met in targets:
+        summary.add(target, measured, "yes" if met else "NO")
+    print("\n" + summary.plain() + "\n")
+    print("\n\n".join(table.markdown() for table in [*tables, summary]))
+    return 0 if all(met for _, _, met in targets) else 1
+
+
+def _print(table: Table) -> None:
+    print("\n" + table.plain() + "\n", flush=True)
+
+
+def run(
+    run_dir: Path, args: argparse.Namespace, sections: set[str], show: Callable[[Table], None]
+) -> tuple[list[Table], Targets]:
+    """The chosen tables, each shown as it is done, and the targets they measured."""
+    tables: list[Table] = []
+    targets: Targets = []
+    builders = {"outage": outage_table, "scaling": scaling_table, "fairness": fairness_table}
+    with StandIn(run_dir / "standin", args.seed) as standin:
         for section in SECTIONS:
             if section in sections:
                 (run_dir / section).mkdir()
-                table = builders[section](standin, run_dir / section, args)
-                print("\n" + table.plain() + "\n", flush=True)
+                table = builders[section](standin, run_dir / section, args, targets)
+                show(table)
                 tables.append(table)
-    print("\n".join(table.markdown() for table in tables))
-    return 0
+    return tables, targets
 
 
 if __name__ == "__main__":

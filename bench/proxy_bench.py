@@ -8,6 +8,8 @@ One run prints, as plain text while it goes and as markdown at the end:
   1. reliability under seeded faults: client-visible failures next to the realized
      floor (what a perfect 3-try proxy fails on the same fault sequence);
   2. a retry storm under a full outage: upstream requests per client request;
+  the retry budget's three tables (bench/budget_bench.py): a long outage, 20% faults at
+     30 and 300 GETs/s, and a flood of failing GETs beside a second user;
   3. overhead: wrk against a static upstream, directly and through each proxy.
 Traffic goes to 127.0.0.1 only; every series is bounded in count and time.
 See bench/README.md and docs/benchmarks.md.
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import overhead, reliability
+from bench import budget_bench, overhead, reliability
 from bench.floor import fault_config
 from bench.reliability import GetCell, PostCell, Series, StormResult, Target
 from bench.report import Table, ratio
@@ -45,7 +47,7 @@ CONNECT_TIMEOUT = 2.0
 UNBOUND_RATIO, UNBOUND_FLOOR = 10.0, 100_000.0
 SERIES_TIME_LIMIT = 120.0  # seconds; requests not started by then are skipped and reported
 COMMON_NGINX = Tuning(tries=TRIES, try_timeout=TRY_TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
-SECTIONS = ("reliability", "storm", "overhead")
+SECTIONS = ("reliability", "storm", "budget", "overhead")
 
 
 @dataclass
@@ -270,6 +272,18 @@ def reliability_and_storm(run_dir: Path, args: argparse.Namespace, sections: set
             report.show(storm_table(standin, haproxy, run_dir, args))
 
 
+# --- the retry budget: outage, traffic scaling, fairness (bench/budget_bench.py) ------------------
+
+
+def budget_tables(run_dir: Path, report: Report) -> None:
+    """bench.budget_bench's three tables with its defaults, and their targets in this run's."""
+    run_dir.mkdir()
+    budget_args = budget_bench.parse_args([])
+    _, targets = budget_bench.run(run_dir, budget_args, set(budget_bench.SECTIONS), show=report.show)
+    for target, measured, met in targets:
+        report.targets.add(target, measured, "yes" if met else "NO")
+
+
 # --- 3: overhead ----------------------------------------------------------------------------------
 
 
@@ -406,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.show(environment())
         with run_directory(args.keep, "proxy-bench", "configs and logs") as run_dir:
             reliability_and_storm(run_dir, args, sections, report)
+            if "budget" in sections:
+                budget_tables(run_dir / "budget", report)
             if "overhead" in sections:
                 table, summaries = overhead_table(run_dir, args)
                 report.show(table)
