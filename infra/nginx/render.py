@@ -346,7 +346,6 @@ def values(s: ProxySettings) -> dict[str, str]:
         "lua_dir": str(LUA_DIR),
         "max_body_bytes": str(MAX_BODY_BYTES),
         "api_methods": ", ".join(API_METHODS),
-        "api_methods_regex": "|".join(API_METHODS),
     }
 
 

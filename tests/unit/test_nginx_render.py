@@ -38,8 +38,8 @@ def directives(config: str) -> list[str]:
 
 
 def origin_map(config: str) -> list[str]:
-    """The entries of the map that sets $hosp_origin (origin-policy.conf)."""
-    return directives(config.split("$hosp_origin {", 1)[1].split("}", 1)[0])
+    """The entries of the map that checks the public listener's origin header (origin-policy.conf)."""
+    return directives(config.split("$hosp_origin_public {", 1)[1].split("}", 1)[0])
 
 
 def nginx_t(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -438,3 +438,11 @@ def test_cli_reports_a_missing_origin_secret_file(tmp_path: Path, capsys: pytest
 
     assert render.main(args) == 2
     assert "cannot read the origin secret file" in capsys.readouterr().err
+
+
+def test_the_known_methods_map_holds_exactly_the_apis_methods() -> None:
+    text = (render.TEMPLATES / "retry-policy.conf").read_text()
+    block = text.split("map $request_method $hosp_method_known {", 1)[1].split("}", 1)[0]
+    keys = [line.split()[0] for line in block.splitlines() if line.strip().endswith("1;")]
+
+    assert tuple(keys) == render.API_METHODS
