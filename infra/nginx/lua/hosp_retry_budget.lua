@@ -21,7 +21,10 @@
 --
 -- The counters live in a lua_shared_dict, one for all the workers of the
 -- instance, in time slots of window / SLOTS seconds that expire on their
--- own. A retry is let through by reserving its `tries - 1` attempts (an
+-- own. Each worker adds its deposits to it in batches, every FLUSH_SECONDS
+-- and before each retry decision it makes, so that a request takes no lock
+-- on the dictionary; another worker's deposits are seen at most
+-- FLUSH_SECONDS late, which only ever refuses a retry, never allows one. A retry is let through by reserving its `tries - 1` attempts (an
 -- atomic increment, taken back if it went over); the request gives back the
 -- attempts it did not make when it ends. So at any moment the retries under
 -- way are counted, and the instance's bound is exceeded by at most
@@ -33,6 +36,12 @@ local SLOTS = 10
 -- Longer user names are kept by their MD5, and so is a long address header,
 -- so that a key stays short.
 local LONGEST_NAME = 64
+-- A worker's deposits reach the dictionary at least this often, and when it
+-- holds this many.
+local FLUSH_SECONDS = 0.1
+local FLUSH_COUNT = 1000
+
+local clear = require("table.clear")
 
 local settings = nil
 
@@ -90,6 +99,33 @@ local function window_totals(dict, slot, user)
     return deposits, user_deposits, withdrawals, user_withdrawals, users
 end
 
+-- This worker's first attempts not yet in the dictionary, by user.
+local pending, pending_count = {}, 0
+
+-- Adds this worker's pending deposits to the dictionary, in the current
+-- slot, and moves their users to it in the users' count.
+local function flush()
+    if pending_count == 0 then
+        return
+    end
+    local s = settings
+    local dict, slot = s.dict, current_slot()
+    dict:incr("d" .. slot, pending_count, 0, s.ttl)
+    for user, count in pairs(pending) do
+        dict:incr("d" .. slot .. ":" .. user, count, 0, s.ttl)
+        local last = dict:get("u" .. user)
+        if last ~= slot then
+            dict:set("u" .. user, slot, s.ttl)
+            dict:incr("l" .. slot, 1, 0, s.ttl)
+            if last ~= nil then
+                dict:incr("l" .. last, -1)
+            end
+        end
+    end
+    clear(pending)
+    pending_count = 0
+end
+
 -- Takes `amount` from a counter unless that would go over `allowed`;
 -- atomic, whatever the other workers do at the same moment.
 local function take(dict, key, amount, allowed, ttl)
@@ -106,6 +142,7 @@ end
 -- access_by_lua of @hosp_retry: let the retry through, or answer 429,
 -- which the location's error page turns into the budget's 503.
 function M.admit()
+    flush()
     local s = settings
     local dict, slot, user = s.dict, current_slot(), user_key()
     local deposits, user_deposits, withdrawals, user_withdrawals, users = window_totals(dict, slot, user)
@@ -141,43 +178,39 @@ local function retry_attempts(statuses)
     return commas + 1
 end
 
--- The current slot's deposit keys, made once per slot by each worker: a
--- number turned into a string costs more than the rest of a deposit.
-local deposit_slot, deposit_key, user_deposit_prefix = nil, nil, nil
+-- init_worker_by_lua: the worker's flushes.
+function M.start_worker()
+    ngx.timer.every(FLUSH_SECONDS, flush)
+end
 
 -- log_by_lua, for every request: the deposit of a retryable request's first
 -- attempt, and the unused part of a retry's reservation given back.
--- $hosp_retry_budget_deposit (retry-policy.conf) says whether the request
--- is one that deposits; it did if it reached HOSP.
+-- $hosp_retry_budget_log (retry-policy.conf) says which: "" neither, "d" the
+-- deposit, "r" both.
 function M.log()
-    if ngx.var.hosp_retry_budget_deposit == "" or ngx.is_subrequest or ngx.var.upstream_addr == nil then
+    -- First: a subrequest shares its request's variables, and would read the
+    -- map before the request itself, with its own upstream.
+    if ngx.is_subrequest then
         return
     end
-    local s = settings
-    local dict, slot, user = s.dict, current_slot(), user_key()
-    if slot ~= deposit_slot then
-        deposit_slot, deposit_key, user_deposit_prefix = slot, "d" .. slot, "d" .. slot .. ":"
+    local what = ngx.var.hosp_retry_budget_log
+    if what == "" then
+        return
     end
-    dict:incr(deposit_key, 1, 0, s.ttl)
-    if dict:incr(user_deposit_prefix .. user, 1, 0, s.ttl) == 1 then
-        -- The user's first request in this slot: it moves to this slot in the
-        -- users' count.
-        local last = dict:get("u" .. user)
-        if last ~= slot then
-            dict:set("u" .. user, slot, s.ttl)
-            dict:incr("l" .. slot, 1, 0, s.ttl)
-            if last ~= nil then
-                dict:incr("l" .. last, -1)
-            end
-        end
+    local user = user_key()
+    pending[user] = (pending[user] or 0) + 1
+    pending_count = pending_count + 1
+    if pending_count >= FLUSH_COUNT then
+        flush()
     end
-    local held = ngx.var.hosp_retry_budget_slot
-    if held ~= "" then
+    if what == "r" then
+        local s = settings
+        local held = ngx.var.hosp_retry_budget_slot
         local unused = s.reserve - retry_attempts(ngx.var.upstream_status or "")
         if unused > 0 then
             -- Gone when its slot has expired: the window has passed it anyway.
-            dict:incr("w" .. held, -unused)
-            dict:incr("w" .. held .. ":" .. user, -unused)
+            s.dict:incr("w" .. held, -unused)
+            s.dict:incr("w" .. held .. ":" .. user, -unused)
         end
     end
 end
