@@ -7,6 +7,7 @@ the fleet installs the build the tests ran. No other file names a version of the
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -36,9 +37,14 @@ def test_install_sh_reads_the_pins_from_the_bundle_and_holds_them() -> None:
 
 
 def test_the_makefiles_system_packages_installs_the_pins() -> None:
+    # Run under `make test` too: without the outer make's variables, and without
+    # the "Entering directory" lines a make inside a make prints.
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    env = {name: value for name, value in os.environ.items() if name not in outer}
     recipe = subprocess.run(
-        ["make", "--dry-run", "--always-make", "system-packages"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
+        ["make", "--no-print-directory", "--dry-run", "--always-make", "system-packages"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
     assert "scripts/ensure-system-packages.sh" in recipe
     # The arguments the script gets, as the recipe's shell expands them.
     recipe = subprocess.run(
