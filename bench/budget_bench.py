@@ -34,7 +34,7 @@ from pathlib import Path
 import requests
 
 from bench.floor import fault_config
-from bench.report import Table
+from bench.report import Table, ratio
 from bench.servers import HAProxy, require_binary
 from bench.toolkit import run_directory
 from infra.nginx.render import Tuning
@@ -99,13 +99,16 @@ def paced(url: str, rate: float, seconds: float, users: dict[str, dict[str, str]
     names = list(users)
     started = time.monotonic()
     local = threading.local()
+    sessions: list[requests.Session] = []
 
     def one(i: int) -> Answer:
         delay = started + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            sessions.append(session)  # list.append is atomic: no lock needed
         name = names[i % len(names)]
         sent_at = time.monotonic() - started
         try:
@@ -114,8 +117,12 @@ def paced(url: str, rate: float, seconds: float, users: dict[str, dict[str, str]
             return Answer(name, None, False, sent_at)
         return Answer(name, answer.status_code, answer.headers.get("Retry-After") == "1", sent_at)
 
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, range(total)))
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, range(total)))
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def log_lines(proxy: NginxProxy) -> list[dict[str, object]]:
@@ -294,9 +301,8 @@ def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace, ta
 
 
 def _ratio(value: int, reference: int) -> str:
-    if reference == 0:
-        return "0 = 0" if value == 0 else f"{value} vs 0"
-    return f"{value / reference:.2f}x"
+    """bench.report's ratio, naming the failures where the floor is 0 (rather than "inf")."""
+    return f"{value} vs 0" if value and not reference else ratio(value, reference)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
