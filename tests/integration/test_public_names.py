@@ -471,7 +471,7 @@ def test_a_production_render_with_public_names_and_a_secret_passes_nginx_t(tmp_p
 
     assert checked.returncode == 0, checked.stderr
     assert r'"~^public:(?<hosp_matched_name>hosp\.example|old-hosp\.example)\z"' in config
-    assert '"1:public:"  misdirected;' in config
+    assert '"~^public:"  misdirected;' in config
     assert "proxy_set_header Host $hosp_public_host_header;" in config
     assert "proxy_set_header X-Forwarded-Proto https;" in config
     assert "proxy_set_header X-Forwarded-Port 443;" in config

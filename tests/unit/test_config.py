@@ -184,11 +184,11 @@ def test_cli_takes_the_public_name_repeated(tmp_path: Path, capsys: pytest.Captu
 def test_without_public_names_any_host_is_answered_and_passed_on(tmp_path: Path) -> None:
     config = render.render(proxy_settings(tmp_path))
 
-    assert "# not included: optional/public-names.conf" in config
+    assert "# not included: optional/public-host.conf" in config
     assert "# not included: optional/public-names-checked.conf" in config
     assert "proxy_set_header Host $http_host;" in config
     # A request without a Host is refused in every variant (host-policy.conf).
-    assert "if ($hosp_host_refused = missing) {" in config
+    assert "if ($hosp_host_refusal = missing) {" in config
 
 
 @pytest.mark.parametrize("names", [(), ("hosp.example",)])

@@ -39,7 +39,7 @@ def directives(config: str) -> list[str]:
 
 def origin_map(config: str) -> list[str]:
     """The entries of the map that checks the public listener's origin header (origin-policy.conf)."""
-    return directives(config.split("$hosp_origin_public {", 1)[1].split("}", 1)[0])
+    return directives(config.split("$hosp_origin {", 1)[1].split("}", 1)[0])
 
 
 def nginx_t(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
