@@ -218,8 +218,26 @@ def test_cli_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
 
 
 def test_access_log_is_buffered_unless_turned_off(tmp_path: Path) -> None:
-    assert "hosp_json buffer=64k flush=1s;" in render.render(settings(tmp_path))
-    assert f"access_log {tmp_path}/access.json hosp_json;" in render.render(settings(tmp_path, access_log_buffer="off"))
+    buffered = render.render(settings(tmp_path))
+    unbuffered = render.render(settings(tmp_path, access_log_buffer="off"))
+
+    for log_format, condition in (("hosp_json_plain", "$hosp_log_plain"), ("hosp_json", "$hosp_log_escaped")):
+        assert f"{log_format} buffer=64k flush=1s if={condition};" in buffered
+        assert f"access_log {tmp_path}/access.json {log_format} if={condition};" in unbuffered
+
+
+def log_format_fields(config: str, name: str) -> list[str]:
+    """The field names of one log_format, in their order."""
+    body = config.split(f"log_format {name} escape=json\n", 1)[1].split("';\n", 1)[0]
+    return re.findall(r'"([a-z_]+)":', body)
+
+
+def test_the_plain_and_the_escaped_access_log_lines_have_the_same_fields(tmp_path: Path) -> None:
+    config = render.render(settings(tmp_path))
+
+    fields = log_format_fields(config, "hosp_json")
+    assert log_format_fields(config, "hosp_json_plain") == fields
+    assert len(fields) == len(set(fields)) > 20
 
 
 def test_the_host_header_sent_to_hosp_can_be_fixed(tmp_path: Path) -> None:
