@@ -188,7 +188,7 @@ def test_without_public_names_any_host_is_answered_and_passed_on(tmp_path: Path)
     assert "# not included: optional/public-names-checked.conf" in config
     assert "proxy_set_header Host $http_host;" in config
     # A request without a Host is refused in every variant (host-policy.conf).
-    assert "if ($hosp_host_refusal = missing) {" in config
+    assert "if ($hosp_host_refused = missing) {" in config
 
 
 @pytest.mark.parametrize("names", [(), ("hosp.example",)])
