@@ -20,7 +20,6 @@ import argparse
 import http.client
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from bench.overhead import WRK_PATH
 from bench.servers import BenchError, HAProxy, StaticUpstream, require_binary
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy, nginx_binary
-from local.processes import free_port, release_ports
+from local.processes import accepts_connections, free_port, release_ports
 
 WARM_UP = 50
 START_TIMEOUT = 60.0
@@ -64,16 +63,10 @@ def haproxy_argv(upstream: str, run_dir: Path, port: int) -> list[str]:
 
 def wait_for(port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"nothing listens on 127.0.0.1:{port} after {START_TIMEOUT:g} s under valgrind"
-                ) from exc
-            time.sleep(0.2)
+    while not accepts_connections(port):
+        if time.monotonic() > deadline:
+            raise BenchError(f"nothing listens on 127.0.0.1:{port} after {START_TIMEOUT:g} s under valgrind")
+        time.sleep(0.2)
 
 
 def gets(connection: http.client.HTTPConnection, count: int) -> None:

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from infra.nginx.render import LOG_TEXT_LIMIT
 from local.nginx_proxy import NginxProxy
 from tests.integration.test_access_log import basic, get_raw
-from tests.support import DEMO_AUTH, Hosp, RecordingServer, access_log_entry, proxy_in_front
+from tests.support import DEMO_AUTH, Hosp, RecordingServer, access_log_entry, access_log_lines, proxy_in_front
 
 PLAIN_ONLY = "plain only"
 ESCAPED_ONLY = "escaped only"
 # A request's own: its id, and its times.
 OWN_FIELDS = {"time", "logged_at", "request_id", "request_time", "upstream_response_time"}
 AUTH = DEMO_AUTH["Authorization"].encode()
-TEXT_LIMIT = 2048
 
 
 @dataclasses.dataclass
@@ -62,7 +61,7 @@ def proxies(
 
 
 def lines_by_id(proxy: NginxProxy) -> dict[str, dict[str, Any]]:
-    return {entry["request_id"]: entry for entry in map(json.loads, proxy.access_log.read_text().splitlines())}
+    return {entry["request_id"]: entry for entry in access_log_lines(proxy)}
 
 
 def comparable(entry: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +81,15 @@ REQUESTS = [
     ("quotes and controls", b"GET", b'/h"x?q="', {**HEADERS, b"User-Agent": b'a"\x01\x7f'}, True),
     ("no credentials", b"GET", b"/hospitals", {}, True),
     ("percent-encoded", b"GET", b"/patients/%31", HEADERS, True),
-    ("a path at the limit", b"GET", b"/" + b"p" * (TEXT_LIMIT - 1), HEADERS, True),
-    ("a path past the limit", b"GET", b"/" + b"p" * TEXT_LIMIT, HEADERS, False),
-    ("a user agent past the limit", b"GET", b"/hospitals", {**HEADERS, b"User-Agent": b"u" * (TEXT_LIMIT + 1)}, False),
+    ("a path at the limit", b"GET", b"/" + b"p" * (LOG_TEXT_LIMIT - 1), HEADERS, True),
+    ("a path past the limit", b"GET", b"/" + b"p" * LOG_TEXT_LIMIT, HEADERS, False),
+    (
+        "a user agent past the limit",
+        b"GET",
+        b"/hospitals",
+        {**HEADERS, b"User-Agent": b"u" * (LOG_TEXT_LIMIT + 1)},
+        False,
+    ),
     ("a user that is not ASCII", b"GET", b"/hospitals", {b"Authorization": basic("é".encode())}, False),
     ("a backslash in the path", b"GET", b"/h\\", HEADERS, False),
     ("a query not utf-8", b"GET", b"/hospitals?q=\xff", HEADERS, False),

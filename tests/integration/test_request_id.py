@@ -21,7 +21,7 @@ import requests
 
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from tests.support import DEMO_AUTH, Hosp
+from tests.support import DEMO_AUTH, Hosp, nginx_worker_pids
 
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 TUNING = Tuning(access_log_buffer="off")
@@ -35,15 +35,10 @@ def ids(proxy: NginxProxy, count: int) -> list[str]:
     return [answer.headers["X-Request-Id"] for answer in answers]
 
 
-def worker_pids(proxy: NginxProxy) -> set[int]:
-    master = int((proxy.run_dir / "nginx.pid").read_text())
-    return {child.pid for child in psutil.Process(master).children()}
-
-
 def test_every_request_gets_an_id_of_its_own(fresh_hosp: Hosp, tmp_path: Path) -> None:
     clients, each = 8, 40
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=TUNING) as proxy:
-        workers = len(worker_pids(proxy))
+        workers = len(nginx_worker_pids(proxy))
         with ThreadPoolExecutor(clients) as pool:
             per_client = list(pool.map(lambda _: ids(proxy, each), range(clients)))
     seen = [request_id for batch in per_client for request_id in batch]
@@ -67,7 +62,7 @@ def stop(pid: int) -> None:
 def test_each_worker_draws_a_prefix_of_its_own(fresh_hosp: Hosp, tmp_path: Path) -> None:
     """Each worker in turn is the only one running (the others stopped), so it takes the connection."""
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=TUNING) as proxy:
-        pids = sorted(worker_pids(proxy))
+        pids = sorted(nginx_worker_pids(proxy))
         prefixes = {}
         for pid in pids:
             others = [other for other in pids if other != pid]
@@ -96,13 +91,13 @@ def test_an_id_does_not_tell_how_many_requests_came_before_it(fresh_hosp: Hosp, 
 
 def test_workers_started_by_a_reload_draw_new_prefixes(fresh_hosp: Hosp, tmp_path: Path) -> None:
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=TUNING) as proxy:
-        before_pids = worker_pids(proxy)
+        before_pids = nginx_worker_pids(proxy)
         before = {request_id[:16] for _ in range(4) for request_id in ids(proxy, 2)}
         os.kill(int((proxy.run_dir / "nginx.pid").read_text()), signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while worker_pids(proxy) & before_pids and time.monotonic() < deadline:
+        while nginx_worker_pids(proxy) & before_pids and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not worker_pids(proxy) & before_pids, "the old workers did not leave within 10 s"
+        assert not nginx_worker_pids(proxy) & before_pids, "the old workers did not leave within 10 s"
         after = {request_id[:16] for _ in range(4) for request_id in ids(proxy, 2)}
 
     assert before

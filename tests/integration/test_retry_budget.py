@@ -20,13 +20,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from tests.support import DEMO_PASSWORD, DEMO_USER, PROXY_TEST_TUNING, Hosp
+from tests.support import DEMO_PASSWORD, DEMO_USER, PROXY_TEST_TUNING, Hosp, nginx_worker_pids
 
 RESERVE = PROXY_TEST_TUNING.tries - 1  # attempts a retry reserves, and makes when HOSP is down
 WINDOW = 60.0
@@ -195,7 +194,7 @@ def test_the_workers_share_one_budget(down: Hosp, tmp_path: Path) -> None:
     """Concurrent connections land on every worker; the bound is the instance's, not each worker's."""
     floor_attempts, clients, each = 20, 8, 10
     with NginxProxy(down.address, tmp_path, tuning=budget(0, floor_attempts)) as proxy:
-        workers = len(proxy_worker_pids(proxy))
+        workers = len(nginx_worker_pids(proxy))
 
         def client(n: int) -> list[str]:
             with requests.Session() as session:
@@ -243,8 +242,3 @@ def test_a_retry_that_succeeds_early_gives_back_its_unused_attempt(fresh_hosp: H
     # the second fits; the third would be a 3rd attempt of the 2 allowed.
     assert lines == ["PASSED", "PASSED", "REJECTED"]
     assert statuses == [200, 200, 503]
-
-
-def proxy_worker_pids(proxy: NginxProxy) -> list[int]:
-    master = int((proxy.run_dir / "nginx.pid").read_text())
-    return [child.pid for child in psutil.Process(master).children()]
