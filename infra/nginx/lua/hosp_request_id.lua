@@ -14,8 +14,9 @@
 -- - an id does not show how many requests came before it or between two
 --   of them. It is not a secret either: clients see theirs in X-Request-Id.
 --
--- Drawn lazily, not in init_by_lua: that runs in the master process before
--- the workers fork, and they would all inherit the same draw.
+-- The module is loaded in init_by_lua (retry-policy.conf), by the master,
+-- but drawn lazily: the workers fork after init_by_lua, and a draw made
+-- there would be the same in all of them.
 
 local bit = require("bit")
 
