@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import os
 import platform
 import re
@@ -377,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results: dict[str, list[WrkResult]] = {}
                 cpu: dict[str, list[dict[str, float]]] = {}
                 if not problems:
-                    runs = overhead.interleaved(s.urls, args.runs, settings, s.requests, lambda: cpu_now(s.servers))
+                    counters = functools.partial(cpu_now, s.servers)
+                    runs = overhead.interleaved(s.urls, args.runs, settings, s.requests, counters=counters)
                     results, cpu = runs.results, runs.counted
                 edge_log = read_edge_log(s.edge.access_log.read_text(errors="replace"))
             if results:

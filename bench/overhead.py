@@ -10,8 +10,9 @@ import re
 import statistics
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.clients import AUTH, NOTE
 from bench.servers import BenchError, HAProxy, require_binary
@@ -104,16 +105,27 @@ def wrk_args(
     return [*args, url + request.path]
 
 
-def run_wrk(url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST) -> WrkResult:
+def run_wrk(
+    url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST, during: Callable[[], None] | None = None
+) -> WrkResult:
+    """One wrk run; `during`, if given, is called once a second into the run (half the run if shorter),
+    while every connection is open."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="wrk-") as script:
         if request.scripted:
             script.write(wrk_script(request))
             script.flush()
         args = wrk_args(require_binary("wrk"), url, settings, request, script.name if request.scripted else None)
-        done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=settings.duration + 60)
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed on {url}: {done.stderr.strip()}")
-    return parse_wrk(done.stdout)
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+            try:
+                if during is not None:
+                    time.sleep(min(1.0, settings.duration / 2))
+                    during()
+                stdout, stderr = wrk.communicate(timeout=settings.duration + 60)
+            finally:
+                wrk.kill()
+    if wrk.returncode != 0:
+        raise BenchError(f"wrk failed on {url}: {stderr.strip()}")
+    return parse_wrk(stdout)
 
 
 @dataclass(frozen=True)
@@ -139,10 +151,12 @@ def summarize(results: Sequence[WrkResult]) -> Summary:
 
 @dataclass
 class Interleaved:
-    """wrk's results by target, in run order; with counters, their change over each run too."""
+    """wrk's results by target, in run order; with counters, their change over each run too;
+    with probes, what each target's probe read during each run."""
 
     results: dict[str, list[WrkResult]]
     counted: dict[str, list[dict[str, float]]]
+    probed: dict[str, list[str]] = field(default_factory=dict)
 
 
 def interleaved(
@@ -150,22 +164,29 @@ def interleaved(
     runs: int,
     settings: WrkSettings,
     requests: Mapping[str, WrkRequest] | None = None,
+    *,
     counters: Callable[[], dict[str, float]] | None = None,
+    probes: Mapping[str, Callable[[], str]] | None = None,
 ) -> Interleaved:
     """A 1 s warm-up of each target, then `runs` rounds; each round runs wrk once against every target, in order.
 
     requests: what wrk sends to each target (by default DEFAULT_REQUEST). counters:
     read before and after each run (CPU seconds, say); the differences are kept per run.
+    probes: by target, read once during each of its runs, with every connection open
+    (how a proxy's workers share wrk's connections, say); kept and shown per run.
     """
     request = {name: (requests or {}).get(name, DEFAULT_REQUEST) for name in targets}
     warmup = WrkSettings(settings.threads, settings.connections, duration=1)
     for name, url in targets.items():
         run_wrk(url, warmup, request[name])  # connections, caches and pools warm; not counted
-    done = Interleaved({name: [] for name in targets}, {name: [] for name in targets})
+    probes = probes or {}
+    done = Interleaved({name: [] for name in targets}, {name: [] for name in targets}, {name: [] for name in probes})
     for round_number in range(runs):
         for name, url in targets.items():
+            probe = probes.get(name)
+            during = (lambda probe=probe, name=name: done.probed[name].append(probe())) if probe else None
             before = counters() if counters else {}
-            result = run_wrk(url, settings, request[name])
+            result = run_wrk(url, settings, request[name], during)
             after = counters() if counters else {}
             done.results[name].append(result)
             line = (f"  round {round_number + 1}/{runs} {name:8} {result.rps:9.0f} req/s  "
@@ -173,6 +194,8 @@ def interleaved(
             if counters:
                 done.counted[name].append({key: after[key] - before[key] for key in after})
                 line += f"  CPU {sum(done.counted[name][-1].values()):.2f} s"
+            if probe:
+                line += f"  {done.probed[name][-1]}"
             print(line, flush=True)
     return done
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import psutil
+
 from infra.nginx import render
 from infra.nginx.render import Tuning
 from local.processes import LoopbackServer, ProcessError, free_port, system_binary
@@ -100,6 +102,23 @@ class NginxProcess(LoopbackServer):
         argv = [nginx_binary(), "-c", str(self.config_path), "-e", str(self.error_log), "-g", "daemon off;"]
         self._launch(argv, env={**os.environ, "TZ": "UTC"})  # the access log's times are UTC
         return self
+
+    def worker_pids(self) -> set[int]:
+        """The pids of the worker processes: the children of the master in run_dir/nginx.pid."""
+        master = int((self.run_dir / "nginx.pid").read_text())
+        return {child.pid for child in psutil.Process(master).children()}
+
+    def client_connections(self, port: int) -> list[int]:
+        """How many established connections to `port` each worker holds, most first; a worker with none is left out.
+
+        Reading another user's sockets needs root: a bench run by root sees its unprivileged workers."""
+        counts = []
+        for pid in self.worker_pids():
+            sockets = psutil.Process(pid).net_connections(kind="tcp")
+            held = sum(1 for s in sockets if s.status == psutil.CONN_ESTABLISHED and s.laddr and s.laddr.port == port)
+            if held:
+                counts.append(held)
+        return sorted(counts, reverse=True)
 
     def stop(self) -> None:
         super().stop()

@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-import psutil
 import pytest
 
 from infra.nginx.render import Tuning
@@ -247,12 +246,6 @@ def proxy_in_front(
         origin_secrets=origin_secrets,
         public_names=public_names,
     )
-
-
-def nginx_worker_pids(proxy: NginxProxy) -> set[int]:
-    """The pids of the proxy's worker processes (the master's children)."""
-    master = int((proxy.run_dir / "nginx.pid").read_text())
-    return {child.pid for child in psutil.Process(master).children()}
 
 
 def access_log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:

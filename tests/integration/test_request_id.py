@@ -21,7 +21,7 @@ import requests
 
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from tests.support import DEMO_AUTH, Hosp, nginx_worker_pids
+from tests.support import DEMO_AUTH, Hosp
 
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 TUNING = Tuning(access_log_buffer="off")
@@ -38,7 +38,7 @@ def ids(proxy: NginxProxy, count: int) -> list[str]:
 def test_every_request_gets_an_id_of_its_own(fresh_hosp: Hosp, tmp_path: Path) -> None:
     clients, each = 8, 40
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=TUNING) as proxy:
-        workers = len(nginx_worker_pids(proxy))
+        workers = len(proxy.worker_pids())
         with ThreadPoolExecutor(clients) as pool:
             per_client = list(pool.map(lambda _: ids(proxy, each), range(clients)))
     seen = [request_id for batch in per_client for request_id in batch]
@@ -62,7 +62,7 @@ def stop(pid: int) -> None:
 def test_each_worker_draws_a_prefix_of_its_own(fresh_hosp: Hosp, tmp_path: Path) -> None:
     """Each worker in turn is the only one running (the others stopped), so it takes the connection."""
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=TUNING) as proxy:
-        pids = sorted(nginx_worker_pids(proxy))
+        pids = sorted(proxy.worker_pids())
         prefixes = {}
         for pid in pids:
             others = [other for other in pids if other != pid]
@@ -91,13 +91,13 @@ def test_an_id_does_not_tell_how_many_requests_came_before_it(fresh_hosp: Hosp, 
 
 def test_workers_started_by_a_reload_draw_new_prefixes(fresh_hosp: Hosp, tmp_path: Path) -> None:
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=TUNING) as proxy:
-        before_pids = nginx_worker_pids(proxy)
+        before_pids = proxy.worker_pids()
         before = {request_id[:16] for _ in range(4) for request_id in ids(proxy, 2)}
         os.kill(int((proxy.run_dir / "nginx.pid").read_text()), signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while nginx_worker_pids(proxy) & before_pids and time.monotonic() < deadline:
+        while proxy.worker_pids() & before_pids and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not nginx_worker_pids(proxy) & before_pids, "the old workers did not leave within 10 s"
+        assert not proxy.worker_pids() & before_pids, "the old workers did not leave within 10 s"
         after = {request_id[:16] for _ in range(4) for request_id in ids(proxy, 2)}
 
     assert before

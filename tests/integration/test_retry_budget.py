@@ -25,7 +25,7 @@ import requests
 
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from tests.support import DEMO_PASSWORD, DEMO_USER, PROXY_TEST_TUNING, Hosp, nginx_worker_pids
+from tests.support import DEMO_PASSWORD, DEMO_USER, PROXY_TEST_TUNING, Hosp
 
 RESERVE = PROXY_TEST_TUNING.tries - 1  # attempts a retry reserves, and makes when HOSP is down
 WINDOW = 60.0
@@ -194,7 +194,7 @@ def test_the_workers_share_one_budget(down: Hosp, tmp_path: Path) -> None:
     """Concurrent connections land on every worker; the bound is the instance's, not each worker's."""
     floor_attempts, clients, each = 20, 8, 10
     with NginxProxy(down.address, tmp_path, tuning=budget(0, floor_attempts)) as proxy:
-        workers = len(nginx_worker_pids(proxy))
+        workers = len(proxy.worker_pids())
 
         def client(n: int) -> list[str]:
             with requests.Session() as session:

@@ -13,6 +13,7 @@ import pytest
 
 from bench.floor import FAULT_KINDS, fault_config, realized_floor
 from bench.overhead import WrkResult, parse_wrk, percentile_ms, summarize
+from bench.proxy_bench import p99_by_split
 from bench.reliability import Attribution, attribute, budget_bound
 from bench.servers import BenchError
 from local.hosp_standin.faults import DEFAULT_CONFIG, FaultState, Outcome, apply_update, outcome_for
@@ -333,3 +334,9 @@ def test_summaries_are_medians_per_column_and_keep_every_error() -> None:
     summary = summarize(results)
     assert (summary.rps, summary.p50_ms, summary.p99_ms, summary.runs) == (200.0, 2.0, 8.0, 3)
     assert summary.errors == ["Non-2xx or 3xx responses: 2"]
+
+
+def test_p99s_are_listed_from_the_most_even_split_of_the_connections_to_all_on_one_worker() -> None:
+    results = [WrkResult(rps=1.0, p50_ms=0.5, p99_ms=p99, errors="") for p99 in (4.43, 1.85, 2.05, 2.61)]
+    splits = ["workers 13+3", "workers 16", "workers 9+7", "workers 8+8"]
+    assert p99_by_split(results, splits) == "8+8: 2.61 ms, 9+7: 2.05 ms, 13+3: 4.43 ms, 16: 1.85 ms"
