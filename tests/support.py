@@ -248,13 +248,19 @@ def proxy_in_front(
     )
 
 
-def access_log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
-    """Every line of the proxy's access log, each decoded as strict UTF-8 and then as JSON.
+def access_log_text(proxy: NginxProxy) -> list[str]:
+    """The whole lines of the proxy's access log, as NGINX wrote them, each decoded as strict UTF-8.
 
-    A line NGINX is writing at that moment can be read in part: lines end with
-    their newline, and a last one without it is left for the next read."""
+    A line NGINX is writing at that moment (a buffer of lines is one write) can be
+    read in part: lines end with their newline, and a last one without it is left
+    for the next read."""
     data = proxy.access_log.read_bytes()
-    return [json.loads(line.decode("utf-8")) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+    return [line.decode("utf-8") for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
+def access_log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
+    """Every whole line of the proxy's access log (access_log_text), each decoded as JSON."""
+    return [json.loads(line) for line in access_log_text(proxy)]
 
 
 def access_log_entry(proxy: NginxProxy, request_id: str) -> dict[str, Any]:

@@ -27,7 +27,15 @@ from local.nginx_proxy import NginxProxy
 from tests.infra.cfn import Deployed, decode, resources
 from tests.infra.filter_pattern import FilterPattern, metric_value
 from tests.infra.test_monitoring_template import GROUP, MONITORING_TEMPLATE
-from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, Hosp, RecordingServer, access_log_entry, proxy_in_front
+from tests.support import (
+    DEMO_AUTH,
+    PROXY_TEST_TUNING,
+    Hosp,
+    RecordingServer,
+    access_log_entry,
+    access_log_text,
+    proxy_in_front,
+)
 
 # What every line of each kind counts in. AccessLogLines is every line; a client request
 # is one on the public listener; RequestTime takes each client request's request_time.
@@ -67,11 +75,7 @@ def counted_in(line: str) -> set[str]:
 def raw_line(proxy: NginxProxy, request_id: str) -> str:
     """The line of the request as NGINX wrote it (the text CloudWatch receives)."""
     access_log_entry(proxy, request_id)  # waits for it
-    (line,) = [
-        text
-        for text in proxy.access_log.read_text(encoding="utf-8").splitlines()
-        if json.loads(text)["request_id"] == request_id
-    ]
+    (line,) = [text for text in access_log_text(proxy) if json.loads(text)["request_id"] == request_id]
     return line
 
 

@@ -26,7 +26,7 @@ from infra.nginx.render import MAX_BODY_BYTES, Tuning, worst_case
 from local.nginx_proxy import NginxProxy
 from local.processes import ROOT, closed_port
 from tests.error_shape import assert_error
-from tests.support import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp
+from tests.support import DEMO_AUTH, DEMO_PASSWORD, DEMO_USER, HOSP_IDLE_TIMEOUT, Hosp, access_log_lines
 
 TRY_TIMEOUT = 1.0
 DEADLINE = 2.5
@@ -76,7 +76,7 @@ def logged_request(proxy: NginxProxy, request_id: str) -> dict[str, object]:
 
 
 def log_entries(proxy: NginxProxy) -> list[dict[str, object]]:
-    return [dict(json.loads(line)) for line in proxy.access_log.read_text().splitlines()]
+    return access_log_lines(proxy)
 
 
 def attempts(entry: dict[str, object]) -> list[str]:

@@ -34,7 +34,7 @@ from local.hosp_standin.stats import REQUEST_LOG_SIZE
 from local.nginx_proxy import NginxProxy
 from local.processes import closed_port
 from local.stack import Stack
-from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, RawAnswer, send_raw, whole_stack
+from tests.support import DEMO_AUTH, PROXY_TEST_TUNING, RawAnswer, access_log_lines, send_raw, whole_stack
 
 SCREEN_PATH = "/patients/1/screen"
 _IMAGES = itertools.count()
@@ -82,8 +82,7 @@ def body_of_size(size: int, seed: int = 0) -> bytes:
 
 
 def log_lines(stack: Stack, request_id: str) -> list[dict[str, Any]]:
-    lines = stack.proxy.access_log.read_text().splitlines()
-    return [entry for entry in map(json.loads, lines) if entry["request_id"] == request_id]
+    return [entry for entry in access_log_lines(stack.proxy) if entry["request_id"] == request_id]
 
 
 def logged(stack: Stack, request_id: str, **fields: object) -> dict[str, Any]:
