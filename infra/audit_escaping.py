@@ -1,11 +1,12 @@
 """The audit trail's escaped cells in chalicelib/audit/trail.sql, from one definition.
 
-No cell of the audit CSV holds a control character (U+0000 to U+001F, U+007F):
-each is written as the four characters \\xHH, two lowercase hex digits
-(docs/audit.md, "The CSV"). Athena runs trail.sql as it is and has no macros,
-so the `shown` CTE spells that escaping out for every text column. This module
-is its one definition: it writes those columns between two marker comments in
-trail.sql, or checks that they are what it gives:
+No cell of the audit CSV holds a control character (U+0000 to U+001F, U+007F to
+U+009F) or a line or paragraph separator (U+2028, U+2029): each is written as
+\\xHH (below U+0080) or \\uHHHH, in lowercase hex digits (docs/audit.md, "The CSV").
+Athena runs trail.sql as it is and has no macros, so the `shown` CTE spells that
+escaping out for every text column. This module is its one definition: it writes
+those columns between two marker comments in trail.sql, or checks that they are what
+it gives:
 
     python -m infra.audit_escaping            # rewrite the escaped columns in trail.sql
     python -m infra.audit_escaping --check    # exit 1 if they differ from the definition
@@ -22,8 +23,11 @@ from infra.marked_block import main as generate
 
 COMMAND = "python -m infra.audit_escaping"
 
-# The characters a cell never holds raw, in the order they are replaced.
-CONTROL_CODES: tuple[int, ...] = (*range(0x20), 0x7F)
+# The characters a cell never holds raw, in the order they are replaced: the C0 controls
+# and DEL; the C1 controls, valid UTF-8 that the log writes as it is (U+0085 is a line
+# break to some readers, U+009B starts a terminal's escape sequence to some terminals);
+# and the line and paragraph separators, line breaks to Python's str.splitlines and others.
+CONTROL_CODES: tuple[int, ...] = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
 # Each escaped column of the `shown` CTE: what it reads from `chosen`, and the name it is shown as.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ('"user"', '"user"'),
@@ -40,19 +44,28 @@ _PER_LINE = 4
 
 
 def escaped_text(code: int) -> str:
-    """What a cell shows for the character `code`: \\x and two lowercase hex digits."""
-    return f"\\x{code:02x}"
+    """What a cell shows for the character `code`: below U+0080, \\x and two lowercase hex
+    digits, as the access log writes a byte that is not UTF-8; above, \\u and four, so that
+    the character U+0085 (\\u0085) and a byte 0x85 the log escaped (\\x85) stay apart."""
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+def _pattern_character(code: int) -> str:
+    """`code` in a regular expression: \\xHH, or \\x{HHHH} above U+007F (Trino's Java syntax and
+    DuckDB's RE2 both read these)."""
+    return f"\\x{code:02x}" if code < 0x80 else f"\\x{{{code:x}}}"
 
 
 def _character_class() -> str:
-    """A regular expression class matching any of CONTROL_CODES (Trino's and DuckDB's syntax)."""
+    """A regular expression class matching any of CONTROL_CODES."""
     ranges: list[str] = []
     start = previous = CONTROL_CODES[0]
     for code in (*CONTROL_CODES[1:], None):
         if code is not None and code == previous + 1:
             previous = code
             continue
-        ranges.append(escaped_text(start) + ("" if start == previous else "-" + escaped_text(previous)))
+        last = "" if start == previous else "-" + _pattern_character(previous)
+        ranges.append(_pattern_character(start) + last)
         if code is not None:
             start = previous = code
     return "[" + "".join(ranges) + "]"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ def duckdb_sql() -> str:
     import sqlglot  # noqa: PLC0415 - on first use: importing it takes longer than the rest
 
     text, _ = query.positional()
-    return str(sqlglot.transpile(text, read="trino", write="duckdb")[0])
+    # sqlglot parses by recursion, and each escaped column nests one replace() per
+    # character it escapes (infra/audit_escaping.py): 67 deep, where Python's default
+    # limit of 1,000 frames stops sqlglot at about 40. Trino and DuckDB parse it as it is.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5_000))
+    try:
+        return str(sqlglot.transpile(text, read="trino", write="duckdb")[0])
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _quoted(value: str) -> str:

@@ -99,10 +99,12 @@ chosen AS (
        )
 ),
 
--- What each cell shows. A control character (U+0000 to U+001F, U+007F) is written
--- as the four characters \xHH, two lowercase hex digits, as the log writes a byte
--- that is not UTF-8 (docs/access-log.md, "Client text"): the log doubles a client's
--- backslashes, so \x01 here is the character U+0001 and \\x01 a client's own text.
+-- What each cell shows. A control character below U+0080 (U+0000 to U+001F, U+007F)
+-- is written as the four characters \xHH, two lowercase hex digits, as the log writes
+-- a byte that is not UTF-8 (docs/access-log.md, "Client text"): the log doubles a
+-- client's backslashes, so \x01 here is the character U+0001 and \\x01 a client's own
+-- text. The C1 controls (U+0080 to U+009F) and the line and paragraph separators
+-- (U+2028, U+2029) are written as \uHHHH, apart from a byte \xHH the log escaped.
 -- A NUL, a line break or a terminal's escape sequence never reaches a cell raw.
 shown AS (
     SELECT
@@ -119,8 +121,8 @@ shown AS (
         CASE WHEN listener IN ('public', 'internal') THEN listener ELSE '' END AS listener,
         -- BEGIN escaped columns
         CASE
-            WHEN regexp_like(coalesce("user", ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce("user", '')
+            WHEN regexp_like(coalesce("user", ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce("user", '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -129,12 +131,20 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce("user", '')
         END AS "user",
         CASE
-            WHEN regexp_like(coalesce(on_behalf_of, ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(on_behalf_of, '')
+            WHEN regexp_like(coalesce(on_behalf_of, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(on_behalf_of, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -143,12 +153,20 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce(on_behalf_of, '')
         END AS on_behalf_of,
         CASE
-            WHEN regexp_like(coalesce(client, ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(client, '')
+            WHEN regexp_like(coalesce(client, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(client, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -157,12 +175,20 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce(client, '')
         END AS client_ip,
         CASE
-            WHEN regexp_like(coalesce(method, ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(method, '')
+            WHEN regexp_like(coalesce(method, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(method, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -171,12 +197,20 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce(method, '')
         END AS method,
         CASE
-            WHEN regexp_like(coalesce(path, ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(path, '')
+            WHEN regexp_like(coalesce(path, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(path, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -185,12 +219,20 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce(path, '')
         END AS path,
         CASE
-            WHEN regexp_like(coalesce(patient, ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(patient, '')
+            WHEN regexp_like(coalesce(patient, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(patient, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -199,12 +241,20 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce(patient, '')
         END AS patient_id,
         CASE
-            WHEN regexp_like(coalesce(request_id, ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(request_id, '')
+            WHEN regexp_like(coalesce(request_id, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(request_id, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -213,12 +263,20 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce(request_id, '')
         END AS request_id,
         CASE
-            WHEN regexp_like(coalesce(user_agent, ''), '[\x00-\x1f\x7f]') THEN
-                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(user_agent, '')
+            WHEN regexp_like(coalesce(user_agent, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+                replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(user_agent, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
                 , chr(8), '\x08'), chr(9), '\x09'), chr(10), '\x0a'), chr(11), '\x0b')
@@ -227,7 +285,15 @@ shown AS (
                 , chr(20), '\x14'), chr(21), '\x15'), chr(22), '\x16'), chr(23), '\x17')
                 , chr(24), '\x18'), chr(25), '\x19'), chr(26), '\x1a'), chr(27), '\x1b')
                 , chr(28), '\x1c'), chr(29), '\x1d'), chr(30), '\x1e'), chr(31), '\x1f')
-                , chr(127), '\x7f')
+                , chr(127), '\x7f'), chr(128), '\u0080'), chr(129), '\u0081'), chr(130), '\u0082')
+                , chr(131), '\u0083'), chr(132), '\u0084'), chr(133), '\u0085'), chr(134), '\u0086')
+                , chr(135), '\u0087'), chr(136), '\u0088'), chr(137), '\u0089'), chr(138), '\u008a')
+                , chr(139), '\u008b'), chr(140), '\u008c'), chr(141), '\u008d'), chr(142), '\u008e')
+                , chr(143), '\u008f'), chr(144), '\u0090'), chr(145), '\u0091'), chr(146), '\u0092')
+                , chr(147), '\u0093'), chr(148), '\u0094'), chr(149), '\u0095'), chr(150), '\u0096')
+                , chr(151), '\u0097'), chr(152), '\u0098'), chr(153), '\u0099'), chr(154), '\u009a')
+                , chr(155), '\u009b'), chr(156), '\u009c'), chr(157), '\u009d'), chr(158), '\u009e')
+                , chr(159), '\u009f'), chr(8232), '\u2028'), chr(8233), '\u2029')
             ELSE coalesce(user_agent, '')
         END AS user_agent
         -- END escaped columns

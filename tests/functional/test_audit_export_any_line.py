@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 
 from chalicelib.audit import export, filters, log_schema
 from local import audit_duckdb
-from tests.functional.test_audit_trail_sql import COLUMNS, DAY, NOW, entry, rid
+from tests.functional.test_audit_trail_sql import COLUMNS, CONTROL_CHARACTERS, DAY, NOW, entry, rid
 
 # Python's csv module refuses a field over 131,072 characters by default.
 CSV_FIELD_LIMIT = 131_072
-CONTROL = {chr(code) for code in (*range(0x20), 0x7F)}
+CONTROL = set(CONTROL_CHARACTERS)
 
 # Any text: every code point but lone surrogates, which no JSON encoder of UTF-8 text writes.
 ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)

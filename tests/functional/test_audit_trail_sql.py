@@ -313,13 +313,21 @@ def test_a_tab_or_carriage_return_a_spreadsheet_would_run_is_escaped(tmp_path: P
     assert row["user"] == row["user_agent"] == shown
 
 
-CONTROL_CHARACTERS = [chr(code) for code in (*range(0x20), 0x7F)]
+# The C0 controls and DEL, the C1 controls and the line and paragraph separators.
+CONTROL_CHARACTERS = [chr(code) for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)]
 
 
-@pytest.mark.parametrize("control", CONTROL_CHARACTERS, ids=[f"{ord(c):#04x}" for c in CONTROL_CHARACTERS])
+def shown_as(control: str) -> str:
+    """What a cell shows for the character: \\xHH below U+0080 (a byte the log escaped looks
+    the same), \\uHHHH from U+0080 on."""
+    code = ord(control)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+@pytest.mark.parametrize("control", CONTROL_CHARACTERS, ids=[f"U+{ord(c):04X}" for c in CONTROL_CHARACTERS])
 def test_a_control_character_reaches_no_cell_raw(tmp_path: Path, control: str) -> None:
     text = "a" + control + "b\\\\x"  # a client's text as logged: its backslash doubled
-    escaped = f"a\\x{ord(control):02x}b\\\\x"
+    escaped = f"a{shown_as(control)}b\\\\x"
     line = entry(
         user=text, on_behalf_of=text, viewer_address=text + ":443", method="GET", path="/" + text,
         normalized_path="/notes", query_patient_id=text, user_agent=text,

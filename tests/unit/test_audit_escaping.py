@@ -19,10 +19,17 @@ def test_the_committed_escaped_columns_are_the_generated_ones() -> None:
 def test_every_control_character_and_every_column_is_escaped() -> None:
     block = "\n".join(audit_escaping.render_columns(""))
 
-    for code in (*range(0x20), 0x7F):
+    for code in range(0x20):
         assert block.count(f"chr({code}), '\\x{code:02x}')") == len(audit_escaping.COLUMNS)
+    # DEL, the C1 controls and the line and paragraph separators: \uHHHH from U+0080 on,
+    # apart from the \xHH of a byte that is not UTF-8.
+    shown = {0x7F: "\\x7f", 0x80: "\\u0080", 0x85: "\\u0085", 0x9B: "\\u009b", 0x9F: "\\u009f"}
+    shown |= {0x2028: "\\u2028", 0x2029: "\\u2029"}
+    for code, text in shown.items():
+        assert block.count(f"chr({code}), '{text}')") == len(audit_escaping.COLUMNS)
+    assert block.count("chr(") == len(audit_escaping.COLUMNS) * (0x20 + 0x21 + 2)
     assert block.count("regexp_like(") == len(audit_escaping.COLUMNS)
-    assert "'[\\x00-\\x1f\\x7f]'" in block
+    assert "'[\\x00-\\x1f\\x7f-\\x{9f}\\x{2028}-\\x{2029}]'" in block
     for _, alias in audit_escaping.COLUMNS:
         assert f"END AS {alias}" in block
 
