@@ -37,6 +37,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws, config, hosp, logs, metrics, service_account
+from chalicelib.audit import log_schema
 from chalicelib.note_jobs import MalformedJob, NoteJob
 
 # Within one invocation: this many write attempts, each after a fresh read.
@@ -242,16 +243,20 @@ def dead_letter(message: Message, reason: str, job: NoteJob | None) -> None:
 
 
 def on_behalf_of_header(nurse: str) -> bytes | None:
-    """X-On-Behalf-Of for the nurse a note is written for: her user name as UTF-8 bytes.
+    """X-On-Behalf-Of for the nurse a note is written for: the bytes of her user name.
 
-    The proxy logs it, on its internal listener only, as the row's on_behalf_of,
-    written the way it writes the nurse's own `user`, so that the audit trail's
-    user filter finds both. None when there is no name, or one with control
-    characters, which no header may carry.
+    The hand-off names her as the access log writes her `user` (docs/access-log.md,
+    "Client text": backslashes doubled, a byte that is not UTF-8 as \\xHH). The header
+    carries the bytes that text stands for, so that the proxy, which logs it on its
+    internal listener only as the row's on_behalf_of, writes it exactly as it wrote
+    her `user`, and the audit trail's user filter finds both. None when no header can
+    carry the name exactly: none, one the log cut at its bound, one with control
+    characters, or one starting or ending with a space or a tab, which NGINX strips.
     """
-    if not nurse or any(ord(c) < 0x20 or ord(c) == 0x7F for c in nurse):
+    raw = log_schema.client_bytes(nurse)
+    if not raw or any(byte < 0x20 or byte == 0x7F for byte in raw) or raw != raw.strip(b" \t"):
         return None
-    return nurse.encode("utf-8")
+    return raw
 
 
 def _hosp(

@@ -31,6 +31,7 @@ import requests
 
 from chalicelib.audit import filters
 from chalicelib.audit.log_schema import FIELDS, NAMES, duckdb_columns, json_type_of
+from chalicelib.note_worker import on_behalf_of_header
 from infra.nginx.render import LOG_TEXT_LIMIT
 from local import audit_duckdb
 from local.hosp_standin.parsing import decimal
@@ -1056,6 +1057,29 @@ def test_on_behalf_of_is_logged_from_the_internal_listener_only(
     assert raw_bytes(from_internal["on_behalf_of"]) == nurse
     assert from_public["on_behalf_of"] == ""  # a client cannot claim to act for someone
     assert_schema(from_internal)
+
+
+@pytest.mark.parametrize(
+    "nurse",
+    [b"nurse-joy", "Zo\u00eb".encode(), b"DOMAIN\\joy", b"joy\xff", b"joy\\xff", b"a \\ b\xc3"],
+    ids=["ascii", "utf-8", "backslash", "not utf-8", "a client's own \\xff", "mixed"],
+)
+def test_the_workers_rows_name_the_nurse_exactly_as_her_own_row_does(
+    proxy: NginxProxy, fresh_hosp: Hosp, nurse: bytes
+) -> None:
+    """Her screen's row logs her Basic user; the worker, handed that logged text, names her in
+    X-On-Behalf-Of (note_worker.on_behalf_of_header), and its row's on_behalf_of is the same text."""
+    hers = get_raw(proxy.port, b"/hospitals", {b"Authorization": basic(nurse)})
+    logged_user = access_log_entry(proxy, hers.request_id)["user"]
+    header = on_behalf_of_header(logged_user)
+    assert header == nurse
+
+    workers = get_raw(
+        int(proxy.internal_url.rsplit(":", 1)[1]),
+        b"/hospitals",
+        {b"Authorization": DEMO_AUTH["Authorization"].encode(), b"X-On-Behalf-Of": header},
+    )
+    assert access_log_entry(proxy, workers.request_id)["on_behalf_of"] == logged_user
 
 
 # --- screens: one definition of the path, for the proxy and the trail ---------------------------
