@@ -291,6 +291,8 @@ def budget_tables(run_dir: Path, report: Report) -> None:
 # Table 3's targets: GETs (the rows since the first run), then writes, each against its own direct row.
 # "haproxy POST, new conn": HAProxy sending each write over a new server connection, as ours does.
 GET_TARGETS = ("direct", "nginx", "haproxy")
+# The same proxy with one worker, which holds every connection (docs/benchmarks.md, "(c)"); not a target.
+ONE_WORKER = "nginx, 1 worker"
 WRITE_TARGETS = ("direct POST", "nginx POST", "haproxy POST", "haproxy POST, new conn")
 
 
@@ -301,9 +303,12 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
         nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", tuning=COMMON_NGINX))
         haproxy = stack.enter_context(HAProxy(static.address, run_dir / "haproxy-overhead"))
         fresh = stack.enter_context(overhead.HAProxyFreshWrites(static.address, run_dir / "haproxy-fresh-writes"))
+        one_worker = dataclasses.replace(COMMON_NGINX, worker_processes="1")
+        one = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-one-worker", tuning=one_worker))
         urls = [static.url, nginx.url, haproxy.url]
         targets = {
             **dict(zip(GET_TARGETS, urls, strict=True)),
+            ONE_WORKER: one.url,
             **dict(zip(WRITE_TARGETS, [*urls, fresh.url], strict=True)),
         }
         requests = dict.fromkeys(WRITE_TARGETS, overhead.WRITE_REQUEST)
@@ -314,6 +319,7 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
     summaries = {name: overhead.summarize(runs) for name, runs in results.items()}
     table = _overhead_rows(summaries, log_lines, settings)
     paired = _paired(results, "nginx", "haproxy")
+    paired_one = _paired(results, ONE_WORKER, "haproxy")
     paired_writes = _paired(results, "nginx POST", "haproxy POST")
     paired_fresh = _paired(results, "nginx POST", "haproxy POST, new conn")
     table.notes[1:1] = [
@@ -321,6 +327,9 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
         f"nginx GET p99 by round, with how its workers shared wrk's {settings.connections} connections, "
         f"most even first: {p99_by_split(results['nginx'], runs.probed['nginx'])}; "
         f"haproxy's p99 round by round: {', '.join(f'{r.p99_ms:.2f}' for r in results['haproxy'])} ms.",
+        f"{ONE_WORKER}: the same proxy with `worker_processes 1`, so one worker holds all of wrk's connections; "
+        f"not a target. req/s against haproxy round by round: {_ratios(paired_one)}; p99 round by round: "
+        f"{', '.join(f'{r.p99_ms:.2f}' for r in results[ONE_WORKER])} ms.",
         f"writes, nginx POST/haproxy POST round by round: {_ratios(paired_writes)}; "
         f"nginx POST/haproxy POST, new conn: {_ratios(paired_fresh)}.",
     ]

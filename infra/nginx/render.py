@@ -111,6 +111,8 @@ class Tuning:
     # API Gateway gives up on the app after 29 s.
     interceptor_timeout: float = 30.0
     access_log_buffer: str = "64k"
+    # auto: one worker per core, NGINX's own advice (docs/benchmarks.md has what one worker changes).
+    worker_processes: str = "auto"
     host_header: str = "$http_host"
     # The retry budget (docs/proxy.md): retry attempts per first attempt, plus
     # a floor per second, over a window; each user gets the ratio of its own
@@ -137,6 +139,7 @@ TUNING_HELP: dict[str, str] = {
     "origin_timeout": "the seconds CloudFront waits for this proxy; the slowest answer must fit in it",
     "interceptor_timeout": "seconds the Chalice app (the audit trail's API) may take to answer",
     "access_log_buffer": "access log buffer size (lines written within 1 s), or off",
+    "worker_processes": "NGINX worker processes: auto (one per core) or a number",
     "host_header": "Host sent to HOSP, which builds its links from it; $http_host is the client's, port included",
     "retry_budget_ratio": "retry attempts allowed per first attempt, over the budget's window",
     "retry_budget_floor": "retry attempts allowed per second whatever the traffic, shared equally by the users",
@@ -254,6 +257,7 @@ def validate(s: ProxySettings) -> None:
     # NGINX reads a proxy_next_upstream_timeout of 0 as "no limit".
     if t.tries > 1 and round((t.deadline - t.try_timeout) * 1000) < 1:
         raise RenderError("deadline must be longer than one try's timeout (it bounds when retries may start)")
+    _validate_workers(t)
     _validate_logging(t)
     _validate_origin_secrets(s.origin_secrets)
     _validate_public_names(s.public_names, t.host_header)
@@ -326,6 +330,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "user": s.user or "",
         "max_open_files": str(s.max_open_files or ""),
         "access_log_buffer": t.access_log_buffer,
+        "worker_processes": t.worker_processes,
         # With public names, HOSP's Host is the name matched (optional/public-host.conf).
         "host_header": "$hosp_public_host_header" if s.public_names else t.host_header,
         "forwarded_proto": VIEWER_SCHEME if s.public_names else LISTENER_SCHEME,
@@ -497,6 +502,11 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{TUNING_HELP[field.name]} (default: {default})".replace("%", "%%"),
         )
     return p
+
+
+def _validate_workers(t: Tuning) -> None:
+    if t.worker_processes != "auto" and not re.fullmatch(r"[1-9]\d{0,2}", t.worker_processes):
+        raise RenderError(f"worker processes must be auto or a number from 1 to 999; got {t.worker_processes!r}")
 
 
 def _validate_logging(t: Tuning) -> None:

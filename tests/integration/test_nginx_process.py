@@ -53,3 +53,12 @@ def test_each_connection_is_counted_once_by_the_worker_that_holds_it(fresh_hosp:
         for client in clients[3:]:
             client.close()
         assert held_within(proxy, 0) == []
+
+
+def test_one_worker_when_the_render_asks_for_one(fresh_hosp: Hosp, tmp_path: Path) -> None:
+    with NginxProxy(fresh_hosp.address, tmp_path, tuning=Tuning(worker_processes="1")) as proxy:
+        assert len(proxy.worker_pids()) == 1
+        with contextlib.ExitStack() as opened:
+            for _ in range(4):
+                opened.enter_context(answered(proxy.port))
+            assert held_within(proxy, 4) == [4]
