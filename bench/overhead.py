@@ -6,6 +6,7 @@ A request with another method or a body (table 3's writes) is sent by a wrk scri
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -13,6 +14,8 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import psutil
 
 from bench.clients import AUTH, NOTE
 from bench.servers import BenchError, HAProxy, require_binary
@@ -37,6 +40,16 @@ class WrkSettings:
     threads: int = 1
     connections: int = 16
     duration: int = 5
+    cpus: frozenset[int] = frozenset()  # the CPUs wrk may run on; empty: any
+
+
+def pin(pid: int, cpus: frozenset[int]) -> None:
+    """Keep process `pid`, each of its threads and each of its children (an NGINX master's
+    workers, say) on `cpus`."""
+    process = psutil.Process(pid)
+    for each in (process, *process.children(recursive=True)):
+        for thread in each.threads():
+            os.sched_setaffinity(thread.id, cpus)
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,8 @@ def run_wrk(
             script.write(wrk_script(request))
             script.flush()
         args = wrk_args(require_binary("wrk"), url, settings, request, script.name if request.scripted else None)
+        if settings.cpus:  # util-linux's taskset, on every Debian system
+            args = [require_binary("taskset"), "--cpu-list", ",".join(map(str, sorted(settings.cpus))), *args]
         with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
             try:
                 if during is not None:
@@ -176,7 +191,7 @@ def interleaved(
     (how a proxy's workers share wrk's connections, say); kept and shown per run.
     """
     request = {name: (requests or {}).get(name, DEFAULT_REQUEST) for name in targets}
-    warmup = WrkSettings(settings.threads, settings.connections, duration=1)
+    warmup = WrkSettings(settings.threads, settings.connections, duration=1, cpus=settings.cpus)
     for name, url in targets.items():
         run_wrk(url, warmup, request[name])  # connections, caches and pools warm; not counted
     probes = probes or {}

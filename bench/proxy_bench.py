@@ -39,7 +39,7 @@ from bench.toolkit import checks_table, run_directory
 from infra.nginx.render import Tuning
 from local.hosp_standin.process import StandInProcess as StandIn
 from local.nginx_proxy import NginxProxy, nginx_binary
-from local.processes import ProcessError
+from local.processes import LoopbackServer, ProcessError
 
 TRIES = 3
 TRY_TIMEOUT = 2.0
@@ -78,6 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--storm", type=int, default=300, help="client GETs in the outage table (default 300)")
     p.add_argument("--wrk-runs", type=int, default=5, help="wrk runs per overhead target (default 5)")
     p.add_argument("--wrk-duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="table 3: wrk and the upstream on CPU 0, each proxy on CPU 1, as a proxy alone on its instance "
+        "(default: any CPU for all)",
+    )
     p.add_argument("--sections", default=",".join(SECTIONS), help="which tables (default: all)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs and logs)")
     return p.parse_args(argv)
@@ -297,7 +303,8 @@ WRITE_TARGETS = ("direct POST", "nginx POST", "haproxy POST", "haproxy POST, new
 
 
 def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict[str, overhead.Summary]]:
-    settings = overhead.WrkSettings(duration=args.wrk_duration)
+    load_cpus, proxy_cpus = (frozenset({0}), frozenset({1})) if args.pin else (frozenset(), frozenset())
+    settings = overhead.WrkSettings(duration=args.wrk_duration, cpus=load_cpus)
     with contextlib.ExitStack() as stack:
         static = stack.enter_context(StaticUpstream(run_dir / "static"))
         nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", tuning=COMMON_NGINX))
@@ -305,6 +312,8 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
         fresh = stack.enter_context(overhead.HAProxyFreshWrites(static.address, run_dir / "haproxy-fresh-writes"))
         one_worker = dataclasses.replace(COMMON_NGINX, worker_processes="1")
         one = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-one-worker", tuning=one_worker))
+        if args.pin:
+            _pin([(static, load_cpus), *((proxy, proxy_cpus) for proxy in (nginx, haproxy, fresh, one))])
         urls = [static.url, nginx.url, haproxy.url]
         targets = {
             **dict(zip(GET_TARGETS, urls, strict=True)),
@@ -334,6 +343,16 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
         f"nginx POST/haproxy POST, new conn: {_ratios(paired_fresh)}.",
     ]
     return table, summaries
+
+
+def _pin(servers: list[tuple[LoopbackServer, frozenset[int]]]) -> None:
+    """Each server's processes and threads on its CPUs (--pin)."""
+    if (os.cpu_count() or 1) < 2:
+        raise BenchError("--pin needs two CPUs: one for wrk and the upstream, one for the proxy")
+    for server, cpus in servers:
+        if server.process is None:
+            raise BenchError(f"{server} has no process to pin")
+        overhead.pin(server.process.pid, cpus)
 
 
 def connection_split(nginx: NginxProxy) -> str:
@@ -390,6 +409,8 @@ def _overhead_rows(
 ) -> Table:
     headers = ["target", "req/s (median)", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "runs", "wrk errors"]
     title = f"3. Overhead: wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s, static upstream"
+    if settings.cpus:
+        title += ", pinned (wrk and the upstream on CPU 0, each proxy on CPU 1)"
     table = Table(title, headers)
     for name, s in summaries.items():
         if name in ("direct", "direct POST"):

@@ -7,12 +7,16 @@ fault state and request log, the retry budget's rule in an outage, wrk's documen
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from dataclasses import dataclass
 
+import psutil
 import pytest
 
 from bench.floor import FAULT_KINDS, fault_config, realized_floor
-from bench.overhead import WrkResult, parse_wrk, percentile_ms, summarize
+from bench.overhead import WrkResult, parse_wrk, percentile_ms, pin, summarize
 from bench.proxy_bench import p99_by_split
 from bench.reliability import Attribution, attribute, budget_bound
 from bench.servers import BenchError
@@ -340,3 +344,22 @@ def test_p99s_are_listed_from_the_most_even_split_of_the_connections_to_all_on_o
     results = [WrkResult(rps=1.0, p50_ms=0.5, p99_ms=p99, errors="") for p99 in (4.43, 1.85, 2.05, 2.61)]
     splits = ["workers 13+3", "workers 16", "workers 9+7", "workers 8+8"]
     assert p99_by_split(results, splits) == "8+8: 2.61 ms, 9+7: 2.05 ms, 13+3: 4.43 ms, 16: 1.85 ms"
+
+
+def test_pin_keeps_a_process_its_threads_and_its_children_on_the_cpus_given() -> None:
+    cpus = frozenset({max(os.sched_getaffinity(0))})
+    with subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30"]) as parent:
+        try:
+            deadline = time.monotonic() + 10
+            while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            family = [psutil.Process(parent.pid), *psutil.Process(parent.pid).children(recursive=True)]
+            assert len(family) >= 2
+
+            pin(parent.pid, cpus)
+
+            assert {frozenset(os.sched_getaffinity(p.pid)) for p in family} == {cpus}
+        finally:
+            for process in psutil.Process(parent.pid).children(recursive=True):
+                process.kill()
+            parent.kill()
