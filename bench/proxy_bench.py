@@ -297,48 +297,84 @@ def budget_tables(run_dir: Path, report: Report) -> None:
 # Table 3's targets: GETs (the rows since the first run), then writes, each against its own direct row.
 # "haproxy POST, new conn": HAProxy sending each write over a new server connection, as ours does.
 GET_TARGETS = ("direct", "nginx", "haproxy")
-# The same proxy with one worker, which holds every connection (docs/benchmarks.md, "(c)"); not a target.
-ONE_WORKER = "nginx, 1 worker"
 WRITE_TARGETS = ("direct POST", "nginx POST", "haproxy POST", "haproxy POST, new conn")
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How many cores each proxy has, and its processes or threads (docs/benchmarks.md, "(c)").
+
+    Each proxy is sized to the cores it may use, as NGINX's `worker_processes auto` and
+    HAProxy's default do; `other` is the same NGINX with the other worker count, not a target.
+    """
+
+    load_cpus: frozenset[int]  # wrk and the upstream; empty: any
+    proxy_cpus: frozenset[int]  # each proxy; empty: any
+    workers: str  # NGINX's worker_processes
+    threads: int  # HAProxy's nbthread
+    other_workers: str
+
+    @property
+    def other(self) -> str:
+        return f"nginx, {self.other_workers} worker{'s' if self.other_workers != '1' else ''}"
+
+    def describe(self) -> str:
+        if not self.proxy_cpus:
+            return "all on any CPU; nginx worker_processes auto (2 here), haproxy nbthread 2"
+        return (
+            "pinned: wrk and the upstream on CPU 0, each proxy on CPU 1, sized for one core: "
+            "nginx worker_processes 1, haproxy nbthread 1"
+        )
+
+
+SHARED = Layout(frozenset(), frozenset(), workers="auto", threads=2, other_workers="1")
+PINNED = Layout(frozenset({0}), frozenset({1}), workers="1", threads=1, other_workers="2")
+
+
 def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict[str, overhead.Summary]]:
-    load_cpus, proxy_cpus = (frozenset({0}), frozenset({1})) if args.pin else (frozenset(), frozenset())
-    settings = overhead.WrkSettings(duration=args.wrk_duration, cpus=load_cpus)
+    layout = PINNED if args.pin else SHARED
+    settings = overhead.WrkSettings(duration=args.wrk_duration, cpus=layout.load_cpus)
+    tuning = dataclasses.replace(COMMON_NGINX, worker_processes=layout.workers)
+    other_tuning = dataclasses.replace(COMMON_NGINX, worker_processes=layout.other_workers)
     with contextlib.ExitStack() as stack:
         static = stack.enter_context(StaticUpstream(run_dir / "static"))
-        nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", tuning=COMMON_NGINX))
-        haproxy = stack.enter_context(HAProxy(static.address, run_dir / "haproxy-overhead"))
-        fresh = stack.enter_context(overhead.HAProxyFreshWrites(static.address, run_dir / "haproxy-fresh-writes"))
-        one_worker = dataclasses.replace(COMMON_NGINX, worker_processes="1")
-        one = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-one-worker", tuning=one_worker))
+        nginx = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-overhead", tuning=tuning))
+        haproxy = stack.enter_context(HAProxy(static.address, run_dir / "haproxy-overhead", threads=layout.threads))
+        fresh = stack.enter_context(
+            overhead.HAProxyFreshWrites(static.address, run_dir / "haproxy-fresh-writes", threads=layout.threads)
+        )
+        other = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-other", tuning=other_tuning))
         if args.pin:
-            _pin([(static, load_cpus), *((proxy, proxy_cpus) for proxy in (nginx, haproxy, fresh, one))])
+            _pin(
+                [(static, layout.load_cpus), *((proxy, layout.proxy_cpus) for proxy in (nginx, haproxy, fresh, other))]
+            )
         urls = [static.url, nginx.url, haproxy.url]
         targets = {
             **dict(zip(GET_TARGETS, urls, strict=True)),
-            ONE_WORKER: one.url,
+            layout.other: other.url,
             **dict(zip(WRITE_TARGETS, [*urls, fresh.url], strict=True)),
         }
         requests = dict.fromkeys(WRITE_TARGETS, overhead.WRITE_REQUEST)
         probes = dict.fromkeys(("nginx", "nginx POST"), functools.partial(connection_split, nginx))
+        probes[layout.other] = functools.partial(connection_split, other)
         runs = overhead.interleaved(targets, args.wrk_runs, settings, requests, probes=probes)
         results = runs.results
         log_lines = {"nginx": _lines(nginx.access_log), "haproxy": _lines(haproxy.access_log)}
     summaries = {name: overhead.summarize(runs) for name, runs in results.items()}
-    table = _overhead_rows(summaries, log_lines, settings)
+    table = _overhead_rows(summaries, log_lines, settings, layout)
     paired = _paired(results, "nginx", "haproxy")
-    paired_one = _paired(results, ONE_WORKER, "haproxy")
+    paired_other = _paired(results, layout.other, "haproxy")
     paired_writes = _paired(results, "nginx POST", "haproxy POST")
     paired_fresh = _paired(results, "nginx POST", "haproxy POST, new conn")
+    two_workers = "nginx" if layout.workers != "1" else layout.other
     table.notes[1:1] = [
         f"nginx/haproxy req/s round by round (paired, same noise): {_ratios(paired)}.",
-        f"nginx GET p99 by round, with how its workers shared wrk's {settings.connections} connections, "
-        f"most even first: {p99_by_split(results['nginx'], runs.probed['nginx'])}; "
+        f"{two_workers} GET p99 by round, with how its two workers shared wrk's {settings.connections} "
+        f"connections, most even first: {p99_by_split(results[two_workers], runs.probed[two_workers])}; "
         f"haproxy's p99 round by round: {', '.join(f'{r.p99_ms:.2f}' for r in results['haproxy'])} ms.",
-        f"{ONE_WORKER}: the same proxy with `worker_processes 1`, so one worker holds all of wrk's connections; "
-        f"not a target. req/s against haproxy round by round: {_ratios(paired_one)}; p99 round by round: "
-        f"{', '.join(f'{r.p99_ms:.2f}' for r in results[ONE_WORKER])} ms.",
+        f"{layout.other}: the same proxy with `worker_processes {layout.other_workers}`; not a target. "
+        f"req/s against haproxy round by round: {_ratios(paired_other)}; p99 round by round: "
+        f"{', '.join(f'{r.p99_ms:.2f}' for r in results[layout.other])} ms.",
         f"writes, nginx POST/haproxy POST round by round: {_ratios(paired_writes)}; "
         f"nginx POST/haproxy POST, new conn: {_ratios(paired_fresh)}.",
     ]
@@ -405,11 +441,11 @@ def overhead_targets(report: Report, summaries: dict[str, overhead.Summary]) -> 
 
 
 def _overhead_rows(
-    summaries: dict[str, overhead.Summary], log_lines: dict[str, int], settings: overhead.WrkSettings
+    summaries: dict[str, overhead.Summary], log_lines: dict[str, int], settings: overhead.WrkSettings, layout: Layout
 ) -> Table:
     headers = ["target", "req/s (median)", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "runs", "wrk errors"]
     title = f"3. Overhead: wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s, static upstream"
-    if settings.cpus:
+    if layout.proxy_cpus:
         title += ", pinned (wrk and the upstream on CPU 0, each proxy on CPU 1)"
     table = Table(title, headers)
     for name, s in summaries.items():
@@ -435,9 +471,9 @@ def _overhead_rows(
     table.notes += notes
     table.notes += [
         "upstream: NGINX, 1 worker, `return 200 '{\"ok\":true}'`; proxies: our rendered nginx.conf "
-        "(worker_processes auto = 2 here, JSON access log to a file) vs haproxy nbthread 2 (httplog to stdout, "
-        "redirected to a file); keep-alive on both sides. Runs interleaved (direct, nginx, haproxy, ...) after "
-        "a 1 s warm-up of each; medians of the runs.",
+        "(JSON access log to a file) vs bench/haproxy.cfg (httplog to stdout, redirected to a file); keep-alive "
+        f"on both sides. CPUs: {layout.describe()}. Runs interleaved (direct, nginx, haproxy, ...) after a 1 s "
+        "warm-up of each; medians of the runs.",
         "GET rows: authenticated `GET /patients/1`. POST rows: authenticated `POST /notes` with a JSON body "
         f"({len(overhead.WRITE_REQUEST.body)} bytes), sent by a wrk script; added p50/p99 against direct POST. "
         "nginx sends each write over a new connection to the upstream (docs/proxy.md); haproxy POST is "
