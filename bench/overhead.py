@@ -5,6 +5,7 @@ A request with another method or a body (table 3's writes) is sent by a wrk scri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -48,8 +49,13 @@ def pin(pid: int, cpus: frozenset[int]) -> None:
     workers, say) on `cpus`."""
     process = psutil.Process(pid)
     for each in (process, *process.children(recursive=True)):
-        for thread in each.threads():
-            os.sched_setaffinity(thread.id, cpus)
+        try:
+            threads = each.threads()
+        except psutil.NoSuchProcess:
+            continue
+        for thread in threads:
+            with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+                os.sched_setaffinity(thread.id, cpus)
 
 
 @dataclass(frozen=True)

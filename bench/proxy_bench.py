@@ -39,7 +39,7 @@ from bench.toolkit import checks_table, run_directory
 from infra.nginx.render import Tuning
 from local.hosp_standin.process import StandInProcess as StandIn
 from local.nginx_proxy import NginxProxy, nginx_binary
-from local.processes import LoopbackServer, ProcessError
+from local.processes import LoopbackServer, ProcessError, established_connections
 
 TRIES = 3
 TRY_TIMEOUT = 2.0
@@ -318,9 +318,9 @@ class Layout:
     def other(self) -> str:
         return f"nginx, {self.other_workers} worker{'s' if self.other_workers != '1' else ''}"
 
-    def describe(self) -> str:
+    def describe(self, workers_here: int) -> str:
         if not self.proxy_cpus:
-            return "all on any CPU; nginx worker_processes auto (2 here), haproxy nbthread 2"
+            return f"all on any CPU; nginx worker_processes auto ({workers_here} here), haproxy nbthread {self.threads}"
         return (
             "pinned: wrk and the upstream on CPU 0, each proxy on CPU 1, sized for one core: "
             "nginx worker_processes 1, haproxy nbthread 1"
@@ -344,10 +344,14 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
             overhead.HAProxyFreshWrites(static.address, run_dir / "haproxy-fresh-writes", threads=layout.threads)
         )
         other = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-other", tuning=other_tuning))
-        if args.pin:
-            _pin(
-                [(static, layout.load_cpus), *((proxy, layout.proxy_cpus) for proxy in (nginx, haproxy, fresh, other))]
-            )
+        if layout.proxy_cpus:
+            proxies = (nginx, haproxy, fresh, other)
+            _pin([(static, layout.load_cpus), *((proxy, layout.proxy_cpus) for proxy in proxies)])
+            # This process too: its probes must not take the proxies' core.
+            affinity = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, layout.load_cpus)
+            stack.callback(os.sched_setaffinity, 0, affinity)
+        workers_here = len(nginx.worker_pids())
         urls = [static.url, nginx.url, haproxy.url]
         targets = {
             **dict(zip(GET_TARGETS, urls, strict=True)),
@@ -355,13 +359,16 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
             **dict(zip(WRITE_TARGETS, [*urls, fresh.url], strict=True)),
         }
         requests = dict.fromkeys(WRITE_TARGETS, overhead.WRITE_REQUEST)
-        probes = dict.fromkeys(("nginx", "nginx POST"), functools.partial(connection_split, nginx))
-        probes[layout.other] = functools.partial(connection_split, other)
+        # Every target is probed alike (the same reading of the kernel's socket tables), so
+        # that the probe costs each the same.
+        by_target = {"direct": static, "nginx": nginx, "haproxy": haproxy, layout.other: other}
+        by_target |= dict(zip(WRITE_TARGETS, (static, nginx, haproxy, fresh), strict=True))
+        probes = {name: functools.partial(connection_split, server) for name, server in by_target.items()}
         runs = overhead.interleaved(targets, args.wrk_runs, settings, requests, probes=probes)
         results = runs.results
         log_lines = {"nginx": _lines(nginx.access_log), "haproxy": _lines(haproxy.access_log)}
     summaries = {name: overhead.summarize(runs) for name, runs in results.items()}
-    table = _overhead_rows(summaries, log_lines, settings, layout)
+    table = _overhead_rows(summaries, log_lines, settings, layout, workers_here)
     paired = _paired(results, "nginx", "haproxy")
     paired_other = _paired(results, layout.other, "haproxy")
     paired_writes = _paired(results, "nginx POST", "haproxy POST")
@@ -369,7 +376,7 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
     two_workers = "nginx" if layout.workers != "1" else layout.other
     table.notes[1:1] = [
         f"nginx/haproxy req/s round by round (paired, same noise): {_ratios(paired)}.",
-        f"{two_workers} GET p99 by round, with how its two workers shared wrk's {settings.connections} "
+        f"{two_workers} GET p99 by round, with how its workers shared wrk's {settings.connections} "
         f"connections, most even first: {p99_by_split(results[two_workers], runs.probed[two_workers])}; "
         f"haproxy's p99 round by round: {', '.join(f'{r.p99_ms:.2f}' for r in results['haproxy'])} ms.",
         f"{layout.other}: the same proxy with `worker_processes {layout.other_workers}`; not a target. "
@@ -383,22 +390,32 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
 
 def _pin(servers: list[tuple[LoopbackServer, frozenset[int]]]) -> None:
     """Each server's processes and threads on its CPUs (--pin)."""
-    if (os.cpu_count() or 1) < 2:
-        raise BenchError("--pin needs two CPUs: one for wrk and the upstream, one for the proxy")
+    if not {0, 1} <= os.sched_getaffinity(0):
+        raise BenchError("--pin needs CPUs 0 and 1: one for wrk and the upstream, one for the proxy")
     for server, cpus in servers:
         if server.process is None:
             raise BenchError(f"{server} has no process to pin")
         overhead.pin(server.process.pid, cpus)
 
 
-def connection_split(nginx: NginxProxy) -> str:
-    """How many of the client connections each of the proxy's workers holds: "workers 9+7"."""
-    return "workers " + ("+".join(map(str, nginx.client_connections(nginx.port))) or "none")
+def connection_split(server: LoopbackServer) -> str:
+    """The client connections each process of the server holds during a run: "connections 9+7" for
+    two NGINX workers, "connections 16" for one process (HAProxy's threads share theirs)."""
+    if isinstance(server, NginxProxy):
+        held = server.client_connections(server.port)
+    else:
+        pid = server.process.pid if server.process else 0
+        held = [count] if (count := established_connections(pid, server.port)) else []
+    return "connections " + ("+".join(map(str, held)) or "0")
 
 
 def p99_by_split(results: list[overhead.WrkResult], splits: list[str]) -> str:
-    """ "9+7: 2.05 ms, ..., 16: 1.85 ms", sorted by the largest share of one worker (16: all on one)."""
-    rounds = sorted(zip(splits, results, strict=True), key=lambda pair: max(map(int, pair[0].split()[1].split("+"))))
+    """ "9+7: 2.05 ms, ..., 16: 1.85 ms", sorted by the largest share of one process (16: all on one)."""
+
+    def largest(split: str) -> int:
+        return max(map(int, split.split()[1].split("+")))
+
+    rounds = sorted(zip(splits, results, strict=True), key=lambda pair: largest(pair[0]))
     return ", ".join(f"{split.split()[1]}: {result.p99_ms:.2f} ms" for split, result in rounds)
 
 
@@ -441,7 +458,11 @@ def overhead_targets(report: Report, summaries: dict[str, overhead.Summary]) -> 
 
 
 def _overhead_rows(
-    summaries: dict[str, overhead.Summary], log_lines: dict[str, int], settings: overhead.WrkSettings, layout: Layout
+    summaries: dict[str, overhead.Summary],
+    log_lines: dict[str, int],
+    settings: overhead.WrkSettings,
+    layout: Layout,
+    workers_here: int,
 ) -> Table:
     headers = ["target", "req/s (median)", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "runs", "wrk errors"]
     title = f"3. Overhead: wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s, static upstream"
@@ -472,8 +493,8 @@ def _overhead_rows(
     table.notes += [
         "upstream: NGINX, 1 worker, `return 200 '{\"ok\":true}'`; proxies: our rendered nginx.conf "
         "(JSON access log to a file) vs bench/haproxy.cfg (httplog to stdout, redirected to a file); keep-alive "
-        f"on both sides. CPUs: {layout.describe()}. Runs interleaved (direct, nginx, haproxy, ...) after a 1 s "
-        "warm-up of each; medians of the runs.",
+        f"on both sides. CPUs: {layout.describe(workers_here)}. Runs interleaved (direct, nginx, haproxy, ...) "
+        "after a 1 s warm-up of each; medians of the runs.",
         "GET rows: authenticated `GET /patients/1`. POST rows: authenticated `POST /notes` with a JSON body "
         f"({len(overhead.WRITE_REQUEST.body)} bytes), sent by a wrk script; added p50/p99 against direct POST. "
         "nginx sends each write over a new connection to the upstream (docs/proxy.md); haproxy POST is "

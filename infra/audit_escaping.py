@@ -50,25 +50,18 @@ def escaped_text(code: int) -> str:
     return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
-def _pattern_character(code: int) -> str:
-    """`code` in a regular expression: \\xHH, or \\x{HHHH} above U+007F (Trino's Java syntax and
-    DuckDB's RE2 both read these)."""
-    return f"\\x{code:02x}" if code < 0x80 else f"\\x{{{code:x}}}"
+# The same characters as Unicode categories, for the regular expression that finds a
+# cell needing escapes: control characters (Cc: exactly U+0000 to U+001F and U+007F to
+# U+009F), the line separator (Zl) and the paragraph separator (Zp). Trino's engine
+# (Joni, Java syntax) and DuckDB's (RE2) both read \p{..}; they do not share a
+# spelling of a code point above U+00FF (Trino's Java syntax has no \x{...}).
+CATEGORIES: tuple[str, ...] = ("Cc", "Zl", "Zp")
 
 
 def _character_class() -> str:
-    """A regular expression class matching any of CONTROL_CODES."""
-    ranges: list[str] = []
-    start = previous = CONTROL_CODES[0]
-    for code in (*CONTROL_CODES[1:], None):
-        if code is not None and code == previous + 1:
-            previous = code
-            continue
-        last = "" if start == previous else "-" + _pattern_character(previous)
-        ranges.append(_pattern_character(start) + last)
-        if code is not None:
-            start = previous = code
-    return "[" + "".join(ranges) + "]"
+    """A regular expression class matching any of CONTROL_CODES (tests/unit/test_audit_escaping.py
+    checks that CATEGORIES hold exactly those)."""
+    return "[" + "".join(f"\\p{{{category}}}" for category in CATEGORIES) + "]"
 
 
 def render_column(source: str, alias: str, indent: str) -> list[str]:

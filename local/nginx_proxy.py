@@ -20,7 +20,7 @@ import psutil
 
 from infra.nginx import render
 from infra.nginx.render import Tuning
-from local.processes import LoopbackServer, ProcessError, free_port, system_binary
+from local.processes import LoopbackServer, ProcessError, established_connections, free_port, system_binary
 
 INSTALL_HINT = (
     "install it with `sudo apt-get install nginx` (Debian/Ubuntu), or run `make test`, "
@@ -112,13 +112,8 @@ class NginxProcess(LoopbackServer):
         """How many established connections to `port` each worker holds, most first; a worker with none is left out.
 
         Reading another user's sockets needs root: a bench run by root sees its unprivileged workers."""
-        counts = []
-        for pid in self.worker_pids():
-            sockets = psutil.Process(pid).net_connections(kind="tcp")
-            held = sum(1 for s in sockets if s.status == psutil.CONN_ESTABLISHED and s.laddr and s.laddr.port == port)
-            if held:
-                counts.append(held)
-        return sorted(counts, reverse=True)
+        held = (established_connections(pid, port) for pid in self.worker_pids())
+        return sorted((count for count in held if count), reverse=True)
 
     def stop(self) -> None:
         super().stop()

@@ -155,6 +155,16 @@ def group_listens_on(pgid: int, port: int) -> bool:
     return any(_listens_on(pid, port) for pid in group_members(pgid))
 
 
+def established_connections(pid: int, port: int) -> int:
+    """How many established TCP connections to local `port` process `pid` holds; 0 for a
+    process gone, or of another user whose sockets we may not see."""
+    try:
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(1 for s in sockets if s.status == psutil.CONN_ESTABLISHED and s.laddr and s.laddr.port == port)
+
+
 def _listens_on(pid: int, port: int) -> bool:
     """Whether process `pid` holds a TCP socket listening on `port`, on any address.
 

@@ -248,7 +248,7 @@ def proxy_in_front(
     )
 
 
-def access_log_text(proxy: NginxProxy) -> list[str]:
+def access_log_raw_lines(proxy: NginxProxy) -> list[str]:
     """The whole lines of the proxy's access log, as NGINX wrote them, each decoded as strict UTF-8.
 
     A line NGINX is writing at that moment (a buffer of lines is one write) can be
@@ -259,8 +259,8 @@ def access_log_text(proxy: NginxProxy) -> list[str]:
 
 
 def access_log_lines(proxy: NginxProxy) -> list[dict[str, Any]]:
-    """Every whole line of the proxy's access log (access_log_text), each decoded as JSON."""
-    return [json.loads(line) for line in access_log_text(proxy)]
+    """Every whole line of the proxy's access log (access_log_raw_lines), each decoded as JSON."""
+    return [json.loads(line) for line in access_log_raw_lines(proxy)]
 
 
 def access_log_entry(proxy: NginxProxy, request_id: str) -> dict[str, Any]:

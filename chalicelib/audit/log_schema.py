@@ -104,30 +104,32 @@ def json_type_of(value: object) -> str:
     return type(value).__name__
 
 
-# The end of a client-text field the log cut at its bound (docs/access-log.md, "Client text").
-CUT_MARKER = "\\..."
-_CLIENT_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
+# What follows a backslash the log wrote: a client's backslash, a byte, or the cut marker's dots.
+_CLIENT_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|\.\.\.\Z)")
 
 
 def client_bytes(text: str) -> bytes | None:
     """The bytes a client-text field stands for: `\\\\` one backslash, `\\xHH` the byte HH,
     any other character its UTF-8 bytes (docs/access-log.md, "Client text").
 
-    None for text the log cut at its bound (ending with the marker `\\...`), whose bytes
-    are not all there, and for text the log's rule never writes (a lone backslash)."""
-    if text.endswith(CUT_MARKER):
-        return None
+    None for text the log cut at its bound (ending with the marker `\\...`; a client's
+    own backslash and dots are `\\\\...`), whose bytes are not all there, and for text the
+    log's rule never writes (a lone backslash, a lone surrogate)."""
     out = bytearray()
     at = 0
-    for escape in _CLIENT_ESCAPE.finditer(text):
-        plain = text[at : escape.start()]
-        if "\\" in plain:
+    try:
+        for escape in _CLIENT_ESCAPE.finditer(text):
+            plain = text[at : escape.start()]
+            code = escape.group(1)
+            if "\\" in plain or code == "...":
+                return None
+            out += plain.encode("utf-8")
+            out += b"\\" if code == "\\" else bytes([int(code[1:], 16)])
+            at = escape.end()
+        rest = text[at:]
+        if "\\" in rest:
             return None
-        out += plain.encode("utf-8", "surrogatepass")
-        code = escape.group(1)
-        out += b"\\" if code == "\\" else bytes([int(code[1:], 16)])
-        at = escape.end()
-    if "\\" in text[at:]:
+        out += rest.encode("utf-8")
+    except UnicodeEncodeError:
         return None
-    out += text[at:].encode("utf-8", "surrogatepass")
     return bytes(out)

@@ -121,7 +121,7 @@ shown AS (
         CASE WHEN listener IN ('public', 'internal') THEN listener ELSE '' END AS listener,
         -- BEGIN escaped columns
         CASE
-            WHEN regexp_like(coalesce("user", ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce("user", ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce("user", '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
@@ -143,7 +143,7 @@ shown AS (
             ELSE coalesce("user", '')
         END AS "user",
         CASE
-            WHEN regexp_like(coalesce(on_behalf_of, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce(on_behalf_of, ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(on_behalf_of, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
@@ -165,7 +165,7 @@ shown AS (
             ELSE coalesce(on_behalf_of, '')
         END AS on_behalf_of,
         CASE
-            WHEN regexp_like(coalesce(client, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce(client, ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(client, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
@@ -187,7 +187,7 @@ shown AS (
             ELSE coalesce(client, '')
         END AS client_ip,
         CASE
-            WHEN regexp_like(coalesce(method, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce(method, ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(method, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
@@ -209,7 +209,7 @@ shown AS (
             ELSE coalesce(method, '')
         END AS method,
         CASE
-            WHEN regexp_like(coalesce(path, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce(path, ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(path, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
@@ -231,7 +231,7 @@ shown AS (
             ELSE coalesce(path, '')
         END AS path,
         CASE
-            WHEN regexp_like(coalesce(patient, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce(patient, ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(patient, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
@@ -253,7 +253,7 @@ shown AS (
             ELSE coalesce(patient, '')
         END AS patient_id,
         CASE
-            WHEN regexp_like(coalesce(request_id, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce(request_id, ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(request_id, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')
@@ -275,7 +275,7 @@ shown AS (
             ELSE coalesce(request_id, '')
         END AS request_id,
         CASE
-            WHEN regexp_like(coalesce(user_agent, ''), '[\x00-\x1f\x7f-\x{9f}\x{2028}-\x{2029}]') THEN
+            WHEN regexp_like(coalesce(user_agent, ''), '[\p{Cc}\p{Zl}\p{Zp}]') THEN
                 replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(coalesce(user_agent, '')
                 , chr(0), '\x00'), chr(1), '\x01'), chr(2), '\x02'), chr(3), '\x03')
                 , chr(4), '\x04'), chr(5), '\x05'), chr(6), '\x06'), chr(7), '\x07')

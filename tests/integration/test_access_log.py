@@ -1061,8 +1061,8 @@ def test_on_behalf_of_is_logged_from_the_internal_listener_only(
 
 @pytest.mark.parametrize(
     "nurse",
-    [b"nurse-joy", "Zo\u00eb".encode(), b"DOMAIN\\joy", b"joy\xff", b"joy\\xff", b"a \\ b\xc3"],
-    ids=["ascii", "utf-8", "backslash", "not utf-8", "a client's own \\xff", "mixed"],
+    [b"nurse-joy", "Zo\u00eb".encode(), b"DOMAIN\\joy", b"joy\xff", b"joy\\xff", b"joy\\...", b"a \\ b\xc3"],
+    ids=["ascii", "utf-8", "backslash", "not utf-8", "a client's own \\xff", "a client's own \\...", "mixed"],
 )
 def test_the_workers_rows_name_the_nurse_exactly_as_her_own_row_does(
     proxy: NginxProxy, fresh_hosp: Hosp, nurse: bytes

@@ -33,7 +33,7 @@ from tests.support import (
     Hosp,
     RecordingServer,
     access_log_entry,
-    access_log_text,
+    access_log_raw_lines,
     proxy_in_front,
 )
 
@@ -75,7 +75,7 @@ def counted_in(line: str) -> set[str]:
 def raw_line(proxy: NginxProxy, request_id: str) -> str:
     """The line of the request as NGINX wrote it (the text CloudWatch receives)."""
     access_log_entry(proxy, request_id)  # waits for it
-    (line,) = [text for text in access_log_text(proxy) if json.loads(text)["request_id"] == request_id]
+    (line,) = [text for text in access_log_raw_lines(proxy) if json.loads(text)["request_id"] == request_id]
     return line
 
 

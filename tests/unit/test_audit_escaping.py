@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -29,9 +31,16 @@ def test_every_control_character_and_every_column_is_escaped() -> None:
         assert block.count(f"chr({code}), '{text}')") == len(audit_escaping.COLUMNS)
     assert block.count("chr(") == len(audit_escaping.COLUMNS) * (0x20 + 0x21 + 2)
     assert block.count("regexp_like(") == len(audit_escaping.COLUMNS)
-    assert "'[\\x00-\\x1f\\x7f-\\x{9f}\\x{2028}-\\x{2029}]'" in block
+    assert "'[\\p{Cc}\\p{Zl}\\p{Zp}]'" in block
     for _, alias in audit_escaping.COLUMNS:
         assert f"END AS {alias}" in block
+
+
+def test_the_categories_the_query_looks_for_are_exactly_the_characters_it_escapes() -> None:
+    in_categories = {
+        code for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) in audit_escaping.CATEGORIES
+    }
+    assert in_categories == set(audit_escaping.CONTROL_CODES)
 
 
 def test_a_stale_query_is_refused_and_writing_fixes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

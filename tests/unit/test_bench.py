@@ -342,7 +342,7 @@ def test_summaries_are_medians_per_column_and_keep_every_error() -> None:
 
 def test_p99s_are_listed_from_the_most_even_split_of_the_connections_to_all_on_one_worker() -> None:
     results = [WrkResult(rps=1.0, p50_ms=0.5, p99_ms=p99, errors="") for p99 in (4.43, 1.85, 2.05, 2.61)]
-    splits = ["workers 13+3", "workers 16", "workers 9+7", "workers 8+8"]
+    splits = ["connections 13+3", "connections 16", "connections 9+7", "connections 8+8"]
     assert p99_by_split(results, splits) == "8+8: 2.61 ms, 9+7: 2.05 ms, 13+3: 4.43 ms, 16: 1.85 ms"
 
 

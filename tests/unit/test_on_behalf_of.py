@@ -18,6 +18,7 @@ from chalicelib.note_worker import on_behalf_of_header
         ("joy\\xff", b"joy\xff"),
         ("joy\\\\xff", b"joy\\xff"),
         ("a b", b"a b"),
+        ("joy\\\\...", b"joy\\..."),  # her own backslash and dots, not the cut marker
     ],
 )
 def test_the_nurse_is_sent_as_the_bytes_her_logged_name_stands_for(nurse: str, header: bytes) -> None:
@@ -37,6 +38,7 @@ def test_the_nurse_is_sent_as_the_bytes_her_logged_name_stands_for(nurse: str, h
         "joy\t",
         "joy" * 700 + "\\...",  # cut at the log's bound: the rest of her name is not known
         "joy\\",  # no text the log writes
+        "joy\ud800",  # nor this: a lone surrogate is no text
     ],
 )
 def test_no_name_or_one_no_header_may_carry_exactly_sends_nothing(nurse: str) -> None:
