@@ -58,7 +58,7 @@ system-packages:
 	@scripts/ensure-system-packages.sh $$(sed 's/#.*//' infra/nginx/debian-packages.txt) nodejs:node shellcheck chromium
 
 bench-packages: system-packages
-	@scripts/ensure-system-packages.sh haproxy wrk valgrind
+	@scripts/ensure-system-packages.sh haproxy wrk valgrind linux-perf:perf
 
 ## run: the whole local stack (HOSP stand-in, NGINX, chalice local, moto)
 run: $(STAMP) system-packages
