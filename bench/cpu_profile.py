@@ -1,11 +1,14 @@
 """CPU time per GET and where it goes: the rendered NGINX proxy against HAProxy, each alone on one core.
 
-    python -m bench.cpu_profile                 # about 1 minute, as root
+    python -m bench.cpu_profile                 # about 3 minutes, as root
     python -m bench.cpu_profile --rounds 5 --seconds 10
 
 The layout of table 3b (`bench.proxy_bench --pin`): the static upstream and wrk on CPU 0,
 the proxy on CPU 1 with one NGINX worker or one HAProxy thread, both logging every
-request. In each round, each proxy in turn gets a 1 s warm-up, then wrk -t1 -c16 sends
+request. Beside them, not targets, the same NGINX with one part taken out (VARIANTS):
+its access log, the retry budget's log phase (no deposits: a budget that only has its
+floor), or its request id drawn by NGINX ($request_id, OpenSSL) instead of Lua. In each
+round, each proxy in turn gets a 1 s warm-up, then wrk -t1 -c16 sends
 authenticated `GET /patients/1` for --seconds while `perf record` samples the proxy's
 process (NGINX's one worker). The process's CPU time over the run (user and system,
 from /proc) divided by the GETs wrk counted is its CPU time per GET; perf's samples
@@ -18,6 +21,7 @@ instruction (cache misses, mispredicted branches), at the price of the machine's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -37,6 +41,7 @@ from bench.proxy_bench import COMMON_NGINX, PINNED
 from bench.report import Table
 from bench.servers import BenchError, HAProxy, StaticUpstream, require_binary
 from local.nginx_proxy import NginxProxy
+from local.processes import LoopbackServer
 
 GROUPS = ("kernel", "proxy", "Lua", "njs", "libc", "other")
 REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
@@ -44,6 +49,38 @@ REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
 DSO_SHARE = re.compile(r"^\s*([\d.]+)%\s+(\S.*?)\s*$")
 SAMPLES_PER_SECOND = 999
 PARANOID = Path("/proc/sys/kernel/perf_event_paranoid")
+
+
+# The same rendered proxy with one part taken out: regular expressions on the rendered
+# nginx.conf and what replaces their matches.
+VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "nginx": (),
+    "nginx, access log off": ((r"access_log [^;]*hosp_json[^;]*;", "access_log off;"),),
+    "nginx, no budget log phase": ((r"log_by_lua_block \{[^}]*\}", ""),),
+    "nginx, $request_id": (
+        (r"set_by_lua_block \$hosp_new_request_id \{[^}]*\}", "set $hosp_new_request_id $request_id;"),
+    ),
+}
+
+
+def edit(config: str, edits: tuple[tuple[str, str], ...]) -> str:
+    """`config` with each of `edits` made; a pattern that no longer matches the rendered file is an error."""
+    for pattern, replacement in edits:
+        config, count = re.subn(pattern, replacement.replace("\\", "\\\\"), config)
+        if count == 0:
+            raise BenchError(f"no {pattern!r} in the rendered nginx.conf: update bench/cpu_profile.py's VARIANTS")
+    return config
+
+
+@dataclass
+class EditedProxy(NginxProxy):
+    """The rendered proxy with `edits` made to its nginx.conf."""
+
+    edits: tuple[tuple[str, str], ...] = ()
+
+    def render(self) -> None:
+        super().render()
+        self.config_path.write_text(edit(self.config_path.read_text(), self.edits))
 
 
 def group(dso: str, binary: str) -> str:
@@ -139,33 +176,59 @@ def check_perf() -> None:
 
 
 def table(runs: dict[str, list[Profile]], seconds: int) -> Table:
-    headers = ["target", "req/s", "CPU us per GET", *(f"{name} us" for name in GROUPS), "runs"]
+    """Medians per target, with req/s and CPU per GET paired round by round against haproxy's, and what each
+    part a variant takes out costs nginx (nginx's CPU per GET minus the variant's, paired)."""
+    headers = ["target", "req/s", "req/s vs haproxy", "CPU us per GET", "CPU vs haproxy"]
+    headers += [*(f"{g} us" for g in GROUPS), "runs"]
     out = Table(f"CPU time per GET: wrk -t1 -c16 -d{seconds}s, pinned, sampled by perf", headers)
-    medians = {}
+    haproxy = runs["haproxy"]
+    cells: dict[str, dict[str, float]] = {}
     for name, profiles in runs.items():
-        cells = {g: statistics.median(p.us(g) for p in profiles) for g in GROUPS}
+        cells[name] = {g: statistics.median(p.us(g) for p in profiles) for g in GROUPS}
         cpu = statistics.median(p.cpu_us for p in profiles)
-        medians[name] = (cpu, cells)
         rps = statistics.median(p.rps for p in profiles)
-        out.add(name, f"{rps:.0f}", f"{cpu:.2f}", *(f"{cells[g]:.2f}" for g in GROUPS), len(profiles))
-    nginx_cells, haproxy_cells = medians["nginx"][1], medians["haproxy"][1]
-    user = {name: cpu - cells["kernel"] for name, (cpu, cells) in medians.items()}
-    paired = [n.cpu_us / h.cpu_us for n, h in zip(runs["nginx"], runs["haproxy"], strict=True)]
+        rps_paired = statistics.median(p.rps / h.rps for p, h in zip(profiles, haproxy, strict=True))
+        cpu_paired = statistics.median(p.cpu_us / h.cpu_us for p, h in zip(profiles, haproxy, strict=True))
+        row = [f"{rps:.0f}", f"{rps_paired:.2f}x", f"{cpu:.2f}", f"{cpu_paired:.2f}x"]
+        out.add(name, *row, *(f"{cells[name][g]:.2f}" for g in GROUPS), len(profiles))
+    user = {name: statistics.median(p.cpu_us - p.us("kernel") for p in runs[name]) for name in ("nginx", "haproxy")}
+    kernel = cells["nginx"]["kernel"], cells["haproxy"]["kernel"]
+    paired = [f"{n.cpu_us / h.cpu_us:.2f}" for n, h in zip(runs["nginx"], haproxy, strict=True)]
     out.notes = [
-        f"nginx's CPU per GET against haproxy's round by round: {', '.join(f'{r:.2f}' for r in paired)}; "
-        f"median {statistics.median(paired):.2f}x.",
+        f"nginx's CPU per GET against haproxy's round by round: {', '.join(paired)}.",
         f"outside the kernel: nginx {user['nginx']:.2f} us, haproxy {user['haproxy']:.2f} us a GET "
-        f"({user['nginx'] - user['haproxy']:+.2f}); in the kernel: {nginx_cells['kernel']:.2f} against "
-        f"{haproxy_cells['kernel']:.2f} ({nginx_cells['kernel'] - haproxy_cells['kernel']:+.2f}).",
+        f"({user['nginx'] - user['haproxy']:+.2f}); in the kernel: {kernel[0]:.2f} against {kernel[1]:.2f} "
+        f"({kernel[0] - kernel[1]:+.2f}).",
+    ]
+    parts = []
+    for name, profiles in runs.items():
+        if name.startswith("nginx, "):
+            cost = statistics.median(n.cpu_us - v.cpu_us for n, v in zip(runs["nginx"], profiles, strict=True))
+            parts.append(f"{name.removeprefix('nginx, ')} {cost:+.2f} us")
+    if parts:
+        out.notes.append(
+            "nginx's CPU per GET minus each variant's (what the part taken out costs; paired, median): "
+            + "; ".join(parts)
+            + "."
+        )
+    out.notes += [
         "CPU us per GET: the proxy process's user and system time over the run divided by the GETs wrk counted; "
         f"each group's us: that times its share of perf's samples ({SAMPLES_PER_SECOND} a second). Medians of "
-        "the runs, each column on its own (they need not add up).",
+        "the runs, each column on its own (they need not add up); vs haproxy: the median of the rounds' ratios.",
         "proxy: nginx with its modules other than Lua and njs, or haproxy; Lua: LuaJIT, its JIT-compiled code and "
-        "the lua and NDK modules; other: PCRE and the rest. "
+        "the lua and NDK modules; other: PCRE, OpenSSL and the rest. "
         "nginx: the rendered nginx.conf, worker_processes 1, JSON access log to a file; haproxy: bench/haproxy.cfg, "
-        "nbthread 1, httplog to stdout redirected to a file.",
+        "nbthread 1, httplog to stdout redirected to a file. Variants (nginx, ...): the same with one part taken "
+        "out, not targets: the access log; the retry budget's log phase (no deposits); the request id drawn by "
+        "NGINX's $request_id instead of Lua.",
     ]
     return out
+
+
+def _pid(server: LoopbackServer) -> int:
+    if server.process is None:
+        raise BenchError(f"{server} has no process")
+    return server.process.pid
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,27 +239,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds < 1 or args.seconds < 2:
         parser.error("--rounds must be at least 1 and --seconds at least 2")
     tuning = dataclasses.replace(COMMON_NGINX, worker_processes=PINNED.workers)
-    runs: dict[str, list[Profile]] = {"nginx": [], "haproxy": []}
+    runs: dict[str, list[Profile]] = {}
     try:
         check_perf()
         affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, PINNED.load_cpus)  # this process stays off the proxy's core
-        with (
-            tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp,
-            StaticUpstream(Path(tmp) / "static") as static,
-            NginxProxy(static.address, Path(tmp) / "nginx", tuning=tuning) as nginx,
-            HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads) as haproxy,
-        ):
-            for server, cpus in ((static, PINNED.load_cpus), (nginx, PINNED.proxy_cpus), (haproxy, PINNED.proxy_cpus)):
-                assert server.process is not None
-                overhead.pin(server.process.pid, cpus)
-            (worker,) = nginx.worker_pids()
-            assert haproxy.process is not None
-            targets = {"nginx": (nginx.url, worker, "nginx"), "haproxy": (haproxy.url, haproxy.process.pid, "haproxy")}
+        with tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp, contextlib.ExitStack() as stack:
+            static = stack.enter_context(StaticUpstream(Path(tmp) / "static"))
+            overhead.pin(_pid(static), PINNED.load_cpus)
+            targets: dict[str, tuple[str, int, str]] = {}
+            for index, (name, edits) in enumerate(VARIANTS.items()):
+                nginx = stack.enter_context(
+                    EditedProxy(static.address, Path(tmp) / f"nginx-{index}", tuning=tuning, edits=edits)
+                )
+                overhead.pin(_pid(nginx), PINNED.proxy_cpus)
+                (worker,) = nginx.worker_pids()
+                targets[name] = (nginx.url, worker, "nginx")
+            haproxy = stack.enter_context(HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads))
+            overhead.pin(_pid(haproxy), PINNED.proxy_cpus)
+            targets["haproxy"] = (haproxy.url, _pid(haproxy), "haproxy")
+            runs = {name: [] for name in targets}
             for round_number in range(1, args.rounds + 1):
                 for name, (url, pid, binary) in targets.items():
                     print(f"round {round_number}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
-                    out = Path(tmp) / f"{name}-{round_number}.perf"
+                    out = Path(tmp) / f"{len(runs[name])}-{binary}-{list(targets).index(name)}.perf"
                     runs[name].append(profile(url, pid, binary, args.seconds, out))
         os.sched_setaffinity(0, affinity)
     except BenchError as exc:

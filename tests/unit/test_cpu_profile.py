@@ -3,6 +3,7 @@ request count, the table's per-GET arithmetic, and its refusals."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,17 +86,36 @@ def profile(cpu_us: float, kernel: float, lua: float = 0.0) -> Profile:
 def test_the_table_gives_microseconds_per_group_and_the_gap_outside_and_inside_the_kernel() -> None:
     runs = {
         "nginx": [profile(25.0, 0.6, 0.08), profile(30.0, 0.6, 0.08), profile(20.0, 0.6, 0.08)],
+        "nginx, access log off": [profile(21.0, 0.6), profile(29.0, 0.6), profile(17.0, 0.6)],
         "haproxy": [profile(20.0, 0.75), profile(25.0, 0.75), profile(25.0, 0.75)],
     }
     out = table(runs, seconds=8)
     nginx = dict(zip(out.headers, out.rows[0], strict=True))
-    cells = (nginx["CPU us per GET"], nginx["kernel us"], nginx["Lua us"], nginx["runs"])
-    assert cells == ("25.00", "15.00", "2.00", "3")
+    cells = (nginx["CPU us per GET"], nginx["CPU vs haproxy"], nginx["kernel us"], nginx["Lua us"], nginx["runs"])
     # Paired round by round: 25/20, 30/25, 20/25.
-    assert "1.25, 1.20, 0.80; median 1.20x" in out.notes[0]
-    # Outside the kernel: nginx 25 - 15 = 10, haproxy 25 - 18.75 = 6.25.
+    assert cells == ("25.00", "1.20x", "15.00", "2.00", "3")
+    assert "1.25, 1.20, 0.80." in out.notes[0]
+    # Outside the kernel, round by round: nginx 10, 12, 8; haproxy 5, 6.25, 6.25.
     assert "nginx 10.00 us, haproxy 6.25 us a GET (+3.75)" in out.notes[1]
     assert "15.00 against 18.75 (-3.75)" in out.notes[1]
+    # nginx minus the variant, round by round: 4, 1, 3.
+    assert "access log off +3.00 us." in out.notes[2]
+
+
+def test_each_variant_is_the_rendered_proxy_less_one_part_and_passes_nginx_t(tmp_path: Path) -> None:
+    for index, (name, edits) in enumerate(cpu_profile.VARIANTS.items()):
+        proxy = cpu_profile.EditedProxy("127.0.0.1:9", tmp_path / str(index), port=1, internal_port=2, edits=edits)
+        proxy.render()
+        config = proxy.config_path.read_text()
+        assert ("log_by_lua_block" in config) is (name != "nginx, no budget log phase")
+        assert ("set $hosp_new_request_id $request_id;" in config) is (name == "nginx, $request_id")
+        assert (re.search(r"access_log [^;]*hosp_json", config) is None) is (name == "nginx, access log off")
+        proxy.check()
+
+
+def test_an_edit_the_rendered_file_no_longer_matches_is_an_error() -> None:
+    with pytest.raises(BenchError, match="VARIANTS"):
+        cpu_profile.edit("worker_processes 1;\n", (("log_by_lua_block", ""),))
 
 
 def test_nonsense_lengths_are_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
