@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from bench import budget_bench, overhead, reliability
 from bench.floor import fault_config
 from bench.reliability import GetCell, PostCell, Series, StormResult, Target
@@ -400,12 +402,16 @@ def _pin(servers: list[tuple[LoopbackServer, frozenset[int]]]) -> None:
 
 def connection_split(server: LoopbackServer) -> str:
     """The client connections each process of the server holds during a run: "connections 9+7" for
-    two NGINX workers, "connections 16" for one process (HAProxy's threads share theirs)."""
-    if isinstance(server, NginxProxy):
-        held = server.client_connections(server.port)
-    else:
-        pid = server.process.pid if server.process else 0
-        held = [count] if (count := established_connections(pid, server.port)) else []
+    two NGINX workers, "connections 16" for one process (HAProxy's threads share theirs, the static
+    upstream's one worker holds them all); the processes are the server's and its children."""
+    if server.process is None:
+        return "connections 0"
+    try:
+        children = [child.pid for child in psutil.Process(server.process.pid).children()]
+    except psutil.Error:  # ended: it holds nothing
+        children = []
+    counts = (established_connections(pid, server.port) for pid in (server.process.pid, *children))
+    held = sorted((count for count in counts if count), reverse=True)
     return "connections " + ("+".join(map(str, held)) or "0")
 
 

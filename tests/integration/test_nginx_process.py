@@ -1,5 +1,5 @@
 """What local/nginx_proxy.py reads of a running NGINX: its workers and the connections each holds
-(the overhead bench shows how the workers shared wrk's connections with it)."""
+(the overhead bench shows how the workers shared wrk's connections with it, and probes every target alike)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import socket
 import time
 from pathlib import Path
 
+from bench.proxy_bench import connection_split
+from bench.servers import StaticUpstream
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
 from tests.support import DEMO_AUTH, Hosp
@@ -62,3 +64,15 @@ def test_one_worker_when_the_render_asks_for_one(fresh_hosp: Hosp, tmp_path: Pat
             for _ in range(4):
                 opened.enter_context(answered(proxy.port))
             assert held_within(proxy, 4) == [4]
+
+
+def test_the_bench_counts_the_static_upstreams_connections_in_its_worker(tmp_path: Path) -> None:
+    """The overhead bench probes every target alike; the static upstream's master holds no connection."""
+    with StaticUpstream(tmp_path) as static, contextlib.ExitStack() as opened:
+        assert connection_split(static) == "connections 0"
+        for _ in range(3):
+            opened.enter_context(answered(static.port))
+        deadline = time.monotonic() + 10
+        while (split := connection_split(static)) != "connections 3" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert split == "connections 3"
