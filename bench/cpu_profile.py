@@ -30,8 +30,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -40,14 +42,17 @@ from bench import overhead
 from bench.proxy_bench import COMMON_NGINX, PINNED
 from bench.report import Table
 from bench.servers import BenchError, HAProxy, StaticUpstream, require_binary
+from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from local.processes import LoopbackServer
+from local.processes import LoopbackServer, ProcessError, system_binary
 
-GROUPS = ("kernel", "proxy", "Lua", "njs", "libc", "other")
+GROUPS = ("kernel", "proxy", "Lua", "JIT", "njs", "libc", "other")
 REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
 # A line of `perf report --sort dso`: "    60.96%  [kernel.kallsyms]".
 DSO_SHARE = re.compile(r"^\s*([\d.]+)%\s+(\S.*?)\s*$")
 SAMPLES_PER_SECOND = 999
+PERF_START = 0.3  # seconds for perf to attach before the measured run
+WORKER_TIMEOUT = 10.0
 PARANOID = Path("/proc/sys/kernel/perf_event_paranoid")
 
 
@@ -84,18 +89,22 @@ class EditedProxy(NginxProxy):
 
 
 def group(dso: str, binary: str) -> str:
-    """Which of GROUPS the code of `dso` (perf's short name) belongs to, for a proxy whose binary is `binary`."""
-    if dso.startswith("[kernel"):
-        return "kernel"
-    if "luajit" in dso or dso.startswith("[JIT]") or dso in ("ngx_http_lua_module.so", "ndk_http_module.so"):
-        return "Lua"  # the NDK module is how set_by_lua hooks into NGINX's `set`
-    if dso == "ngx_http_js_module.so":
-        return "njs"
-    if dso.startswith("libc.so"):
-        return "libc"
-    if dso == binary or dso.startswith("ngx_"):
-        return "proxy"
-    return "other"
+    """Which of GROUPS the code of `dso` (perf's short name) belongs to, for a proxy whose binary is `binary`.
+
+    "[JIT] tid N" is code a process compiled at run time: LuaJIT's traces or PCRE's compiled
+    expressions (`pcre_jit on`), which perf cannot tell apart. Other names in brackets are the
+    kernel's ([kernel.kallsyms] and its modules), but for the vDSO and what perf could not name.
+    """
+    rules = (
+        ("JIT", dso.startswith("[JIT]")),
+        ("kernel", dso.startswith("[") and dso not in ("[vdso]", "[vsyscall]", "[unknown]")),
+        # The NDK module is how set_by_lua hooks into NGINX's `set`.
+        ("Lua", "luajit" in dso or dso in ("ngx_http_lua_module.so", "ndk_http_module.so")),
+        ("njs", dso == "ngx_http_js_module.so"),
+        ("libc", dso.startswith("libc.so")),
+        ("proxy", dso == binary or dso.startswith("ngx_")),
+    )
+    return next((name for name, matches in rules if matches), "other")
 
 
 def shares(report: str, binary: str) -> dict[str, float]:
@@ -107,6 +116,8 @@ def shares(report: str, binary: str) -> dict[str, float]:
         totals[group(match.group(2), binary)] += float(match.group(1)) / 100
     if not any(totals.values()):
         raise BenchError(f"perf report gave no samples:\n{report}")
+    if not 0.9 <= (total := sum(totals.values())) <= 1.1:
+        raise BenchError(f"perf report's shares add up to {total:.0%}, not 100% (more than one event?):\n{report}")
     return totals
 
 
@@ -124,6 +135,12 @@ class Profile:
     rps: float
     cpu_us: float  # the proxy's CPU time per GET, in microseconds
     shares: dict[str, float]  # of that time, by group
+    event: str = ""  # what perf sampled on (cpu-clock without a hardware counter)
+
+    @property
+    def busy(self) -> float:
+        """The share of its core the proxy used over the run."""
+        return self.cpu_us * self.rps / 1e6
 
     def us(self, name: str) -> float:
         return self.cpu_us * self.shares[name]
@@ -134,51 +151,79 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
+def perf_binary() -> str:
+    try:
+        return system_binary("perf", "install with `apt-get install linux-perf` (`make bench-packages` does as root)")
+    except ProcessError as exc:
+        raise BenchError(str(exc)) from exc
+
+
 def profile(url: str, pid: int, binary: str, seconds: int, out: Path) -> Profile:
     """wrk against `url` for `seconds` while perf samples process `pid`."""
     settings = overhead.WrkSettings(duration=seconds, cpus=PINNED.load_cpus)
     overhead.run_wrk(url, dataclasses.replace(settings, duration=1))  # warm-up
     cpus = ",".join(map(str, sorted(PINNED.load_cpus)))
     wrk = [require_binary("taskset"), "--cpu-list", cpus, *overhead.wrk_args(require_binary("wrk"), url, settings)]
-    perf = subprocess.Popen(
-        [require_binary("perf"), "record", "-q", "-F", str(SAMPLES_PER_SECOND), "-o", str(out), "-p", str(pid)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        before = cpu_seconds(pid)
-        done = subprocess.run(wrk, capture_output=True, text=True, check=False, timeout=seconds + 60)
-        after = cpu_seconds(pid)
-    finally:
-        perf.send_signal(signal.SIGINT)
-        _, perf_errors = perf.communicate(timeout=60)
+    perf = perf_binary()
+    # -N: no copies of the binaries in ~/.debug.
+    record = [perf, "record", "-q", "-N", "-F", str(SAMPLES_PER_SECOND), "-o", str(out), "-p", str(pid)]
+    with subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as sampler:
+        try:
+            time.sleep(PERF_START)
+            if sampler.poll() is not None:
+                raise BenchError(f"perf record stopped at once: {sampler.communicate()[1].strip()}")
+            before = cpu_seconds(pid)
+            done = subprocess.run(wrk, capture_output=True, text=True, check=False, timeout=seconds + 60)
+            after = cpu_seconds(pid)
+        finally:
+            sampler.send_signal(signal.SIGINT)
+            try:
+                perf_errors = sampler.communicate(timeout=60)[1] or ""
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+                raise BenchError("perf record did not stop within 60 s of SIGINT") from None
     if done.returncode != 0:
         raise BenchError(f"wrk failed on {url}: {done.stderr.strip()}")
     result = overhead.parse_wrk(done.stdout)
     if result.errors:
         raise BenchError(f"wrk got errors from {url}: {result.errors}")
     report = subprocess.run(
-        [require_binary("perf"), "report", "-q", "-i", str(out), "--no-children", "--sort", "dso", "--stdio"],
+        [perf, "report", "-q", "-i", str(out), "--no-children", "--sort", "dso", "--stdio"],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     if report.returncode != 0:
-        raise BenchError(f"perf report failed: {report.stderr.strip() or perf_errors.strip()}")
+        raise BenchError(f"perf report failed: {(perf_errors.strip() + chr(10) + report.stderr.strip()).strip()}")
+    events = subprocess.run([perf, "evlist", "-i", str(out)], capture_output=True, text=True, check=False, timeout=60)
     count = requests_sent(done.stdout)
-    return Profile(result.rps, (after - before) / count * 1e6, shares(report.stdout, binary))
+    split = shares(report.stdout, binary)
+    return Profile(result.rps, (after - before) / count * 1e6, split, events.stdout.strip().replace("\n", ", "))
+
+
+def one_worker(nginx: NginxProxy) -> int:
+    """The pid of the proxy's one worker, once the master has written its pid and forked it."""
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while True:
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            if len(workers := nginx.worker_pids()) == 1:
+                return workers.pop()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the proxy in {nginx.run_dir} has not one worker after {WORKER_TIMEOUT:g} s")
+        time.sleep(0.05)
 
 
 def check_perf() -> None:
     """perf must see the kernel's share and the workers of another user: root, or a permissive kernel."""
-    require_binary("perf")
+    perf_binary()
     if os.geteuid() != 0 and int(PARANOID.read_text()) > 1:
         raise BenchError("perf would not see the kernel's share: run as root, or `sysctl kernel.perf_event_paranoid=1`")
     if not {0, 1} <= os.sched_getaffinity(0):
         raise BenchError("this bench needs CPUs 0 and 1: one for wrk and the upstream, one for the proxy")
 
 
-def table(runs: dict[str, list[Profile]], seconds: int) -> Table:
+def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Table:
     """Medians per target, with req/s and CPU per GET paired round by round against haproxy's, and what each
-    part a variant takes out costs nginx (nginx's CPU per GET minus the variant's, paired)."""
-    headers = ["target", "req/s", "req/s vs haproxy", "CPU us per GET", "CPU vs haproxy"]
+    part a variant takes out costs nginx (nginx's CPU per GET minus the variant's, paired), by group."""
+    headers = ["target", "req/s", "req/s vs haproxy", "CPU us per GET", "CPU vs haproxy", "core busy"]
     headers += [*(f"{g} us" for g in GROUPS), "runs"]
     out = Table(f"CPU time per GET: wrk -t1 -c16 -d{seconds}s, pinned, sampled by perf", headers)
     haproxy = runs["haproxy"]
@@ -189,38 +234,55 @@ def table(runs: dict[str, list[Profile]], seconds: int) -> Table:
         rps = statistics.median(p.rps for p in profiles)
         rps_paired = statistics.median(p.rps / h.rps for p, h in zip(profiles, haproxy, strict=True))
         cpu_paired = statistics.median(p.cpu_us / h.cpu_us for p, h in zip(profiles, haproxy, strict=True))
-        row = [f"{rps:.0f}", f"{rps_paired:.2f}x", f"{cpu:.2f}", f"{cpu_paired:.2f}x"]
+        busy = statistics.median(p.busy for p in profiles)
+        row = [f"{rps:.0f}", f"{rps_paired:.2f}x", f"{cpu:.2f}", f"{cpu_paired:.2f}x", f"{busy:.0%}"]
         out.add(name, *row, *(f"{cells[name][g]:.2f}" for g in GROUPS), len(profiles))
-    user = {name: statistics.median(p.cpu_us - p.us("kernel") for p in runs[name]) for name in ("nginx", "haproxy")}
-    kernel = cells["nginx"]["kernel"], cells["haproxy"]["kernel"]
-    paired = [f"{n.cpu_us / h.cpu_us:.2f}" for n, h in zip(runs["nginx"], haproxy, strict=True)]
+    nginx = runs["nginx"]
+
+    def part(profile: Profile, group: str) -> float:
+        """Its CPU time per GET in `group`; "all": the whole, "outside": all but the kernel's."""
+        if group == "all":
+            return profile.cpu_us
+        if group == "outside":
+            return profile.cpu_us - profile.us("kernel")
+        return profile.us(group)
+
+    def gap(group: str, other: list[Profile]) -> str:
+        """nginx minus `other` round by round in `group` (see part), as "+a, +b; median +m"."""
+        differences = [part(n, group) - part(o, group) for n, o in zip(nginx, other, strict=True)]
+        listed = ", ".join(f"{d:+.2f}" for d in differences)
+        return f"{listed}; median {statistics.median(differences):+.2f}"
+
+    paired = [f"{n.cpu_us / h.cpu_us:.2f}" for n, h in zip(nginx, haproxy, strict=True)]
     out.notes = [
         f"nginx's CPU per GET against haproxy's round by round: {', '.join(paired)}.",
-        f"outside the kernel: nginx {user['nginx']:.2f} us, haproxy {user['haproxy']:.2f} us a GET "
-        f"({user['nginx'] - user['haproxy']:+.2f}); in the kernel: {kernel[0]:.2f} against {kernel[1]:.2f} "
-        f"({kernel[0] - kernel[1]:+.2f}).",
+        f"nginx minus haproxy, us a GET round by round: all {gap('all', haproxy)}; in the kernel "
+        f"{gap('kernel', haproxy)}; outside it {gap('outside', haproxy)}.",
     ]
-    parts = []
     for name, profiles in runs.items():
         if name.startswith("nginx, "):
-            cost = statistics.median(n.cpu_us - v.cpu_us for n, v in zip(runs["nginx"], profiles, strict=True))
-            parts.append(f"{name.removeprefix('nginx, ')} {cost:+.2f} us")
-    if parts:
-        out.notes.append(
-            "nginx's CPU per GET minus each variant's (what the part taken out costs; paired, median): "
-            + "; ".join(parts)
-            + "."
-        )
+            by_group = ", ".join(
+                f"{g} {statistics.median(n.us(g) - v.us(g) for n, v in zip(nginx, profiles, strict=True)):+.2f}"
+                for g in ("kernel", "proxy", "Lua", "JIT", "libc", "other")
+            )
+            out.notes.append(
+                f"what {name.removeprefix('nginx, ')} costs (nginx minus the variant, paired, us a GET): "
+                f"{gap('all', profiles)}; medians by group: {by_group}."
+            )
+    events = sorted({p.event for profiles in runs.values() for p in profiles if p.event})
     out.notes += [
         "CPU us per GET: the proxy process's user and system time over the run divided by the GETs wrk counted; "
-        f"each group's us: that times its share of perf's samples ({SAMPLES_PER_SECOND} a second). Medians of "
-        "the runs, each column on its own (they need not add up); vs haproxy: the median of the rounds' ratios.",
-        "proxy: nginx with its modules other than Lua and njs, or haproxy; Lua: LuaJIT, its JIT-compiled code and "
-        "the lua and NDK modules; other: PCRE, OpenSSL and the rest. "
+        f"each group's us: that times its share of perf's samples ({SAMPLES_PER_SECOND} a second, event "
+        f"{', '.join(events) or 'unknown'}). Medians of the runs, each column on its own (they need not add up); "
+        "vs haproxy: the median of the rounds' ratios; core busy: CPU time per GET times req/s.",
+        "proxy: nginx with its modules other than Lua and njs, or haproxy; Lua: LuaJIT and the lua and NDK "
+        "modules; JIT: code compiled at run time, LuaJIT's traces or PCRE's expressions (perf cannot tell them "
+        "apart); other: PCRE, OpenSSL and the rest. "
         "nginx: the rendered nginx.conf, worker_processes 1, JSON access log to a file; haproxy: bench/haproxy.cfg, "
         "nbthread 1, httplog to stdout redirected to a file. Variants (nginx, ...): the same with one part taken "
         "out, not targets: the access log; the retry budget's log phase (no deposits); the request id drawn by "
-        "NGINX's $request_id instead of Lua.",
+        "NGINX's $request_id instead of Lua. Targets in turn, the order reversed every other round; "
+        f"run started {started:%Y-%m-%d %H:%M} UTC.",
     ]
     return out
 
@@ -231,6 +293,36 @@ def _pid(server: LoopbackServer) -> int:
     return server.process.pid
 
 
+def measure(tuning: Tuning, rounds: int, seconds: int) -> dict[str, list[Profile]]:
+    """Each target's runs: VARIANTS and haproxy, all pinned; the order turned around every other round."""
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, PINNED.load_cpus)  # this process stays off the proxy's core
+    try:
+        with tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp, contextlib.ExitStack() as stack:
+            static = stack.enter_context(StaticUpstream(Path(tmp) / "static"))
+            overhead.pin(_pid(static), PINNED.load_cpus)
+            targets: dict[str, tuple[str, int, str]] = {}
+            for index, (name, edits) in enumerate(VARIANTS.items()):
+                run_dir = Path(tmp) / f"nginx-{index}"
+                nginx = stack.enter_context(EditedProxy(static.address, run_dir, tuning=tuning, edits=edits))
+                overhead.pin(_pid(nginx), PINNED.proxy_cpus)
+                targets[name] = (nginx.url, one_worker(nginx), "nginx")
+            haproxy = stack.enter_context(HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads))
+            overhead.pin(_pid(haproxy), PINNED.proxy_cpus)
+            targets["haproxy"] = (haproxy.url, _pid(haproxy), "haproxy")
+            runs: dict[str, list[Profile]] = {name: [] for name in targets}
+            for round_number in range(1, rounds + 1):
+                order = list(targets) if round_number % 2 else list(reversed(targets))
+                for name in order:
+                    url, pid, binary = targets[name]
+                    print(f"round {round_number}/{rounds}: {name} ...", file=sys.stderr, flush=True)
+                    out = Path(tmp) / f"{round_number}-{list(targets).index(name)}.perf"
+                    runs[name].append(profile(url, pid, binary, seconds, out))
+            return runs
+    finally:
+        os.sched_setaffinity(0, affinity)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_profile", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs of each proxy, alternated (default 3)")
@@ -239,36 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds < 1 or args.seconds < 2:
         parser.error("--rounds must be at least 1 and --seconds at least 2")
     tuning = dataclasses.replace(COMMON_NGINX, worker_processes=PINNED.workers)
-    runs: dict[str, list[Profile]] = {}
+    started = datetime.now(UTC)
     try:
         check_perf()
-        affinity = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, PINNED.load_cpus)  # this process stays off the proxy's core
-        with tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp, contextlib.ExitStack() as stack:
-            static = stack.enter_context(StaticUpstream(Path(tmp) / "static"))
-            overhead.pin(_pid(static), PINNED.load_cpus)
-            targets: dict[str, tuple[str, int, str]] = {}
-            for index, (name, edits) in enumerate(VARIANTS.items()):
-                nginx = stack.enter_context(
-                    EditedProxy(static.address, Path(tmp) / f"nginx-{index}", tuning=tuning, edits=edits)
-                )
-                overhead.pin(_pid(nginx), PINNED.proxy_cpus)
-                (worker,) = nginx.worker_pids()
-                targets[name] = (nginx.url, worker, "nginx")
-            haproxy = stack.enter_context(HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads))
-            overhead.pin(_pid(haproxy), PINNED.proxy_cpus)
-            targets["haproxy"] = (haproxy.url, _pid(haproxy), "haproxy")
-            runs = {name: [] for name in targets}
-            for round_number in range(1, args.rounds + 1):
-                for name, (url, pid, binary) in targets.items():
-                    print(f"round {round_number}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
-                    out = Path(tmp) / f"{len(runs[name])}-{binary}-{list(targets).index(name)}.perf"
-                    runs[name].append(profile(url, pid, binary, args.seconds, out))
-        os.sched_setaffinity(0, affinity)
-    except BenchError as exc:
+        runs = measure(tuning, args.rounds, args.seconds)
+    except (BenchError, ProcessError) as exc:
         print(f"bench.cpu_profile: {exc}", file=sys.stderr)
         return 1
-    print(table(runs, args.seconds).markdown())
+    print(table(runs, args.seconds, started).markdown())
     return 0
 
 

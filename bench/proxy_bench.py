@@ -402,8 +402,9 @@ def _pin(servers: list[tuple[LoopbackServer, frozenset[int]]]) -> None:
 
 def connection_split(server: LoopbackServer) -> str:
     """The client connections each process of the server holds during a run: "connections 9+7" for
-    two NGINX workers, "connections 16" for one process (HAProxy's threads share theirs, the static
-    upstream's one worker holds them all); the processes are the server's and its children."""
+    two NGINX workers, "connections 16" for one process (HAProxy's threads share theirs); the
+    processes are the server's and its children. The static upstream's one worker also holds the
+    proxies' idle keep-alive connections to it, so its count can be over wrk's."""
     if server.process is None:
         return "connections 0"
     try:

@@ -4,6 +4,7 @@ request count, the table's per-GET arithmetic, and its refusals."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,9 @@ NGINX_REPORT = """\
         ("nginx", "proxy"),
         ("ngx_http_headers_more_filter_module.so", "proxy"),
         ("libluajit-5.1.so.2.1.0", "Lua"),
-        ("[JIT] tid 19155", "Lua"),
+        ("[JIT] tid 19155", "JIT"),
+        ("[nf_conntrack]", "kernel"),
+        ("[unknown]", "other"),
         ("ngx_http_lua_module.so", "Lua"),
         ("ndk_http_module.so", "Lua"),
         ("ngx_http_js_module.so", "njs"),
@@ -56,13 +59,22 @@ def test_the_proxy_group_is_the_binary_profiled() -> None:
 def test_a_report_is_split_into_shares_of_the_samples() -> None:
     split = shares(NGINX_REPORT, "nginx")
     assert split == pytest.approx(
-        {"kernel": 0.6096, "proxy": 0.2699, "Lua": 0.0733, "njs": 0.0012, "libc": 0.0428, "other": 0.0033}
+        {"kernel": 0.6096, "proxy": 0.2699, "Lua": 0.067, "JIT": 0.0063, "njs": 0.0012, "libc": 0.0428, "other": 0.0033}
     )
     assert sum(split.values()) == pytest.approx(1.0001)  # what perf printed, rounded, summed
 
 
-def test_comment_lines_are_not_samples() -> None:
-    assert shares("# Samples: 23K of event 'cpu-clock'\n    100.00%  haproxy\n", "haproxy")["proxy"] == 1.0
+def test_header_lines_are_not_samples() -> None:
+    report = "# Samples: 23K of event 'cpu-clock'\n#    12.00%  nginx\n    100.00%  haproxy\n"
+    assert shares(report, "haproxy")["proxy"] == 1.0
+
+
+def test_a_report_of_two_events_is_refused_rather_than_summed() -> None:
+    with pytest.raises(BenchError, match="200%"):
+        shares(
+            "    60.00%  [kernel.kallsyms]\n    40.00%  nginx\n    70.00%  [kernel.kallsyms]\n    30.00%  nginx\n",
+            "nginx",
+        )
 
 
 def test_a_report_without_samples_is_refused() -> None:
@@ -80,7 +92,7 @@ def test_the_request_count_is_read_from_wrk() -> None:
 def profile(cpu_us: float, kernel: float, lua: float = 0.0) -> Profile:
     split = dict.fromkeys(cpu_profile.GROUPS, 0.0) | {"kernel": kernel, "Lua": lua}
     split["proxy"] = 1 - kernel - lua
-    return Profile(rps=1000.0, cpu_us=cpu_us, shares=split)
+    return Profile(rps=30000.0, cpu_us=cpu_us, shares=split)
 
 
 def test_the_table_gives_microseconds_per_group_and_the_gap_outside_and_inside_the_kernel() -> None:
@@ -89,17 +101,23 @@ def test_the_table_gives_microseconds_per_group_and_the_gap_outside_and_inside_t
         "nginx, access log off": [profile(21.0, 0.6), profile(29.0, 0.6), profile(17.0, 0.6)],
         "haproxy": [profile(20.0, 0.75), profile(25.0, 0.75), profile(25.0, 0.75)],
     }
-    out = table(runs, seconds=8)
+    out = table(runs, seconds=8, started=datetime(2026, 12, 7, 9, 12, tzinfo=UTC))
     nginx = dict(zip(out.headers, out.rows[0], strict=True))
     cells = (nginx["CPU us per GET"], nginx["CPU vs haproxy"], nginx["kernel us"], nginx["Lua us"], nginx["runs"])
     # Paired round by round: 25/20, 30/25, 20/25.
     assert cells == ("25.00", "1.20x", "15.00", "2.00", "3")
+    # 25 us a GET at 30,000 GETs a second: three quarters of a core.
+    assert nginx["core busy"] == "75%"
     assert "1.25, 1.20, 0.80." in out.notes[0]
-    # Outside the kernel, round by round: nginx 10, 12, 8; haproxy 5, 6.25, 6.25.
-    assert "nginx 10.00 us, haproxy 6.25 us a GET (+3.75)" in out.notes[1]
-    assert "15.00 against 18.75 (-3.75)" in out.notes[1]
-    # nginx minus the variant, round by round: 4, 1, 3.
-    assert "access log off +3.00 us." in out.notes[2]
+    # Round by round: all 25-20, 30-25, 20-25; kernel 15-15, 18-18.75, 12-18.75; outside 10-5, 12-6.25, 8-6.25.
+    assert "all +5.00, +5.00, -5.00; median +5.00" in out.notes[1]
+    assert "in the kernel +0.00, -0.75, -6.75; median -0.75" in out.notes[1]
+    assert "outside it +5.00, +5.75, +1.75; median +5.00" in out.notes[1]
+    # nginx minus the variant, round by round: 4, 1, 3; the Lua the variant does not have: 2, 2.4, 1.6.
+    assert "what access log off costs" in out.notes[2]
+    assert "+4.00, +1.00, +3.00; median +3.00" in out.notes[2]
+    assert "Lua +2.00" in out.notes[2]
+    assert "2026-12-07 09:12 UTC" in out.notes[-1]
 
 
 def test_each_variant_is_the_rendered_proxy_less_one_part_and_passes_nginx_t(tmp_path: Path) -> None:
@@ -132,6 +150,21 @@ def test_without_root_a_strict_kernel_is_refused_with_the_way_out(
     paranoid = tmp_path / "perf_event_paranoid"
     paranoid.write_text("2\n")
     monkeypatch.setattr(cpu_profile, "PARANOID", paranoid)
+    monkeypatch.setattr(cpu_profile, "perf_binary", lambda: "/usr/bin/perf")
     monkeypatch.setattr(cpu_profile.os, "geteuid", lambda: 1000)
     with pytest.raises(BenchError, match="perf_event_paranoid=1"):
         cpu_profile.check_perf()
+
+
+def test_a_machine_without_cpus_0_and_1_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_profile, "perf_binary", lambda: "/usr/bin/perf")
+    monkeypatch.setattr(cpu_profile.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(cpu_profile.os, "sched_getaffinity", lambda _: {0})
+    with pytest.raises(BenchError, match="CPUs 0 and 1"):
+        cpu_profile.check_perf()
+
+
+def test_a_missing_perf_names_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # and perf is not in /usr/sbin, the other place looked in
+    with pytest.raises(BenchError, match="linux-perf"):
+        cpu_profile.perf_binary()
