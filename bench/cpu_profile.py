@@ -13,8 +13,9 @@ authenticated `GET /patients/1` for --seconds while `perf record` samples the pr
 process (NGINX's one worker). The process's CPU time over the run (user and system,
 from /proc) divided by the GETs wrk counted is its CPU time per GET; perf's samples
 split that time by the code it ran in: the kernel, the proxy's own binary and modules,
-Lua (LuaJIT and the lua modules), njs, libc, and the rest (PCRE, ...). Medians over the
-rounds. Unlike bench.instructions, this sees the kernel's share and the cost of every
+Lua (LuaJIT and the lua modules), code compiled at run time, njs, libc, and the rest.
+The order of the targets is turned around every other round. Medians over the rounds.
+Unlike bench.instructions, this sees the kernel's share and the cost of every
 instruction (cache misses, mispredicted branches), at the price of the machine's noise.
 """
 
