@@ -40,12 +40,12 @@ from pathlib import Path
 import psutil
 
 from bench import overhead
-from bench.proxy_bench import COMMON_NGINX, PINNED
+from bench.proxy_bench import COMMON_NGINX, PINNED, pin_servers
 from bench.report import Table
 from bench.servers import BenchError, HAProxy, StaticUpstream, require_binary
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
-from local.processes import LoopbackServer, ProcessError, system_binary
+from local.processes import ProcessError, system_binary
 
 GROUPS = ("kernel", "proxy", "Lua", "JIT", "njs", "libc", "other")
 REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
@@ -193,7 +193,8 @@ def profile(url: str, pid: int, binary: str, seconds: int, out: Path) -> Profile
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     if report.returncode != 0:
-        raise BenchError(f"perf report failed: {(perf_errors.strip() + chr(10) + report.stderr.strip()).strip()}")
+        said = "\n".join(text for text in (perf_errors.strip(), report.stderr.strip()) if text)
+        raise BenchError(f"perf report failed: {said}")
     events = subprocess.run([perf, "evlist", "-i", str(out)], capture_output=True, text=True, check=False, timeout=60)
     count = requests_sent(done.stdout)
     split = shares(report.stdout, binary)
@@ -288,40 +289,33 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
     return out
 
 
-def _pid(server: LoopbackServer) -> int:
-    if server.process is None:
-        raise BenchError(f"{server} has no process")
-    return server.process.pid
-
-
 def measure(tuning: Tuning, rounds: int, seconds: int) -> dict[str, list[Profile]]:
     """Each target's runs: VARIANTS and haproxy, all pinned; the order turned around every other round."""
-    affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, PINNED.load_cpus)  # this process stays off the proxy's core
-    try:
-        with tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp, contextlib.ExitStack() as stack:
-            static = stack.enter_context(StaticUpstream(Path(tmp) / "static"))
-            overhead.pin(_pid(static), PINNED.load_cpus)
-            targets: dict[str, tuple[str, int, str]] = {}
-            for index, (name, edits) in enumerate(VARIANTS.items()):
-                run_dir = Path(tmp) / f"nginx-{index}"
-                nginx = stack.enter_context(EditedProxy(static.address, run_dir, tuning=tuning, edits=edits))
-                overhead.pin(_pid(nginx), PINNED.proxy_cpus)
-                targets[name] = (nginx.url, one_worker(nginx), "nginx")
-            haproxy = stack.enter_context(HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads))
-            overhead.pin(_pid(haproxy), PINNED.proxy_cpus)
-            targets["haproxy"] = (haproxy.url, _pid(haproxy), "haproxy")
-            runs: dict[str, list[Profile]] = {name: [] for name in targets}
-            for round_number in range(1, rounds + 1):
-                order = list(targets) if round_number % 2 else list(reversed(targets))
-                for name in order:
-                    url, pid, binary = targets[name]
-                    print(f"round {round_number}/{rounds}: {name} ...", file=sys.stderr, flush=True)
-                    out = Path(tmp) / f"{round_number}-{list(targets).index(name)}.perf"
-                    runs[name].append(profile(url, pid, binary, seconds, out))
-            return runs
-    finally:
-        os.sched_setaffinity(0, affinity)
+    with tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp, contextlib.ExitStack() as stack:
+        static = stack.enter_context(StaticUpstream(Path(tmp) / "static"))
+        pin_servers([(static, PINNED.load_cpus)])
+        targets: dict[str, tuple[str, int, str]] = {}
+        for index, (name, edits) in enumerate(VARIANTS.items()):
+            run_dir = Path(tmp) / f"nginx-{index}"
+            nginx = stack.enter_context(EditedProxy(static.address, run_dir, tuning=tuning, edits=edits))
+            pin_servers([(nginx, PINNED.proxy_cpus)])
+            targets[name] = (nginx.url, one_worker(nginx), "nginx")
+        haproxy = stack.enter_context(HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads))
+        pin_servers([(haproxy, PINNED.proxy_cpus)])
+        assert haproxy.process is not None  # pin_servers has checked
+        targets["haproxy"] = (haproxy.url, haproxy.process.pid, "haproxy")
+        # This process too stays off the proxy's core while it measures.
+        stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
+        os.sched_setaffinity(0, PINNED.load_cpus)
+        runs: dict[str, list[Profile]] = {name: [] for name in targets}
+        for round_number in range(1, rounds + 1):
+            order = list(targets) if round_number % 2 else list(reversed(targets))
+            for name in order:
+                url, pid, binary = targets[name]
+                print(f"round {round_number}/{rounds}: {name} ...", file=sys.stderr, flush=True)
+                out = Path(tmp) / f"{round_number}-{list(targets).index(name)}.perf"
+                runs[name].append(profile(url, pid, binary, seconds, out))
+        return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

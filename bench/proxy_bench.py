@@ -348,7 +348,7 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
         other = stack.enter_context(NginxProxy(static.address, run_dir / "nginx-other", tuning=other_tuning))
         if layout.proxy_cpus:
             proxies = (nginx, haproxy, fresh, other)
-            _pin([(static, layout.load_cpus), *((proxy, layout.proxy_cpus) for proxy in proxies)])
+            pin_servers([(static, layout.load_cpus), *((proxy, layout.proxy_cpus) for proxy in proxies)])
             # This process too: its probes must not take the proxies' core.
             affinity = os.sched_getaffinity(0)
             os.sched_setaffinity(0, layout.load_cpus)
@@ -390,10 +390,10 @@ def overhead_table(run_dir: Path, args: argparse.Namespace) -> tuple[Table, dict
     return table, summaries
 
 
-def _pin(servers: list[tuple[LoopbackServer, frozenset[int]]]) -> None:
+def pin_servers(servers: list[tuple[LoopbackServer, frozenset[int]]]) -> None:
     """Each server's processes and threads on its CPUs (--pin)."""
     if not {0, 1} <= os.sched_getaffinity(0):
-        raise BenchError("--pin needs CPUs 0 and 1: one for wrk and the upstream, one for the proxy")
+        raise BenchError("pinning needs CPUs 0 and 1: one for wrk and the upstream, one for the proxy")
     for server, cpus in servers:
         if server.process is None:
             raise BenchError(f"{server} has no process to pin")
