@@ -42,7 +42,7 @@ import psutil
 from bench import overhead
 from bench.proxy_bench import COMMON_NGINX, PINNED, pin_servers
 from bench.report import Table
-from bench.servers import BenchError, HAProxy, StaticUpstream, require_binary
+from bench.servers import BenchError, HAProxy, StaticUpstream
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
 from local.processes import ProcessError, system_binary
@@ -163,8 +163,7 @@ def profile(url: str, pid: int, binary: str, seconds: int, out: Path) -> Profile
     """wrk against `url` for `seconds` while perf samples process `pid`."""
     settings = overhead.WrkSettings(duration=seconds, cpus=PINNED.load_cpus)
     overhead.run_wrk(url, dataclasses.replace(settings, duration=1))  # warm-up
-    cpus = ",".join(map(str, sorted(PINNED.load_cpus)))
-    wrk = [require_binary("taskset"), "--cpu-list", cpus, *overhead.wrk_args(require_binary("wrk"), url, settings)]
+    wrk = overhead.wrk_command(url, settings)
     perf = perf_binary()
     # -N: no copies of the binaries in ~/.debug.
     record = [perf, "record", "-q", "-N", "-F", str(SAMPLES_PER_SECOND), "-o", str(out), "-p", str(pid)]

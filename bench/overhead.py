@@ -124,6 +124,17 @@ def wrk_args(
     return [*args, url + request.path]
 
 
+def wrk_command(
+    url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST, script: str | None = None
+) -> list[str]:
+    """wrk's command line on the machine, kept to settings.cpus (by util-linux's taskset, on every
+    Debian system) when any are given; `script` as for wrk_args."""
+    args = wrk_args(require_binary("wrk"), url, settings, request, script)
+    if settings.cpus:
+        args = [require_binary("taskset"), "--cpu-list", ",".join(map(str, sorted(settings.cpus))), *args]
+    return args
+
+
 def run_wrk(
     url: str, settings: WrkSettings, request: WrkRequest = DEFAULT_REQUEST, during: Callable[[], None] | None = None
 ) -> WrkResult:
@@ -133,9 +144,7 @@ def run_wrk(
         if request.scripted:
             script.write(wrk_script(request))
             script.flush()
-        args = wrk_args(require_binary("wrk"), url, settings, request, script.name if request.scripted else None)
-        if settings.cpus:  # util-linux's taskset, on every Debian system
-            args = [require_binary("taskset"), "--cpu-list", ",".join(map(str, sorted(settings.cpus))), *args]
+        args = wrk_command(url, settings, request, script.name if request.scripted else None)
         with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
             try:
                 if during is not None:

@@ -41,7 +41,7 @@ from bench.toolkit import checks_table, run_directory
 from infra.nginx.render import Tuning
 from local.hosp_standin.process import StandInProcess as StandIn
 from local.nginx_proxy import NginxProxy, nginx_binary
-from local.processes import LoopbackServer, ProcessError, established_connections
+from local.processes import LoopbackServer, ProcessError, connections_held
 
 TRIES = 3
 TRY_TIMEOUT = 2.0
@@ -411,8 +411,7 @@ def connection_split(server: LoopbackServer) -> str:
         children = [child.pid for child in psutil.Process(server.process.pid).children()]
     except psutil.Error:  # ended: it holds nothing
         children = []
-    counts = (established_connections(pid, server.port) for pid in (server.process.pid, *children))
-    held = sorted((count for count in counts if count), reverse=True)
+    held = connections_held((server.process.pid, *children), server.port)
     return "connections " + ("+".join(map(str, held)) or "0")
 
 

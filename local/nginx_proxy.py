@@ -20,7 +20,7 @@ import psutil
 
 from infra.nginx import render
 from infra.nginx.render import Tuning
-from local.processes import LoopbackServer, ProcessError, established_connections, free_port, system_binary
+from local.processes import LoopbackServer, ProcessError, connections_held, free_port, system_binary
 
 INSTALL_HINT = (
     "install it with `sudo apt-get install nginx` (Debian/Ubuntu), or run `make test`, "
@@ -112,8 +112,7 @@ class NginxProcess(LoopbackServer):
         """How many established connections to `port` each worker holds, most first; a worker with none is left out.
 
         Reading another user's sockets needs root: a bench run by root sees its unprivileged workers."""
-        held = (established_connections(pid, port) for pid in self.worker_pids())
-        return sorted((count for count in held if count), reverse=True)
+        return connections_held(self.worker_pids(), port)
 
     def stop(self) -> None:
         super().stop()

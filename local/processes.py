@@ -165,6 +165,13 @@ def established_connections(pid: int, port: int) -> int:
     return sum(1 for s in sockets if s.status == psutil.CONN_ESTABLISHED and s.laddr and s.laddr.port == port)
 
 
+def connections_held(pids: Iterable[int], port: int) -> list[int]:
+    """How many established connections to local `port` each of `pids` holds, most first; a
+    process holding none is left out (so "16" is all on one process, "9+7" on two)."""
+    held = (established_connections(pid, port) for pid in pids)
+    return sorted((count for count in held if count), reverse=True)
+
+
 def _listens_on(pid: int, port: int) -> bool:
     """Whether process `pid` holds a TCP socket listening on `port`, on any address.
 
