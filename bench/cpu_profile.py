@@ -7,7 +7,7 @@ The layout of table 3b (`bench.proxy_bench --pin`): the static upstream and wrk 
 the proxy on CPU 1 with one NGINX worker or one HAProxy thread, both logging every
 request. Beside them, not targets, the same NGINX with one part taken out (VARIANTS):
 its access log, the retry budget's log phase (no deposits: a budget that only has its
-floor), or its request id drawn by NGINX ($request_id, OpenSSL) instead of Lua. In each
+floor), or its request id drawn by NGINX ($request_id, OpenSSL) instead of an MD5. In each
 round, each proxy in turn gets a 1 s warm-up, then wrk -t1 -c16 sends
 authenticated `GET /patients/1` for --seconds while `perf record` samples the proxy's
 process (NGINX's one worker). The process's CPU time over the run (user and system,
@@ -63,9 +63,7 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "nginx": (),
     "nginx, access log off": ((r"access_log [^;]*hosp_json[^;]*;", "access_log off;"),),
     "nginx, no budget log phase": ((r"log_by_lua_block \{[^}]*\}", ""),),
-    "nginx, $request_id": (
-        (r"set_by_lua_block \$hosp_new_request_id \{[^}]*\}", "set $hosp_new_request_id $request_id;"),
-    ),
+    "nginx, $request_id": ((r"set_md5 \$hosp_new_request_id [^;]*;", "set $hosp_new_request_id $request_id;"),),
 }
 
 
@@ -282,7 +280,7 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
         "nginx: the rendered nginx.conf, worker_processes 1, JSON access log to a file; haproxy: bench/haproxy.cfg, "
         "nbthread 1, httplog to stdout redirected to a file. Variants (nginx, ...): the same with one part taken "
         "out, not targets: the access log; the retry budget's log phase (no deposits); the request id drawn by "
-        "NGINX's $request_id instead of Lua. Targets in turn, the order reversed every other round; "
+        "NGINX's $request_id (OpenSSL) instead of set_md5. Targets in turn, the order reversed every other round; "
         f"run started {started:%Y-%m-%d %H:%M} UTC.",
     ]
     return out

@@ -248,6 +248,17 @@ def proxy_in_front(
     )
 
 
+# The request ids' salt in a rendered nginx.conf (server-common.conf's set_md5).
+REQUEST_ID_SALT = re.compile(r'set_md5 \$hosp_new_request_id "([0-9a-f]{32}):')
+
+
+def rendered_salt(config: str) -> str:
+    """The salt of the request ids a rendered nginx.conf holds: each render draws its own."""
+    found = REQUEST_ID_SALT.search(config)
+    assert found is not None, "no set_md5 of the request id in the rendered nginx.conf"
+    return found[1]
+
+
 def access_log_raw_lines(proxy: NginxProxy) -> list[str]:
     """The whole lines of the proxy's access log, as NGINX wrote them, each decoded as strict UTF-8.
 

@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from secrets import token_hex
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The access log's njs script (logging.conf): NGINX reads it from here when it
@@ -54,11 +55,16 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # NGINX's dynamic modules, from Debian 12's packages everywhere: the tests, the
 # local stack and the fleet install the same versions (infra/nginx/debian-packages.txt).
 # The JavaScript module (libnginx-mod-http-js): the access log and the screens'
-# hand-off. Lua (libnginx-mod-http-lua, which needs the development kit
-# libnginx-mod-http-ndk loaded first): the retry budget's counters, shared by
-# the workers.
+# hand-off. Lua (libnginx-mod-http-lua): the retry budget's counters, shared by
+# the workers. set-misc (libnginx-mod-http-set-misc): the request id's MD5. Both
+# need the development kit, libnginx-mod-http-ndk, loaded first.
 MODULES_DIR = "/usr/lib/nginx/modules"
-NGINX_MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so", "ngx_http_js_module.so")
+NGINX_MODULES = (
+    "ndk_http_module.so",
+    "ngx_http_set_misc_module.so",
+    "ngx_http_lua_module.so",
+    "ngx_http_js_module.so",
+)
 DEBIAN_NJS_MODULE = f"{MODULES_DIR}/ngx_http_js_module.so"
 # CloudFront's secret origin header (origin-policy.conf): the values the public
 # listener accepts, the current one and, during a rotation, the previous one.
@@ -170,6 +176,9 @@ class ProxySettings:
     max_open_files: int | None = None  # None: the system's limit
     # The accepted X-Origin-Verify values, current first; (): no check (the local default).
     origin_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # What the request ids are drawn from besides the request (server-common.conf):
+    # random, a new one each render, and secret like the origin's.
+    request_id_salt: str = dataclasses.field(default_factory=lambda: token_hex(16), repr=False, compare=False)
     # The Host names the public listener answers, the new domain first; (): any (the local default).
     public_names: tuple[str, ...] = ()
     tuning: Tuning = Tuning()
@@ -314,6 +323,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "interceptor_timeout": _ms(t.interceptor_timeout),
         "trusted_certificates": s.ca_bundle,
         "load_modules": "\n".join(f"load_module {s.modules_dir}/{name};" for name in NGINX_MODULES),
+        "request_id_salt": s.request_id_salt,
         "origin_secret_current": secrets[0],
         "origin_secret_previous": secrets[1],
         "public_names_regex": "|".join(name.replace(".", r"\.") for name in s.public_names),

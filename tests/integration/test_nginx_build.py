@@ -29,6 +29,7 @@ HOW_TO_FIX = (
 # Which pinned package ships each module the rendered configuration loads.
 MODULE_PACKAGES = {
     "ndk_http_module.so": "libnginx-mod-http-ndk",
+    "ngx_http_set_misc_module.so": "libnginx-mod-http-set-misc",
     "ngx_http_lua_module.so": "libnginx-mod-http-lua",
     "ngx_http_js_module.so": "libnginx-mod-http-js",
 }

@@ -14,6 +14,7 @@ from infra.nginx import render
 from infra.nginx.render import ProxySettings, Tuning
 from local.nginx_proxy import nginx_binary, nginx_modules, unprivileged_user
 from local.processes import ProcessError
+from tests.support import rendered_salt
 
 API_GATEWAY = "abc123.execute-api.eu-west-2.amazonaws.com:443"
 # Production always checks the origin secret and the public names (render.py refuses it without them).
@@ -117,6 +118,7 @@ def test_both_variants_load_debians_modules_development_kit_first(tmp_path: Path
     )
     loads = [
         "load_module /usr/lib/nginx/modules/ndk_http_module.so;",
+        "load_module /usr/lib/nginx/modules/ngx_http_set_misc_module.so;",
         "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;",
         "load_module /usr/lib/nginx/modules/ngx_http_js_module.so;",
     ]
@@ -212,9 +214,23 @@ def test_cli_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
     from_cli = tmp_path / "cli.conf"
     render.main([*args, "--output", str(from_cli)])
 
-    direct = render.render(ProxySettings.for_variant("local", "127.0.0.1:9000", tmp_path.resolve()))
+    direct = ProxySettings.for_variant("local", "127.0.0.1:9000", tmp_path.resolve())
+    salt = rendered_salt(from_cli.read_text())
 
-    assert from_cli.read_text() == direct
+    assert from_cli.read_text() == render.render(dataclasses.replace(direct, request_id_salt=salt))
+
+
+def test_each_render_draws_a_salt_for_the_request_ids_written_once(tmp_path: Path) -> None:
+    first, second = settings(tmp_path), settings(tmp_path)
+    config = render.render(first)
+
+    assert re.fullmatch(r"[0-9a-f]{32}", first.request_id_salt)
+    assert first.request_id_salt != second.request_id_salt
+    assert first == second  # the salt is no setting: it is drawn, never compared or shown
+    assert first.request_id_salt not in repr(first)
+    salt_lines = [line.strip() for line in config.splitlines() if first.request_id_salt in line]
+    expected = f'set_md5 $hosp_new_request_id "{first.request_id_salt}:$hostname:$pid:$connection:'
+    assert salt_lines == [expected + '$connection_requests:$msec";'] * 2  # once a server
 
 
 def test_access_log_is_buffered_unless_turned_off(tmp_path: Path) -> None:
