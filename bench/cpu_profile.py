@@ -1,13 +1,15 @@
 """CPU time per GET and where it goes: the rendered NGINX proxy against HAProxy, each alone on one core.
 
-    python -m bench.cpu_profile                 # about 3 minutes, as root
+    python -m bench.cpu_profile                 # a few minutes, as root
     python -m bench.cpu_profile --rounds 5 --seconds 10
+    python -m bench.cpu_profile --no-perf --rounds 15 --seconds 3 --variants "empty budget log phase"
 
 The layout of table 3b (`bench.proxy_bench --pin`): the static upstream and wrk on CPU 0,
 the proxy on CPU 1 with one NGINX worker or one HAProxy thread, both logging every
 request. Beside them, not targets, the same NGINX with one part taken out (VARIANTS):
 its access log, the retry budget's log phase (no deposits: a budget that only has its
-floor), or its request id drawn by NGINX ($request_id, OpenSSL) instead of an MD5. In each
+floor), the log phase's work (an empty `log_by_lua_block`: the Lua call alone), or its
+request id drawn by NGINX ($request_id, OpenSSL) instead of an MD5. In each
 round, each proxy in turn gets a 1 s warm-up, then wrk -t1 -c16 sends
 authenticated `GET /patients/1` for --seconds while `perf record` samples the proxy's
 process (NGINX's one worker). The process's CPU time over the run (user and system,
@@ -15,6 +17,8 @@ from /proc) divided by the GETs wrk counted is its CPU time per GET; perf's samp
 split that time by the code it ran in: the kernel, the proxy's own binary and modules,
 Lua (LuaJIT and the lua modules), code compiled at run time, njs, libc, and the rest.
 The order of the targets is turned around every other round. Medians over the rounds.
+--no-perf leaves perf out (no split by code; nothing but the CPU time and req/s, and no
+sampling's own cost), for more, shorter rounds; --variants keeps some of the variants.
 Unlike bench.instructions, this sees the kernel's share and the cost of every
 instruction (cache misses, mispredicted branches), at the price of the machine's noise.
 """
@@ -63,6 +67,7 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "nginx": (),
     "nginx, access log off": ((r"access_log [^;]*hosp_json[^;]*;", "access_log off;"),),
     "nginx, no budget log phase": ((r"log_by_lua_block \{[^}]*\}", ""),),
+    "nginx, empty budget log phase": ((r"log_by_lua_block \{[^}]*\}", "log_by_lua_block { }"),),
     "nginx, $request_id": ((r"set_md5 \$hosp_new_request_id [^;]*;", "set $hosp_new_request_id $request_id;"),),
 }
 
@@ -157,11 +162,27 @@ def perf_binary() -> str:
         raise BenchError(str(exc)) from exc
 
 
-def profile(url: str, pid: int, binary: str, seconds: int, out: Path) -> Profile:
-    """wrk against `url` for `seconds` while perf samples process `pid`."""
+def wrk_result(url: str, done: subprocess.CompletedProcess[str]) -> overhead.WrkResult:
+    """wrk's figures, or an error if it failed or got errors."""
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed on {url}: {done.stderr.strip()}")
+    result = overhead.parse_wrk(done.stdout)
+    if result.errors:
+        raise BenchError(f"wrk got errors from {url}: {result.errors}")
+    return result
+
+
+def profile(url: str, pid: int, binary: str, seconds: int, out: Path | None) -> Profile:
+    """wrk against `url` for `seconds` while perf samples process `pid` into `out`; None: no perf."""
     settings = overhead.WrkSettings(duration=seconds, cpus=PINNED.load_cpus)
     overhead.run_wrk(url, dataclasses.replace(settings, duration=1))  # warm-up
     wrk = overhead.wrk_command(url, settings)
+    if out is None:
+        before = cpu_seconds(pid)
+        done = subprocess.run(wrk, capture_output=True, text=True, check=False, timeout=seconds + 60)
+        after = cpu_seconds(pid)
+        result = wrk_result(url, done)
+        return Profile(result.rps, (after - before) / requests_sent(done.stdout) * 1e6, {})
     perf = perf_binary()
     # -N: no copies of the binaries in ~/.debug.
     record = [perf, "record", "-q", "-N", "-F", str(SAMPLES_PER_SECOND), "-o", str(out), "-p", str(pid)]
@@ -180,11 +201,7 @@ def profile(url: str, pid: int, binary: str, seconds: int, out: Path) -> Profile
             except subprocess.TimeoutExpired:
                 sampler.kill()
                 raise BenchError("perf record did not stop within 60 s of SIGINT") from None
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed on {url}: {done.stderr.strip()}")
-    result = overhead.parse_wrk(done.stdout)
-    if result.errors:
-        raise BenchError(f"wrk got errors from {url}: {result.errors}")
+    result = wrk_result(url, done)
     report = subprocess.run(
         [perf, "report", "-q", "-i", str(out), "--no-children", "--sort", "dso", "--stdio"],
         capture_output=True, text=True, check=False, timeout=120,
@@ -215,27 +232,34 @@ def check_perf() -> None:
     perf_binary()
     if os.geteuid() != 0 and int(PARANOID.read_text()) > 1:
         raise BenchError("perf would not see the kernel's share: run as root, or `sysctl kernel.perf_event_paranoid=1`")
+    check_cpus()
+
+
+def check_cpus() -> None:
+    """One CPU for wrk and the upstream, another for the proxy."""
     if not {0, 1} <= os.sched_getaffinity(0):
         raise BenchError("this bench needs CPUs 0 and 1: one for wrk and the upstream, one for the proxy")
 
 
 def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Table:
     """Medians per target, with req/s and CPU per GET paired round by round against haproxy's, and what each
-    part a variant takes out costs nginx (nginx's CPU per GET minus the variant's, paired), by group."""
+    part a variant takes out costs nginx (nginx's CPU per GET minus the variant's, paired), by group when
+    perf sampled the runs."""
+    sampled = all(p.shares for profiles in runs.values() for p in profiles)
+    groups = GROUPS if sampled else ()
     headers = ["target", "req/s", "req/s vs haproxy", "CPU us per GET", "CPU vs haproxy", "core busy"]
-    headers += [*(f"{g} us" for g in GROUPS), "runs"]
-    out = Table(f"CPU time per GET: wrk -t1 -c16 -d{seconds}s, pinned, sampled by perf", headers)
+    headers += [*(f"{g} us" for g in groups), "runs"]
+    how = "sampled by perf" if sampled else "not sampled (--no-perf)"
+    out = Table(f"CPU time per GET: wrk -t1 -c16 -d{seconds}s, pinned, {how}", headers)
     haproxy = runs["haproxy"]
-    cells: dict[str, dict[str, float]] = {}
     for name, profiles in runs.items():
-        cells[name] = {g: statistics.median(p.us(g) for p in profiles) for g in GROUPS}
         cpu = statistics.median(p.cpu_us for p in profiles)
         rps = statistics.median(p.rps for p in profiles)
         rps_paired = statistics.median(p.rps / h.rps for p, h in zip(profiles, haproxy, strict=True))
         cpu_paired = statistics.median(p.cpu_us / h.cpu_us for p, h in zip(profiles, haproxy, strict=True))
         busy = statistics.median(p.busy for p in profiles)
         row = [f"{rps:.0f}", f"{rps_paired:.2f}x", f"{cpu:.2f}", f"{cpu_paired:.2f}x", f"{busy:.0%}"]
-        out.add(name, *row, *(f"{cells[name][g]:.2f}" for g in GROUPS), len(profiles))
+        out.add(name, *row, *(f"{statistics.median(p.us(g) for p in profiles):.2f}" for g in groups), len(profiles))
     nginx = runs["nginx"]
 
     def part(profile: Profile, group: str) -> float:
@@ -253,48 +277,59 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
         return f"{listed}; median {statistics.median(differences):+.2f}"
 
     paired = [f"{n.cpu_us / h.cpu_us:.2f}" for n, h in zip(nginx, haproxy, strict=True)]
-    out.notes = [
-        f"nginx's CPU per GET against haproxy's round by round: {', '.join(paired)}.",
-        f"nginx minus haproxy, us a GET round by round: all {gap('all', haproxy)}; in the kernel "
-        f"{gap('kernel', haproxy)}; outside it {gap('outside', haproxy)}.",
-    ]
+    against = f"nginx minus haproxy, us a GET round by round: all {gap('all', haproxy)}"
+    if sampled:
+        against += f"; in the kernel {gap('kernel', haproxy)}; outside it {gap('outside', haproxy)}"
+    out.notes = [f"nginx's CPU per GET against haproxy's round by round: {', '.join(paired)}.", against + "."]
     for name, profiles in runs.items():
         if name.startswith("nginx, "):
-            by_group = ", ".join(
-                f"{g} {statistics.median(n.us(g) - v.us(g) for n, v in zip(nginx, profiles, strict=True)):+.2f}"
-                for g in ("kernel", "proxy", "Lua", "JIT", "libc", "other")
-            )
-            out.notes.append(
-                f"what {name.removeprefix('nginx, ')} costs (nginx minus the variant, paired, us a GET): "
-                f"{gap('all', profiles)}; medians by group: {by_group}."
-            )
+            note = f"what {name.removeprefix('nginx, ')} costs (nginx minus the variant, paired, us a GET): "
+            note += gap("all", profiles)
+            if sampled:
+                note += "; medians by group: " + ", ".join(
+                    f"{g} {statistics.median(n.us(g) - v.us(g) for n, v in zip(nginx, profiles, strict=True)):+.2f}"
+                    for g in ("kernel", "proxy", "Lua", "JIT", "libc", "other")
+                )
+            out.notes.append(note + ".")
     events = sorted({p.event for profiles in runs.values() for p in profiles if p.event})
-    out.notes += [
-        "CPU us per GET: the proxy process's user and system time over the run divided by the GETs wrk counted; "
-        f"each group's us: that times its share of perf's samples ({SAMPLES_PER_SECOND} a second, event "
-        f"{', '.join(events) or 'unknown'}). Medians of the runs, each column on its own (they need not add up); "
-        "vs haproxy: the median of the rounds' ratios; core busy: CPU time per GET times req/s.",
-        "proxy: nginx with its modules other than Lua and njs, or haproxy; Lua: LuaJIT and the lua and NDK "
-        "modules; JIT: code compiled at run time, LuaJIT's traces or PCRE's expressions (perf cannot tell them "
-        "apart); other: PCRE, OpenSSL and the rest. "
+    per_get = "CPU us per GET: the proxy process's user and system time over the run divided by the GETs wrk counted"
+    if sampled:
+        per_get += (
+            f"; each group's us: that times its share of perf's samples ({SAMPLES_PER_SECOND} a second, event "
+            f"{', '.join(events) or 'unknown'}). Medians of the runs, each column on its own (they need not add up)"
+        )
+    else:
+        per_get += ". Medians of the runs"
+    out.notes.append(
+        per_get + "; vs haproxy: the median of the rounds' ratios; core busy: CPU time per GET times req/s."
+    )
+    if sampled:
+        out.notes.append(
+            "proxy: nginx with its modules other than Lua and njs, or haproxy; Lua: LuaJIT and the lua and NDK "
+            "modules; JIT: code compiled at run time, LuaJIT's traces or PCRE's expressions (perf cannot tell them "
+            "apart); other: PCRE, OpenSSL and the rest."
+        )
+    out.notes.append(
         "nginx: the rendered nginx.conf, worker_processes 1, JSON access log to a file; haproxy: bench/haproxy.cfg, "
         "nbthread 1, httplog to stdout redirected to a file. Variants (nginx, ...): the same with one part taken "
-        "out, not targets: the access log; the retry budget's log phase (no deposits); the request id drawn by "
-        "NGINX's $request_id (OpenSSL) instead of set_md5. Targets in turn, the order reversed every other round; "
-        f"run started {started:%Y-%m-%d %H:%M} UTC.",
-    ]
+        "out, not targets: the access log; the retry budget's log phase (no deposits); the log phase's work (an "
+        "empty log_by_lua_block: the Lua call alone); the request id drawn by NGINX's $request_id (OpenSSL) "
+        "instead of set_md5. Targets in turn, the order reversed every other round; "
+        f"run started {started:%Y-%m-%d %H:%M} UTC."
+    )
     return out
 
 
-def measure(tuning: Tuning, rounds: int, seconds: int) -> dict[str, list[Profile]]:
-    """Each target's runs: VARIANTS and haproxy, all pinned; the order turned around every other round."""
+def measure(tuning: Tuning, rounds: int, seconds: int, variants: list[str], sample: bool) -> dict[str, list[Profile]]:
+    """Each target's runs: nginx, `variants` (names in VARIANTS) and haproxy, all pinned; the order turned
+    around every other round; sampled by perf if `sample`."""
     with tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp, contextlib.ExitStack() as stack:
         static = stack.enter_context(StaticUpstream(Path(tmp) / "static"))
         pin_servers([(static, PINNED.load_cpus)])
         targets: dict[str, tuple[str, int, str]] = {}
-        for index, (name, edits) in enumerate(VARIANTS.items()):
+        for index, name in enumerate(["nginx", *variants]):
             run_dir = Path(tmp) / f"nginx-{index}"
-            nginx = stack.enter_context(EditedProxy(static.address, run_dir, tuning=tuning, edits=edits))
+            nginx = stack.enter_context(EditedProxy(static.address, run_dir, tuning=tuning, edits=VARIANTS[name]))
             pin_servers([(nginx, PINNED.proxy_cpus)])
             targets[name] = (nginx.url, one_worker(nginx), "nginx")
         haproxy = stack.enter_context(HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads))
@@ -310,7 +345,7 @@ def measure(tuning: Tuning, rounds: int, seconds: int) -> dict[str, list[Profile
             for name in order:
                 url, pid, binary = targets[name]
                 print(f"round {round_number}/{rounds}: {name} ...", file=sys.stderr, flush=True)
-                out = Path(tmp) / f"{round_number}-{list(targets).index(name)}.perf"
+                out = Path(tmp) / f"{round_number}-{list(targets).index(name)}.perf" if sample else None
                 runs[name].append(profile(url, pid, binary, seconds, out))
         return runs
 
@@ -319,14 +354,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_profile", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs of each proxy, alternated (default 3)")
     parser.add_argument("--seconds", type=int, default=8, help="length of each run (default 8)")
+    parser.add_argument("--no-perf", action="store_true", help="CPU time and req/s only, no split by code")
+    short = [name.removeprefix("nginx, ") for name in VARIANTS if name != "nginx"]
+    parser.add_argument(
+        "--variants",
+        default=",".join(short),
+        help=f"the variants beside nginx and haproxy, comma-separated (default all: {', '.join(short)})",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds < 2:
         parser.error("--rounds must be at least 1 and --seconds at least 2")
+    variants = [f"nginx, {name.strip()}" for name in args.variants.split(",") if name.strip()]
+    if unknown := [name.removeprefix("nginx, ") for name in variants if name not in VARIANTS]:
+        parser.error(f"no variant {', '.join(map(repr, unknown))}; there are: {', '.join(short)}")
     tuning = dataclasses.replace(COMMON_NGINX, worker_processes=PINNED.workers)
     started = datetime.now(UTC)
     try:
-        check_perf()
-        runs = measure(tuning, args.rounds, args.seconds)
+        if args.no_perf:
+            check_cpus()
+        else:
+            check_perf()
+        runs = measure(tuning, args.rounds, args.seconds, list(dict.fromkeys(variants)), sample=not args.no_perf)
     except (BenchError, ProcessError) as exc:
         print(f"bench.cpu_profile: {exc}", file=sys.stderr)
         return 1

@@ -120,12 +120,45 @@ def test_the_table_gives_microseconds_per_group_and_the_gap_outside_and_inside_t
     assert "2026-12-07 09:12 UTC" in out.notes[-1]
 
 
+def test_without_perf_the_table_has_no_split_by_code_and_says_so() -> None:
+    def run(cpu_us: float) -> Profile:
+        return Profile(rps=40000.0, cpu_us=cpu_us, shares={})
+
+    runs = {
+        "nginx": [run(26.0), run(27.0), run(25.0)],
+        "nginx, empty budget log phase": [run(25.0), run(25.5), run(24.0)],
+        "haproxy": [run(25.0), run(25.0), run(25.0)],
+    }
+    out = table(runs, seconds=3, started=datetime(2026, 12, 7, 13, 5, tzinfo=UTC))
+    assert out.headers[-2:] == ["core busy", "runs"]  # no column by group of code
+    assert not [header for header in out.headers if header.endswith(" us")]
+    assert "not sampled" in out.title
+    assert dict(zip(out.headers, out.rows[0], strict=True))["CPU vs haproxy"] == "1.04x"  # 26/25, 27/25, 25/25
+    assert out.notes[1] == "nginx minus haproxy, us a GET round by round: all +1.00, +2.00, +0.00; median +1.00."
+    # nginx minus the variant: 1, 1.5, 1.
+    assert out.notes[2] == (
+        "what empty budget log phase costs (nginx minus the variant, paired, us a GET): "
+        "+1.00, +1.50, +1.00; median +1.00."
+    )
+    assert not [note for note in out.notes if "perf's samples" in note or "kernel" in note]
+
+
+def test_an_unknown_variant_is_refused_with_the_names_there_are(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cpu_profile.main(["--no-perf", "--variants", "access log off,no such part"])
+    assert exit_info.value.code == 2
+    said = capsys.readouterr().err
+    assert "no variant 'no such part'" in said
+    assert "empty budget log phase" in said
+
+
 def test_each_variant_is_the_rendered_proxy_less_one_part_and_passes_nginx_t(tmp_path: Path) -> None:
     for index, (name, edits) in enumerate(cpu_profile.VARIANTS.items()):
         proxy = cpu_profile.EditedProxy("127.0.0.1:9", tmp_path / str(index), port=1, internal_port=2, edits=edits)
         proxy.render()
         config = proxy.config_path.read_text()
         assert ("log_by_lua_block" in config) is (name != "nginx, no budget log phase")
+        assert ("log_by_lua_block { }" in config) is (name == "nginx, empty budget log phase")
         assert ("set $hosp_new_request_id $request_id;" in config) is (name == "nginx, $request_id")
         assert (re.search(r"access_log [^;]*hosp_json", config) is None) is (name == "nginx, access log off")
         proxy.check()
