@@ -70,6 +70,13 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "nginx, empty budget log phase": ((r"log_by_lua_block \{[^}]*\}", "log_by_lua_block { }"),),
     "nginx, $request_id": ((r"set_md5 \$hosp_new_request_id [^;]*;", "set $hosp_new_request_id $request_id;"),),
 }
+# What each variant takes out, for the table's notes.
+TAKEN_OUT = {
+    "nginx, access log off": "the access log",
+    "nginx, no budget log phase": "the retry budget's log phase (no deposits)",
+    "nginx, empty budget log phase": "the log phase's work (an empty log_by_lua_block: the Lua call alone)",
+    "nginx, $request_id": "the request id drawn by NGINX's $request_id (OpenSSL) instead of set_md5",
+}
 
 
 def edit(config: str, edits: tuple[tuple[str, str], ...]) -> str:
@@ -309,13 +316,14 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
             "modules; JIT: code compiled at run time, LuaJIT's traces or PCRE's expressions (perf cannot tell them "
             "apart); other: PCRE, OpenSSL and the rest."
         )
+    taken_out = "; ".join(TAKEN_OUT[name] for name in runs if name in TAKEN_OUT)
+    variants = (
+        f" Variants (nginx, ...): the same with one part taken out, not targets: {taken_out}." if taken_out else ""
+    )
     out.notes.append(
         "nginx: the rendered nginx.conf, worker_processes 1, JSON access log to a file; haproxy: bench/haproxy.cfg, "
-        "nbthread 1, httplog to stdout redirected to a file. Variants (nginx, ...): the same with one part taken "
-        "out, not targets: the access log; the retry budget's log phase (no deposits); the log phase's work (an "
-        "empty log_by_lua_block: the Lua call alone); the request id drawn by NGINX's $request_id (OpenSSL) "
-        "instead of set_md5. Targets in turn, the order reversed every other round; "
-        f"run started {started:%Y-%m-%d %H:%M} UTC."
+        f"nbthread 1, httplog to stdout redirected to a file.{variants} Targets in turn, the order reversed every "
+        f"other round; run started {started:%Y-%m-%d %H:%M} UTC."
     )
     return out
 

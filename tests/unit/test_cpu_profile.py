@@ -141,6 +141,9 @@ def test_without_perf_the_table_has_no_split_by_code_and_says_so() -> None:
         "+1.00, +1.50, +1.00; median +1.00."
     )
     assert not [note for note in out.notes if "perf's samples" in note or "kernel" in note]
+    # Only the variant that ran is described.
+    assert "taken out, not targets: the log phase's work (an empty log_by_lua_block" in out.notes[-1]
+    assert "access log;" not in out.notes[-1]
 
 
 def test_an_unknown_variant_is_refused_with_the_names_there_are(capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,6 +156,7 @@ def test_an_unknown_variant_is_refused_with_the_names_there_are(capsys: pytest.C
 
 
 def test_each_variant_is_the_rendered_proxy_less_one_part_and_passes_nginx_t(tmp_path: Path) -> None:
+    assert set(cpu_profile.TAKEN_OUT) == set(cpu_profile.VARIANTS) - {"nginx"}
     for index, (name, edits) in enumerate(cpu_profile.VARIANTS.items()):
         proxy = cpu_profile.EditedProxy("127.0.0.1:9", tmp_path / str(index), port=1, internal_port=2, edits=edits)
         proxy.render()
