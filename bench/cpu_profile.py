@@ -267,7 +267,13 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
         busy = statistics.median(p.busy for p in profiles)
         row = [f"{rps:.0f}", f"{rps_paired:.2f}x", f"{cpu:.2f}", f"{cpu_paired:.2f}x", f"{busy:.0%}"]
         out.add(name, *row, *(f"{statistics.median(p.us(g) for p in profiles):.2f}" for g in groups), len(profiles))
-    nginx = runs["nginx"]
+    out.notes = [*gap_notes(runs, sampled), *method_notes(runs, sampled, started)]
+    return out
+
+
+def gap_notes(runs: dict[str, list[Profile]], sampled: bool) -> list[str]:
+    """nginx against haproxy, and what each variant's part costs nginx, round by round."""
+    nginx, haproxy = runs["nginx"], runs["haproxy"]
 
     def part(profile: Profile, group: str) -> float:
         """Its CPU time per GET in `group`; "all": the whole, "outside": all but the kernel's."""
@@ -287,7 +293,7 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
     against = f"nginx minus haproxy, us a GET round by round: all {gap('all', haproxy)}"
     if sampled:
         against += f"; in the kernel {gap('kernel', haproxy)}; outside it {gap('outside', haproxy)}"
-    out.notes = [f"nginx's CPU per GET against haproxy's round by round: {', '.join(paired)}.", against + "."]
+    notes = [f"nginx's CPU per GET against haproxy's round by round: {', '.join(paired)}.", against + "."]
     for name, profiles in runs.items():
         if name.startswith("nginx, "):
             note = f"what {name.removeprefix('nginx, ')} costs (nginx minus the variant, paired, us a GET): "
@@ -297,21 +303,24 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
                     f"{g} {statistics.median(n.us(g) - v.us(g) for n, v in zip(nginx, profiles, strict=True)):+.2f}"
                     for g in ("kernel", "proxy", "Lua", "JIT", "libc", "other")
                 )
-            out.notes.append(note + ".")
-    events = sorted({p.event for profiles in runs.values() for p in profiles if p.event})
+            notes.append(note + ".")
+    return notes
+
+
+def method_notes(runs: dict[str, list[Profile]], sampled: bool, started: datetime) -> list[str]:
+    """How the figures were taken, and what the targets that ran are."""
     per_get = "CPU us per GET: the proxy process's user and system time over the run divided by the GETs wrk counted"
     if sampled:
+        events = sorted({p.event for profiles in runs.values() for p in profiles if p.event})
         per_get += (
             f"; each group's us: that times its share of perf's samples ({SAMPLES_PER_SECOND} a second, event "
             f"{', '.join(events) or 'unknown'}). Medians of the runs, each column on its own (they need not add up)"
         )
     else:
         per_get += ". Medians of the runs"
-    out.notes.append(
-        per_get + "; vs haproxy: the median of the rounds' ratios; core busy: CPU time per GET times req/s."
-    )
+    notes = [per_get + "; vs haproxy: the median of the rounds' ratios; core busy: CPU time per GET times req/s."]
     if sampled:
-        out.notes.append(
+        notes.append(
             "proxy: nginx with its modules other than Lua and njs, or haproxy; Lua: LuaJIT and the lua and NDK "
             "modules; JIT: code compiled at run time, LuaJIT's traces or PCRE's expressions (perf cannot tell them "
             "apart); other: PCRE, OpenSSL and the rest."
@@ -320,12 +329,12 @@ def table(runs: dict[str, list[Profile]], seconds: int, started: datetime) -> Ta
     variants = (
         f" Variants (nginx, ...): the same with one part taken out, not targets: {taken_out}." if taken_out else ""
     )
-    out.notes.append(
+    notes.append(
         "nginx: the rendered nginx.conf, worker_processes 1, JSON access log to a file; haproxy: bench/haproxy.cfg, "
         f"nbthread 1, httplog to stdout redirected to a file.{variants} Targets in turn, the order reversed every "
         f"other round; run started {started:%Y-%m-%d %H:%M} UTC."
     )
-    return out
+    return notes
 
 
 def measure(tuning: Tuning, rounds: int, seconds: int, variants: list[str], sample: bool) -> dict[str, list[Profile]]:
