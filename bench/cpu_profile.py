@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import signal
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +47,7 @@ import psutil
 from bench import overhead
 from bench.proxy_bench import COMMON_NGINX, PINNED, pin_servers
 from bench.report import Table
-from bench.servers import BenchError, HAProxy, StaticUpstream
+from bench.servers import BareProxy, BenchError, HAProxy, StaticUpstream
 from infra.nginx.render import Tuning
 from local.nginx_proxy import NginxProxy
 from local.processes import ProcessError, system_binary
@@ -70,12 +71,20 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "nginx, empty budget log phase": ((r"log_by_lua_block \{[^}]*\}", "log_by_lua_block { }"),),
     "nginx, $request_id": ((r"set_md5 \$hosp_new_request_id [^;]*;", "set $hosp_new_request_id $request_id;"),),
 }
-# What each variant takes out, for the table's notes.
+# Two more targets, not edits of the rendered file: NGINX as a minimal proxy with no access
+# log (bench/bare-proxy.conf), and HAProxy without its log line.
+BARE = "nginx, bare proxy"
+QUIET_HAPROXY = "haproxy, no log"
+# --variants' names: a variant's without "nginx, ", and none with a comma (the option splits on them).
+CHOICES = {name.removeprefix("nginx, "): name for name in [*VARIANTS, BARE] if name != "nginx"}
+CHOICES["haproxy no log"] = QUIET_HAPROXY
+# What each variant of nginx takes out, for the table's notes.
 TAKEN_OUT = {
     "nginx, access log off": "the access log",
     "nginx, no budget log phase": "the retry budget's log phase (no deposits)",
     "nginx, empty budget log phase": "the log phase's work (an empty log_by_lua_block: the Lua call alone)",
     "nginx, $request_id": "the request id drawn by NGINX's $request_id (OpenSSL) instead of set_md5",
+    BARE: "all of the project's configuration, the access log included (bench/bare-proxy.conf: keep-alive both sides)",
 }
 
 
@@ -222,16 +231,23 @@ def profile(url: str, pid: int, binary: str, seconds: int, out: Path | None) -> 
     return Profile(result.rps, (after - before) / count * 1e6, split, events.stdout.strip().replace("\n", ", "))
 
 
-def one_worker(nginx: NginxProxy) -> int:
-    """The pid of the proxy's one worker, once the master has written its pid and forked it."""
+def one_worker(workers: Callable[[], set[int]], where: Path) -> int:
+    """The pid of an NGINX's one worker (`workers()` lists them), once its master has forked it."""
     deadline = time.monotonic() + WORKER_TIMEOUT
     while True:
         with contextlib.suppress(OSError, ValueError, psutil.Error):
-            if len(workers := nginx.worker_pids()) == 1:
-                return workers.pop()
+            if len(pids := workers()) == 1:
+                return pids.pop()
         if time.monotonic() > deadline:
-            raise BenchError(f"the proxy in {nginx.run_dir} has not one worker after {WORKER_TIMEOUT:g} s")
+            raise BenchError(f"the NGINX in {where} has not one worker after {WORKER_TIMEOUT:g} s")
         time.sleep(0.05)
+
+
+def children(server: BareProxy) -> set[int]:
+    """The worker processes of the bare proxy's master."""
+    if server.process is None:
+        return set()
+    return {child.pid for child in psutil.Process(server.process.pid).children()}
 
 
 def check_perf() -> None:
@@ -295,7 +311,7 @@ def gap_notes(runs: dict[str, list[Profile]], sampled: bool) -> list[str]:
         against += f"; in the kernel {gap('kernel', haproxy)}; outside it {gap('outside', haproxy)}"
     notes = [f"nginx's CPU per GET against haproxy's round by round: {', '.join(paired)}.", against + "."]
     for name, profiles in runs.items():
-        if name.startswith("nginx, "):
+        if name.startswith("nginx, ") and name != BARE:
             note = f"what {name.removeprefix('nginx, ')} costs (nginx minus the variant, paired, us a GET): "
             note += gap("all", profiles)
             if sampled:
@@ -304,6 +320,45 @@ def gap_notes(runs: dict[str, list[Profile]], sampled: bool) -> list[str]:
                     for g in ("kernel", "proxy", "Lua", "JIT", "libc", "other")
                 )
             notes.append(note + ".")
+    return notes + log_notes(runs)
+
+
+def differences(a: list[Profile], b: list[Profile]) -> str:
+    """a's CPU per GET minus b's, round by round, as "+x, +y; median +m"."""
+    values = [x.cpu_us - y.cpu_us for x, y in zip(a, b, strict=True)]
+    return f"{', '.join(f'{v:+.2f}' for v in values)}; median {statistics.median(values):+.2f}"
+
+
+def ratios(a: list[Profile], b: list[Profile]) -> str:
+    """a's CPU per GET over b's, round by round, as "x, y; median mx"."""
+    values = [x.cpu_us / y.cpu_us for x, y in zip(a, b, strict=True)]
+    return f"{', '.join(f'{v:.2f}' for v in values)}; median {statistics.median(values):.2f}x"
+
+
+def log_notes(runs: dict[str, list[Profile]]) -> list[str]:
+    """With the logs taken out: what each proxy's log costs it, the proxies against each other without their
+    logs, and what the project's configuration costs over a bare NGINX proxy."""
+    notes = []
+    if quiet := runs.get(QUIET_HAPROXY):
+        notes.append(
+            f"what its log costs haproxy (haproxy minus haproxy, no log, paired, us a GET): "
+            f"{differences(runs['haproxy'], quiet)}."
+        )
+        for name in ("nginx, access log off", BARE):
+            if name in runs:
+                notes.append(
+                    f"{name} against haproxy, no log, CPU per GET round by round: {ratios(runs[name], quiet)}."
+                )
+    if bare := runs.get(BARE):
+        notes.append(
+            "what the project's configuration costs over a bare proxy, its access log included (nginx minus "
+            f"nginx, bare proxy, paired, us a GET): {differences(runs['nginx'], bare)}."
+        )
+        if quiet_nginx := runs.get("nginx, access log off"):
+            notes.append(
+                "the same without the access log (nginx, access log off minus nginx, bare proxy, paired, us a GET): "
+                f"{differences(quiet_nginx, bare)}."
+            )
     return notes
 
 
@@ -329,30 +384,48 @@ def method_notes(runs: dict[str, list[Profile]], sampled: bool, started: datetim
     variants = (
         f" Variants (nginx, ...): the same with one part taken out, not targets: {taken_out}." if taken_out else ""
     )
+    quiet = " haproxy, no log: the same HAProxy with `no log`." if QUIET_HAPROXY in runs else ""
     notes.append(
         "nginx: the rendered nginx.conf, worker_processes 1, JSON access log to a file; haproxy: bench/haproxy.cfg, "
-        f"nbthread 1, httplog to stdout redirected to a file.{variants} Targets in turn, the order reversed every "
-        f"other round; run started {started:%Y-%m-%d %H:%M} UTC."
+        f"nbthread 1, httplog to stdout redirected to a file.{variants}{quiet} Targets in turn, the order reversed "
+        f"every other round; run started {started:%Y-%m-%d %H:%M} UTC."
     )
     return notes
 
 
+def start_targets(
+    stack: contextlib.ExitStack, tmp: Path, upstream: str, tuning: Tuning, variants: list[str]
+) -> dict[str, tuple[str, int, str]]:
+    """nginx, `variants` (names in CHOICES' values) and haproxy started on the proxy's CPU, in the table's
+    order: each one's URL, the pid to measure (NGINX's one worker, HAProxy's process) and its binary."""
+    targets: dict[str, tuple[str, int, str]] = {}
+    for index, name in enumerate(["nginx", *(v for v in variants if v in VARIANTS or v == BARE)]):
+        run_dir = tmp / f"nginx-{index}"
+        if name == BARE:
+            bare = stack.enter_context(BareProxy(upstream, run_dir))
+            pin_servers([(bare, PINNED.proxy_cpus)])
+            targets[name] = (bare.url, one_worker(functools.partial(children, bare), run_dir), "nginx")
+        else:
+            nginx = stack.enter_context(EditedProxy(upstream, run_dir, tuning=tuning, edits=VARIANTS[name]))
+            pin_servers([(nginx, PINNED.proxy_cpus)])
+            targets[name] = (nginx.url, one_worker(nginx.worker_pids, run_dir), "nginx")
+    for name, log in (("haproxy", True), (QUIET_HAPROXY, False)):
+        if name == "haproxy" or name in variants:
+            run_dir = tmp / name.replace(", ", "-").replace(" ", "-")
+            haproxy = stack.enter_context(HAProxy(upstream, run_dir, threads=PINNED.threads, log=log))
+            pin_servers([(haproxy, PINNED.proxy_cpus)])
+            assert haproxy.process is not None  # pin_servers has checked
+            targets[name] = (haproxy.url, haproxy.process.pid, "haproxy")
+    return targets
+
+
 def measure(tuning: Tuning, rounds: int, seconds: int, variants: list[str], sample: bool) -> dict[str, list[Profile]]:
-    """Each target's runs: nginx, `variants` (names in VARIANTS) and haproxy, all pinned; the order turned
-    around every other round; sampled by perf if `sample`."""
+    """Each target's runs (start_targets), all pinned; the order turned around every other round; sampled by
+    perf if `sample`."""
     with tempfile.TemporaryDirectory(prefix="cpu-profile-") as tmp, contextlib.ExitStack() as stack:
         static = stack.enter_context(StaticUpstream(Path(tmp) / "static"))
         pin_servers([(static, PINNED.load_cpus)])
-        targets: dict[str, tuple[str, int, str]] = {}
-        for index, name in enumerate(["nginx", *variants]):
-            run_dir = Path(tmp) / f"nginx-{index}"
-            nginx = stack.enter_context(EditedProxy(static.address, run_dir, tuning=tuning, edits=VARIANTS[name]))
-            pin_servers([(nginx, PINNED.proxy_cpus)])
-            targets[name] = (nginx.url, one_worker(nginx), "nginx")
-        haproxy = stack.enter_context(HAProxy(static.address, Path(tmp) / "haproxy", threads=PINNED.threads))
-        pin_servers([(haproxy, PINNED.proxy_cpus)])
-        assert haproxy.process is not None  # pin_servers has checked
-        targets["haproxy"] = (haproxy.url, haproxy.process.pid, "haproxy")
+        targets = start_targets(stack, Path(tmp), static.address, tuning, variants)
         # This process too stays off the proxy's core while it measures.
         stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
         os.sched_setaffinity(0, PINNED.load_cpus)
@@ -372,18 +445,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each proxy, alternated (default 3)")
     parser.add_argument("--seconds", type=int, default=8, help="length of each run (default 8)")
     parser.add_argument("--no-perf", action="store_true", help="CPU time and req/s only, no split by code")
-    short = [name.removeprefix("nginx, ") for name in VARIANTS if name != "nginx"]
     parser.add_argument(
         "--variants",
-        default=",".join(short),
-        help=f"the variants beside nginx and haproxy, comma-separated (default all: {', '.join(short)})",
+        default=",".join(CHOICES),
+        help=f"the variants beside nginx and haproxy, comma-separated (default all: {', '.join(CHOICES)})",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds < 2:
         parser.error("--rounds must be at least 1 and --seconds at least 2")
-    variants = [f"nginx, {name.strip()}" for name in args.variants.split(",") if name.strip()]
-    if unknown := [name.removeprefix("nginx, ") for name in variants if name not in VARIANTS]:
-        parser.error(f"no variant {', '.join(map(repr, unknown))}; there are: {', '.join(short)}")
+    named = [name.strip() for name in args.variants.split(",") if name.strip()]
+    if unknown := [name for name in named if name not in CHOICES]:
+        parser.error(f"no variant {', '.join(map(repr, unknown))}; there are: {', '.join(CHOICES)}")
+    variants = [CHOICES[name] for name in dict.fromkeys(named)]
     tuning = dataclasses.replace(COMMON_NGINX, worker_processes=PINNED.workers)
     started = datetime.now(UTC)
     try:
@@ -391,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_cpus()
         else:
             check_perf()
-        runs = measure(tuning, args.rounds, args.seconds, list(dict.fromkeys(variants)), sample=not args.no_perf)
+        runs = measure(tuning, args.rounds, args.seconds, variants, sample=not args.no_perf)
     except (BenchError, ProcessError) as exc:
         print(f"bench.cpu_profile: {exc}", file=sys.stderr)
         return 1

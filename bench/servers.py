@@ -2,9 +2,11 @@
 
 - `HAProxy`: HAProxy rendered from bench/haproxy.cfg, checked with `haproxy -c`;
 - `StaticUpstream`: a minimal NGINX answering 200 {"ok":true}, the overhead table's upstream
-  (bench/static-upstream.conf).
+  (bench/static-upstream.conf);
+- `BareProxy`: a minimal NGINX proxy with no access log (bench/bare-proxy.conf), what NGINX
+  costs before any of the project's configuration (bench/cpu_profile.py).
 
-Both templates are rendered by infra/nginx/render.py, the proxy's own renderer.
+The templates are rendered by infra/nginx/render.py, the proxy's own renderer.
 
 Our own proxy runs through `local.nginx_proxy.NginxProxy` and the HOSP stand-in through
 `local.hosp_standin.process.StandInProcess`, as in the tests.
@@ -56,6 +58,7 @@ class HAProxy(LoopbackServer):
     threads: int = 2
     tries: int = 3
     port: int = 0
+    log: bool = True  # False: no log line at all (bench/cpu_profile.py weighs the log with it)
 
     @property
     def config_path(self) -> Path:
@@ -73,6 +76,7 @@ class HAProxy(LoopbackServer):
             "retries": str(self.tries - 1),
             "connect_timeout": f"{round(self.connect_timeout * 1000)}ms",
             "server_timeout": f"{round(self.server_timeout * 1000)}ms",
+            "log": "log global" if self.log else "no log",
         }
         text = render_template(HERE / "haproxy.cfg", values)
         self.config_path.write_text(text)
@@ -107,4 +111,38 @@ class StaticUpstream(LoopbackServer):
         config.write_text(render_template(HERE / "static-upstream.conf", values))
         error_log = str(self.run_dir / "static-error.log")
         self._launch([nginx_binary(), "-c", str(config), "-e", error_log, "-g", "daemon off;"])
+        return self
+
+
+@dataclass
+class BareProxy(LoopbackServer):
+    """A minimal NGINX proxy (one worker) to `upstream`: keep-alive both sides, no access log, nothing else."""
+
+    upstream: str
+    run_dir: Path
+    port: int = 0
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "bare-proxy.conf"
+
+    def render(self) -> None:
+        (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        values = {
+            "run_dir": str(self.run_dir),
+            "temp_dir": str(self.run_dir / "tmp"),
+            "listen": self.address,
+            "upstream": self.upstream,
+        }
+        self.config_path.write_text(render_template(HERE / "bare-proxy.conf", values))
+
+    def command(self, *options: str) -> list[str]:
+        """nginx with this configuration, in the foreground, and `options` (say "-t")."""
+        error_log = str(self.run_dir / "bare-proxy-error.log")
+        return [nginx_binary(), *options, "-c", str(self.config_path), "-e", error_log, "-g", "daemon off;"]
+
+    def start(self) -> Self:
+        self.port = self.port or free_port()
+        self.render()
+        self._launch(self.command())
         return self

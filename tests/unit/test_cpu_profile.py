@@ -4,6 +4,7 @@ request count, the table's per-GET arithmetic, and its refusals."""
 from __future__ import annotations
 
 import re
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from bench import cpu_profile
 from bench.cpu_profile import Profile, group, requests_sent, shares, table
-from bench.servers import BenchError
+from bench.servers import BareProxy, BenchError, HAProxy
 
 # `perf report -q --no-children --sort dso --stdio` of an NGINX worker, as perf prints it.
 NGINX_REPORT = """\
@@ -146,6 +147,59 @@ def test_without_perf_the_table_has_no_split_by_code_and_says_so() -> None:
     assert "access log;" not in out.notes[-1]
 
 
+def test_without_the_logs_each_proxys_log_and_the_projects_configuration_are_weighed() -> None:
+    def run(cpu_us: float) -> Profile:
+        return Profile(rps=40000.0, cpu_us=cpu_us, shares={})
+
+    runs = {
+        "nginx": [run(26.0), run(28.0)],
+        "nginx, access log off": [run(23.0), run(26.0)],
+        cpu_profile.BARE: [run(19.0), run(20.0)],
+        "haproxy": [run(25.0), run(25.0)],
+        cpu_profile.QUIET_HAPROXY: [run(20.0), run(22.0)],
+    }
+    notes = table(runs, seconds=3, started=datetime(2026, 12, 7, 13, 30, tzinfo=UTC)).notes
+    assert (
+        "what its log costs haproxy (haproxy minus haproxy, no log, paired, us a GET): +5.00, +3.00; median +4.00."
+        in notes
+    )
+    # Without either log: 23/20 and 26/22; the bare proxy 19/20 and 20/22.
+    assert (
+        "nginx, access log off against haproxy, no log, CPU per GET round by round: 1.15, 1.18; median 1.17x." in notes
+    )
+    assert "nginx, bare proxy against haproxy, no log, CPU per GET round by round: 0.95, 0.91; median 0.93x." in notes
+    assert (
+        "what the project's configuration costs over a bare proxy, its access log included (nginx minus nginx, "
+        "bare proxy, paired, us a GET): +7.00, +8.00; median +7.50."
+    ) in notes
+    assert "(nginx, access log off minus nginx, bare proxy, paired, us a GET): +4.00, +6.00; median +5.00." in notes[-3]
+    # The bare proxy is not one more "what ... costs" of an edit.
+    assert not [note for note in notes if note.startswith("what bare proxy costs")]
+    assert "haproxy, no log: the same HAProxy with `no log`." in notes[-1]
+
+
+def test_the_variants_names_hold_no_comma_and_name_the_two_other_targets() -> None:
+    assert not [name for name in cpu_profile.CHOICES if "," in name]
+    assert cpu_profile.CHOICES["bare proxy"] == cpu_profile.BARE
+    assert cpu_profile.CHOICES["haproxy no log"] == cpu_profile.QUIET_HAPROXY
+    assert cpu_profile.CHOICES["access log off"] == "nginx, access log off"
+
+
+def test_haproxy_without_its_log_writes_no_line_and_the_bare_proxy_passes_nginx_t(tmp_path: Path) -> None:
+    for log, line in ((True, "log global"), (False, "no log")):
+        haproxy = HAProxy("127.0.0.1:9", tmp_path / f"haproxy-{log}", port=1, log=log)
+        haproxy.run_dir.mkdir()
+        haproxy.render()
+        config = haproxy.config_path.read_text()
+        assert f"\n    {line}\n" in config
+        assert ("\n    log global\n" in config) is log
+    bare = BareProxy("127.0.0.1:9", tmp_path / "bare", port=1)
+    bare.render()
+    checked = subprocess.run(bare.command("-t"), capture_output=True, text=True, check=False, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    assert "access_log off;" in bare.config_path.read_text()
+
+
 def test_an_unknown_variant_is_refused_with_the_names_there_are(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cpu_profile.main(["--no-perf", "--variants", "access log off,no such part"])
@@ -153,10 +207,11 @@ def test_an_unknown_variant_is_refused_with_the_names_there_are(capsys: pytest.C
     said = capsys.readouterr().err
     assert "no variant 'no such part'" in said
     assert "empty budget log phase" in said
+    assert "haproxy no log" in said
 
 
 def test_each_variant_is_the_rendered_proxy_less_one_part_and_passes_nginx_t(tmp_path: Path) -> None:
-    assert set(cpu_profile.TAKEN_OUT) == set(cpu_profile.VARIANTS) - {"nginx"}
+    assert set(cpu_profile.TAKEN_OUT) == set(cpu_profile.VARIANTS) - {"nginx"} | {cpu_profile.BARE}
     for index, (name, edits) in enumerate(cpu_profile.VARIANTS.items()):
         proxy = cpu_profile.EditedProxy("127.0.0.1:9", tmp_path / str(index), port=1, internal_port=2, edits=edits)
         proxy.render()
