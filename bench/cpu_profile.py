@@ -9,7 +9,8 @@ the proxy on CPU 1 with one NGINX worker or one HAProxy thread, both logging eve
 request. Beside them, not targets, the same NGINX with one part taken out (VARIANTS):
 its access log, the retry budget's log phase (no deposits: a budget that only has its
 floor), the log phase's work (an empty `log_by_lua_block`: the Lua call alone), or its
-request id drawn by NGINX ($request_id, OpenSSL) instead of an MD5; NGINX as a bare proxy
+request id drawn by NGINX ($request_id, OpenSSL) instead of an MD5, the rewrite phase's
+`if`s, or the request id (a constant, not answered); NGINX as a bare proxy
 with no access log (bench/bare-proxy.conf), what NGINX itself costs; and HAProxy with no
 log, what its log line costs it. In each
 round, each proxy in turn gets a 1 s warm-up, then wrk -t1 -c16 sends
@@ -72,6 +73,15 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "nginx, no budget log phase": ((r"log_by_lua_block \{[^}]*\}", ""),),
     "nginx, empty budget log phase": ((r"log_by_lua_block \{[^}]*\}", "log_by_lua_block { }"),),
     "nginx, $request_id": ((r"set_md5 \$hosp_new_request_id [^;]*;", "set $hosp_new_request_id $request_id;"),),
+    # The rewrite phase's checks (origin, Host, method) and the route's choices (screen,
+    # retryable): a bench GET takes the same way without them.
+    "nginx, no rewrite ifs": (
+        (r"if \(\$hosp_(?:origin_refused|host_refused|method_known|route|retryable) [^)]*\) \{[^}]*\}", ""),
+    ),
+    "nginx, no request id": (
+        (r"set_md5 \$hosp_new_request_id [^;]*;", "set $hosp_new_request_id 0123456789abcdef0123456789abcdef;"),
+        (r"add_header X-Request-Id \$hosp_request_id always;", ""),
+    ),
 }
 # Two more targets, not edits of the rendered file: NGINX as a minimal proxy with no access
 # log (bench/bare-proxy.conf), and HAProxy without its log line.
@@ -86,6 +96,8 @@ TAKEN_OUT = {
     "nginx, no budget log phase": "the retry budget's log phase (no deposits)",
     "nginx, empty budget log phase": "the log phase's work (an empty log_by_lua_block: the Lua call alone)",
     "nginx, $request_id": "the request id drawn by NGINX's $request_id (OpenSSL) instead of set_md5",
+    "nginx, no rewrite ifs": "the rewrite phase's `if`s (the origin, Host and method checks, the route's choices)",
+    "nginx, no request id": "the request id (a constant instead of set_md5, no X-Request-Id in the answer)",
     BARE: "all of the project's configuration, the access log included (bench/bare-proxy.conf: keep-alive both sides)",
 }
 

@@ -219,6 +219,10 @@ def test_each_variant_is_the_rendered_proxy_less_one_part_and_passes_nginx_t(tmp
         assert ("log_by_lua_block" in config) is (name != "nginx, no budget log phase")
         assert ("log_by_lua_block { }" in config) is (name == "nginx, empty budget log phase")
         assert ("set $hosp_new_request_id $request_id;" in config) is (name == "nginx, $request_id")
+        assert ("if ($hosp_retryable = 0)" in config) is (name != "nginx, no rewrite ifs")
+        assert ("if ($hosp_origin_refused = 1)" in config) is (name != "nginx, no rewrite ifs")
+        assert ("add_header X-Request-Id $hosp_request_id always;" in config) is (name != "nginx, no request id")
+        assert ("set_md5 " in config) is (name not in ("nginx, $request_id", "nginx, no request id"))
         assert (re.search(r"access_log [^;]*hosp_json", config) is None) is (name == "nginx, access log off")
         proxy.check()
 
