@@ -6,13 +6,13 @@
 
 The layout of table 3b (`bench.proxy_bench --pin`): the static upstream and wrk on CPU 0,
 the proxy on CPU 1 with one NGINX worker or one HAProxy thread, both logging every
-request. Beside them, not targets, the same NGINX with one part taken out (VARIANTS):
-its access log, the retry budget's log phase (no deposits: a budget that only has its
-floor), the log phase's work (an empty `log_by_lua_block`: the Lua call alone), or its
-request id drawn by NGINX ($request_id, OpenSSL) instead of an MD5, the rewrite phase's
-`if`s, or the request id (a constant, not answered); NGINX as a bare proxy
-with no access log (bench/bare-proxy.conf), what NGINX itself costs; and HAProxy with no
-log, what its log line costs it. In each
+request. Beside them, not targets, the same NGINX with one part taken out or replaced
+(VARIANTS): its access log; the retry budget's log phase (no deposits: a budget that
+only has its floor); the log phase's work (an empty `log_by_lua_block`: the Lua call
+alone); its request id drawn by NGINX ($request_id, OpenSSL) instead of an MD5; the
+rewrite phase's `if`s; or the request id itself (a constant, not answered). Then NGINX
+as a bare proxy with no access log (bench/bare-proxy.conf), what NGINX itself costs,
+and HAProxy with no log, what its log line costs it. In each
 round, each proxy in turn gets a 1 s warm-up, then wrk -t1 -c16 sends
 authenticated `GET /patients/1` for --seconds while `perf record` samples the proxy's
 process (NGINX's one worker). The process's CPU time over the run (user and system,
