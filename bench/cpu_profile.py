@@ -202,17 +202,21 @@ def wrk_result(url: str, done: subprocess.CompletedProcess[str]) -> overhead.Wrk
     return result
 
 
+def timed(wrk: list[str], pid: int, seconds: int) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The wrk run of `wrk`, and the CPU seconds process `pid` used while it ran."""
+    before = cpu_seconds(pid)
+    done = subprocess.run(wrk, capture_output=True, text=True, check=False, timeout=seconds + 60)
+    return done, cpu_seconds(pid) - before
+
+
 def profile(url: str, pid: int, binary: str, seconds: int, out: Path | None) -> Profile:
     """wrk against `url` for `seconds` while perf samples process `pid` into `out`; None: no perf."""
     settings = overhead.WrkSettings(duration=seconds, cpus=PINNED.load_cpus)
     overhead.run_wrk(url, dataclasses.replace(settings, duration=1))  # warm-up
     wrk = overhead.wrk_command(url, settings)
     if out is None:
-        before = cpu_seconds(pid)
-        done = subprocess.run(wrk, capture_output=True, text=True, check=False, timeout=seconds + 60)
-        after = cpu_seconds(pid)
-        result = wrk_result(url, done)
-        return Profile(result.rps, (after - before) / requests_sent(done.stdout) * 1e6, {})
+        done, cpu = timed(wrk, pid, seconds)
+        return Profile(wrk_result(url, done).rps, cpu / requests_sent(done.stdout) * 1e6, {})
     perf = perf_binary()
     # -N: no copies of the binaries in ~/.debug.
     record = [perf, "record", "-q", "-N", "-F", str(SAMPLES_PER_SECOND), "-o", str(out), "-p", str(pid)]
@@ -221,9 +225,7 @@ def profile(url: str, pid: int, binary: str, seconds: int, out: Path | None) -> 
             time.sleep(PERF_START)
             if sampler.poll() is not None:
                 raise BenchError(f"perf record stopped at once: {sampler.communicate()[1].strip()}")
-            before = cpu_seconds(pid)
-            done = subprocess.run(wrk, capture_output=True, text=True, check=False, timeout=seconds + 60)
-            after = cpu_seconds(pid)
+            done, cpu = timed(wrk, pid, seconds)
         finally:
             sampler.send_signal(signal.SIGINT)
             try:
@@ -242,7 +244,7 @@ def profile(url: str, pid: int, binary: str, seconds: int, out: Path | None) -> 
     events = subprocess.run([perf, "evlist", "-i", str(out)], capture_output=True, text=True, check=False, timeout=60)
     count = requests_sent(done.stdout)
     split = shares(report.stdout, binary)
-    return Profile(result.rps, (after - before) / count * 1e6, split, events.stdout.strip().replace("\n", ", "))
+    return Profile(result.rps, cpu / count * 1e6, split, events.stdout.strip().replace("\n", ", "))
 
 
 def one_worker(workers: Callable[[], set[int]], where: Path) -> int:
