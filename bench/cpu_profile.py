@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import os
 import re
 import signal
@@ -259,13 +258,6 @@ def one_worker(workers: Callable[[], set[int]], where: Path) -> int:
         time.sleep(0.05)
 
 
-def children(server: BareProxy) -> set[int]:
-    """The worker processes of the bare proxy's master."""
-    if server.process is None:
-        return set()
-    return {child.pid for child in psutil.Process(server.process.pid).children()}
-
-
 def check_perf() -> None:
     """perf must see the kernel's share and the workers of another user: root, or a permissive kernel."""
     perf_binary()
@@ -317,9 +309,7 @@ def gap_notes(runs: dict[str, list[Profile]], sampled: bool) -> list[str]:
 
     def gap(group: str, other: list[Profile]) -> str:
         """nginx minus `other` round by round in `group` (see part), as "+a, +b; median +m"."""
-        differences = [part(n, group) - part(o, group) for n, o in zip(nginx, other, strict=True)]
-        listed = ", ".join(f"{d:+.2f}" for d in differences)
-        return f"{listed}; median {statistics.median(differences):+.2f}"
+        return signed([part(n, group) - part(o, group) for n, o in zip(nginx, other, strict=True)])
 
     paired = [f"{n.cpu_us / h.cpu_us:.2f}" for n, h in zip(nginx, haproxy, strict=True)]
     against = f"nginx minus haproxy, us a GET round by round: all {gap('all', haproxy)}"
@@ -339,10 +329,14 @@ def gap_notes(runs: dict[str, list[Profile]], sampled: bool) -> list[str]:
     return notes + log_notes(runs)
 
 
+def signed(values: list[float]) -> str:
+    """Round-by-round differences as "+x, +y; median +m"."""
+    return f"{', '.join(f'{v:+.2f}' for v in values)}; median {statistics.median(values):+.2f}"
+
+
 def differences(a: list[Profile], b: list[Profile]) -> str:
     """a's CPU per GET minus b's, round by round, as "+x, +y; median +m"."""
-    values = [x.cpu_us - y.cpu_us for x, y in zip(a, b, strict=True)]
-    return f"{', '.join(f'{v:+.2f}' for v in values)}; median {statistics.median(values):+.2f}"
+    return signed([x.cpu_us - y.cpu_us for x, y in zip(a, b, strict=True)])
 
 
 def ratios(a: list[Profile], b: list[Profile]) -> str:
@@ -420,7 +414,7 @@ def start_targets(
         if name == BARE:
             bare = stack.enter_context(BareProxy(upstream, run_dir))
             pin_servers([(bare, PINNED.proxy_cpus)])
-            targets[name] = (bare.url, one_worker(functools.partial(children, bare), run_dir), "nginx")
+            targets[name] = (bare.url, one_worker(bare.worker_pids, run_dir), "nginx")
         else:
             nginx = stack.enter_context(EditedProxy(upstream, run_dir, tuning=tuning, edits=VARIANTS[name]))
             pin_servers([(nginx, PINNED.proxy_cpus)])

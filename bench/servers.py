@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+import psutil
+
 from infra.nginx.render import render_template
 from local.nginx_proxy import nginx_binary
 from local.processes import LoopbackServer, ProcessError, free_port, system_binary
@@ -135,6 +137,12 @@ class BareProxy(LoopbackServer):
             "upstream": self.upstream,
         }
         self.config_path.write_text(render_template(HERE / "bare-proxy.conf", values))
+
+    def worker_pids(self) -> set[int]:
+        """The worker processes of this NGINX's master."""
+        if self.process is None:
+            return set()
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
 
     def command(self, *options: str) -> list[str]:
         """nginx with this configuration, in the foreground, and `options` (say "-t")."""
