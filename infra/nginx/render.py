@@ -129,6 +129,11 @@ class Tuning:
     retry_budget_floor: float = 10.0
     retry_budget_window: float = 10.0
     retry_budget_memory: str = "10m"
+    # A Basic user name is a user of its own in the budget once HOSP has
+    # answered one of its requests with a success, for this long after the
+    # last one (a shift and more); until then its requests count as their
+    # address's, so that made-up names share one user's part (docs/proxy.md).
+    retry_budget_known_for: float = 43200.0
     # The largest write body whose patient_id the access log reads; bodies up
     # to it stay in NGINX's memory (docs/access-log.md).
     body_scan_limit: int = 1024 * 1024
@@ -151,6 +156,7 @@ TUNING_HELP: dict[str, str] = {
     "retry_budget_floor": "retry attempts allowed per second whatever the traffic, shared equally by the users",
     "retry_budget_window": "seconds over which the budget counts first attempts and retries",
     "retry_budget_memory": "shared memory for the budget's counters (about 1.5 KiB per user asking)",
+    "retry_budget_known_for": "seconds a user name stays a budget user of its own after HOSP last answered it 2xx",
     "body_scan_limit": "bytes: the largest write body kept in memory and read for the access log's body_patient_id",
 }
 
@@ -358,6 +364,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "budget_floor": f"{t.retry_budget_floor:g}",
         "budget_window": f"{t.retry_budget_window:g}",
         "budget_memory": t.retry_budget_memory,
+        "budget_known_for": f"{t.retry_budget_known_for:g}",
         "lua_dir": str(LUA_DIR),
         "max_body_bytes": str(MAX_BODY_BYTES),
         "api_methods": ", ".join(API_METHODS),
@@ -535,6 +542,10 @@ def _validate_budget(t: Tuning) -> None:
         raise RenderError("a retry budget of ratio 0 and floor 0 allows no retry: set --tries 1 instead")
     if not 1 <= t.retry_budget_window <= 3600:
         raise RenderError(f"the retry budget's window must be 1 to 3600 seconds, got {t.retry_budget_window:g}")
+    if not 1 <= t.retry_budget_known_for <= 7 * 86400:
+        raise RenderError(
+            f"a known user's time in the retry budget must be 1 s to 7 days, got {t.retry_budget_known_for:g}"
+        )
     if not re.fullmatch(r"[1-9]\d*[km]", t.retry_budget_memory) or _bytes(t.retry_budget_memory) < 256 * 1024:
         raise RenderError(
             f"the retry budget's memory must be a size like 10m, at least 256k; got {t.retry_budget_memory!r}"

@@ -7,6 +7,11 @@ access log's verdicts and HOSP's own request count. A window of a minute keeps
 every counter in it for the length of a test, except where the window is what
 is tested, and one connection per test, except where the workers are what is
 tested. docs/proxy.md, "The retry budget", gives the rule the tests model.
+
+A user of the budget is a name HOSP knows (one it answered with a success:
+`sign_in` makes one while HOSP is up), else the request's address: every name
+HOSP has not accepted, like the tests' made-up ones, counts as 127.0.0.1, or
+as the CloudFront-Viewer-Address a test sends.
 """
 
 from __future__ import annotations
@@ -24,16 +29,26 @@ import pytest
 import requests
 
 from infra.nginx.render import Tuning
+from local.hosp_standin.store import DEMO_ACCOUNTS
 from local.nginx_proxy import NginxProxy
 from tests.support import DEMO_PASSWORD, DEMO_USER, PROXY_TEST_TUNING, Hosp
 
 RESERVE = PROXY_TEST_TUNING.tries - 1  # attempts a retry reserves, and makes when HOSP is down
 WINDOW = 60.0
+# Names HOSP accepts, with their passwords; any other name is made up.
+PASSWORDS = {account.username: account.password for account in DEMO_ACCOUNTS}
+# The budget's user of a name HOSP does not know, from the tests' own address.
+HERE = "127.0.0.1"
 
 
-def auth(user: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{DEMO_PASSWORD}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+def auth(user: str, address: str | None = None) -> dict[str, str]:
+    """Basic credentials of `user` (its own password if HOSP has the account), sent from
+    `address` as CloudFront names a viewer (the proxy has no origin secret here)."""
+    token = base64.b64encode(f"{user}:{PASSWORDS.get(user, DEMO_PASSWORD)}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
+    if address is not None:
+        headers["CloudFront-Viewer-Address"] = f"{address}:443"
+    return headers
 
 
 def budget(ratio: float, floor_attempts: float, window: float = WINDOW) -> Tuning:
@@ -67,19 +82,31 @@ def _close_sessions() -> Iterator[None]:
     _sessions.clear()
 
 
-def verdict(proxy: NginxProxy, user: str) -> str:
+def verdict(proxy: NginxProxy, user: str, address: str | None = None) -> str:
     """One GET by `user`; the budget's verdict: PASSED (retried) or REJECTED (the proxy's 503)."""
     session = _sessions.setdefault(proxy.url, requests.Session())
-    answer = session.get(proxy.url + "/hospitals", headers=auth(user), timeout=10)
+    answer = session.get(proxy.url + "/hospitals", headers=auth(user, address), timeout=10)
     assert answer.status_code == 503
     return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
 
 
-def one_off_verdict(proxy: NginxProxy, user: str) -> str:
+def one_off_verdict(proxy: NginxProxy, user: str, address: str | None = None) -> str:
     """As verdict, over a new connection: any worker may take it."""
-    answer = requests.get(proxy.url + "/hospitals", headers=auth(user), timeout=10)
+    answer = requests.get(proxy.url + "/hospitals", headers=auth(user, address), timeout=10)
     assert answer.status_code == 503
     return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
+
+
+def sign_in(hosp: Hosp, proxy: NginxProxy, *users: str) -> None:
+    """A GET of each user while HOSP is up, then HOSP down again: HOSP answers 200, and
+    the name is known. Each GET is a first attempt of its own, a deposit."""
+    hosp.faults(outage=False)
+    try:
+        session = _sessions.setdefault(proxy.url, requests.Session())
+        for user in users:
+            assert session.get(proxy.url + "/hospitals", headers=auth(user), timeout=10).status_code == 200
+    finally:
+        hosp.faults(outage=True)
 
 
 class Model:
@@ -89,6 +116,10 @@ class Model:
         self.ratio, self.floor = ratio, floor_attempts
         self.deposits: dict[str, int] = {}
         self.withdrawals: dict[str, int] = {}
+
+    def deposit(self, user: str) -> None:
+        """A first attempt that was not retried."""
+        self.deposits[user] = self.deposits.get(user, 0) + 1
 
     def verdict(self, user: str) -> str:
         users = len(self.deposits) + (user not in self.deposits)
@@ -139,15 +170,19 @@ def test_spent_retries_leave_the_window_and_the_budget_refills(down: Hosp, tmp_p
 
 
 def test_a_user_arriving_after_a_flood_gets_its_share(down: Hosp, tmp_path: Path) -> None:
+    flooder, newcomer = "dr-vega", "203.0.113.9"
     model = Model(0, 12)
     with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
-        flood = [verdict(proxy, "flooder") for _ in range(20)]
-        quiet = [verdict(proxy, "quiet") for _ in range(4)]
-        flood_after = [verdict(proxy, "flooder") for _ in range(5)]
+        sign_in(down, proxy, flooder)
+        model.deposit(flooder)
+        flood = [verdict(proxy, flooder) for _ in range(20)]
+        # A name HOSP does not know, from another address: a user of its own, new.
+        quiet = [verdict(proxy, "someone", newcomer) for _ in range(4)]
+        flood_after = [verdict(proxy, flooder) for _ in range(5)]
 
-    assert flood == [model.verdict("flooder") for _ in range(20)]
-    assert quiet == [model.verdict("quiet") for _ in range(4)]
-    # Alone, the flooder took half the floor (3 retries); the quiet user gets
+    assert flood == [model.verdict(flooder) for _ in range(20)]
+    assert quiet == [model.verdict(newcomer) for _ in range(4)]
+    # Alone, the flooder took half the floor (3 retries); the newcomer gets
     # a third of it (2 retries) and the flooder, over its third, no more.
     assert flood.count("PASSED") == 3
     assert quiet == ["PASSED", "PASSED", "REJECTED", "REJECTED"]
@@ -155,36 +190,114 @@ def test_a_user_arriving_after_a_flood_gets_its_share(down: Hosp, tmp_path: Path
 
 
 def test_many_users_each_get_a_retry_and_together_stay_under_the_floor(down: Hosp, tmp_path: Path) -> None:
-    users = [f"user{n}" for n in range(10)]
+    # Ten users: four names HOSP knows, and six addresses whose names it does not.
+    names = ["test-account", "dr-vega", "nurse-kim", "admin-ola"]
+    users: list[tuple[str, str, str | None]] = [(name, name, None) for name in names]
+    users += [(address, "anyone", address) for address in (f"198.51.100.{n}" for n in range(6))]
     floor_attempts = 22
     model = Model(0, floor_attempts)
     with NginxProxy(down.address, tmp_path, tuning=budget(0, floor_attempts)) as proxy:
-        seen = [(user, verdict(proxy, user)) for _ in range(3) for user in users]
+        sign_in(down, proxy, *names)
+        for name in names:
+            model.deposit(name)
+        seen = [(user, verdict(proxy, name, address)) for _ in range(3) for user, name, address in users]
 
-    assert [v for _, v in seen] == [model.verdict(user) for _ in range(3) for user in users]
-    retried = {user: sum(v == "PASSED" for u, v in seen if u == user) for user in users}
-    assert retried == dict.fromkeys(users, 1)  # the 10th user's share, 22/11, is one retry too
-    assert down.received() - len(seen) == RESERVE * len(users) <= floor_attempts
+    assert [v for _, v in seen] == [model.verdict(user) for _ in range(3) for user, _, _ in users]
+    retried = {user: sum(v == "PASSED" for u, v in seen if u == user) for user, _, _ in users}
+    assert retried == {user: 1 for user, _, _ in users}  # the 10th user's share, 22/11, is one retry too
+    assert down.received() - len(names) - len(seen) == RESERVE * len(users) <= floor_attempts
 
 
-def test_forged_user_names_cannot_spend_more_than_the_instance_bound(down: Hosp, tmp_path: Path) -> None:
-    """Thousands of made-up names, each failing once, then a real user: the instance's
-    retries stay within ratio x first attempts + floor, in a dictionary of 256 KiB
-    that must evict, and the real user keeps the ratio of its own traffic."""
+def test_made_up_names_are_one_user_and_leave_a_known_user_its_share(down: Hosp, tmp_path: Path) -> None:
+    """Thousands of names HOSP never accepted, from one address, each failing once:
+    together they are one user, so a user HOSP knows keeps a third of the floor
+    (its own, the address's, the newcomer's), as well as the ratio of its own traffic."""
+    ratio, floor_attempts, forged, nurse = 0.5, 12, 2000, "nurse-kim"
+    model = Model(ratio, floor_attempts)
+    with NginxProxy(down.address, tmp_path, tuning=budget(ratio, floor_attempts)) as proxy:
+        sign_in(down, proxy, nurse)
+        model.deposit(nurse)
+        with ThreadPoolExecutor(8) as pool:
+            flood = list(pool.map(lambda n: one_off_verdict(proxy, f"forged-{n}-" + "x" * (n % 90)), range(forged)))
+        time.sleep(0.3)  # every worker's deposits are in the dictionary
+        quiet = [verdict(proxy, nurse) for _ in range(10)]
+
+    model.deposits[HERE] = forged
+    model.withdrawals[HERE] = RESERVE * flood.count("PASSED")
+    assert quiet == [model.verdict(nurse) for _ in range(10)]
+    # The address: its ratio and its share of the floor, one user's, whatever the names.
+    assert RESERVE * flood.count("PASSED") <= ratio * forged + floor_attempts / 2 + RESERVE - 1
+    # The nurse: 0.5 x 11 first attempts + 12/3 = 9.5 attempts, 5 retries (the
+    # last one attempt over, as a retry under way may run).
+    assert quiet.count("PASSED") == 5
+    assert down.received() == 1 + forged + len(quiet) + RESERVE * (flood.count("PASSED") + 5)
+
+
+def test_a_name_becomes_a_user_only_once_hosp_answers_it_with_a_success(fresh_hosp: Hosp, tmp_path: Path) -> None:
+    """A name HOSP refuses (a wrong password: 401) or never answers (503) stays its
+    address; the same name with its password, once answered 200, is a user of its own."""
+    model = Model(0, 12)
+    with NginxProxy(fresh_hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        refused = requests.get(proxy.url + "/hospitals", headers=auth("dr-vega-typo"), timeout=10)
+        model.deposit(HERE)
+        fresh_hosp.faults(outage=True)
+        try:
+            first = [verdict(proxy, "dr-vega-typo") for _ in range(3)]
+            also = [verdict(proxy, "dr-vega") for _ in range(2)]  # never answered yet: the same address
+            expected = [model.verdict(HERE) for _ in range(5)]
+            sign_in(fresh_hosp, proxy, "dr-vega")
+            model.deposit("dr-vega")
+            known = [verdict(proxy, "dr-vega") for _ in range(3)]
+        finally:
+            fresh_hosp.faults(outage=False)
+
+    assert refused.status_code == 401
+    assert first + also == expected
+    assert first + also == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]  # 12/2: the address alone
+    assert known == [model.verdict("dr-vega") for _ in range(3)]
+    assert known == ["PASSED", "PASSED", "REJECTED"]  # 12/3: its own share
+
+
+def test_a_known_name_is_its_address_again_after_known_for(down: Hosp, tmp_path: Path) -> None:
+    known_for = 2.0
+    tuning = dataclasses.replace(budget(0, 12), retry_budget_known_for=known_for)
+    model = Model(0, 12)
+    with NginxProxy(down.address, tmp_path, tuning=tuning) as proxy:
+        sign_in(down, proxy, "dr-vega")
+        model.deposit("dr-vega")
+        # The address (any unknown name) spends its share.
+        spent = [verdict(proxy, "anyone") for _ in range(3)]
+        time.sleep(known_for * 1.3)
+        after = [verdict(proxy, "dr-vega") for _ in range(2)]
+
+    assert spent == [model.verdict(HERE) for _ in range(3)] == ["PASSED", "PASSED", "REJECTED"]
+    # Forgotten: dr-vega is the address again, whose share is spent.
+    assert after == [model.verdict(HERE) for _ in range(2)] == ["REJECTED", "REJECTED"]
+
+
+def test_thousands_of_addresses_cannot_spend_more_than_the_instance_bound(down: Hosp, tmp_path: Path) -> None:
+    """Thousands of addresses (CloudFront-Viewer-Address as sent), each failing once, then a
+    known user: the instance's retries stay within ratio x first attempts + floor, in a
+    dictionary of 256 KiB that must evict, and the known user keeps the ratio of its own traffic."""
     ratio, floor_attempts, forged = 0.5, 10, 3000
     tuning = dataclasses.replace(budget(ratio, floor_attempts), retry_budget_memory="256k")
     with NginxProxy(down.address, tmp_path, tuning=tuning) as proxy:
+        sign_in(down, proxy, "nurse-kim")
         with ThreadPoolExecutor(8) as pool:
-            flood = list(pool.map(lambda n: one_off_verdict(proxy, f"forged-{n}-" + "x" * (n % 90)), range(forged)))
-        quiet = [verdict(proxy, "nurse") for _ in range(10)]
+            flood = list(
+                pool.map(
+                    lambda n: one_off_verdict(proxy, f"forged-{n}", f"2001:db8::{n:x}" + ":0" * (n % 6)), range(forged)
+                )
+            )
+        quiet = [verdict(proxy, "nurse-kim") for _ in range(10)]
         health = requests.get(proxy.url + "/_proxy/health", timeout=5)
         errors = [line for line in (proxy.run_dir / "error.log").read_text().splitlines() if "[error]" in line]
 
-    first_attempts = forged + len(quiet)
+    first_attempts = 1 + forged + len(quiet)
     retries = down.received() - first_attempts
     assert retries <= ratio * first_attempts + floor_attempts + RESERVE - 1
-    assert flood.count("PASSED") > 0  # the forged names got their ratio, no more
-    # The real user's ratio: a retry (2 attempts) for every 4 requests of its own.
+    assert flood.count("PASSED") > 0  # the addresses got their ratio, no more
+    # The known user's ratio: a retry (2 attempts) for every 4 requests of its own.
     assert quiet.count("PASSED") >= math.floor(ratio * len(quiet) / RESERVE)
     assert health.status_code == 200
     assert not [line for line in errors if "lua" in line or "shared" in line], errors[:3]
@@ -232,6 +345,8 @@ def test_requests_without_credentials_neither_deposit_nor_count_as_a_user(down: 
 def test_a_retry_that_succeeds_early_gives_back_its_unused_attempt(fresh_hosp: Hosp, tmp_path: Path) -> None:
     # A floor of 4 attempts: a lone user's half is 2, one reservation.
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=budget(0, 4)) as proxy:
+        # HOSP answers the user 200 first: from then on it is a user of its own.
+        assert requests.get(proxy.url + "/hospitals", headers=auth(DEMO_USER), timeout=10).status_code == 200
         statuses = []
         for _ in range(3):
             fresh_hosp.script("503")  # the first attempt fails, the first retry succeeds
@@ -240,5 +355,5 @@ def test_a_retry_that_succeeds_early_gives_back_its_unused_attempt(fresh_hosp: H
 
     # Each retry made 1 of its 2 reserved attempts and gave the other back, so
     # the second fits; the third would be a 3rd attempt of the 2 allowed.
-    assert lines == ["PASSED", "PASSED", "REJECTED"]
+    assert lines == ["", "PASSED", "PASSED", "REJECTED"]
     assert statuses == [200, 200, 503]

@@ -274,6 +274,7 @@ def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
             retry_budget_floor=7,
             retry_budget_window=30,
             retry_budget_memory="4m",
+            retry_budget_known_for=3600,
         )
     )
 
@@ -286,6 +287,7 @@ def test_timeouts_and_budget_reach_the_config(tmp_path: Path) -> None:
     assert "floor = 7," in config
     assert "window = 30," in config
     assert "reserve = 2," in config  # the retries of one request: tries - 1
+    assert "known_for = 3600," in config
     assert f"client_max_body_size {render.MAX_BODY_BYTES};" in config
 
 
@@ -342,6 +344,8 @@ def test_settings_whose_slowest_answer_outlasts_the_origin_timeout_are_refused(
         ({"retry_budget_floor": -1}, "floor"),
         ({"retry_budget_window": 0.5}, "window"),
         ({"retry_budget_memory": "64k"}, "memory"),
+        ({"retry_budget_known_for": 0.5}, "known user"),
+        ({"retry_budget_known_for": 8 * 86400}, "known user"),
         ({"retry_budget_memory": "10 m"}, "memory"),
         ({"access_log_buffer": "lots"}, "buffer"),
         ({"worker_processes": "0"}, "worker processes"),

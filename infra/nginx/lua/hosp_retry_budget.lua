@@ -7,8 +7,7 @@
 --
 --   retry attempts  <=  ratio x first attempts  +  floor x window
 --
--- and for each user (the Basic user name; the client's address for a
--- request with other credentials):
+-- and for each user:
 --
 --   its retry attempts  <=  ratio x its first attempts  +  floor x window / (N + 1)
 --
@@ -18,6 +17,14 @@
 -- with one share always kept for a user who has not asked yet: a user who
 -- floods failing requests spends its own share, never another's, and a
 -- quiet user, or one who arrives during a flood, finds its share free.
+--
+-- A user is a Basic user name that HOSP knows: one it answered with a
+-- success (2xx) in the last `known_for` seconds. Any other request, with a
+-- name HOSP has not accepted or with other credentials, counts as its
+-- client's address (CloudFront's viewer address, else the connection's). So
+-- names made up by the thousand are one user, their address, and cannot
+-- split the floor into shares too small for anyone (a name HOSP refuses
+-- never becomes a user of its own).
 --
 -- The counters live in a lua_shared_dict, one for all the workers of the
 -- instance, in time slots of window / SLOTS seconds that expire on their
@@ -40,6 +47,11 @@ local LONGEST_NAME = 64
 -- holds this many.
 local FLUSH_SECONDS = 0.1
 local FLUSH_COUNT = 1000
+-- A worker takes a name it has seen known as known for this long (at most a
+-- quarter of known_for) without asking the dictionary again, and remembers
+-- at most this many names.
+local KNOWN_RECHECK = 60
+local KNOWN_MEMORY = 10000
 
 local clear = require("table.clear")
 
@@ -52,6 +64,8 @@ function M.configure(options)
         floor = options.floor,
         window = options.window,
         reserve = options.reserve,
+        known_for = options.known_for,
+        recheck = math.min(KNOWN_RECHECK, options.known_for / 4),
         slot_seconds = options.window / SLOTS,
         ttl = options.window + options.window / SLOTS,
         dict = ngx.shared[options.dict],
@@ -64,21 +78,71 @@ end
 
 -- A user name never holds ":" (Basic credentials end it there), so the
 -- keys that start with one, an address or a long name's MD5, meet no name.
-local function user_key()
+local function name_key()
     local user = ngx.var.remote_user
     if user == nil then
-        -- Credentials that are not Basic: the viewer's address as CloudFront
-        -- sent it, or the connection's.
-        local address = ngx.var.http_cloudfront_viewer_address or ngx.var.remote_addr
-        if #address > LONGEST_NAME then
-            return "::" .. ngx.md5(address)
-        end
-        return ":" .. address
+        return nil
     end
     if #user > LONGEST_NAME then
         return "::" .. ngx.md5(user)
     end
     return user
+end
+
+-- The viewer's address as CloudFront sent it, or the connection's.
+local function address_key()
+    local address = ngx.var.http_cloudfront_viewer_address or ngx.var.remote_addr
+    if #address > LONGEST_NAME then
+        return "::" .. ngx.md5(address)
+    end
+    return ":" .. address
+end
+
+-- The names this worker has found known, and until when it trusts that
+-- without reading the dictionary ("k" .. name) again. Only names HOSP
+-- accepted get here: made-up ones never fill it.
+local known_until, known_count = {}, 0
+
+local function remember(name, now)
+    if known_until[name] == nil then
+        if known_count >= KNOWN_MEMORY then
+            clear(known_until)
+            known_count = 0
+        end
+        known_count = known_count + 1
+    end
+    known_until[name] = now + settings.recheck
+end
+
+local function is_known(name, now)
+    local trusted = known_until[name]
+    if trusted ~= nil and trusted > now then
+        return true
+    end
+    if settings.dict:get("k" .. name) then
+        remember(name, now)
+        return true
+    end
+    return false
+end
+
+-- HOSP answered the name with a success: known for known_for seconds more
+-- (written at most once per recheck by each worker).
+local function vouch(name, now)
+    local trusted = known_until[name]
+    if trusted ~= nil and trusted > now then
+        return
+    end
+    settings.dict:set("k" .. name, true, settings.known_for)
+    remember(name, now)
+end
+
+-- The budget's user of this request: its name if HOSP knows it, else its address.
+local function user_key(name, now)
+    if name ~= nil and is_known(name, now) then
+        return name
+    end
+    return address_key()
 end
 
 -- Sums over the window of the instance's and one user's deposits, of their
@@ -144,7 +208,7 @@ end
 function M.admit()
     flush()
     local s = settings
-    local dict, slot, user = s.dict, current_slot(), user_key()
+    local dict, slot, user = s.dict, current_slot(), user_key(name_key(), ngx.now())
     local deposits, user_deposits, withdrawals, user_withdrawals, users = window_totals(dict, slot, user)
     -- This request's own first attempt is deposited when it ends: count it now.
     if user_deposits == 0 then
@@ -159,6 +223,7 @@ function M.admit()
         if take(dict, key_now, s.reserve, left, s.ttl) then
             ngx.var.hosp_retry_budget = "PASSED"
             ngx.var.hosp_retry_budget_slot = slot
+            ngx.var.hosp_retry_budget_user = user
             return
         end
         dict:incr(user_key_now, -s.reserve)
@@ -184,7 +249,8 @@ function M.start_worker()
 end
 
 -- log_by_lua, for every request: the deposit of a retryable request's first
--- attempt, and the unused part of a retry's reservation given back.
+-- attempt, and the unused part of a retry's reservation given back; a
+-- success from HOSP makes the request's user name known.
 -- $hosp_retry_budget_log (retry-policy.conf) says which: "" neither, "d" the
 -- deposit, "r" both.
 function M.log()
@@ -197,7 +263,12 @@ function M.log()
     if what == "" then
         return
     end
-    local user = user_key()
+    local name, now = name_key(), ngx.now()
+    local status = ngx.status
+    if name ~= nil and status >= 200 and status < 300 then
+        vouch(name, now)
+    end
+    local user = user_key(name, now)
     pending[user] = (pending[user] or 0) + 1
     pending_count = pending_count + 1
     if pending_count >= FLUSH_COUNT then
@@ -205,12 +276,14 @@ function M.log()
     end
     if what == "r" then
         local s = settings
-        local held = ngx.var.hosp_retry_budget_slot
+        -- The slot and the user the reservation was taken in: the user may
+        -- have become known since.
+        local held, held_by = ngx.var.hosp_retry_budget_slot, ngx.var.hosp_retry_budget_user
         local unused = s.reserve - retry_attempts(ngx.var.upstream_status or "")
         if unused > 0 then
             -- Gone when its slot has expired: the window has passed it anyway.
             s.dict:incr("w" .. held, -unused)
-            s.dict:incr("w" .. held .. ":" .. user, -unused)
+            s.dict:incr("w" .. held .. ":" .. held_by, -unused)
         end
     end
 end
