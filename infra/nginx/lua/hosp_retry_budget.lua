@@ -126,23 +126,32 @@ local function is_known(name, now)
     return false
 end
 
--- HOSP answered the name with a success: known for known_for seconds more
--- (written at most once per recheck by each worker).
-local function vouch(name, now)
-    local trusted = known_until[name]
-    if trusted ~= nil and trusted > now then
-        return
-    end
-    settings.dict:set("k" .. name, true, settings.known_for)
-    remember(name, now)
-end
-
 -- The budget's user of this request: its name if HOSP knows it, else its address.
 local function user_key(name, now)
     if name ~= nil and is_known(name, now) then
         return name
     end
     return address_key()
+end
+
+-- The user a request that has ended deposits as. A success from HOSP makes
+-- its name known for known_for seconds more: each worker writes that at most
+-- once per recheck for a name, and a name it trusts costs it one table lookup.
+local function depositor(name, now)
+    if name == nil then
+        return address_key()
+    end
+    local trusted = known_until[name]
+    if trusted ~= nil and trusted > now then
+        return name
+    end
+    local status = ngx.status
+    if status >= 200 and status < 300 then
+        settings.dict:set("k" .. name, true, settings.known_for)
+        remember(name, now)
+        return name
+    end
+    return user_key(name, now)
 end
 
 -- Sums over the window of the instance's and one user's deposits, of their
@@ -263,12 +272,7 @@ function M.log()
     if what == "" then
         return
     end
-    local name, now = name_key(), ngx.now()
-    local status = ngx.status
-    if name ~= nil and status >= 200 and status < 300 then
-        vouch(name, now)
-    end
-    local user = user_key(name, now)
+    local user = depositor(name_key(), ngx.now())
     pending[user] = (pending[user] or 0) + 1
     pending_count = pending_count + 1
     if pending_count >= FLUSH_COUNT then
