@@ -357,3 +357,31 @@ def test_a_retry_that_succeeds_early_gives_back_its_unused_attempt(fresh_hosp: H
     # the second fits; the third would be a 3rd attempt of the 2 allowed.
     assert lines == ["", "PASSED", "PASSED", "REJECTED"]
     assert statuses == [200, 200, 503]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"", b"a\x00b", b"line\nbreak", b"\xff\xfe", "명의".encode(), b"x" * 6000, b"k", b"::1", b" "],
+    ids=["empty", "nul", "newline", "not-utf8", "utf8", "6000-bytes", "k", "colons", "space"],
+)
+def test_odd_names_are_counted_without_an_error(fresh_hosp: Hosp, tmp_path: Path, name: bytes) -> None:
+    """Any name HOSP refuses, up or down, is its address: answered, never a 500, no Lua error."""
+    token = base64.b64encode(name + b":" + DEMO_PASSWORD.encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
+    with NginxProxy(fresh_hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        refused = requests.get(proxy.url + "/hospitals", headers=headers, timeout=10)
+        fresh_hosp.faults(outage=True)
+        try:
+            down = [requests.get(proxy.url + "/hospitals", headers=headers, timeout=10) for _ in range(4)]
+            # An unknown name from the same address: the same user, whose share the odd name spent.
+            after = verdict(proxy, "someone-else")
+        finally:
+            fresh_hosp.faults(outage=False)
+        errors = [line for line in (proxy.run_dir / "error.log").read_text().splitlines() if "[error]" in line]
+
+    assert refused.status_code == 401
+    assert [answer.status_code for answer in down] == [503] * 4
+    passed = ["REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED" for answer in down]
+    assert passed == ["PASSED", "PASSED", "PASSED", "REJECTED"]  # 12/2 for the address: 3 retries
+    assert after == "REJECTED"
+    assert not errors, errors[:3]
