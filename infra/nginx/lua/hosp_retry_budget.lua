@@ -47,9 +47,9 @@ local LONGEST_NAME = 64
 -- holds this many.
 local FLUSH_SECONDS = 0.1
 local FLUSH_COUNT = 1000
--- A worker takes a name it has seen known as known for this long (at most a
--- quarter of known_for) without asking the dictionary again, and remembers
--- at most this many names.
+-- A worker trusts a name it found known for this long (at most a quarter of
+-- known_for) before it reads the dictionary again, and remembers at most
+-- this many names.
 local KNOWN_RECHECK = 60
 local KNOWN_MEMORY = 10000
 
