@@ -20,6 +20,8 @@ import base64
 import dataclasses
 import json
 import math
+import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -273,6 +275,29 @@ def test_a_known_name_is_its_address_again_after_known_for(down: Hosp, tmp_path:
     assert spent == [model.verdict(HERE) for _ in range(3)] == ["PASSED", "PASSED", "REJECTED"]
     # Forgotten: dr-vega is the address again, whose share is spent.
     assert after == [model.verdict(HERE) for _ in range(2)] == ["REJECTED", "REJECTED"]
+
+
+def test_known_names_and_spent_shares_survive_a_reload(down: Hosp, tmp_path: Path) -> None:
+    """A reload (the DNS refresh's) starts new workers, which remember nothing of their own:
+    who is known and what was spent are in the shared dictionary, which a reload keeps."""
+    model = Model(0, 12)
+    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        sign_in(down, proxy, "dr-vega")
+        model.deposit("dr-vega")
+        before = [verdict(proxy, "anyone") for _ in range(3)]
+        old_workers = proxy.worker_pids()
+        _sessions.pop(proxy.url).close()  # its connection belongs to an old worker
+        os.kill(int((proxy.run_dir / "nginx.pid").read_text()), signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while proxy.worker_pids() & old_workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not proxy.worker_pids() & old_workers, "the old workers did not leave within 10 s"
+        known = [verdict(proxy, "dr-vega") for _ in range(3)]
+        spent = verdict(proxy, "anyone")
+
+    assert before == [model.verdict(HERE) for _ in range(3)] == ["PASSED", "PASSED", "REJECTED"]
+    assert known == [model.verdict("dr-vega") for _ in range(3)] == ["PASSED", "PASSED", "REJECTED"]
+    assert spent == model.verdict(HERE) == "REJECTED"
 
 
 def test_thousands_of_addresses_cannot_spend_more_than_the_instance_bound(down: Hosp, tmp_path: Path) -> None:
