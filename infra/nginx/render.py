@@ -35,6 +35,10 @@ HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d
 
 # The methods HOSP's API uses; the proxy answers any other with 405.
 API_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# The first segments of HOSP's API paths (docs/hosp-api.yaml), every one of which HOSP
+# answers only to credentials it accepts: a success on one makes a user name known to
+# the retry budget (docs/proxy.md, "Who is a user").
+AUTHENTICATED_API: tuple[str, ...] = ("hospitals", "patients", "staffs", "notes")
 # The one request-body limit of the whole system (docs/proxy.md): the proxy
 # refuses larger bodies with 413, and the HOSP stand-in accepts exactly this.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -365,6 +369,7 @@ def values(s: ProxySettings) -> dict[str, str]:
         "budget_window": f"{t.retry_budget_window:g}",
         "budget_memory": t.retry_budget_memory,
         "budget_known_for": f"{t.retry_budget_known_for:g}",
+        "api_paths": "|".join(AUTHENTICATED_API),
         "lua_dir": str(LUA_DIR),
         "max_body_bytes": str(MAX_BODY_BYTES),
         "api_methods": ", ".join(API_METHODS),

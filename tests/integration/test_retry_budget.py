@@ -43,13 +43,14 @@ PASSWORDS = {account.username: account.password for account in DEMO_ACCOUNTS}
 HERE = "127.0.0.1"
 
 
-def auth(user: str, address: str | None = None) -> dict[str, str]:
-    """Basic credentials of `user` (its own password if HOSP has the account), sent from
-    `address` as CloudFront names a viewer (the proxy has no origin secret here)."""
-    token = base64.b64encode(f"{user}:{PASSWORDS.get(user, DEMO_PASSWORD)}".encode()).decode()
+def auth(user: str, viewer: str | None = None, password: str | None = None) -> dict[str, str]:
+    """Basic credentials of `user` (its own password if HOSP has the account, unless
+    `password` says otherwise), from `viewer`, the "address:port" CloudFront names a
+    viewer by (the proxy has no origin secret here: a client may send it)."""
+    token = base64.b64encode(f"{user}:{password or PASSWORDS.get(user, DEMO_PASSWORD)}".encode()).decode()
     headers = {"Authorization": f"Basic {token}"}
-    if address is not None:
-        headers["CloudFront-Viewer-Address"] = f"{address}:443"
+    if viewer is not None:
+        headers["CloudFront-Viewer-Address"] = viewer
     return headers
 
 
@@ -84,17 +85,17 @@ def _close_sessions() -> Iterator[None]:
     _sessions.clear()
 
 
-def verdict(proxy: NginxProxy, user: str, address: str | None = None) -> str:
+def verdict(proxy: NginxProxy, user: str, viewer: str | None = None) -> str:
     """One GET by `user`; the budget's verdict: PASSED (retried) or REJECTED (the proxy's 503)."""
     session = _sessions.setdefault(proxy.url, requests.Session())
-    answer = session.get(proxy.url + "/hospitals", headers=auth(user, address), timeout=10)
+    answer = session.get(proxy.url + "/hospitals", headers=auth(user, viewer), timeout=10)
     assert answer.status_code == 503
     return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
 
 
-def one_off_verdict(proxy: NginxProxy, user: str, address: str | None = None) -> str:
+def one_off_verdict(proxy: NginxProxy, user: str, viewer: str | None = None) -> str:
     """As verdict, over a new connection: any worker may take it."""
-    answer = requests.get(proxy.url + "/hospitals", headers=auth(user, address), timeout=10)
+    answer = requests.get(proxy.url + "/hospitals", headers=auth(user, viewer), timeout=10)
     assert answer.status_code == 503
     return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
 
@@ -179,7 +180,7 @@ def test_a_user_arriving_after_a_flood_gets_its_share(down: Hosp, tmp_path: Path
         model.deposit(flooder)
         flood = [verdict(proxy, flooder) for _ in range(20)]
         # A name HOSP does not know, from another address: a user of its own, new.
-        quiet = [verdict(proxy, "someone", newcomer) for _ in range(4)]
+        quiet = [verdict(proxy, "someone", newcomer + ":443") for _ in range(4)]
         flood_after = [verdict(proxy, flooder) for _ in range(5)]
 
     assert flood == [model.verdict(flooder) for _ in range(20)]
@@ -195,7 +196,7 @@ def test_many_users_each_get_a_retry_and_together_stay_under_the_floor(down: Hos
     # Ten users: four names HOSP knows, and six addresses whose names it does not.
     names = ["test-account", "dr-vega", "nurse-kim", "admin-ola"]
     users: list[tuple[str, str, str | None]] = [(name, name, None) for name in names]
-    users += [(address, "anyone", address) for address in (f"198.51.100.{n}" for n in range(6))]
+    users += [(address, "anyone", address + ":443") for address in (f"198.51.100.{n}" for n in range(6))]
     floor_attempts = 22
     model = Model(0, floor_attempts)
     with NginxProxy(down.address, tmp_path, tuning=budget(0, floor_attempts)) as proxy:
@@ -235,17 +236,42 @@ def test_made_up_names_are_one_user_and_leave_a_known_user_its_share(down: Hosp,
     assert down.received() == 1 + forged + len(quiet) + RESERVE * (flood.count("PASSED") + 5)
 
 
+def test_an_address_is_one_user_whatever_its_port_and_an_ipv6_address_its_64(down: Hosp, tmp_path: Path) -> None:
+    """CloudFront names a viewer "address:port", the port new with each connection, and one
+    IPv6 host can send from any address of its /64: neither a port nor a host's other
+    addresses is a user of its own."""
+    model = Model(0, 12)
+    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        ipv4 = [verdict(proxy, f"made-up-{port}", f"203.0.113.5:{port}") for port in range(1000, 1005)]
+        ipv6 = [
+            verdict(proxy, "made-up", viewer)
+            for viewer in ("2001:db8:0:1::a:5000", "2001:db8:0:1:ffff::b:5001", "[2001:db8:0:1::c]:5002") * 2
+        ]
+        other_64 = verdict(proxy, "made-up", "2001:db8:0:2::a:5000")
+
+    assert ipv4 == [model.verdict("203.0.113.5") for _ in range(5)]
+    assert ipv6 == [model.verdict("2001:db8:0:1::/64") for _ in range(6)]
+    assert other_64 == model.verdict("2001:db8:0:2::/64") == "PASSED"
+    assert ipv4 == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]  # 12/2 alone: 3 retries
+    assert ipv6 == ["PASSED", "PASSED", "REJECTED", "REJECTED", "REJECTED", "REJECTED"]  # 12/3: 2
+
+
 def test_a_name_becomes_a_user_only_once_hosp_answers_it_with_a_success(fresh_hosp: Hosp, tmp_path: Path) -> None:
-    """A name HOSP refuses (a wrong password: 401) or never answers (503) stays its
+    """A name HOSP refuses (a wrong password: 401), never answers (503), or answers only on a
+    path outside its API (the stand-in's /_sim, which asks for no credentials) stays its
     address; the same name with its password, once answered 200, is a user of its own."""
     model = Model(0, 12)
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
-        refused = requests.get(proxy.url + "/hospitals", headers=auth("dr-vega-typo"), timeout=10)
+        # One connection, one worker: its deposits are in the dictionary by its next decision.
+        session = _sessions.setdefault(proxy.url, requests.Session())
+        refused = session.get(proxy.url + "/hospitals", headers=auth("dr-vega", password="wrong"), timeout=10)
+        model.deposit(HERE)
+        outside = session.get(proxy.url + "/_sim/stats", headers=auth("ghost"), timeout=10)
         model.deposit(HERE)
         fresh_hosp.faults(outage=True)
         try:
-            first = [verdict(proxy, "dr-vega-typo") for _ in range(3)]
-            also = [verdict(proxy, "dr-vega") for _ in range(2)]  # never answered yet: the same address
+            first = [verdict(proxy, "dr-vega") for _ in range(3)]  # never answered yet
+            ghost = [verdict(proxy, "ghost") for _ in range(2)]
             expected = [model.verdict(HERE) for _ in range(5)]
             sign_in(fresh_hosp, proxy, "dr-vega")
             model.deposit("dr-vega")
@@ -254,10 +280,37 @@ def test_a_name_becomes_a_user_only_once_hosp_answers_it_with_a_success(fresh_ho
             fresh_hosp.faults(outage=False)
 
     assert refused.status_code == 401
-    assert first + also == expected
-    assert first + also == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]  # 12/2: the address alone
+    assert outside.status_code == 200
+    assert first + ghost == expected
+    assert first + ghost == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]  # 12/2: the address alone
     assert known == [model.verdict("dr-vega") for _ in range(3)]
     assert known == ["PASSED", "PASSED", "REJECTED"]  # 12/3: its own share
+
+
+def test_an_unknown_name_whose_retry_succeeds_gives_back_to_its_address(fresh_hosp: Hosp, tmp_path: Path) -> None:
+    """The retry was reserved under the address; its success makes the name known before the
+    request's deposit and give-back: the unused attempt goes back to the address."""
+    model = Model(0, 12)
+    with NginxProxy(fresh_hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        fresh_hosp.script("503")  # the first attempt fails, the retry succeeds
+        # One connection, one worker: its deposits are in the dictionary by its next decision.
+        session = _sessions.setdefault(proxy.url, requests.Session())
+        answer = session.get(proxy.url + "/hospitals", headers=auth(DEMO_USER), timeout=10)
+        fresh_hosp.faults(outage=True)
+        try:
+            after = [verdict(proxy, "someone") for _ in range(3)]
+        finally:
+            fresh_hosp.faults(outage=False)
+    lines = [json.loads(line)["retry_budget"] for line in proxy.access_log.read_text().splitlines()]
+
+    assert answer.status_code == 200
+    assert lines[0] == "PASSED"
+    model.deposit(DEMO_USER)  # known by the time it deposits
+    model.withdrawals[HERE] = RESERVE - 1  # reserved 2, made 1
+    # The address's share is 12/3 = 4 attempts, 1 spent: one retry, and a second that
+    # starts within it (over by one, as a retry under way may run); kept under the
+    # name, the address would have 2 spent and only the first.
+    assert after == [model.verdict(HERE) for _ in range(3)] == ["PASSED", "PASSED", "REJECTED"]
 
 
 def test_a_known_name_is_its_address_again_after_known_for(down: Hosp, tmp_path: Path) -> None:
@@ -267,12 +320,15 @@ def test_a_known_name_is_its_address_again_after_known_for(down: Hosp, tmp_path:
     with NginxProxy(down.address, tmp_path, tuning=tuning) as proxy:
         sign_in(down, proxy, "dr-vega")
         model.deposit("dr-vega")
-        # The address (any unknown name) spends its share.
+        # The address (any unknown name) spends its share; dr-vega has its own.
         spent = [verdict(proxy, "anyone") for _ in range(3)]
-        time.sleep(known_for * 1.3)
+        known = verdict(proxy, "dr-vega")
+        # Past known_for, and past the half second (known_for / 4) a worker trusts what it read.
+        time.sleep(known_for + known_for / 4 + 1.0)
         after = [verdict(proxy, "dr-vega") for _ in range(2)]
 
     assert spent == [model.verdict(HERE) for _ in range(3)] == ["PASSED", "PASSED", "REJECTED"]
+    assert known == model.verdict("dr-vega") == "PASSED"
     # Forgotten: dr-vega is the address again, whose share is spent.
     assert after == [model.verdict(HERE) for _ in range(2)] == ["REJECTED", "REJECTED"]
 
@@ -300,6 +356,14 @@ def test_known_names_and_spent_shares_survive_a_reload(down: Hosp, tmp_path: Pat
     assert spent == model.verdict(HERE) == "REJECTED"
 
 
+def viewer(n: int) -> str:
+    """The n-th of thousands of viewers: an IPv4 address and port, or (one in ten) a header too
+    long to be kept whole."""
+    if n % 10 == 0:
+        return "v" * 80 + f"{n}:443"
+    return f"10.{n // 65536}.{n // 256 % 256}.{n % 256}:{40000 + n}"
+
+
 def test_thousands_of_addresses_cannot_spend_more_than_the_instance_bound(down: Hosp, tmp_path: Path) -> None:
     """Thousands of addresses (CloudFront-Viewer-Address as sent), each failing once, then a
     known user: the instance's retries stay within ratio x first attempts + floor, in a
@@ -311,7 +375,8 @@ def test_thousands_of_addresses_cannot_spend_more_than_the_instance_bound(down: 
         with ThreadPoolExecutor(8) as pool:
             flood = list(
                 pool.map(
-                    lambda n: one_off_verdict(proxy, f"forged-{n}", f"2001:db8::{n:x}" + ":0" * (n % 6)), range(forged)
+                    lambda n: one_off_verdict(proxy, f"forged-{n}", viewer(n)),
+                    range(forged),
                 )
             )
         quiet = [verdict(proxy, "nurse-kim") for _ in range(10)]

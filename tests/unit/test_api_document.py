@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.nginx.render import MAX_BODY_BYTES
+from infra.nginx.render import AUTHENTICATED_API, MAX_BODY_BYTES
 from local.hosp_standin.api import ROUTES
 from local.hosp_standin.faults import (
     DEFAULT_CONFIG,
@@ -43,6 +43,24 @@ def seed_patients() -> list[Patient]:
     while (record := store.get_patient(len(patients) + 1)) is not None:
         patients.append(record)
     return patients
+
+
+def test_the_retry_budgets_api_paths_are_the_documented_ones_that_need_credentials(document: dict[str, Any]) -> None:
+    """A success on one of these makes a user name known to the retry budget: each must be a
+    path HOSP answers only to accepted credentials (the document's global basicAuth, no
+    `security: []` of its own), and every such path must be among them."""
+    needing_credentials = {
+        path.split("/")[1]
+        for path, operations in document["paths"].items()
+        if all(
+            operation.get("security", document["security"])
+            for method, operation in operations.items()
+            if method in {"get", "head", "post", "put", "patch", "delete", "options"}
+        )
+    }
+
+    assert document["security"] == [{"basicAuth": []}]
+    assert needing_credentials == set(AUTHENTICATED_API)
 
 
 def test_every_stand_in_route_and_method_is_documented_and_nothing_else(document: dict[str, Any]) -> None:

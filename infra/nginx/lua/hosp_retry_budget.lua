@@ -19,19 +19,23 @@
 -- quiet user, or one who arrives during a flood, finds its share free.
 --
 -- A user is a Basic user name that HOSP knows: one it answered with a
--- success (2xx) in the last `known_for` seconds. Any other request, with a
--- name HOSP has not accepted or with other credentials, counts as its
--- client's address (CloudFront's viewer address, else the connection's). So
--- names made up by the thousand are one user, their address, and cannot
--- split the floor into shares too small for anyone (a name HOSP refuses
--- never becomes a user of its own).
+-- success (2xx) on a path of its API, which it answers only to credentials
+-- it accepts, in about the last `known_for` seconds. Any other request, with
+-- a name HOSP has not accepted or with other credentials, counts as its
+-- client's address: CloudFront's viewer address, else the connection's,
+-- without the port, and for IPv6 its /64, which one host can send from
+-- whole. So names made up by the thousand are one user, their address, and
+-- cannot split the floor into shares too small for anyone (a name HOSP
+-- refuses never becomes a user of its own).
 --
 -- The counters live in a lua_shared_dict, one for all the workers of the
 -- instance, in time slots of window / SLOTS seconds that expire on their
 -- own. Each worker adds its deposits to it in batches, every FLUSH_SECONDS
--- and before each retry decision it makes, so that a request takes no lock
--- on the dictionary; another worker's deposits are seen at most
--- FLUSH_SECONDS late, which only ever refuses a retry, never allows one. A retry is let through by reserving its `tries - 1` attempts (an
+-- and before each retry decision it makes, so that a request of a known
+-- user takes no lock on the dictionary (one of an unknown name reads the
+-- dictionary of known names once); another worker's deposits are seen at
+-- most FLUSH_SECONDS late, which only ever refuses a retry, never allows
+-- one. A retry is let through by reserving its `tries - 1` attempts (an
 -- atomic increment, taken back if it went over); the request gives back the
 -- attempts it did not make when it ends. So at any moment the retries under
 -- way are counted, and the instance's bound is exceeded by at most
@@ -64,6 +68,7 @@ function M.configure(options)
         floor = options.floor,
         window = options.window,
         reserve = options.reserve,
+        known = ngx.shared[options.known_dict],
         known_for = options.known_for,
         recheck = math.min(KNOWN_RECHECK, options.known_for / 4),
         slot_seconds = options.window / SLOTS,
@@ -89,9 +94,55 @@ local function name_key()
     return user
 end
 
--- The viewer's address as CloudFront sent it, or the connection's.
+-- The first 64 bits of an IPv6 address, as "2001:db8:0:1::/64"; nil if
+-- the text is not one.
+local function ipv6_prefix(address)
+    local head, tail = address:match("^(.-)::(.*)$")
+    local groups = {}
+    for group in (head or address):gmatch("[^:]+") do
+        groups[#groups + 1] = group
+    end
+    if head ~= nil and #groups < 4 then
+        -- "::" stands for the zero groups that make eight with the tail's
+        -- (a dotted IPv4 ending counts for two).
+        local tail_groups = 0
+        for group in tail:gmatch("[^:]+") do
+            tail_groups = tail_groups + (group:find(".", 1, true) and 2 or 1)
+        end
+        for _ = 1, 8 - #groups - tail_groups do
+            groups[#groups + 1] = "0"
+        end
+        for group in tail:gmatch("[^:]+") do
+            groups[#groups + 1] = group
+        end
+    end
+    if #groups < 4 then
+        return nil
+    end
+    local prefix = {}
+    for i = 1, 4 do
+        local value = groups[i]:match("^%x%x?%x?%x?$") and tonumber(groups[i], 16)
+        if not value then
+            return nil
+        end
+        prefix[i] = string.format("%x", value)
+    end
+    return table.concat(prefix, ":") .. "::/64"
+end
+
+-- The client's address: the viewer's as CloudFront sent it ("address:port",
+-- IPv6 unbracketed), or the connection's; an IPv6 address's /64.
 local function address_key()
-    local address = ngx.var.http_cloudfront_viewer_address or ngx.var.remote_addr
+    local address = ngx.var.http_cloudfront_viewer_address
+    if address ~= nil then
+        address = address:match("^%[(.*)%]:%d+$") or address:match("^(.*):%d+$") or address
+    else
+        address = ngx.var.remote_addr
+    end
+    -- (An IPv4 address written in IPv6, "::ffff:192.0.2.1", is kept whole.)
+    if address:find(":", 1, true) and not address:find(".", 1, true) then
+        address = ipv6_prefix(address) or address
+    end
     if #address > LONGEST_NAME then
         return "::" .. ngx.md5(address)
     end
@@ -99,9 +150,14 @@ local function address_key()
 end
 
 -- The names this worker has found known, and until when it trusts that
--- without reading the dictionary ("k" .. name) again. Only names HOSP
+-- without reading the dictionary of known names again. Only names HOSP
 -- accepted get here: made-up ones never fill it.
 local known_until, known_count = {}, 0
+
+local function trusted(name, now)
+    local until_ = known_until[name]
+    return until_ ~= nil and until_ > now
+end
 
 local function remember(name, now)
     if known_until[name] == nil then
@@ -115,11 +171,10 @@ local function remember(name, now)
 end
 
 local function is_known(name, now)
-    local trusted = known_until[name]
-    if trusted ~= nil and trusted > now then
+    if trusted(name, now) then
         return true
     end
-    if settings.dict:get("k" .. name) then
+    if settings.known:get(name) then
         remember(name, now)
         return true
     end
@@ -134,20 +189,20 @@ local function user_key(name, now)
     return address_key()
 end
 
--- The user a request that has ended deposits as. A success from HOSP makes
--- its name known for known_for seconds more: each worker writes that at most
--- once per recheck for a name, and a name it trusts costs it one table lookup.
+-- The user a request that has ended deposits as. A success from HOSP on a
+-- path of its API ($hosp_api_path, retry-policy.conf) makes its name known
+-- for known_for seconds more: each worker writes that at most once per
+-- recheck for a name, and a name it trusts costs it one table lookup.
 local function depositor(name, now)
     if name == nil then
         return address_key()
     end
-    local trusted = known_until[name]
-    if trusted ~= nil and trusted > now then
+    if trusted(name, now) then
         return name
     end
     local status = ngx.status
-    if status >= 200 and status < 300 then
-        settings.dict:set("k" .. name, true, settings.known_for)
+    if status >= 200 and status < 300 and ngx.var.hosp_api_path == "1" then
+        settings.known:set(name, true, settings.known_for)
         remember(name, now)
         return name
     end
@@ -227,15 +282,15 @@ function M.admit()
     -- What the current slot may still take, for the user and for the instance.
     local user_left = s.ratio * user_deposits + s.floor * s.window / (users + 1) - user_withdrawals
     local left = s.ratio * deposits + s.floor * s.window - withdrawals
-    local user_key_now, key_now = "w" .. slot .. ":" .. user, "w" .. slot
-    if take(dict, user_key_now, s.reserve, user_left, s.ttl) then
-        if take(dict, key_now, s.reserve, left, s.ttl) then
+    local user_withdrawn, withdrawn = "w" .. slot .. ":" .. user, "w" .. slot
+    if take(dict, user_withdrawn, s.reserve, user_left, s.ttl) then
+        if take(dict, withdrawn, s.reserve, left, s.ttl) then
             ngx.var.hosp_retry_budget = "PASSED"
             ngx.var.hosp_retry_budget_slot = slot
             ngx.var.hosp_retry_budget_user = user
             return
         end
-        dict:incr(user_key_now, -s.reserve)
+        dict:incr(user_withdrawn, -s.reserve)
     end
     ngx.var.hosp_retry_budget = "REJECTED"
     return ngx.exit(429)
