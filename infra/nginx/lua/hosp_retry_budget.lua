@@ -81,15 +81,16 @@ local function current_slot()
     return math.floor(ngx.now() / settings.slot_seconds)
 end
 
--- A user name never holds ":" (Basic credentials end it there), so the
--- keys that start with one, an address or a long name's MD5, meet no name.
+-- A user's key: its name; ":n" and the MD5 of a longer name; ":a" and an
+-- address; ":A" and the MD5 of a longer address. A user name never holds ":"
+-- (Basic credentials end it there), so no two kinds of key meet.
 local function name_key()
     local user = ngx.var.remote_user
     if user == nil then
         return nil
     end
     if #user > LONGEST_NAME then
-        return "::" .. ngx.md5(user)
+        return ":n" .. ngx.md5(user)
     end
     return user
 end
@@ -144,9 +145,9 @@ local function address_key()
         address = ipv6_prefix(address) or address
     end
     if #address > LONGEST_NAME then
-        return "::" .. ngx.md5(address)
+        return ":A" .. ngx.md5(address)
     end
-    return ":" .. address
+    return ":a" .. address
 end
 
 -- The names this worker has found known, and until when it trusts that
