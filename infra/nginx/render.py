@@ -134,9 +134,10 @@ class Tuning:
     retry_budget_window: float = 10.0
     retry_budget_memory: str = "10m"
     # A Basic user name is a user of its own in the budget once HOSP has
-    # answered one of its requests with a success, for this long after the
-    # last one (a shift and more); until then its requests count as their
-    # address's, so that made-up names share one user's part (docs/proxy.md).
+    # answered one of its requests on its API with a success, for about this
+    # long after the last one (a shift and more); until then its requests
+    # count as their address's, so that made-up names share one user's part
+    # (docs/proxy.md, "Who is a user").
     retry_budget_known_for: float = 43200.0
     # The largest write body whose patient_id the access log reads; bodies up
     # to it stay in NGINX's memory (docs/access-log.md).

@@ -95,8 +95,8 @@ local function name_key()
     return user
 end
 
--- The first 64 bits of an IPv6 address, as "2001:db8:0:1::/64"; nil if
--- the text is not one.
+-- The first 64 bits of an IPv6 address written in hex groups (no dotted
+-- IPv4 ending), as "2001:db8:0:1::/64"; nil if the text is not one.
 local function ipv6_prefix(address)
     local head, tail = address:match("^(.-)::(.*)$")
     local groups = {}
@@ -104,16 +104,15 @@ local function ipv6_prefix(address)
         groups[#groups + 1] = group
     end
     if head ~= nil and #groups < 4 then
-        -- "::" stands for the zero groups that make eight with the tail's
-        -- (a dotted IPv4 ending counts for two).
-        local tail_groups = 0
+        -- "::" stands for the zero groups that make eight with the tail's.
+        local tail_groups = {}
         for group in tail:gmatch("[^:]+") do
-            tail_groups = tail_groups + (group:find(".", 1, true) and 2 or 1)
+            tail_groups[#tail_groups + 1] = group
         end
-        for _ = 1, 8 - #groups - tail_groups do
+        for _ = 1, 8 - #groups - #tail_groups do
             groups[#groups + 1] = "0"
         end
-        for group in tail:gmatch("[^:]+") do
+        for _, group in ipairs(tail_groups) do
             groups[#groups + 1] = group
         end
     end
