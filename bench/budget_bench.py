@@ -275,7 +275,7 @@ def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace, ta
             "its refusals",
         ],
     )
-    require_binary("wrk")  # before the first round: a missing wrk says so at once
+    wrk = require_binary("wrk")  # before the first round: a missing wrk says so at once
     faults: dict[str, object] = {
         "seed": args.seed,
         "rates": {},
@@ -288,7 +288,7 @@ def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace, ta
             script.write_text(flood_script(authorizations))
             for round_number in range(1, args.rounds + 1):
                 for name, proxy in proxied.items():
-                    found = fairness_round(standin, proxy, script, faults, args)
+                    found = fairness_round(standin, proxy, faults, wrk=wrk, script=script, args=args)
                     summary.setdefault((flood_name, name), []).append((found.failures, found.floor))
                     table.add(flood_name, name, round_number, found.flood_rps, found.failures, found.floor,
                               _ratio(found.failures, found.floor), found.refusals)  # fmt: skip
@@ -313,9 +313,9 @@ class FairnessRound:
 
 
 def fairness_round(
-    standin: StandIn, proxy: NginxProxy, script: Path, faults: dict[str, object], args: argparse.Namespace
+    standin: StandIn, proxy: NginxProxy, faults: dict[str, object], *, wrk: str, script: Path, args: argparse.Namespace
 ) -> FairnessRound:
-    """One flood (wrk with `script`) and the second user's 100 sequential GETs during it."""
+    """One flood (`wrk` with `script`) and the second user's 100 sequential GETs during it."""
     user = DEMO_ACCOUNTS[1].username
     # The second user and the flooding user are at work already: HOSP has answered each
     # 200 before (the budget counts a name as a user of its own once HOSP has accepted
@@ -327,7 +327,7 @@ def fairness_round(
             raise SystemExit(f"budget_bench: a signing-in GET got {signed_in.status_code}")
     standin.reset(faults)
     flood = subprocess.Popen(
-        [require_binary("wrk"), "-t2", "-c30", f"-d{args.flood_seconds}s", "-s", str(script), proxy.url + FLOOD_PATH],
+        [wrk, "-t2", "-c30", f"-d{args.flood_seconds}s", "-s", str(script), proxy.url + FLOOD_PATH],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     time.sleep(1.0)  # the flood is under way, and has spent what it can
