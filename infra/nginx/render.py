@@ -36,8 +36,8 @@ HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d
 # The methods HOSP's API uses; the proxy answers any other with 405.
 API_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # The first segments of HOSP's API paths (docs/hosp-api.yaml), every one of which HOSP
-# answers only to credentials it accepts: a success on one makes a user name known to
-# the retry budget (docs/proxy.md, "Who is a user").
+# answers only to credentials it accepts: a success on one makes a user name's
+# credentials known to the retry budget (docs/proxy.md, "Who is a user").
 AUTHENTICATED_API: tuple[str, ...] = ("hospitals", "patients", "staffs", "notes")
 # The one request-body limit of the whole system (docs/proxy.md): the proxy
 # refuses larger bodies with 413, and the HOSP stand-in accepts exactly this.
@@ -161,7 +161,7 @@ TUNING_HELP: dict[str, str] = {
     "retry_budget_floor": "retry attempts allowed per second whatever the traffic, shared equally by the users",
     "retry_budget_window": "seconds over which the budget counts first attempts and retries",
     "retry_budget_memory": "shared memory for the budget's counters (about 1.5 KiB per user asking)",
-    "retry_budget_known_for": "seconds a user name stays a budget user of its own after HOSP last answered it 2xx",
+    "retry_budget_known_for": "seconds a name stays a budget user after HOSP last answered its credentials 2xx",
     "body_scan_limit": "bytes: the largest write body kept in memory and read for the access log's body_patient_id",
 }
 

@@ -33,7 +33,7 @@ import requests
 from infra.nginx.render import Tuning
 from local.hosp_standin.store import DEMO_ACCOUNTS
 from local.nginx_proxy import NginxProxy
-from tests.support import DEMO_PASSWORD, DEMO_USER, PROXY_TEST_TUNING, Hosp
+from tests.support import DEMO_PASSWORD, DEMO_USER, PROXY_TEST_TUNING, Hosp, RecordingServer
 
 RESERVE = PROXY_TEST_TUNING.tries - 1  # attempts a retry reserves, and makes when HOSP is down
 WINDOW = 60.0
@@ -85,10 +85,10 @@ def _close_sessions() -> Iterator[None]:
     _sessions.clear()
 
 
-def verdict(proxy: NginxProxy, user: str, viewer: str | None = None) -> str:
+def verdict(proxy: NginxProxy, user: str, viewer: str | None = None, password: str | None = None) -> str:
     """One GET by `user`; the budget's verdict: PASSED (retried) or REJECTED (the proxy's 503)."""
     session = _sessions.setdefault(proxy.url, requests.Session())
-    answer = session.get(proxy.url + "/hospitals", headers=auth(user, viewer), timeout=10)
+    answer = session.get(proxy.url + "/hospitals", headers=auth(user, viewer, password), timeout=10)
     assert answer.status_code == 503
     return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
 
@@ -287,6 +287,25 @@ def test_a_name_becomes_a_user_only_once_hosp_answers_it_with_a_success(fresh_ho
     assert known == ["PASSED", "PASSED", "REJECTED"]  # 12/3: its own share
 
 
+def test_a_known_name_with_a_wrong_password_is_its_address(down: Hosp, tmp_path: Path) -> None:
+    """HOSP knows dr-vega's credentials, not the name alone: someone who sends the name with
+    another password (HOSP would answer 401) spends its own address's share, and dr-vega
+    keeps its own, however many requests the other sends."""
+    model = Model(0, 12)
+    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        sign_in(down, proxy, "dr-vega")
+        model.deposit("dr-vega")
+        posing = [verdict(proxy, "dr-vega", password="guess") for _ in range(5)]
+        own = [verdict(proxy, "dr-vega") for _ in range(3)]
+
+    assert posing == [model.verdict(HERE) for _ in range(5)]
+    assert own == [model.verdict("dr-vega") for _ in range(3)]
+    # Two users, a third of the floor each (4 attempts): two retries for the
+    # address, and two still for dr-vega, which the other requests did not touch.
+    assert posing == ["PASSED", "PASSED", "REJECTED", "REJECTED", "REJECTED"]
+    assert own == ["PASSED", "PASSED", "REJECTED"]
+
+
 def test_an_unknown_name_whose_retry_succeeds_gives_back_to_its_address(fresh_hosp: Hosp, tmp_path: Path) -> None:
     """The retry was reserved under the address; its success makes the name known before the
     request's deposit and give-back: the unused attempt goes back to the address."""
@@ -449,15 +468,28 @@ def test_a_retry_that_succeeds_early_gives_back_its_unused_attempt(fresh_hosp: H
     assert statuses == [200, 200, 503]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [b"", b"a\x00b", b"line\nbreak", b"\xff\xfe", "명의".encode(), b"x" * 6000, b"k", b"::1", b" "],
-    ids=["empty", "nul", "newline", "not-utf8", "utf8", "6000-bytes", "k", "colons", "space"],
-)
+ODD_NAMES = {
+    "empty": b"",
+    "nul": b"a\x00b",
+    "newline": b"line\nbreak",
+    "not-utf8": b"\xff\xfe",
+    "utf8": "명의".encode(),
+    "6000-bytes": b"x" * 6000,
+    "k": b"k",
+    "colons": b"::1",
+    "space": b" ",
+    "quotes": b'"\\%s{}',
+}
+
+
+def basic(name: bytes, password: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(name + b":" + password).decode()}
+
+
+@pytest.mark.parametrize("name", ODD_NAMES.values(), ids=ODD_NAMES.keys())
 def test_odd_names_are_counted_without_an_error(fresh_hosp: Hosp, tmp_path: Path, name: bytes) -> None:
     """Any name HOSP refuses, up or down, is its address: answered, never a 500, no Lua error."""
-    token = base64.b64encode(name + b":" + DEMO_PASSWORD.encode()).decode()
-    headers = {"Authorization": f"Basic {token}"}
+    headers = basic(name, DEMO_PASSWORD.encode())
     with NginxProxy(fresh_hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
         refused = requests.get(proxy.url + "/hospitals", headers=headers, timeout=10)
         fresh_hosp.faults(outage=True)
@@ -474,4 +506,32 @@ def test_odd_names_are_counted_without_an_error(fresh_hosp: Hosp, tmp_path: Path
     passed = ["REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED" for answer in down]
     assert passed == ["PASSED", "PASSED", "PASSED", "REJECTED"]  # 12/2 for the address: 3 retries
     assert after == "REJECTED"
+    assert not errors, errors[:3]
+
+
+# The names that are names: Basic credentials end the name at the first colon, and
+# NGINX reads no user name from an empty one (such a request is its address, above).
+NAMED = {key: name for key, name in ODD_NAMES.items() if name and b":" not in name}
+
+
+@pytest.mark.parametrize("name", NAMED.values(), ids=NAMED.keys())
+def test_an_odd_name_hosp_accepts_is_a_user_of_its_own(tmp_path: Path, name: bytes) -> None:
+    """The stand-in's accounts have plain names; here HOSP's place is taken by a server that
+    accepts any credentials, as HOSP does for its accounts whatever bytes their names hold.
+    Once answered 200, the odd name has a share of its own, apart from its address's."""
+    headers = basic(name, b"its password")
+    with RecordingServer() as hosp, NginxProxy(hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        session = _sessions.setdefault(proxy.url, requests.Session())
+        accepted = session.get(proxy.url + "/hospitals", headers=headers, timeout=10)
+        hosp.statuses = [503] * 100  # HOSP down from here
+        address = [verdict(proxy, "someone-else") for _ in range(3)]
+        own = [session.get(proxy.url + "/hospitals", headers=headers, timeout=10) for _ in range(3)]
+        errors = [line for line in (proxy.run_dir / "error.log").read_text().splitlines() if "[error]" in line]
+
+    assert accepted.status_code == 200
+    assert [answer.status_code for answer in own] == [503] * 3
+    # Two users, a third of the floor each (4 attempts): two retries each. Were the
+    # name its address, it would find that share spent.
+    assert address == ["PASSED", "PASSED", "REJECTED"]
+    assert ["REJECTED" if a.headers.get("Retry-After") == "1" else "PASSED" for a in own] == address
     assert not errors, errors[:3]

@@ -18,22 +18,25 @@
 -- floods failing requests spends its own share, never another's, and a
 -- quiet user, or one who arrives during a flood, finds its share free.
 --
--- A user is a Basic user name that HOSP knows: one it answered with a
--- success (2xx) on a path of its API, which it answers only to credentials
--- it accepts, in about the last `known_for` seconds. Any other request, with
--- a name HOSP has not accepted or with other credentials, counts as its
+-- A user is a Basic user name whose credentials HOSP knows: the very
+-- credentials (name and password) it answered with a success (2xx) on a
+-- path of its API, which it answers only to credentials it accepts, in
+-- about the last `known_for` seconds. Any other request, with a name or a
+-- password HOSP has not accepted or with other credentials, counts as its
 -- client's address: CloudFront's viewer address, else the connection's,
 -- without the port, and for IPv6 its /64, which one host can send from
 -- whole. So names made up by the thousand are one user, their address, and
 -- cannot split the floor into shares too small for anyone (a name HOSP
--- refuses never becomes a user of its own).
+-- refuses never becomes a user of its own), and a colleague's name sent
+-- with a wrong password spends the sender's address's share, not the
+-- colleague's.
 --
 -- The counters live in a lua_shared_dict, one for all the workers of the
 -- instance, in time slots of window / SLOTS seconds that expire on their
 -- own. Each worker adds its deposits to it in batches, every FLUSH_SECONDS
 -- and before each retry decision it makes, so that a request of a known
--- user takes no lock on the dictionary (one of an unknown name reads the
--- dictionary of known names once); another worker's deposits are seen at
+-- user takes no lock on the dictionary (one of unknown credentials reads the
+-- dictionary of known credentials once); another worker's deposits are seen at
 -- most FLUSH_SECONDS late, which only ever refuses a retry, never allows
 -- one. A retry is let through by reserving its `tries - 1` attempts (an
 -- atomic increment, taken back if it went over); the request gives back the
@@ -51,9 +54,9 @@ local LONGEST_NAME = 64
 -- holds this many.
 local FLUSH_SECONDS = 0.1
 local FLUSH_COUNT = 1000
--- A worker trusts a name it found known for this long (at most a quarter of
--- known_for) before it reads the dictionary again, and remembers at most
--- this many names.
+-- A worker trusts credentials it found known for this long (at most a
+-- quarter of known_for) before it reads the dictionary again, and remembers
+-- at most this many.
 local KNOWN_RECHECK = 60
 local KNOWN_MEMORY = 10000
 
@@ -84,15 +87,21 @@ end
 -- A user's key: its name; ":n" and the MD5 of a longer name; ":a" and an
 -- address; ":A" and the MD5 of a longer address. A user name never holds ":"
 -- (Basic credentials end it there), so no two kinds of key meet.
-local function name_key()
-    local user = ngx.var.remote_user
-    if user == nil then
-        return nil
+local function name_key(name)
+    if #name > LONGEST_NAME then
+        return ":n" .. ngx.md5(name)
     end
-    if #user > LONGEST_NAME then
-        return ":n" .. ngx.md5(user)
+    return name
+end
+
+-- The request's Basic user name and its credentials, the whole
+-- Authorization header; nil and nil without Basic credentials.
+local function credentials()
+    local name = ngx.var.remote_user
+    if name == nil then
+        return nil, nil
     end
-    return user
+    return name, ngx.var.http_authorization
 end
 
 -- The first 64 bits of an IPv6 address written in hex groups (no dotted
@@ -149,64 +158,80 @@ local function address_key()
     return ":a" .. address
 end
 
--- The names this worker has found known, and until when it trusts that
--- without reading the dictionary of known names again. Only names HOSP
--- accepted get here: made-up ones never fill it.
+-- The credentials this worker has found known, and until when it trusts
+-- that without reading the dictionary of known credentials again. Only
+-- credentials HOSP accepted get here: made-up ones never fill it. The
+-- dictionary holds their MD5 only; this table holds them whole (a lookup,
+-- no hash, for each request) for at most about two rechecks: forget() drops
+-- the ones past their time.
 local known_until, known_count = {}, 0
 
-local function trusted(name, now)
-    local until_ = known_until[name]
+local function trusted(credential, now)
+    local until_ = known_until[credential]
     return until_ ~= nil and until_ > now
 end
 
-local function remember(name, now)
-    if known_until[name] == nil then
+local function remember(credential, now)
+    if known_until[credential] == nil then
         if known_count >= KNOWN_MEMORY then
             clear(known_until)
             known_count = 0
         end
         known_count = known_count + 1
     end
-    known_until[name] = now + settings.recheck
+    known_until[credential] = now + settings.recheck
 end
 
-local function is_known(name, now)
-    if trusted(name, now) then
+-- A timer's: drops the credentials past their time from this worker's memory.
+local function forget()
+    local now = ngx.now()
+    for credential, until_ in pairs(known_until) do
+        if until_ <= now then
+            known_until[credential] = nil
+            known_count = known_count - 1
+        end
+    end
+end
+
+local function is_known(credential, now)
+    if trusted(credential, now) then
         return true
     end
-    if settings.known:get(name) then
-        remember(name, now)
+    if settings.known:get(ngx.md5(credential)) then
+        remember(credential, now)
         return true
     end
     return false
 end
 
--- The budget's user of this request: its name if HOSP knows it, else its address.
-local function user_key(name, now)
-    if name ~= nil and is_known(name, now) then
-        return name
+-- The budget's user of a request: its name if HOSP knows its credentials,
+-- else its address.
+local function user_key(name, credential, now)
+    if name ~= nil and is_known(credential, now) then
+        return name_key(name)
     end
     return address_key()
 end
 
 -- The user a request that has ended deposits as. A success from HOSP on a
--- path of its API ($hosp_api_path, retry-policy.conf) makes its name known
--- for known_for seconds more: each worker writes that at most once per
--- recheck for a name, and a name it trusts costs it one table lookup.
-local function depositor(name, now)
+-- path of its API ($hosp_api_path, retry-policy.conf) makes its credentials
+-- known for known_for seconds more: each worker writes that at most once
+-- per recheck for the same credentials, and credentials it trusts cost it
+-- one table lookup.
+local function depositor(name, credential, now)
     if name == nil then
         return address_key()
     end
-    if trusted(name, now) then
-        return name
+    if trusted(credential, now) then
+        return name_key(name)
     end
     local status = ngx.status
     if status >= 200 and status < 300 and ngx.var.hosp_api_path == "1" then
-        settings.known:set(name, true, settings.known_for)
-        remember(name, now)
-        return name
+        settings.known:set(ngx.md5(credential), true, settings.known_for)
+        remember(credential, now)
+        return name_key(name)
     end
-    return user_key(name, now)
+    return user_key(name, credential, now)
 end
 
 -- Sums over the window of the instance's and one user's deposits, of their
@@ -272,7 +297,8 @@ end
 function M.admit()
     flush()
     local s = settings
-    local dict, slot, user = s.dict, current_slot(), user_key(name_key(), ngx.now())
+    local name, credential = credentials()
+    local dict, slot, user = s.dict, current_slot(), user_key(name, credential, ngx.now())
     local deposits, user_deposits, withdrawals, user_withdrawals, users = window_totals(dict, slot, user)
     -- This request's own first attempt is deposited when it ends: count it now.
     if user_deposits == 0 then
@@ -307,14 +333,15 @@ local function retry_attempts(statuses)
     return commas + 1
 end
 
--- init_worker_by_lua: the worker's flushes.
+-- init_worker_by_lua: the worker's flushes, and its forgetting.
 function M.start_worker()
     ngx.timer.every(FLUSH_SECONDS, flush)
+    ngx.timer.every(settings.recheck, forget)
 end
 
 -- log_by_lua, for every request: the deposit of a retryable request's first
 -- attempt, and the unused part of a retry's reservation given back; a
--- success from HOSP makes the request's user name known.
+-- success from HOSP makes the request's credentials known.
 -- $hosp_retry_budget_log (retry-policy.conf) says which: "" neither, "d" the
 -- deposit, "r" both.
 function M.log()
@@ -327,7 +354,8 @@ function M.log()
     if what == "" then
         return
     end
-    local user = depositor(name_key(), ngx.now())
+    local name, credential = credentials()
+    local user = depositor(name, credential, ngx.now())
     pending[user] = (pending[user] or 0) + 1
     pending_count = pending_count + 1
     if pending_count >= FLUSH_COUNT then
