@@ -94,16 +94,6 @@ local function name_key(name)
     return name
 end
 
--- The request's Basic user name and its credentials, the whole
--- Authorization header; nil and nil without Basic credentials.
-local function credentials()
-    local name = ngx.var.remote_user
-    if name == nil then
-        return nil, nil
-    end
-    return name, ngx.var.http_authorization
-end
-
 -- The first 64 bits of an IPv6 address written in hex groups (no dotted
 -- IPv4 ending), as "2001:db8:0:1::/64"; nil if the text is not one.
 local function ipv6_prefix(address)
@@ -158,28 +148,34 @@ local function address_key()
     return ":a" .. address
 end
 
--- The credentials this worker has found known, and until when it trusts
--- that without reading the dictionary of known credentials again. Only
--- credentials HOSP accepted get here: made-up ones never fill it. The
--- dictionary holds their MD5 only; this table holds them whole (a lookup,
--- no hash, for each request) for at most about two rechecks: forget() drops
--- the ones past their time.
-local known_until, known_count = {}, 0
+-- The credentials (whole Authorization headers) this worker has found
+-- known, until when it trusts that without reading the dictionary of known
+-- credentials again, and their user's key. Only credentials HOSP accepted
+-- get here: made-up ones never fill it. The dictionary holds their MD5
+-- only; these tables hold them whole (a lookup, no hash, for each request)
+-- for at most about two rechecks: forget() drops the ones past their time.
+local known_until, known_user, known_count = {}, {}, 0
 
+-- The user's key of trusted credentials, else nil.
 local function trusted(credential, now)
     local until_ = known_until[credential]
-    return until_ ~= nil and until_ > now
+    if until_ ~= nil and until_ > now then
+        return known_user[credential]
+    end
+    return nil
 end
 
-local function remember(credential, now)
+local function remember(credential, user, now)
     if known_until[credential] == nil then
         if known_count >= KNOWN_MEMORY then
             clear(known_until)
+            clear(known_user)
             known_count = 0
         end
         known_count = known_count + 1
     end
     known_until[credential] = now + settings.recheck
+    known_user[credential] = user
 end
 
 -- A timer's: drops the credentials past their time from this worker's memory.
@@ -188,50 +184,57 @@ local function forget()
     for credential, until_ in pairs(known_until) do
         if until_ <= now then
             known_until[credential] = nil
+            known_user[credential] = nil
             known_count = known_count - 1
         end
     end
 end
 
-local function is_known(credential, now)
-    if trusted(credential, now) then
-        return true
+-- The budget's user of a request: its name if HOSP knows its credentials
+-- (a Basic Authorization header), else its address. `credential` is the
+-- Authorization header; for a header the worker does not trust yet, the
+-- name is read and the dictionary of known credentials once.
+local function user_key(credential, now)
+    if credential == nil then
+        return address_key()
     end
-    if settings.known:get(ngx.md5(credential)) then
-        remember(credential, now)
-        return true
+    local user = trusted(credential, now)
+    if user ~= nil then
+        return user
     end
-    return false
-end
-
--- The budget's user of a request: its name if HOSP knows its credentials,
--- else its address.
-local function user_key(name, credential, now)
-    if name ~= nil and is_known(credential, now) then
-        return name_key(name)
+    local name = ngx.var.remote_user
+    if name ~= nil and settings.known:get(ngx.md5(credential)) then
+        user = name_key(name)
+        remember(credential, user, now)
+        return user
     end
     return address_key()
 end
 
 -- The user a request that has ended deposits as. A success from HOSP on a
--- path of its API ($hosp_api_path, retry-policy.conf) makes its credentials
--- known for known_for seconds more: each worker writes that at most once
--- per recheck for the same credentials, and credentials it trusts cost it
--- one table lookup.
-local function depositor(name, credential, now)
-    if name == nil then
+-- path of its API ($hosp_api_path, retry-policy.conf) to Basic credentials
+-- makes them known for known_for seconds more: each worker writes that at
+-- most once per recheck for the same credentials, and credentials it trusts
+-- cost it one table lookup.
+local function depositor(credential, now)
+    if credential == nil then
         return address_key()
     end
-    if trusted(credential, now) then
-        return name_key(name)
+    local user = trusted(credential, now)
+    if user ~= nil then
+        return user
     end
     local status = ngx.status
     if status >= 200 and status < 300 and ngx.var.hosp_api_path == "1" then
-        settings.known:set(ngx.md5(credential), true, settings.known_for)
-        remember(credential, now)
-        return name_key(name)
+        local name = ngx.var.remote_user
+        if name ~= nil then
+            settings.known:set(ngx.md5(credential), true, settings.known_for)
+            user = name_key(name)
+            remember(credential, user, now)
+            return user
+        end
     end
-    return user_key(name, credential, now)
+    return user_key(credential, now)
 end
 
 -- Sums over the window of the instance's and one user's deposits, of their
@@ -297,8 +300,7 @@ end
 function M.admit()
     flush()
     local s = settings
-    local name, credential = credentials()
-    local dict, slot, user = s.dict, current_slot(), user_key(name, credential, ngx.now())
+    local dict, slot, user = s.dict, current_slot(), user_key(ngx.var.http_authorization, ngx.now())
     local deposits, user_deposits, withdrawals, user_withdrawals, users = window_totals(dict, slot, user)
     -- This request's own first attempt is deposited when it ends: count it now.
     if user_deposits == 0 then
@@ -343,7 +345,10 @@ end
 -- attempt, and the unused part of a retry's reservation given back; a
 -- success from HOSP makes the request's credentials known.
 -- $hosp_retry_budget_log (retry-policy.conf) says which: "" neither, "d" the
--- deposit, "r" both.
+-- deposit, "r" both, followed by the request's Authorization header: one
+-- variable read for both.
+local R = string.byte("r")
+
 function M.log()
     -- First: a subrequest shares its request's variables, and would read the
     -- map before the request itself, with its own upstream.
@@ -354,14 +359,13 @@ function M.log()
     if what == "" then
         return
     end
-    local name, credential = credentials()
-    local user = depositor(name, credential, ngx.now())
+    local user = depositor(what:sub(2), ngx.now())
     pending[user] = (pending[user] or 0) + 1
     pending_count = pending_count + 1
     if pending_count >= FLUSH_COUNT then
         flush()
     end
-    if what == "r" then
+    if what:byte(1) == R then
         local s = settings
         -- The slot and the user the reservation was taken in: the user may
         -- have become known since.
