@@ -10,7 +10,8 @@ Three tables, each from the real NGINX (rendered config) and the HOSP stand-in o
   2. scaling: 20% of first attempts fail, at 30 and 300 GETs/s; client failures against
      the realized floor (requests whose 3 attempts all failed) and the budget's refusals;
   3. fairness: a flood of GETs on a path HOSP always fails (wrk, 30 connections), by one
-     user or under thousands of made-up names, while a second user (both users signed in before)
+     user, under thousands of made-up names, or under the second user's name with another
+     password, while a second user (both users signed in before)
      sends 100 sequential GETs at a 30% fault rate; the second user's failures against
      its own realized floor, round by round.
 "nginx, fixed budget" is the same config with the budget it had before the ratio budget:
@@ -64,6 +65,7 @@ MADE_UP_NAMES = 5000
 FLOODS: dict[str, list[str]] = {
     "one user": [FLOODER["Authorization"]],
     f"{MADE_UP_NAMES} made-up names": [basic(f"made-up-{n}", "guess")["Authorization"] for n in range(MADE_UP_NAMES)],
+    "the second user's name, another password": [basic(DEMO_ACCOUNTS[1].username, "guess")["Authorization"]],
 }
 
 
@@ -283,8 +285,8 @@ def fairness_table(standin: StandIn, run_dir: Path, args: argparse.Namespace, ta
     }
     summary: dict[tuple[str, str], list[tuple[int, int]]] = {}
     with proxies(standin, run_dir) as proxied:
-        for flood_name, authorizations in FLOODS.items():
-            script = run_dir / f"flood-{len(authorizations)}.lua"
+        for index, (flood_name, authorizations) in enumerate(FLOODS.items()):
+            script = run_dir / f"flood-{index}.lua"
             script.write_text(flood_script(authorizations))
             for round_number in range(1, args.rounds + 1):
                 for name, proxy in proxied.items():
@@ -339,7 +341,8 @@ def fairness_round(
             answers.append((answer.status_code, answer.headers.get("Retry-After") == "1"))
     output, _ = flood.communicate(timeout=args.flood_seconds + 30)
     time.sleep(1.5)  # the access log is written in buffers, at least every second
-    lines = [line for line in log_lines(proxy)[start:] if line.get("user") == user]
+    # The second user's own GETs: a flood may send its name too, to another path.
+    lines = [line for line in log_lines(proxy)[start:] if line.get("user") == user and line.get("path") == PATH]
     return FairnessRound(
         flood_rps=next((line.split()[-1] for line in output.splitlines() if line.startswith("Requests/sec")), "?"),
         failures=sum(status >= 400 for status, _ in answers),
