@@ -59,6 +59,9 @@ local FLUSH_COUNT = 1000
 -- at most this many.
 local KNOWN_RECHECK = 60
 local KNOWN_MEMORY = 10000
+-- Longer credentials are kept by their MD5, so that the worker's memory of
+-- them stays under KNOWN_MEMORY x this many bytes.
+local LONGEST_CREDENTIAL = 512
 
 local clear = require("table.clear")
 
@@ -92,6 +95,16 @@ local function name_key(name)
         return ":n" .. ngx.md5(name)
     end
     return name
+end
+
+-- Credentials (an Authorization header) as the budget keeps them: whole, or
+-- NUL and the MD5 of a longer header (no header holds a NUL byte: NGINX
+-- refuses one, so no header is another's key).
+local function credential_key(header)
+    if header ~= nil and #header > LONGEST_CREDENTIAL then
+        return "\0" .. ngx.md5(header)
+    end
+    return header
 end
 
 -- The first 64 bits of an IPv6 address written in hex groups (no dotted
@@ -152,8 +165,9 @@ end
 -- known, until when it trusts that without reading the dictionary of known
 -- credentials again, and their user's key. Only credentials HOSP accepted
 -- get here: made-up ones never fill it. The dictionary holds their MD5
--- only; these tables hold them whole (a lookup, no hash, for each request)
--- for at most about two rechecks: forget() drops the ones past their time.
+-- only; these tables hold them as credential_key() does (a lookup, no hash,
+-- for each request but those of very long headers) for at most about two
+-- rechecks: forget() drops the ones past their time.
 local known_until, known_user, known_count = {}, {}, 0
 
 -- The user's key of trusted credentials, else nil.
@@ -300,7 +314,7 @@ end
 function M.admit()
     flush()
     local s = settings
-    local dict, slot, user = s.dict, current_slot(), user_key(ngx.var.http_authorization, ngx.now())
+    local dict, slot, user = s.dict, current_slot(), user_key(credential_key(ngx.var.http_authorization), ngx.now())
     local deposits, user_deposits, withdrawals, user_withdrawals, users = window_totals(dict, slot, user)
     -- This request's own first attempt is deposited when it ends: count it now.
     if user_deposits == 0 then
@@ -359,7 +373,7 @@ function M.log()
     if what == "" then
         return
     end
-    local user = depositor(what:sub(2), ngx.now())
+    local user = depositor(credential_key(what:sub(2)), ngx.now())
     pending[user] = (pending[user] or 0) + 1
     pending_count = pending_count + 1
     if pending_count >= FLUSH_COUNT then
