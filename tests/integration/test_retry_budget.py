@@ -87,8 +87,13 @@ def _close_sessions() -> Iterator[None]:
 
 def verdict(proxy: NginxProxy, user: str, viewer: str | None = None, password: str | None = None) -> str:
     """One GET by `user`; the budget's verdict: PASSED (retried) or REJECTED (the proxy's 503)."""
+    return verdict_of(proxy, auth(user, viewer, password))
+
+
+def verdict_of(proxy: NginxProxy, headers: dict[str, str]) -> str:
+    """As verdict, with these headers."""
     session = _sessions.setdefault(proxy.url, requests.Session())
-    answer = session.get(proxy.url + "/hospitals", headers=auth(user, viewer, password), timeout=10)
+    answer = session.get(proxy.url + "/hospitals", headers=headers, timeout=10)
     assert answer.status_code == 503
     return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
 
@@ -535,3 +540,53 @@ def test_an_odd_name_hosp_accepts_is_a_user_of_its_own(tmp_path: Path, name: byt
     assert address == ["PASSED", "PASSED", "REJECTED"]
     assert ["REJECTED" if a.headers.get("Retry-After") == "1" else "PASSED" for a in own] == address
     assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["Basic  {token}", "basic {token}", "BASIC {token}", "Basic {token}=junk"],
+    ids=["two-spaces", "lower-case", "upper-case", "after-the-padding"],
+)
+def test_only_the_spelling_clients_send_becomes_known(tmp_path: Path, spelling: str) -> None:
+    """NGINX (and HOSP) read the same name and password from other spellings of Basic
+    credentials; were each known, one account could fill the dictionary of known
+    credentials and push everyone else's out. Only "Basic " and the padded base64 become
+    known: another spelling answered 200 stays its address."""
+    token = base64.b64encode(b"vet-1:its password").decode()
+    headers = {"Authorization": spelling.format(token=token)}
+    with RecordingServer() as hosp, NginxProxy(hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        session = _sessions.setdefault(proxy.url, requests.Session())
+        accepted = session.get(proxy.url + "/hospitals", headers=headers, timeout=10)
+        hosp.statuses = [503] * 100  # HOSP down from here
+        address = [verdict(proxy, "someone-else") for _ in range(3)]
+        odd = [verdict_of(proxy, headers) for _ in range(2)]
+        canonical = verdict_of(proxy, {"Authorization": f"Basic {token}"})
+
+    assert accepted.status_code == 200
+    assert hosp.received[0].headers["Authorization"] == headers["Authorization"]  # NGINX passed it on as sent
+    # Alone, the address has half the floor (6 attempts): 3 retries, and the spelling,
+    # the address again, finds them spent; so does the canonical one, never answered.
+    assert address == ["PASSED", "PASSED", "PASSED"]
+    assert odd == ["REJECTED", "REJECTED"]
+    assert canonical == "REJECTED"
+
+
+def test_credentials_hosp_refuses_are_forgotten(tmp_path: Path) -> None:
+    """Known credentials that HOSP answers 401 (a password changed since) are unknown from
+    then on: whoever still sends the old password spends its address's share, not the name's."""
+    headers = basic(b"vet-1", b"old password")
+    with RecordingServer() as hosp, NginxProxy(hosp.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        session = _sessions.setdefault(proxy.url, requests.Session())
+        accepted = session.get(proxy.url + "/hospitals", headers=headers, timeout=10)
+        hosp.statuses = [401]
+        refused = session.get(proxy.url + "/hospitals", headers=headers, timeout=10)
+        hosp.statuses = [503] * 100  # HOSP down from here
+        address = [verdict(proxy, "someone-else") for _ in range(3)]
+        old = [verdict_of(proxy, headers) for _ in range(2)]
+
+    assert (accepted.status_code, refused.status_code) == (200, 401)
+    # Two users (the name, by its first deposit, and the address): a third of the floor
+    # each, 4 attempts, 2 retries. The old password is the address, whose share is spent;
+    # still known, it would have the name's 2 retries.
+    assert address == ["PASSED", "PASSED", "REJECTED"]
+    assert old == ["REJECTED", "REJECTED"]

@@ -21,7 +21,8 @@
 -- A user is a Basic user name whose credentials HOSP knows: the very
 -- credentials (name and password) it answered with a success (2xx) on a
 -- path of its API, which it answers only to credentials it accepts, in
--- about the last `known_for` seconds. Any other request, with a name or a
+-- about the last `known_for` seconds, spelled as clients spell them, and
+-- not answered 401 since. Any other request, with a name or a
 -- password HOSP has not accepted or with other credentials, counts as its
 -- client's address: CloudFront's viewer address, else the connection's,
 -- without the port, and for IPv6 its /64, which one host can send from
@@ -75,6 +76,7 @@ function M.configure(options)
         window = options.window,
         reserve = options.reserve,
         known = ngx.shared[options.known_dict],
+        secret = options.secret,
         known_for = options.known_for,
         recheck = math.min(KNOWN_RECHECK, options.known_for / 4),
         slot_seconds = options.window / SLOTS,
@@ -97,14 +99,35 @@ local function name_key(name)
     return name
 end
 
--- Credentials (an Authorization header) as the budget keeps them: whole, or
+-- Credentials (an Authorization header) as a worker keeps them: whole, or
 -- NUL and the MD5 of a longer header (no header holds a NUL byte: NGINX
 -- refuses one, so no header is another's key).
 local function credential_key(header)
-    if header ~= nil and #header > LONGEST_CREDENTIAL then
+    if #header > LONGEST_CREDENTIAL then
         return "\0" .. ngx.md5(header)
     end
     return header
+end
+
+-- The same as the dictionary of known credentials keeps them: an HMAC
+-- under the render's secret, so that shared memory holds no digest of a
+-- password that a table computed without the secret could reverse.
+local function digest(key)
+    return ngx.hmac_sha1(settings.secret, key)
+end
+
+-- True for the one spelling of Basic credentials that clients send:
+-- "Basic " and the padded base64 of name:password. NGINX and HOSP accept
+-- others too (any case, more spaces, bytes after the padding); were they
+-- known, one account could add entries without end to the dictionary and
+-- push out everyone else's.
+local function canonical(header)
+    if header:sub(1, 6) ~= "Basic " then
+        return false
+    end
+    local token = header:sub(7)
+    local decoded = ngx.decode_base64(token)
+    return decoded ~= nil and ngx.encode_base64(decoded) == token
 end
 
 -- The first 64 bits of an IPv6 address written in hex groups (no dotted
@@ -161,26 +184,26 @@ local function address_key()
     return ":a" .. address
 end
 
--- The credentials (whole Authorization headers) this worker has found
--- known, until when it trusts that without reading the dictionary of known
+-- The credentials this worker has found known (as credential_key() keeps
+-- them), until when it trusts that without reading the dictionary of known
 -- credentials again, and their user's key. Only credentials HOSP accepted
--- get here: made-up ones never fill it. The dictionary holds their MD5
--- only; these tables hold them as credential_key() does (a lookup, no hash,
--- for each request but those of very long headers) for at most about two
--- rechecks: forget() drops the ones past their time.
+-- get here: made-up ones never fill it. The dictionary holds their digest
+-- only. A request whose credentials are trusted costs a table lookup; the
+-- tables hold each for at most about two rechecks: forget() drops the ones
+-- past their time.
 local known_until, known_user, known_count = {}, {}, 0
 
 -- The user's key of trusted credentials, else nil.
-local function trusted(credential, now)
-    local until_ = known_until[credential]
+local function trusted(key, now)
+    local until_ = known_until[key]
     if until_ ~= nil and until_ > now then
-        return known_user[credential]
+        return known_user[key]
     end
     return nil
 end
 
-local function remember(credential, user, now)
-    if known_until[credential] == nil then
+local function remember(key, user, now)
+    if known_until[key] == nil then
         if known_count >= KNOWN_MEMORY then
             clear(known_until)
             clear(known_user)
@@ -188,67 +211,89 @@ local function remember(credential, user, now)
         end
         known_count = known_count + 1
     end
-    known_until[credential] = now + settings.recheck
-    known_user[credential] = user
+    known_until[key] = now + settings.recheck
+    known_user[key] = user
+end
+
+local function drop(key)
+    if known_until[key] ~= nil then
+        known_until[key] = nil
+        known_user[key] = nil
+        known_count = known_count - 1
+    end
 end
 
 -- A timer's: drops the credentials past their time from this worker's memory.
 local function forget()
     local now = ngx.now()
-    for credential, until_ in pairs(known_until) do
+    for key, until_ in pairs(known_until) do
         if until_ <= now then
-            known_until[credential] = nil
-            known_user[credential] = nil
-            known_count = known_count - 1
+            drop(key)
         end
     end
 end
 
--- The budget's user of a request: its name if HOSP knows its credentials
--- (a Basic Authorization header), else its address. `credential` is the
--- Authorization header; for a header the worker does not trust yet, the
--- name is read and the dictionary of known credentials once.
-local function user_key(credential, now)
-    if credential == nil then
+-- The budget's user of a request whose credentials (Authorization header)
+-- this worker does not trust: its name if they are in the dictionary of
+-- known credentials, else its address. A 401 from HOSP to them takes them
+-- out: the password was changed, or was never the name's.
+local function looked_up(key, now, refused)
+    local name = ngx.var.remote_user
+    if name == nil then
         return address_key()
     end
-    local user = trusted(credential, now)
-    if user ~= nil then
-        return user
-    end
-    local name = ngx.var.remote_user
-    if name ~= nil and settings.known:get(ngx.md5(credential)) then
-        user = name_key(name)
-        remember(credential, user, now)
+    local known, hashed = settings.known, digest(key)
+    if known:get(hashed) then
+        if refused then
+            known:delete(hashed)
+            return address_key()
+        end
+        local user = name_key(name)
+        remember(key, user, now)
         return user
     end
     return address_key()
 end
 
--- The user a request that has ended deposits as. A success from HOSP on a
--- path of its API ($hosp_api_path, retry-policy.conf) to Basic credentials
--- makes them known for known_for seconds more: each worker writes that at
--- most once per recheck for the same credentials, and credentials it trusts
--- cost it one table lookup.
-local function depositor(credential, now)
-    if credential == nil then
+-- The budget's user of a request about to be retried.
+local function user_key(header, now)
+    if header == nil or header == "" then
         return address_key()
     end
-    local user = trusted(credential, now)
-    if user ~= nil then
-        return user
+    local key = credential_key(header)
+    return trusted(key, now) or looked_up(key, now, false)
+end
+
+-- The user a request that has ended deposits as. A success from HOSP on a
+-- path of its API ($hosp_api_path, retry-policy.conf) to Basic credentials
+-- spelled as clients spell them makes them known for known_for seconds
+-- more: each worker writes that at most once per recheck for the same
+-- credentials. A 401 from HOSP makes them unknown, in this worker at once
+-- and in the others within a recheck.
+local function depositor(header, now)
+    if header == "" then
+        return address_key()
     end
+    local key = credential_key(header)
     local status = ngx.status
-    if status >= 200 and status < 300 and ngx.var.hosp_api_path == "1" then
+    local user = trusted(key, now)
+    if user ~= nil then
+        if status ~= 401 then
+            return user
+        end
+        drop(key)
+        return looked_up(key, now, true)
+    end
+    if status >= 200 and status < 300 and ngx.var.hosp_api_path == "1" and canonical(header) then
         local name = ngx.var.remote_user
         if name ~= nil then
-            settings.known:set(ngx.md5(credential), true, settings.known_for)
+            settings.known:set(digest(key), true, settings.known_for)
             user = name_key(name)
-            remember(credential, user, now)
+            remember(key, user, now)
             return user
         end
     end
-    return user_key(credential, now)
+    return looked_up(key, now, status == 401)
 end
 
 -- Sums over the window of the instance's and one user's deposits, of their
@@ -314,7 +359,7 @@ end
 function M.admit()
     flush()
     local s = settings
-    local dict, slot, user = s.dict, current_slot(), user_key(credential_key(ngx.var.http_authorization), ngx.now())
+    local dict, slot, user = s.dict, current_slot(), user_key(ngx.var.http_authorization, ngx.now())
     local deposits, user_deposits, withdrawals, user_withdrawals, users = window_totals(dict, slot, user)
     -- This request's own first attempt is deposited when it ends: count it now.
     if user_deposits == 0 then
@@ -373,7 +418,7 @@ function M.log()
     if what == "" then
         return
     end
-    local user = depositor(credential_key(what:sub(2)), ngx.now())
+    local user = depositor(what:sub(2), ngx.now())
     pending[user] = (pending[user] or 0) + 1
     pending_count = pending_count + 1
     if pending_count >= FLUSH_COUNT then
