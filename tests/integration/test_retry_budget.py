@@ -10,8 +10,9 @@ tested. docs/proxy.md, "The retry budget", gives the rule the tests model.
 
 A user of the budget is a name HOSP knows (one it answered with a success:
 `sign_in` makes one while HOSP is up), else the request's address: every name
-HOSP has not accepted, like the tests' made-up ones, counts as 127.0.0.1, or
-as the CloudFront-Viewer-Address a test sends.
+HOSP has not accepted, like the tests' made-up ones, counts as 127.0.0.1, or,
+to a proxy behind CloudFront (an origin secret rendered), as the
+CloudFront-Viewer-Address a test sends.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -41,14 +43,19 @@ WINDOW = 60.0
 PASSWORDS = {account.username: account.password for account in DEMO_ACCOUNTS}
 # The budget's user of a name HOSP does not know, from the tests' own address.
 HERE = "127.0.0.1"
+# The origin secret of the proxies that stand behind CloudFront, as production does:
+# only there is CloudFront-Viewer-Address CloudFront's word, and the budget's.
+ORIGIN_SECRET = secrets.token_urlsafe(32)
+BEHIND_CLOUDFRONT = (ORIGIN_SECRET,)
 
 
 def auth(user: str, viewer: str | None = None, password: str | None = None) -> dict[str, str]:
     """Basic credentials of `user` (its own password if HOSP has the account, unless
     `password` says otherwise), from `viewer`, the "address:port" CloudFront names a
-    viewer by (the proxy has no origin secret here: a client may send it)."""
+    viewer by, with the origin header CloudFront adds (a proxy without origin secrets
+    asks for none)."""
     token = base64.b64encode(f"{user}:{password or PASSWORDS.get(user, DEMO_PASSWORD)}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}"}
+    headers = {"Authorization": f"Basic {token}", "X-Origin-Verify": ORIGIN_SECRET}
     if viewer is not None:
         headers["CloudFront-Viewer-Address"] = viewer
     return headers
@@ -180,7 +187,7 @@ def test_spent_retries_leave_the_window_and_the_budget_refills(down: Hosp, tmp_p
 def test_a_user_arriving_after_a_flood_gets_its_share(down: Hosp, tmp_path: Path) -> None:
     flooder, newcomer = "dr-vega", "203.0.113.9"
     model = Model(0, 12)
-    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
+    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12), origin_secrets=BEHIND_CLOUDFRONT) as proxy:
         sign_in(down, proxy, flooder)
         model.deposit(flooder)
         flood = [verdict(proxy, flooder) for _ in range(20)]
@@ -204,7 +211,8 @@ def test_many_users_each_get_a_retry_and_together_stay_under_the_floor(down: Hos
     users += [(address, "anyone", address + ":443") for address in (f"198.51.100.{n}" for n in range(6))]
     floor_attempts = 22
     model = Model(0, floor_attempts)
-    with NginxProxy(down.address, tmp_path, tuning=budget(0, floor_attempts)) as proxy:
+    tuning = budget(0, floor_attempts)
+    with NginxProxy(down.address, tmp_path, tuning=tuning, origin_secrets=BEHIND_CLOUDFRONT) as proxy:
         sign_in(down, proxy, *names)
         for name in names:
             model.deposit(name)
@@ -246,7 +254,7 @@ def test_an_address_is_one_user_whatever_its_port_and_an_ipv6_address_its_64(dow
     IPv6 host can send from any address of its /64: neither a port nor a host's other
     addresses is a user of its own."""
     model = Model(0, 12)
-    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
+    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12), origin_secrets=BEHIND_CLOUDFRONT) as proxy:
         ipv4 = [verdict(proxy, f"made-up-{port}", f"203.0.113.5:{port}") for port in range(1000, 1005)]
         ipv6 = [
             verdict(proxy, "made-up", viewer)
@@ -394,7 +402,7 @@ def test_thousands_of_addresses_cannot_spend_more_than_the_instance_bound(down: 
     dictionary of 256 KiB that must evict, and the known user keeps the ratio of its own traffic."""
     ratio, floor_attempts, forged = 0.5, 10, 3000
     tuning = dataclasses.replace(budget(ratio, floor_attempts), retry_budget_memory="256k")
-    with NginxProxy(down.address, tmp_path, tuning=tuning) as proxy:
+    with NginxProxy(down.address, tmp_path, tuning=tuning, origin_secrets=BEHIND_CLOUDFRONT) as proxy:
         sign_in(down, proxy, "nurse-kim")
         with ThreadPoolExecutor(8) as pool:
             flood = list(
@@ -590,3 +598,15 @@ def test_credentials_hosp_refuses_are_forgotten(tmp_path: Path) -> None:
     # still known, it would have the name's 2 retries.
     assert address == ["PASSED", "PASSED", "REJECTED"]
     assert old == ["REJECTED", "REJECTED"]
+
+
+def test_without_cloudfront_in_front_a_viewer_address_is_the_clients_word(down: Hosp, tmp_path: Path) -> None:
+    """With no origin secret rendered (no CloudFront in front, as `make run` has it), any
+    client may send CloudFront-Viewer-Address: the budget counts the connection's address,
+    so made-up viewer addresses do not make users either."""
+    with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
+        seen = [verdict(proxy, "anyone", f"198.51.100.{n}:443") for n in range(5)]
+
+    # One user, 127.0.0.1: half the floor, 3 retries. Were each viewer a user, each
+    # would find a share of its own.
+    assert seen == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]

@@ -24,7 +24,8 @@
 -- about the last `known_for` seconds, spelled as clients spell them, and
 -- not answered 401 since. Any other request, with a name or a
 -- password HOSP has not accepted or with other credentials, counts as its
--- client's address: CloudFront's viewer address, else the connection's,
+-- client's address: CloudFront's viewer address (where the origin header
+-- proves CloudFront is in front), else the connection's,
 -- without the port, and for IPv6 its /64, which one host can send from
 -- whole. So names made up by the thousand are one user, their address, and
 -- cannot split the floor into shares too small for anyone (a name HOSP
@@ -77,6 +78,7 @@ function M.configure(options)
         reserve = options.reserve,
         known = ngx.shared[options.known_dict],
         secret = options.secret,
+        viewer_header = options.viewer_header,
         known_for = options.known_for,
         recheck = math.min(KNOWN_RECHECK, options.known_for / 4),
         slot_seconds = options.window / SLOTS,
@@ -166,9 +168,10 @@ local function ipv6_prefix(address)
 end
 
 -- The client's address: the viewer's as CloudFront sent it ("address:port",
--- IPv6 unbracketed), or the connection's; an IPv6 address's /64.
+-- IPv6 unbracketed) where CloudFront is in front, or the connection's; an
+-- IPv6 address's /64.
 local function address_key()
-    local address = ngx.var.http_cloudfront_viewer_address
+    local address = settings.viewer_header and ngx.var.http_cloudfront_viewer_address or nil
     if address ~= nil then
         address = address:match("^%[(.*)%]:%d+$") or address:match("^(.*):%d+$") or address
     else
