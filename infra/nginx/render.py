@@ -370,7 +370,8 @@ def values(s: ProxySettings) -> dict[str, str]:
         "budget_window": f"{t.retry_budget_window:g}",
         "budget_memory": t.retry_budget_memory,
         "budget_known_for": f"{t.retry_budget_known_for:g}",
-        # CloudFront-Viewer-Address is CloudFront's only where the origin header is checked.
+        # CloudFront-Viewer-Address is CloudFront's only where the origin header is checked
+        # (the public listener, with origin secrets).
         "budget_viewer_header": "true" if s.origin_secrets else "false",
         "api_paths": "|".join(AUTHENTICATED_API),
         "lua_dir": str(LUA_DIR),

@@ -365,14 +365,21 @@ def test_a_known_name_is_its_address_again_after_known_for(down: Hosp, tmp_path:
     assert after == [model.verdict(HERE) for _ in range(2)] == ["REJECTED", "REJECTED"]
 
 
-def test_known_names_and_spent_shares_survive_a_reload(down: Hosp, tmp_path: Path) -> None:
-    """A reload (the DNS refresh's) starts new workers, which remember nothing of their own:
-    who is known and what was spent are in the shared dictionary, which a reload keeps."""
+@pytest.mark.parametrize("render_again", [False, True], ids=["reload", "render-and-reload"])
+def test_known_names_and_spent_shares_survive_a_reload(down: Hosp, tmp_path: Path, render_again: bool) -> None:
+    """A reload (the DNS refresh's; an origin secret's rotation renders the configuration
+    again first, with a new request id salt) starts new workers, which remember nothing of
+    their own: who is known and what was spent are in the shared dictionaries, which a
+    reload keeps, with the key the known credentials are kept under."""
     model = Model(0, 12)
     with NginxProxy(down.address, tmp_path, tuning=budget(0, 12)) as proxy:
         sign_in(down, proxy, "dr-vega")
         model.deposit("dr-vega")
         before = [verdict(proxy, "anyone") for _ in range(3)]
+        if render_again:
+            config = proxy.config_path.read_text()
+            proxy.render()
+            assert proxy.config_path.read_text() != config  # a new salt
         old_workers = proxy.worker_pids()
         _sessions.pop(proxy.url).close()  # its connection belongs to an old worker
         os.kill(int((proxy.run_dir / "nginx.pid").read_text()), signal.SIGHUP)
@@ -610,3 +617,21 @@ def test_without_cloudfront_in_front_a_viewer_address_is_the_clients_word(down: 
     # One user, 127.0.0.1: half the floor, 3 retries. Were each viewer a user, each
     # would find a share of its own.
     assert seen == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]
+
+
+def test_the_internal_listener_takes_no_viewer_address(down: Hosp, tmp_path: Path) -> None:
+    """The Lambdas' listener asks for no origin header, so CloudFront-Viewer-Address there is
+    the caller's word, even on a proxy behind CloudFront: the connection's address counts."""
+    tuning = budget(0, 12)
+    with (
+        NginxProxy(down.address, tmp_path, tuning=tuning, origin_secrets=BEHIND_CLOUDFRONT) as proxy,
+        requests.Session() as session,
+    ):
+        seen = [
+            session.get(proxy.internal_url + "/hospitals", headers=auth("anyone", f"198.51.100.{n}:443"), timeout=10)
+            for n in range(5)
+        ]
+
+    assert [answer.status_code for answer in seen] == [503] * 5
+    verdicts = ["REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED" for answer in seen]
+    assert verdicts == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]  # one user: half the floor

@@ -220,7 +220,7 @@ def test_cli_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
     assert from_cli.read_text() == render.render(dataclasses.replace(direct, request_id_salt=salt))
 
 
-def test_each_render_draws_a_salt_for_the_request_ids_and_the_budget_written_once(tmp_path: Path) -> None:
+def test_each_render_draws_a_salt_for_the_request_ids_written_once(tmp_path: Path) -> None:
     first, second = settings(tmp_path), settings(tmp_path)
     config = render.render(first)
 
@@ -230,8 +230,7 @@ def test_each_render_draws_a_salt_for_the_request_ids_and_the_budget_written_onc
     assert first.request_id_salt not in repr(first)
     salt_lines = [line.strip() for line in config.splitlines() if first.request_id_salt in line]
     expected = f'set_md5 $hosp_new_request_id "{first.request_id_salt}:$hostname:$pid:$connection:'
-    # Once the retry budget's key for the credentials it knows, and once a server.
-    assert salt_lines == [f'secret = "{first.request_id_salt}",'] + [expected + '$connection_requests:$msec";'] * 2
+    assert salt_lines == [expected + '$connection_requests:$msec";'] * 2  # once a server
 
 
 def test_access_log_is_buffered_unless_turned_off(tmp_path: Path) -> None:

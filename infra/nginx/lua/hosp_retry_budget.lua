@@ -69,6 +69,23 @@ local clear = require("table.clear")
 
 local settings = nil
 
+-- The key of the known credentials' HMACs: 32 random bytes drawn the
+-- first time, kept in their dictionary through reloads (init_by_lua runs
+-- again, in the master, which reads /dev/urandom as root).
+local function shared_secret(name)
+    local secrets = ngx.shared[name]
+    local secret = secrets:get("key")
+    if secret == nil then
+        local random = assert(io.open("/dev/urandom", "rb"))
+        local drawn = random:read(32)
+        random:close()
+        assert(drawn ~= nil and #drawn == 32, "could not read 32 bytes from /dev/urandom")
+        secrets:add("key", drawn)
+        secret = secrets:get("key")
+    end
+    return secret
+end
+
 -- Called once from init_by_lua with the rendered settings.
 function M.configure(options)
     settings = {
@@ -77,7 +94,7 @@ function M.configure(options)
         window = options.window,
         reserve = options.reserve,
         known = ngx.shared[options.known_dict],
-        secret = options.secret,
+        secret = shared_secret(options.secret_dict),
         viewer_header = options.viewer_header,
         known_for = options.known_for,
         recheck = math.min(KNOWN_RECHECK, options.known_for / 4),
@@ -112,8 +129,9 @@ local function credential_key(header)
 end
 
 -- The same as the dictionary of known credentials keeps them: an HMAC
--- under the render's secret, so that shared memory holds no digest of a
--- password that a table computed without the secret could reverse.
+-- under a random key of the instance's, so that the entries, which outlive
+-- their requests by hours, are no digest of a password that a table
+-- computed without the key could reverse.
 local function digest(key)
     return ngx.hmac_sha1(settings.secret, key)
 end
@@ -168,10 +186,13 @@ local function ipv6_prefix(address)
 end
 
 -- The client's address: the viewer's as CloudFront sent it ("address:port",
--- IPv6 unbracketed) where CloudFront is in front, or the connection's; an
--- IPv6 address's /64.
+-- IPv6 unbracketed) on the public listener where CloudFront is in front
+-- (the origin header checked), or the connection's; an IPv6 address's /64.
 local function address_key()
-    local address = settings.viewer_header and ngx.var.http_cloudfront_viewer_address or nil
+    local address = nil
+    if settings.viewer_header and ngx.var.hosp_listener == "public" then
+        address = ngx.var.http_cloudfront_viewer_address
+    end
     if address ~= nil then
         address = address:match("^%[(.*)%]:%d+$") or address:match("^(.*):%d+$") or address
     else
