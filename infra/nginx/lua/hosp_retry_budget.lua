@@ -69,9 +69,9 @@ local clear = require("table.clear")
 
 local settings = nil
 
--- The key of the known credentials' HMACs: 32 random bytes drawn the
--- first time, kept in their dictionary through reloads (init_by_lua runs
--- again, in the master, which reads /dev/urandom as root).
+-- The key of the known credentials' HMACs: 32 random bytes the master
+-- draws when NGINX starts, kept in their dictionary through reloads (where
+-- init_by_lua runs again and finds them).
 local function shared_secret(name)
     local secrets = ngx.shared[name]
     local secret = secrets:get("key")
