@@ -213,8 +213,8 @@ end
 -- credentials again, and their user's key. Only credentials HOSP accepted
 -- get here: made-up ones never fill it. The dictionary holds their digest
 -- only. A request whose credentials are trusted costs a table lookup; the
--- tables hold each for at most about two rechecks: forget() drops the ones
--- past their time.
+-- tables hold each until about two rechecks after the worker last read it
+-- in the dictionary: forget() drops the ones past their time.
 local known_until, known_user, known_count = {}, {}, 0
 
 -- The user's key of trusted credentials, else nil.
