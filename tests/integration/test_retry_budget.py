@@ -97,19 +97,25 @@ def verdict(proxy: NginxProxy, user: str, viewer: str | None = None, password: s
     return verdict_of(proxy, auth(user, viewer, password))
 
 
+def budget_verdict(answer: requests.Response) -> str:
+    """What the budget said of a request HOSP failed: REJECTED (the proxy's 503, with
+    Retry-After: 1) or PASSED (retried, HOSP's own answer)."""
+    return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
+
+
 def verdict_of(proxy: NginxProxy, headers: dict[str, str]) -> str:
     """As verdict, with these headers."""
     session = _sessions.setdefault(proxy.url, requests.Session())
     answer = session.get(proxy.url + "/hospitals", headers=headers, timeout=10)
     assert answer.status_code == 503
-    return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
+    return budget_verdict(answer)
 
 
 def one_off_verdict(proxy: NginxProxy, user: str, viewer: str | None = None) -> str:
     """As verdict, over a new connection: any worker may take it."""
     answer = requests.get(proxy.url + "/hospitals", headers=auth(user, viewer), timeout=10)
     assert answer.status_code == 503
-    return "REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED"
+    return budget_verdict(answer)
 
 
 def sign_in(hosp: Hosp, proxy: NginxProxy, *users: str) -> None:
@@ -443,7 +449,7 @@ def test_the_workers_share_one_budget(down: Hosp, tmp_path: Path) -> None:
                 out = []
                 for _ in range(each):
                     answer = session.get(proxy.url + "/hospitals", headers=auth("nurse"), timeout=10)
-                    out.append("REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED")
+                    out.append(budget_verdict(answer))
                 return out
 
         with ThreadPoolExecutor(clients) as pool:
@@ -523,7 +529,7 @@ def test_odd_names_are_counted_without_an_error(fresh_hosp: Hosp, tmp_path: Path
 
     assert refused.status_code == 401
     assert [answer.status_code for answer in down] == [503] * 4
-    passed = ["REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED" for answer in down]
+    passed = [budget_verdict(answer) for answer in down]
     assert passed == ["PASSED", "PASSED", "PASSED", "REJECTED"]  # 12/2 for the address: 3 retries
     assert after == "REJECTED"
     assert not errors, errors[:3]
@@ -553,7 +559,7 @@ def test_an_odd_name_hosp_accepts_is_a_user_of_its_own(tmp_path: Path, name: byt
     # Two users, a third of the floor each (4 attempts): two retries each. Were the
     # name its address, it would find that share spent.
     assert address == ["PASSED", "PASSED", "REJECTED"]
-    assert ["REJECTED" if a.headers.get("Retry-After") == "1" else "PASSED" for a in own] == address
+    assert [budget_verdict(answer) for answer in own] == address
     assert not errors, errors[:3]
 
 
@@ -633,5 +639,5 @@ def test_the_internal_listener_takes_no_viewer_address(down: Hosp, tmp_path: Pat
         ]
 
     assert [answer.status_code for answer in seen] == [503] * 5
-    verdicts = ["REJECTED" if answer.headers.get("Retry-After") == "1" else "PASSED" for answer in seen]
+    verdicts = [budget_verdict(answer) for answer in seen]
     assert verdicts == ["PASSED", "PASSED", "PASSED", "REJECTED", "REJECTED"]  # one user: half the floor

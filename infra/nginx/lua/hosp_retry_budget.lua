@@ -108,24 +108,26 @@ local function current_slot()
     return math.floor(ngx.now() / settings.slot_seconds)
 end
 
+-- `text` whole, or `prefix` and its MD5 when longer than `longest` bytes.
+local function kept(text, longest, prefix)
+    if #text > longest then
+        return prefix .. ngx.md5(text)
+    end
+    return text
+end
+
 -- A user's key: its name; ":n" and the MD5 of a longer name; ":a" and an
 -- address; ":A" and the MD5 of a longer address. A user name never holds ":"
 -- (Basic credentials end it there), so no two kinds of key meet.
 local function name_key(name)
-    if #name > LONGEST_NAME then
-        return ":n" .. ngx.md5(name)
-    end
-    return name
+    return kept(name, LONGEST_NAME, ":n")
 end
 
 -- Credentials (an Authorization header) as a worker keeps them: whole, or
 -- NUL and the MD5 of a longer header (no header holds a NUL byte: NGINX
 -- refuses one, so no header is another's key).
 local function credential_key(header)
-    if #header > LONGEST_CREDENTIAL then
-        return "\0" .. ngx.md5(header)
-    end
-    return header
+    return kept(header, LONGEST_CREDENTIAL, "\0")
 end
 
 -- The same as the dictionary of known credentials keeps them: an HMAC
